@@ -1,0 +1,174 @@
+"""The byte key-value interface every storage backend implements.
+
+Three surfaces are kept apart:
+
+* what a backend author implements: :meth:`Backend.get_many`, :meth:`Backend.set_many`,
+  :meth:`Backend.delete_many`, :meth:`Backend.list_keys` and :meth:`Backend.close`;
+* what the base class derives from that core (single-key calls, prefix listing,
+  ``find_last_many``, a non-atomic ``update``); a backend overrides these only to be faster
+  or to make them atomic, and says so in its :class:`Capabilities`;
+* what the rest of diced calls: everything public here.
+
+Keys are ASCII ``str`` (diced builds them from fixed-width hex so that lexicographic order is
+meaningful); values are ``bytes``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from diced.errors import InvalidArgumentError
+
+__all__ = ["Backend", "Capabilities", "UpdateFn"]
+
+#: ``fn(current) -> changes``: ``current`` maps each requested key to its value (``None`` when
+#: absent); the returned mapping gives new values, ``None`` meaning delete.
+UpdateFn = Callable[[dict[str, bytes | None]], Mapping[str, bytes | None]]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend guarantees beyond the plain interface.
+
+    Attributes
+    ----------
+    ordered_scan:
+        ``list_keys`` and ``find_last_many`` are cheap seeks (a sorted embedded store), so
+        version resolution may scan keys instead of reading per-version manifests.
+    compare_and_set:
+        :meth:`Backend.compare_and_set` is atomic against every other writer.
+    atomic_update:
+        :meth:`Backend.update` is atomic (one transaction) against every other writer,
+        including other processes.
+    """
+
+    ordered_scan: bool = False
+    compare_and_set: bool = False
+    atomic_update: bool = False
+
+
+def _check_key(key: str) -> str:
+    if not isinstance(key, str) or not key or not key.isascii():
+        raise InvalidArgumentError(f"backend keys must be non-empty ASCII strings, got {key!r}")
+    return key
+
+
+class Backend(abc.ABC):
+    """A byte key-value store with batch calls and sorted listing."""
+
+    #: URL or path the backend was opened from.
+    url: str = ""
+    capabilities: Capabilities = Capabilities()
+
+    # --- the core a backend implements -------------------------------------------------
+
+    @abc.abstractmethod
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Values of ``keys`` in order, ``None`` for absent keys."""
+
+    @abc.abstractmethod
+    def set_many(self, items: Mapping[str, bytes]) -> None:
+        """Store every pair. All or nothing where the backend can guarantee it."""
+
+    @abc.abstractmethod
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Remove keys; absent keys are ignored."""
+
+    @abc.abstractmethod
+    def list_keys(
+        self, prefix: str = "", start: str | None = None, stop: str | None = None
+    ) -> Iterator[str]:
+        """Keys beginning with ``prefix`` and within ``[start, stop)``, in ascending order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources. Further calls are undefined."""
+
+    # --- derived defaults ----------------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        return self.get_many([key])[0]
+
+    def set(self, key: str, value: bytes) -> None:
+        self.set_many({key: value})
+
+    def delete(self, key: str) -> None:
+        self.delete_many([key])
+
+    def exists(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def list_prefix(self, prefix: str) -> list[str]:
+        return list(self.list_keys(prefix))
+
+    def apply(self, changes: Mapping[str, bytes | None]) -> None:
+        """Write and delete in one call (``None`` deletes). Atomic where ``set_many`` is."""
+        puts = {k: v for k, v in changes.items() if v is not None}
+        dels = [k for k, v in changes.items() if v is None]
+        if puts:
+            self.set_many(puts)
+        if dels:
+            self.delete_many(dels)
+
+    def find_last_many(
+        self, requests: Sequence[tuple[str, str]], accept: Callable[[str], bool]
+    ) -> list[tuple[str, bytes] | None]:
+        """For each ``(prefix, stop)``, the greatest accepted key below ``stop`` and its value.
+
+        This is the seek behind version resolution on ordered stores: the keys of one chunk
+        are ``prefix + version``, so the greatest accepted key is the nearest ancestor's write.
+        """
+        found: list[str | None] = []
+        for prefix, stop in requests:
+            hit = None
+            for key in reversed(list(self.list_keys(prefix, stop=stop))):
+                if accept(key):
+                    hit = key
+                    break
+            found.append(hit)
+        wanted = [k for k in found if k is not None]
+        values = dict(zip(wanted, self.get_many(wanted), strict=True))
+        out: list[tuple[str, bytes] | None] = []
+        for key in found:
+            value = values.get(key) if key is not None else None
+            out.append((key, value) if key is not None and value is not None else None)
+        return out
+
+    def update(self, keys: Sequence[str], fn: UpdateFn) -> dict[str, bytes | None]:
+        """Read ``keys``, let ``fn`` compute changes, write them; return the changes.
+
+        Atomic only when ``capabilities.atomic_update`` is true; otherwise another writer
+        may interleave between the read and the write.
+        """
+        current = dict(zip(keys, self.get_many(keys), strict=True))
+        changes = dict(fn(current))
+        if changes:
+            self.apply(changes)
+        return changes
+
+    def compare_and_set(self, key: str, expected: bytes | None, new: bytes | None) -> bool:
+        """Set ``key`` to ``new`` (``None`` deletes) only if it currently equals ``expected``.
+
+        Returns whether the swap happened. Atomic only when ``capabilities.compare_and_set``.
+        """
+        ok = True
+
+        def swap(current: dict[str, bytes | None]) -> dict[str, bytes | None]:
+            nonlocal ok
+            if current[key] != expected:
+                ok = False
+                return {}
+            return {key: new}
+
+        self.update([key], swap)
+        return ok
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
