@@ -45,7 +45,7 @@ class BackendError(DicedError, OSError):
     code = "backend_error"
 
 
-class BackendUnavailableError(BackendError, ImportError):
+class BackendUnavailableError(BackendError):
     """The backend for a URL needs an optional package that is not installed."""
 
     code = "backend_unavailable"
