@@ -1,0 +1,403 @@
+"""VersionedArray: numpy slicing over chunks of a versioned key space."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from diced.array.codecs.base import ChunkCodec, codec_from_dict
+from diced.array.grid import (
+    MAX_EXTENT,
+    cast_value,
+    check_chunks,
+    check_dtype,
+    check_shape,
+)
+from diced.array.indexing import ChunkProjection, normalize_selection, project
+from diced.errors import (
+    IndexOutOfBoundsError,
+    InvalidArgumentError,
+    LockedNodeError,
+    ShapeMismatchError,
+)
+from diced.repo import keys as K
+from diced.repo.resolve import VersionCtx, VersionedSpace
+
+if TYPE_CHECKING:
+    from diced.repo.repo import Repo, Version, _Ref
+
+log = logging.getLogger(__name__)
+
+__all__ = ["VersionedArray", "array_config"]
+
+#: raw bytes of chunk data handled per backend batch (bounds memory of big reads/writes)
+BATCH_BYTES = 64 << 20
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
+                                   thread_name_prefix="diced-chunks")
+    return _POOL
+
+
+def array_config(dtype: Any, shape: Iterable[int] | None, chunks: Iterable[int] | None,
+                 fill_value: Any, codec: Any, origin: Iterable[int] | None, vid: int,
+                 default_codec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Validated instance configuration for a new array (stored in the repo document)."""
+    dt = check_dtype(dtype)
+    if shape is None:
+        raise InvalidArgumentError("create_array needs a shape")
+    shp = check_shape(shape)
+    ch = check_chunks(chunks, len(shp))
+    fill = cast_value(fill_value, dt)
+    org = (0,) * len(shp) if origin is None else tuple(int(o) for o in origin)
+    if len(org) != len(shp):
+        raise InvalidArgumentError(f"origin {org} does not match {len(shp)} dimensions")
+    spec = codec_from_dict(codec if codec is not None else (default_codec or {"name": "blosc"}))
+    return {"dtype": dt.str, "chunks": list(ch), "fill_value": fill.item() if dt.kind != "c"
+            else [fill.real.item(), fill.imag.item()], "codec": spec.to_dict(),
+            "origin": list(org), "shapes": {str(vid): list(shp)}}
+
+
+class VersionedArray:
+    """An nD array of one numeric dtype, chunked, versioned and sparse.
+
+    Indexing follows numpy basic indexing: integers (negative from the end; the axis is
+    dropped), slices with steps (negative too), ``...`` and ``None``. Reads return new numpy
+    arrays; writes broadcast scalars and smaller arrays and are read-modify-write per chunk
+    (atomic per chunk on LMDB). Unwritten chunks read as ``fill_value`` and cost nothing; a
+    chunk written back to all-fill is removed.
+
+    ``origin`` is the absolute coordinate of index 0 along each axis (DVID/DICED style
+    coordinates, which may be negative). :attr:`abs` indexes by absolute coordinates.
+
+    Obtain arrays from a repo (``repo.create_array``, ``repo.array(name)``, follows the repo
+    head) or a version (``repo.version(uuid).array(name)``, pinned).
+    """
+
+    typename = "array"
+
+    def __init__(self, repo: Repo, name: str, record: dict[str, Any], ref: _Ref) -> None:
+        self.repo = repo
+        self.name = name
+        self._rec = record
+        self._ref = ref
+        cfg = record["config"]
+        self.dtype = np.dtype(cfg["dtype"])
+        self.chunks: tuple[int, ...] = tuple(cfg["chunks"])
+        fv = cfg["fill_value"]
+        self.fill_value = (np.asarray(complex(*fv), dtype=self.dtype) if self.dtype.kind == "c"
+                           else np.asarray(fv, dtype=self.dtype))[()]
+        self.origin: tuple[int, ...] = tuple(cfg.get("origin", (0,) * len(self.chunks)))
+        self.codec: ChunkCodec = codec_from_dict(cfg["codec"])
+        self._space = VersionedSpace(repo.backend, record["id"])
+
+    # --- description ---------------------------------------------------------------------
+
+    @staticmethod
+    def describe_key(ckey: str) -> tuple[int, ...]:
+        return K.parse_chunk_ckey(ckey)
+
+    @property
+    def _cfg(self) -> dict[str, Any]:
+        rec = self.repo._doc["instances"].get(self.name, self._rec)
+        return rec["config"]
+
+    def _shape_at(self, ctx: VersionCtx) -> tuple[int, ...]:
+        shapes = self._cfg["shapes"]
+        best = max((int(v) for v in shapes if int(v) in ctx.ancestors), default=None)
+        if best is None:
+            best = min(int(v) for v in shapes)
+        return tuple(shapes[str(best)])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape_at(self._ref.ctx())
+
+    @property
+    def ndim(self) -> int:
+        return len(self.chunks)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=object))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def version(self) -> Version:
+        from diced.repo.repo import Version
+
+        ctx = self._ref.ctx()
+        return Version(self.repo, self.repo._dag.nodes[ctx.vid])
+
+    @property
+    def locked(self) -> bool:
+        return self._ref.ctx().locked
+
+    def at(self, version: str | Version) -> VersionedArray:
+        """The same array pinned to another version."""
+        from diced.repo.repo import _Ref
+
+        node = self.repo._node(version)
+        return self.repo._instance(self.name, _Ref(self.repo, node.id))
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.typename, "dtype": str(self.dtype),
+                "shape": self.shape, "chunks": self.chunks, "fill_value": self.fill_value.item(),
+                "origin": self.origin, "codec": self.codec.to_dict(),
+                "version": self._ref.ctx().uuid}
+
+    def __repr__(self) -> str:
+        ctx = self._ref.ctx()
+        return (f"<{type(self).__name__} {self.name!r} shape={self.shape} dtype={self.dtype} "
+                f"chunks={self.chunks} version={ctx.uuid[:8]}{' locked' if ctx.locked else ''}>")
+
+    # --- chunk-level access ------------------------------------------------------------------
+
+    def _decode(self, data: bytes, out: np.ndarray | None = None) -> np.ndarray:
+        return self.codec.decode(data, self.chunks, self.dtype, out=out)
+
+    def _encode(self, chunk: np.ndarray) -> bytes | None:
+        """Chunk bytes, or ``None`` when the chunk is entirely fill (stored as nothing)."""
+        if _all_fill(chunk, self.fill_value):
+            return None
+        return self.codec.encode(chunk)
+
+    def _empty_chunk(self) -> np.ndarray:
+        return np.full(self.chunks, self.fill_value, dtype=self.dtype)
+
+    def stored_chunks(self) -> list[tuple[int, ...]]:
+        """Grid coordinates of the chunks holding data at this version."""
+        return [K.parse_chunk_ckey(c) for c in self._space.live_keys(self._ref.ctx())]
+
+    def read_chunks(self, coords: Sequence[Sequence[int]]) -> list[np.ndarray | None]:
+        """Decoded chunks at grid ``coords`` (``None`` where nothing is stored)."""
+        ctx = self._ref.ctx()
+        vals = self._space.read_many([K.chunk_ckey(c) for c in coords], ctx)
+        return [None if v is None else self._decode(v) for v in vals]
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def __getitem__(self, selection: Any) -> Any:
+        ctx = self._ref.ctx()
+        shape = self._shape_at(ctx)
+        sel = normalize_selection(selection, shape)
+        out = np.empty(sel.shape, dtype=self.dtype)
+        self._read_into(ctx, shape, sel, out)
+        result = out.reshape(sel.result_shape)
+        return result[()] if result.ndim == 0 else result
+
+    def _read_into(self, ctx: VersionCtx, shape, sel, out: np.ndarray) -> None:
+        for batch in _batches(project(sel, self.chunks, shape), self._chunk_nbytes()):
+            vals = self._space.read_many([K.chunk_ckey(p.coords) for p in batch], ctx)
+
+            def fill_one(item: tuple[ChunkProjection, bytes | None]) -> None:
+                p, data = item
+                if data is None:
+                    out[p.out_sel] = self.fill_value
+                elif p.full and _is_whole(p, self.chunks):
+                    target = out[p.out_sel]
+                    if target.flags.c_contiguous:
+                        self._decode(data, out=target)
+                    else:
+                        target[...] = self._decode(data)
+                else:
+                    out[p.out_sel] = self._decode(data)[p.chunk_sel]
+
+            items = list(zip(batch, vals, strict=True))
+            if len(items) > 2:
+                list(_pool().map(fill_one, items))
+            else:
+                for it in items:
+                    fill_one(it)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self[...]
+        arr = np.asarray(arr)
+        return arr.astype(dtype) if dtype is not None else arr
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def __setitem__(self, selection: Any, value: Any) -> None:
+        ctx = self._ref.ctx()
+        if ctx.locked:
+            raise LockedNodeError(
+                f"version {ctx.uuid} is locked: {self.name!r} is read-only there; "
+                "branch or newversion to write")
+        shape = self._shape_at(ctx)
+        sel = normalize_selection(selection, shape)
+        arr = cast_value(value, self.dtype)
+        try:
+            arr = np.broadcast_to(arr, sel.result_shape)
+        except ValueError as exc:
+            raise ShapeMismatchError(
+                f"could not broadcast value of shape {np.shape(value)} to selection of shape "
+                f"{sel.result_shape}") from exc
+        arr = arr.reshape(sel.shape)
+        self._write(ctx, shape, sel, arr)
+
+    def _write(self, ctx: VersionCtx, shape, sel, arr: np.ndarray) -> None:
+        for batch in _batches(project(sel, self.chunks, shape), self._chunk_nbytes()):
+            full = [p for p in batch if p.full]
+            partial = [p for p in batch if not p.full]
+            encoded: dict[str, bytes | None] = {}
+
+            def enc(p: ChunkProjection) -> tuple[str, bytes | None]:
+                if _is_whole(p, self.chunks):
+                    chunk = np.ascontiguousarray(arr[p.out_sel])
+                else:  # edge chunk covering the array's remainder
+                    chunk = self._empty_chunk()
+                    chunk[p.chunk_sel] = arr[p.out_sel]
+                return K.chunk_ckey(p.coords), self._encode(chunk)
+
+            for ck, data in (_pool().map(enc, full) if len(full) > 2 else map(enc, full)):
+                encoded[ck] = data
+            by_key = {K.chunk_ckey(p.coords): p for p in partial}
+
+            def modify(ckey: str, base: bytes | None) -> bytes | None:
+                if ckey in encoded:
+                    return encoded[ckey]
+                p = by_key[ckey]
+                chunk = self._empty_chunk() if base is None else self._decode(base).copy()
+                chunk[p.chunk_sel] = arr[p.out_sel]
+                return self._encode(chunk)
+
+            self._space.modify(ctx, list(encoded) + list(by_key), modify)
+
+    def _chunk_nbytes(self) -> int:
+        return int(np.prod(self.chunks)) * self.dtype.itemsize
+
+    # --- shape -----------------------------------------------------------------------------
+
+    def resize(self, *shape: int | Iterable[int]) -> None:
+        """Change the shape at the current (open) version. Data outside the new shape is
+        removed at this version (it stays readable at older versions)."""
+        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+            shape = tuple(shape[0])  # type: ignore[arg-type]
+        new = check_shape(shape)  # type: ignore[arg-type]
+        ctx = self._ref.ctx()
+        if ctx.locked:
+            raise LockedNodeError(f"version {ctx.uuid} is locked; cannot resize {self.name!r}")
+        old = self._shape_at(ctx)
+        if len(new) != len(old):
+            raise InvalidArgumentError(f"resize keeps the number of dimensions ({len(old)})")
+        if any(n < o for n, o in zip(new, old, strict=True)):
+            self._clear_outside(ctx, new)
+
+        def fn(rec: dict[str, Any]) -> None:
+            rec["config"]["shapes"][str(ctx.vid)] = list(new)
+
+        self.repo._update_instance(self.name, fn)
+
+    def _clear_outside(self, ctx: VersionCtx, new: tuple[int, ...]) -> None:
+        drop, trim = [], []
+        for ckey in self._space.live_keys(ctx):
+            coords = K.parse_chunk_ckey(ckey)
+            lo = [c * k for c, k in zip(coords, self.chunks, strict=True)]
+            if any(l >= n for l, n in zip(lo, new, strict=True)):
+                drop.append(ckey)
+            elif any(l + k > n for l, k, n in zip(lo, self.chunks, new, strict=True)):
+                trim.append((ckey, tuple(slice(max(0, n - l), None) for l, n in zip(lo, new, strict=True))))
+        if drop:
+            self._space.delete(ctx, drop)
+        trims = dict(trim)
+
+        def modify(ckey: str, base: bytes | None) -> bytes | None:
+            if base is None:
+                return None
+            chunk = self._decode(base).copy()
+            region = trims[ckey]
+            for ax, sl in enumerate(region):
+                if sl.start < self.chunks[ax]:
+                    idx = [slice(None)] * len(region)
+                    idx[ax] = sl
+                    chunk[tuple(idx)] = self.fill_value
+            return self._encode(chunk)
+
+        if trims:
+            self._space.modify(ctx, list(trims), modify)
+
+    # --- absolute coordinates ----------------------------------------------------------------
+
+    @property
+    def abs(self) -> _AbsoluteIndexer:
+        """Index by absolute (origin-shifted) coordinates: ``arr.abs[-64:0, ...]``."""
+        return _AbsoluteIndexer(self)
+
+
+class _AbsoluteIndexer:
+    def __init__(self, arr: VersionedArray) -> None:
+        self.arr = arr
+
+    def _shift(self, selection: Any) -> tuple[Any, ...]:
+        if not isinstance(selection, tuple):
+            selection = (selection,)
+        if any(s is Ellipsis or s is None for s in selection) or len(selection) != self.arr.ndim:
+            raise InvalidArgumentError(
+                f"absolute indexing takes exactly {self.arr.ndim} integers or slices")
+        out = []
+        for s, o, n in zip(selection, self.arr.origin, self.arr.shape, strict=True):
+            if isinstance(s, slice):
+                if s.start is None or s.stop is None:
+                    raise InvalidArgumentError("absolute slices need explicit start and stop")
+                lo, hi = int(s.start) - o, int(s.stop) - o
+                if lo < 0 or hi > n:
+                    raise IndexOutOfBoundsError(
+                        f"absolute range {s.start}:{s.stop} is outside {o}:{o + n}")
+                out.append(slice(lo, hi, s.step))
+            else:
+                i = int(s) - o
+                if not 0 <= i < n:
+                    raise IndexOutOfBoundsError(f"absolute index {s} is outside {o}:{o + n}")
+                out.append(i)
+        return tuple(out)
+
+    def __getitem__(self, selection: Any) -> Any:
+        return self.arr[self._shift(selection)]
+
+    def __setitem__(self, selection: Any, value: Any) -> None:
+        self.arr[self._shift(selection)] = value
+
+
+def _is_whole(p: ChunkProjection, chunks: Sequence[int]) -> bool:
+    return all(s.start == 0 and s.stop == c for s, c in zip(p.chunk_sel, chunks, strict=True))
+
+
+def _all_fill(chunk: np.ndarray, fill: Any) -> bool:
+    if chunk.dtype.kind in "fc" and np.isnan(fill):
+        return bool(np.isnan(chunk).all())
+    if chunk.dtype.kind in "iub":
+        # compare as bytes when fill is zero: one pass, no temporary bool array
+        if fill == 0:
+            return not np.any(chunk)
+    return bool((chunk == fill).all())
+
+
+def _batches(projections: Iterable[ChunkProjection], chunk_nbytes: int
+             ) -> Iterator[list[ChunkProjection]]:
+    per = max(1, BATCH_BYTES // max(1, chunk_nbytes))
+    batch: list[ChunkProjection] = []
+    for p in projections:
+        batch.append(p)
+        if len(batch) >= per:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+del MAX_EXTENT

@@ -1,0 +1,103 @@
+"""The one place where the storage key layout is defined.
+
+Layout (all ASCII, fixed-width lowercase hex so that string order is numeric order)::
+
+    meta/format                              {"format": N}
+    meta/repo/<repo uuid>                    repo document (JSON): DAG, instances, alias, log
+    meta/alias/<hex(alias)>                  repo uuid owning an alias (unique)
+    meta/counter/<name>                      store-wide counters (instance ids, ...)
+    lock/<repo uuid>/<version id>            present once the version is locked
+    d/<inst>/<ckey>/<version id><m>          a value written at a version; m = "d" data, "t" tombstone
+    w/<inst>/<version id>/<ckey>/<m>         per-version index of what the version wrote
+
+All versions of one logical key (``d/<inst>/<ckey>/``) sit next to each other in version
+order, so an ordered store finds the nearest ancestor's write with one seek, and the
+per-version index lets diff, merge and object stores work from what changed instead of
+scanning everything.
+
+A chunk key (``ckey``) is the chunk coordinates as 8-hex-digit numbers joined by ``.``; a
+keyvalue key is the hex of its UTF-8 bytes (hex preserves byte order and prefixes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "FORMAT_KEY", "FORMAT_VERSION", "DATA", "TOMB",
+    "repo_key", "alias_key", "counter_key", "lock_key",
+    "data_prefix", "data_key", "chunk_prefix", "parse_data_key",
+    "index_prefix", "index_key", "parse_index_key",
+    "chunk_ckey", "parse_chunk_ckey", "kv_ckey", "parse_kv_ckey",
+]
+
+FORMAT_KEY = "meta/format"
+FORMAT_VERSION = 1
+DATA = "d"
+TOMB = "t"
+
+
+def repo_key(repo_uuid: str) -> str:
+    return f"meta/repo/{repo_uuid}"
+
+
+def alias_key(alias: str) -> str:
+    return f"meta/alias/{alias.encode().hex()}"
+
+
+def counter_key(name: str) -> str:
+    return f"meta/counter/{name}"
+
+
+def lock_key(repo_uuid: str, vid: int) -> str:
+    return f"lock/{repo_uuid}/{vid:08x}"
+
+
+def data_prefix(inst: int) -> str:
+    return f"d/{inst:08x}/"
+
+
+def chunk_prefix(inst: int, ckey: str) -> str:
+    return f"d/{inst:08x}/{ckey}/"
+
+
+def data_key(inst: int, ckey: str, vid: int, mark: str = DATA) -> str:
+    return f"d/{inst:08x}/{ckey}/{vid:08x}{mark}"
+
+
+def parse_data_key(key: str) -> tuple[str, int, str]:
+    """``(ckey, version id, mark)`` of a data key."""
+    head, _, tail = key.rpartition("/")
+    return head[11:], int(tail[:8], 16), tail[8:]
+
+
+def index_prefix(inst: int, vid: int | None = None) -> str:
+    return f"w/{inst:08x}/" if vid is None else f"w/{inst:08x}/{vid:08x}/"
+
+
+def index_key(inst: int, vid: int, ckey: str, mark: str = DATA) -> str:
+    return f"w/{inst:08x}/{vid:08x}/{ckey}/{mark}"
+
+
+def parse_index_key(key: str) -> tuple[int, str, str]:
+    """``(version id, ckey, mark)`` of an index key."""
+    rest = key[11:]
+    vid = int(rest[:8], 16)
+    ckey, _, mark = rest[9:].rpartition("/")
+    return vid, ckey, mark
+
+
+def chunk_ckey(coords: Sequence[int]) -> str:
+    return ".".join(f"{int(c):08x}" for c in coords)
+
+
+def parse_chunk_ckey(ckey: str) -> tuple[int, ...]:
+    return tuple(int(p, 16) for p in ckey.split("."))
+
+
+def kv_ckey(key: str) -> str:
+    return "k" + key.encode().hex()
+
+
+def parse_kv_ckey(ckey: str) -> str:
+    return bytes.fromhex(ckey[1:]).decode()

@@ -1,0 +1,610 @@
+"""Repo and Version: the version DAG facade over a store's backend."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from diced.errors import (
+    CorruptMetadataError,
+    DuplicateNameError,
+    InstanceNotFoundError,
+    InvalidArgumentError,
+    LockedNodeError,
+    MergeConflictError,
+    UnlockedNodeError,
+    VersionNotFoundError,
+)
+from diced.repo import keys as K
+from diced.repo.dag import DAG, MASTER, Node, new_uuid
+from diced.repo.diff import Diff, InstanceDiff, diff_space
+from diced.repo.merge import Conflict, Strategy, choose, find_merge_changes
+from diced.repo.meta import dump_doc, load_doc, update_docs
+from diced.repo.resolve import VersionCtx, VersionedSpace
+
+if TYPE_CHECKING:
+    from diced.store import Store
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Repo", "Version", "Conflict"]
+
+_NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+_RESERVED = {"log", "branch", "note", "commit", "newversion", "info", "tag", "status"}
+
+
+def _check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not name or not set(name) <= _NAME_OK or name.startswith("."):
+        if isinstance(name, str) and name.startswith(".") and name[1:] and set(name[1:]) <= _NAME_OK:
+            return name  # hidden names such as DICED's ".files" are allowed
+        raise InvalidArgumentError(
+            f"{what} {name!r}: use letters, digits, '_', '-' and '.' (not empty)")
+    if name in _RESERVED:
+        raise InvalidArgumentError(f"{what} {name!r} is reserved")
+    return name
+
+
+def _instance_types() -> dict[str, tuple[str, str]]:
+    return {
+        "array": ("diced.array.array", "VersionedArray"),
+        "labels": ("diced.array.labels", "LabelArray"),
+        "keyvalue": ("diced.datatypes.keyvalue", "KeyValue"),
+    }
+
+
+def _instance_class(typename: str) -> type:
+    import importlib
+
+    try:
+        module, cls = _instance_types()[typename]
+    except KeyError as exc:
+        raise CorruptMetadataError(f"unknown instance type {typename!r}") from exc
+    return getattr(importlib.import_module(module), cls)
+
+
+class _Ref:
+    """Which version an instance handle reads and writes: a pinned one or the repo head."""
+
+    def __init__(self, repo: Repo, vid: int | None) -> None:
+        self.repo, self.vid = repo, vid
+
+    def ctx(self) -> VersionCtx:
+        vid = self.repo._head_id if self.vid is None else self.vid
+        return self.repo._ctx(vid)
+
+
+class Version:
+    """A read handle on one version node (any version is readable at any time)."""
+
+    def __init__(self, repo: Repo, node: Node) -> None:
+        self.repo = repo
+        self._node = node
+
+    @property
+    def node(self) -> Node:
+        return self.repo._dag.nodes.get(self._node.id, self._node)
+
+    uuid = property(lambda self: self._node.uuid)
+    id = property(lambda self: self._node.id)
+    locked = property(lambda self: self.node.locked)
+    note = property(lambda self: self.node.note)
+    log = property(lambda self: list(self.node.log))
+    branch = property(lambda self: self.node.branch_name)
+    tag = property(lambda self: self.node.tag)
+    created = property(lambda self: self.node.created)
+
+    @property
+    def parents(self) -> list[str]:
+        return [self.repo._dag.nodes[p].uuid for p in self.node.parents]
+
+    @property
+    def children(self) -> list[str]:
+        return [self.repo._dag.nodes[c].uuid for c in self.repo._dag.children.get(self.id, [])]
+
+    def instance(self, name: str) -> Any:
+        """The data instance ``name`` as seen at this version."""
+        return self.repo._instance(name, _Ref(self.repo, self.id))
+
+    __getitem__ = instance
+    array = instance
+    keyvalue = instance
+    labels = instance
+
+    def instances(self) -> dict[str, str]:
+        return self.repo.instances(self.uuid)
+
+    def commit(self, note: str = "", log: Iterable[str] = ()) -> Version:
+        return self.repo.commit(note, log, uuid=self.uuid)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Version) and other.uuid == self.uuid and other.repo.uuid == self.repo.uuid
+
+    def __hash__(self) -> int:
+        return hash(self.uuid)
+
+    def __repr__(self) -> str:
+        state = "locked" if self.locked else "open"
+        return f"<Version {self.uuid[:12]} id={self.id} branch={self.branch!r} {state} note={self.note!r}>"
+
+
+class Repo:
+    """A repo: a DAG of versions holding data instances.
+
+    The handle has a *head*: the version that ``repo.create_array``, ``repo.array(name)``
+    and other unpinned handles read and write. ``commit`` locks the head; ``branch``,
+    ``newversion``, ``merge`` and ``checkout`` move it. Handles obtained through
+    :meth:`version` are pinned to one version and never move.
+    """
+
+    def __init__(self, store: Store, uuid: str, head: str | None = None) -> None:
+        self.store = store
+        self.backend = store.backend
+        self.uuid = uuid
+        self._doc: dict[str, Any] = {}
+        self._raw: bytes | None = None
+        self._dag = DAG([])
+        self.refresh()
+        node = self._dag.resolve(head) if head else self._dag.branch_leaf(MASTER)
+        self._head_id = node.id
+
+    # --- metadata --------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Re-read the repo's metadata (other processes may have changed it)."""
+        raw = self.backend.get(K.repo_key(self.uuid))
+        if raw is None:
+            from diced.errors import RepoNotFoundError
+
+            raise RepoNotFoundError(f"repo {self.uuid} does not exist (deleted?)")
+        if raw != self._raw:
+            self._set_doc(raw)
+
+    def _set_doc(self, raw: bytes) -> None:
+        doc = load_doc(raw, f"repo {self.uuid}")
+        assert doc is not None
+        try:
+            nodes = [Node.from_dict(n) for n in doc["nodes"]]
+            doc["instances"]
+        except (KeyError, TypeError) as exc:
+            raise CorruptMetadataError(f"repo {self.uuid}: metadata lacks {exc}") from exc
+        if doc.get("format") != K.FORMAT_VERSION:
+            raise CorruptMetadataError(
+                f"repo {self.uuid}: metadata format {doc.get('format')!r} is not {K.FORMAT_VERSION}")
+        self._doc, self._raw, self._dag = doc, raw, DAG(nodes)
+
+    def _mutate(self, fn: Callable[[dict[str, Any]], dict[str, bytes | None] | None],
+                extra_keys: Iterable[str] = ()) -> dict[str, Any]:
+        """Apply ``fn`` to a fresh copy of the repo document, atomically where possible.
+
+        ``fn`` edits the document in place and may return extra key changes; raising aborts
+        with nothing stored.
+        """
+        rk = K.repo_key(self.uuid)
+        extra = list(extra_keys)
+
+        def body(cur: dict[str, bytes | None]) -> dict[str, bytes | None]:
+            doc = load_doc(cur[rk], f"repo {self.uuid}")
+            if doc is None:
+                from diced.errors import RepoNotFoundError
+
+                raise RepoNotFoundError(f"repo {self.uuid} does not exist (deleted?)")
+            more = fn(doc) or {}
+            doc["updated"] = time.time()
+            return {rk: dump_doc(doc), **more}
+
+        changes = update_docs(self.backend, [rk, *extra], body)
+        self._set_doc(changes[rk])  # type: ignore[arg-type]
+        return self._doc
+
+    def _ctx(self, vid: int) -> VersionCtx:
+        node = self._dag.nodes.get(vid)
+        if node is None:
+            self.refresh()
+            node = self._dag.nodes.get(vid)
+            if node is None:
+                raise VersionNotFoundError(f"version id {vid} not in repo {self.alias!r}")
+        return VersionCtx(self.uuid, vid, self._dag.ancestors(vid), node.locked, node.uuid)
+
+    @property
+    def alias(self) -> str:
+        return self._doc.get("alias", "")
+
+    @property
+    def description(self) -> str:
+        return self._doc.get("description", "")
+
+    @property
+    def root(self) -> Version:
+        return Version(self, self._dag.root)
+
+    @property
+    def head(self) -> Version:
+        return Version(self, self._dag.nodes[self._head_id])
+
+    @property
+    def current_uuid(self) -> str:
+        return self._dag.nodes[self._head_id].uuid
+
+    @property
+    def dag(self) -> DAG:
+        return self._dag
+
+    # --- refs ------------------------------------------------------------------------------
+
+    def _node(self, uuid: str | None = None, *, branch: str | None = None,
+              tag: str | None = None) -> Node:
+        given = [x for x in (uuid, branch, tag) if x is not None]
+        if len(given) > 1:
+            raise InvalidArgumentError("give exactly one of uuid=, branch=, tag=")
+        if not given:
+            return self._dag.nodes[self._head_id]
+        spec = uuid if uuid is not None else (branch if branch is not None else tag)
+        if isinstance(spec, Version):
+            spec = spec.uuid
+        for attempt in range(2):
+            try:
+                if branch is not None:
+                    return self._dag.branch_leaf(branch)
+                if tag is not None:
+                    tags = self._dag.tags()
+                    if tag not in tags:
+                        raise VersionNotFoundError(f"no tag named {tag!r}")
+                    return tags[tag]
+                return self._dag.resolve(spec)  # type: ignore[arg-type]
+            except VersionNotFoundError:
+                if attempt:
+                    raise
+                self.refresh()
+        raise AssertionError("unreachable")
+
+    def version(self, uuid: str | Version | None = None, *, branch: str | None = None,
+                tag: str | None = None) -> Version:
+        """A pinned handle on a version: by UUID (or unique prefix, ``branch~N``), branch leaf,
+        or tag. With no argument, the head."""
+        return Version(self, self._node(uuid, branch=branch, tag=tag))
+
+    def checkout(self, uuid: str | Version | None = None, *, branch: str | None = None,
+                 tag: str | None = None) -> Version:
+        """Move the head (what unpinned handles read and write) to another version."""
+        node = self._node(uuid, branch=branch, tag=tag)
+        self._head_id = node.id
+        return Version(self, node)
+
+    def versions(self) -> list[Version]:
+        return [Version(self, n) for n in self._dag.topological()]
+
+    def branches(self) -> dict[str, Version]:
+        return {name: Version(self, n) for name, n in self._dag.branches().items()}
+
+    def tags(self) -> dict[str, Version]:
+        return {name: Version(self, n) for name, n in self._dag.tags().items()}
+
+    def log(self, uuid: str | Version | None = None) -> list[Version]:
+        """First-parent history of a version (default: head), oldest first."""
+        node = self._node(uuid)
+        return [Version(self, self._dag.nodes[i]) for i in reversed(self._dag.first_parent_chain(node.id))]
+
+    # --- DAG operations ----------------------------------------------------------------------
+
+    def commit(self, note: str = "", log: Iterable[str] = (), *, uuid: str | None = None) -> Version:
+        """Lock a version (default: the head) with a note and log lines. Returns it."""
+        node = self._node(uuid)
+        lines = [str(x) for x in log]
+        vid = node.id
+
+        def fn(doc: dict[str, Any]) -> dict[str, bytes | None]:
+            rec = _node_rec(doc, vid)
+            if rec["locked"]:
+                raise LockedNodeError(f"version {rec['uuid']} is already locked")
+            rec["locked"] = True
+            if note:
+                rec["note"] = note
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            rec["log"].extend(f"{stamp}  {line}" for line in lines)
+            rec["updated"] = time.time()
+            return {K.lock_key(self.uuid, vid): b"1"}
+
+        self._mutate(fn, [K.lock_key(self.uuid, vid)])
+        return Version(self, self._dag.nodes[vid])
+
+    lock = commit
+
+    def _add_child(self, parents: list[int], branch: str, note: str, *, tag: str | None = None,
+                   uuid: str | None = None, check: Callable[[dict[str, Any]], None] | None = None,
+                   vid: int | None = None, move_head: bool = True) -> Version:
+        child_uuid = uuid or new_uuid()
+        if uuid is not None and (len(uuid) != 32 or any(c not in "0123456789abcdef" for c in uuid)) \
+                and tag is None:
+            raise InvalidArgumentError(f"an assigned UUID must be 32 lowercase hex characters: {uuid!r}")
+        created: dict[str, int] = {}
+
+        def fn(doc: dict[str, Any]) -> None:
+            for p in parents:
+                rec = _node_rec(doc, p)
+                if not rec["locked"]:
+                    raise UnlockedNodeError(
+                        f"version {rec['uuid']} is open; lock (commit) it before making children")
+            if any(n["uuid"] == child_uuid for n in doc["nodes"]):
+                raise DuplicateNameError(f"version UUID {child_uuid} already exists")
+            if check is not None:
+                check(doc)
+            new_id = vid if vid is not None else doc["next_id"]
+            doc["next_id"] = max(doc["next_id"], new_id + 1)
+            now = time.time()
+            doc["nodes"].append(Node(child_uuid, new_id, list(parents), branch, note, [],
+                                     locked=tag is not None, created=now, updated=now,
+                                     tag=tag).to_dict())
+            created["id"] = new_id
+
+        extra = [K.lock_key(self.uuid, vid)] if (tag is not None and vid is not None) else []
+        self._mutate(fn, extra)
+        if tag is not None:  # tags are locked at birth
+            self.backend.set(K.lock_key(self.uuid, created["id"]), b"1")
+        node = self._dag.nodes[created["id"]]
+        if move_head and tag is None:
+            self._head_id = node.id
+        return Version(self, node)
+
+    def newversion(self, note: str = "", *, uuid: str | None = None,
+                   parent: str | Version | None = None) -> Version:
+        """A new open child of a locked version (default: head) on the same branch; becomes head."""
+        p = self._node(parent)
+
+        def check(doc: dict[str, Any]) -> None:
+            for n in doc["nodes"]:
+                if p.id in n["parents"] and n["branch"] == p.branch and n.get("tag") is None:
+                    raise DuplicateNameError(
+                        f"version {p.uuid} already has a child on branch {p.branch_name!r}; "
+                        "use branch(name) to fork")
+
+        return self._add_child([p.id], p.branch, note, uuid=uuid, check=check)
+
+    def branch(self, name: str, note: str = "", *, uuid: str | None = None,
+               parent: str | Version | None = None) -> Version:
+        """Start branch ``name`` at a new open child of a locked version (default: head).
+
+        The child becomes the head, so unpinned handles now write to it.
+        """
+        _check_name(name, "branch")
+        if name == MASTER:
+            raise InvalidArgumentError("'master' is the default branch; use newversion()")
+        p = self._node(parent)
+
+        def check(doc: dict[str, Any]) -> None:
+            if any(n["branch"] == name for n in doc["nodes"]):
+                raise DuplicateNameError(f"branch {name!r} already exists")
+
+        return self._add_child([p.id], name, note, uuid=uuid, check=check)
+
+    create_branch_named = branch
+
+    def tag(self, name: str, note: str = "", *, parent: str | Version | None = None) -> Version:
+        """Name a locked version: a locked child whose UUID is the tag text (as in DVID)."""
+        _check_name(name, "tag")
+        p = self._node(parent)
+
+        def check(doc: dict[str, Any]) -> None:
+            if any(n.get("tag") == name or n["uuid"] == name for n in doc["nodes"]):
+                raise DuplicateNameError(f"tag {name!r} already exists")
+
+        return self._add_child([p.id], f"tag-{name}", note, tag=name, uuid=name, check=check,
+                               move_head=False)
+
+    def merge(self, *versions: str | Version, note: str = "",
+              strategy: Strategy = "fail") -> Version:
+        """Merge two or more locked versions into a new open version (which becomes head).
+
+        Conflicts (a key changed differently on several sides since the merge base) are found
+        now. ``strategy``: ``"fail"`` raises :class:`MergeConflictError` with the typed
+        :class:`Conflict` records and stores nothing; a parent UUID (or prefix) or index makes
+        that parent win every conflict; a callable ``f(conflict) -> parent uuid or index``
+        chooses per conflict.
+        """
+        if len(versions) < 2:
+            raise InvalidArgumentError("merge needs at least two versions")
+        nodes = [self._node(v) for v in versions]
+        if len({n.id for n in nodes}) != len(nodes):
+            raise InvalidArgumentError("merge parents must be distinct versions")
+        for n in nodes:
+            if not n.locked:
+                raise UnlockedNodeError(f"version {n.uuid} is open; lock it before merging")
+        dag = self._dag
+        ids = [n.id for n in nodes]
+        parent_uuids = [n.uuid for n in nodes]
+        ctxs = [self._ctx(i) for i in ids]
+        bases = dag.merge_bases(ids)
+        base_ctx = self._ctx(bases[-1]) if bases else None
+        conflicts: list[Conflict] = []
+        plans: list[tuple[VersionedSpace, dict[str, bytes | None]]] = []
+        union = frozenset().union(*(c.ancestors for c in ctxs))
+        for name, rec in sorted(self._doc["instances"].items()):
+            if rec["created"] not in union:
+                continue
+            space = VersionedSpace(self.backend, rec["id"])
+            auto, conflicting = find_merge_changes(space, dag, ctxs)
+            cls = _instance_class(rec["type"])
+            chosen: dict[str, bytes | None] = {k: next((s[1] for s in sides if s is not None), None)
+                                               for k, sides in auto.items()}
+            per_parent = [space.resolve_many(conflicting, c) for c in ctxs]
+            base_vals = space.resolve_many(conflicting, base_ctx) if base_ctx else [None] * len(conflicting)
+            for i, ckey in enumerate(conflicting):
+                sides = [pp[i] for pp in per_parent]
+                conflict = Conflict(
+                    instance=name, key=cls.describe_key(ckey),
+                    base=None if base_vals[i] is None else dag.nodes[base_vals[i][0]].uuid,
+                    sides={u: (None if s is None else dag.nodes[s[0]].uuid)
+                           for u, s in zip(parent_uuids, sides, strict=True)},
+                    deleted=tuple(u for u, s in zip(parent_uuids, sides, strict=True)
+                                  if s is None or s[1] is None))
+                conflicts.append(conflict)
+                if strategy != "fail":
+                    win = parent_uuids.index(choose(conflict, strategy, parent_uuids))
+                    chosen[ckey] = None if sides[win] is None else sides[win][1]
+            plans.append((space, chosen))
+        if conflicts and strategy == "fail":
+            raise MergeConflictError(
+                f"merge of {', '.join(u[:8] for u in parent_uuids)} has {len(conflicts)} "
+                f"conflict(s); pass strategy= to resolve them", conflicts)
+        # reserve the id, write resolutions at it, then publish the node (a crash in between
+        # leaves unreachable keys, never a merge node without its resolutions)
+        reserved: dict[str, int] = {}
+
+        def reserve(doc: dict[str, Any]) -> None:
+            reserved["id"] = doc["next_id"]
+            doc["next_id"] += 1
+
+        self._mutate(reserve)
+        vid = reserved["id"]
+        anc = frozenset().union(*(c.ancestors for c in ctxs)) | {vid}
+        mctx = VersionCtx(self.uuid, vid, anc, False, "")
+        for space, chosen in plans:
+            if chosen:
+                space.write(mctx, chosen)
+        version = self._add_child(ids, "", note, vid=vid)
+        self._merge_instance_meta(ids, vid)
+        return version
+
+    def _merge_instance_meta(self, parent_ids: list[int], vid: int) -> None:
+        """Versioned instance metadata (array shapes) at a merge: elementwise max."""
+        anc = self._dag.ancestors(vid)
+
+        def fn(doc: dict[str, Any]) -> None:
+            for rec in doc["instances"].values():
+                shapes = rec.get("config", {}).get("shapes")
+                if not shapes:
+                    continue
+                seen = []
+                for p in parent_ids:
+                    pa = self._dag.ancestors(p)
+                    cands = [int(v) for v in shapes if int(v) in pa]
+                    if cands:
+                        seen.append(shapes[str(max(cands))])
+                if len(seen) > 1 and any(s != seen[0] for s in seen):
+                    shapes[str(vid)] = [max(d) for d in zip(*seen, strict=True)]
+            return None
+
+        if any(rec.get("config", {}).get("shapes") for rec in self._doc["instances"].values()):
+            self._mutate(fn)
+        del anc
+
+    def diff(self, a: str | Version, b: str | Version | None = None) -> Diff:
+        """What changed from version ``a`` to version ``b`` (default: head), per instance."""
+        na, nb = self._node(a), self._node(b)
+        ca, cb = self._ctx(na.id), self._ctx(nb.id)
+        out = Diff(na.uuid, nb.uuid)
+        for name, rec in sorted(self._doc["instances"].items()):
+            in_a, in_b = rec["created"] in ca.ancestors, rec["created"] in cb.ancestors
+            if in_b and not in_a:
+                out.created.append(name)
+            elif in_a and not in_b:
+                out.deleted.append(name)
+            if not (in_a or in_b):
+                continue
+            cls = _instance_class(rec["type"])
+            added, removed, changed = diff_space(VersionedSpace(self.backend, rec["id"]), ca, cb)
+            out.instances[name] = InstanceDiff([cls.describe_key(k) for k in added],
+                                               [cls.describe_key(k) for k in removed],
+                                               [cls.describe_key(k) for k in changed])
+        return out
+
+    # --- instances -------------------------------------------------------------------------
+
+    def instances(self, uuid: str | Version | None = None) -> dict[str, str]:
+        """Names and types of the instances visible at a version (default: head)."""
+        anc = self._dag.ancestors(self._node(uuid).id)
+        return {n: r["type"] for n, r in sorted(self._doc["instances"].items()) if r["created"] in anc}
+
+    def _instance(self, name: str, ref: _Ref) -> Any:
+        rec = self._doc["instances"].get(name)
+        if rec is None:
+            self.refresh()
+            rec = self._doc["instances"].get(name)
+        vid = self._head_id if ref.vid is None else ref.vid
+        if rec is None or rec["created"] not in self._dag.ancestors(vid):
+            raise InstanceNotFoundError(
+                f"no data instance {name!r} at version {self._dag.nodes[vid].uuid[:12]} "
+                f"of repo {self.alias!r}")
+        return _instance_class(rec["type"])(self, name, rec, ref)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._instance(name, _Ref(self, None))
+
+    array = __getitem__
+    keyvalue = __getitem__
+    labels = __getitem__
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.instances()
+
+    def _create_instance(self, name: str, typename: str, config: dict[str, Any]) -> Any:
+        _check_name(name, "instance name")
+        head = self._dag.nodes[self._head_id]
+        if head.locked:
+            raise LockedNodeError(f"version {head.uuid} is locked; new instances need an open version")
+        inst_id = self.store._next_counter("instance")
+        vid = head.id
+
+        def fn(doc: dict[str, Any]) -> None:
+            if name in doc["instances"]:
+                raise DuplicateNameError(f"repo {self.alias!r} already has an instance {name!r}")
+            if _node_rec(doc, vid)["locked"]:
+                raise LockedNodeError(f"version {head.uuid} was locked")
+            doc["instances"][name] = {"id": inst_id, "type": typename, "created": vid,
+                                      "config": config}
+
+        self._mutate(fn)
+        return self[name]
+
+    def _update_instance(self, name: str, fn: Callable[[dict[str, Any]], None]) -> None:
+        def body(doc: dict[str, Any]) -> None:
+            rec = doc["instances"].get(name)
+            if rec is None:
+                raise InstanceNotFoundError(f"no data instance {name!r}")
+            fn(rec)
+
+        self._mutate(body)
+
+    def create_array(self, name: str, dtype: Any, shape: Iterable[int] | None = None, *,
+                     chunks: Iterable[int] | None = None, fill_value: Any = 0,
+                     codec: Any = None, origin: Iterable[int] | None = None) -> Any:
+        """Create an nD array at the head. See :class:`diced.array.VersionedArray`."""
+        from diced.array.array import array_config
+
+        return self._create_instance(name, "array", array_config(dtype, shape, chunks, fill_value,
+                                                                 codec, origin, self._head_id))
+
+    def create_labels(self, name: str, shape: Iterable[int] | None = None, **kwargs: Any) -> Any:
+        """Create a uint64 label array stored as DVID compressed label blocks."""
+        from diced.array.labels import labels_config
+
+        return self._create_instance(name, "labels", labels_config(shape, self._head_id, **kwargs))
+
+    def create_keyvalue(self, name: str) -> Any:
+        """Create a versioned dict of bytes (DVID keyvalue)."""
+        return self._create_instance(name, "keyvalue", {})
+
+    def delete_instance(self, name: str) -> None:
+        """Delete an instance and its data from every version (irreversible, as in DVID)."""
+        rec = self._doc["instances"].get(name)
+        if rec is None:
+            raise InstanceNotFoundError(f"no data instance {name!r}")
+
+        def fn(doc: dict[str, Any]) -> None:
+            doc["instances"].pop(name, None)
+
+        self._mutate(fn)
+        VersionedSpace(self.backend, rec["id"]).drop()
+        for sub in rec.get("config", {}).get("subinstances", []):
+            VersionedSpace(self.backend, sub).drop()
+
+    def __repr__(self) -> str:
+        return f"<Repo {self.alias!r} root={self.uuid[:12]} head={self.current_uuid[:12]}>"
+
+
+def _node_rec(doc: dict[str, Any], vid: int) -> dict[str, Any]:
+    for n in doc["nodes"]:
+        if n["id"] == vid:
+            return n
+    raise VersionNotFoundError(f"version id {vid} not found")

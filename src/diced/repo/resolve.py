@@ -1,0 +1,307 @@
+"""The versioned key space of one data instance: nearest-ancestor reads, copy-on-write writes.
+
+DVID's rules (``docs/dvid-reference.md`` §3): a write at version v touches only v; a read at
+v returns the value of the nearest ancestor that wrote or deleted the key; a delete is a
+tombstone. Because version ids grow in creation order and merges materialise every conflict
+at the merge node (:mod:`diced.repo.merge`), "nearest ancestor" is simply the greatest
+writer id among v's ancestors. Finding it is in-memory work plus at most one backend read
+per key, whatever the depth of history:
+
+* on ordered stores (LMDB) one cursor seek per key (:meth:`Backend.find_last_many`);
+* elsewhere (object stores) from per-version manifests (``w/`` index keys), listed once per
+  locked version and cached, then one batched GET of the winners.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from diced.backends.base import Backend
+from diced.errors import CorruptDataError, LockedNodeError
+from diced.repo import keys as K
+
+__all__ = ["VersionCtx", "VersionedSpace", "Resolved"]
+
+
+@dataclass(frozen=True)
+class VersionCtx:
+    """What resolution needs to know about the version being read or written."""
+
+    repo: str
+    vid: int
+    ancestors: frozenset[int]  # includes vid
+    locked: bool
+    uuid: str = ""
+
+    @property
+    def strict_ancestors(self) -> frozenset[int]:
+        return self.ancestors - {self.vid}
+
+
+#: ``(writer version id, payload)``; payload ``None`` means the writer left a tombstone.
+Resolved = tuple[int, bytes | None]
+
+#: ``modify(ckey, base) -> new``: base/new are payloads, ``None`` meaning "no value" (fill).
+ModifyFn = Callable[[str, bytes | None], bytes | None]
+
+
+class _Manifests:
+    """Per-backend cache of the ``w/`` index of locked versions (immutable once locked)."""
+
+    def __init__(self, backend: Backend, max_merged: int = 4) -> None:
+        self.backend = backend
+        self._manifest: dict[tuple[int, int], dict[str, str]] = {}
+        self._merged: OrderedDict[tuple[int, frozenset[int]], dict[str, tuple[int, str]]] = OrderedDict()
+        self._max_merged = max_merged
+        self._lock = threading.Lock()
+
+    def manifest(self, inst: int, vid: int, locked: bool) -> dict[str, str]:
+        key = (inst, vid)
+        if locked and key in self._manifest:
+            return self._manifest[key]
+        out: dict[str, str] = {}
+        for k in self.backend.list_keys(K.index_prefix(inst, vid)):
+            _, ckey, mark = K.parse_index_key(k)
+            out[ckey] = mark
+        if locked:
+            with self._lock:
+                self._manifest[key] = out
+        return out
+
+    def latest(self, inst: int, ancestors: frozenset[int]) -> dict[str, tuple[int, str]]:
+        """ckey -> (writer id, mark) over locked ``ancestors``."""
+        key = (inst, ancestors)
+        with self._lock:
+            hit = self._merged.get(key)
+            if hit is not None:
+                self._merged.move_to_end(key)
+                return hit
+        out: dict[str, tuple[int, str]] = {}
+        for vid in sorted(ancestors):  # ascending: later (greater) writers override
+            for ckey, mark in self.manifest(inst, vid, locked=True).items():
+                out[ckey] = (vid, mark)
+        with self._lock:
+            self._merged[key] = out
+            while len(self._merged) > self._max_merged:
+                self._merged.popitem(last=False)
+        return out
+
+    def forget(self, inst: int) -> None:
+        with self._lock:
+            for k in [k for k in self._manifest if k[0] == inst]:
+                del self._manifest[k]
+            for k in [k for k in self._merged if k[0] == inst]:
+                del self._merged[k]
+
+
+_MANIFESTS: dict[int, _Manifests] = {}
+_MANIFESTS_LOCK = threading.Lock()
+
+
+def _manifests(backend: Backend) -> _Manifests:
+    with _MANIFESTS_LOCK:
+        m = _MANIFESTS.get(id(backend))
+        if m is None or m.backend is not backend:
+            m = _MANIFESTS[id(backend)] = _Manifests(backend)
+        return m
+
+
+class VersionedSpace:
+    """Versioned keys of one instance: ``read_many``, ``write``, ``modify`` and listings."""
+
+    def __init__(self, backend: Backend, inst: int) -> None:
+        self.backend = backend
+        self.inst = inst
+        self.ordered = backend.capabilities.ordered_scan
+
+    # --- resolution ------------------------------------------------------------------------
+
+    def resolve_many(self, ckeys: Sequence[str], ctx: VersionCtx, *, strict: bool = False
+                     ) -> list[Resolved | None]:
+        """For each key, the writer and payload visible at ``ctx`` (``None``: never written).
+
+        With ``strict=True`` the version itself is ignored (what its parents show).
+        """
+        if not ckeys:
+            return []
+        anc = ctx.strict_ancestors if strict else ctx.ancestors
+        if self.ordered:
+            return self._resolve_scan(ckeys, ctx.vid if not strict else ctx.vid - 1, anc)
+        return self._resolve_manifest(ckeys, ctx, anc, strict)
+
+    def _resolve_scan(self, ckeys, top: int, anc: frozenset[int]) -> list[Resolved | None]:
+        inst = self.inst
+
+        def accept(key: str) -> bool:
+            return int(key[-9:-1], 16) in anc
+
+        reqs = [(K.chunk_prefix(inst, c), f"{K.chunk_prefix(inst, c)}{top + 1:08x}") for c in ckeys]
+        out: list[Resolved | None] = []
+        for hit in self.backend.find_last_many(reqs, accept):
+            if hit is None:
+                out.append(None)
+                continue
+            key, value = hit
+            vid, mark = int(key[-9:-1], 16), key[-1]
+            out.append((vid, None) if mark == K.TOMB else (vid, bytes(value)))
+        return out
+
+    def _writers(self, ckeys, ctx: VersionCtx, anc: frozenset[int], strict: bool
+                 ) -> list[tuple[int, str] | None]:
+        man = _manifests(self.backend)
+        locked_anc = anc if (ctx.locked or strict) else anc - {ctx.vid}
+        latest = man.latest(self.inst, frozenset(locked_anc))
+        own = {} if (ctx.locked or strict) else man.manifest(self.inst, ctx.vid, locked=False)
+        out: list[tuple[int, str] | None] = []
+        for c in ckeys:
+            if c in own:
+                out.append((ctx.vid, own[c]))
+            else:
+                out.append(latest.get(c))
+        return out
+
+    def _resolve_manifest(self, ckeys, ctx, anc, strict) -> list[Resolved | None]:
+        writers = self._writers(ckeys, ctx, anc, strict)
+        wanted = [K.data_key(self.inst, c, w[0]) for c, w in zip(ckeys, writers, strict=True)
+                  if w is not None and w[1] == K.DATA]
+        values = iter(self.backend.get_many(wanted))
+        out: list[Resolved | None] = []
+        for c, w in zip(ckeys, writers, strict=True):
+            if w is None:
+                out.append(None)
+            elif w[1] == K.TOMB:
+                out.append((w[0], None))
+            else:
+                v = next(values)
+                if v is None:
+                    raise CorruptDataError(
+                        f"instance {self.inst}: index names key {c!r} at version {w[0]} "
+                        "but its data is missing (interrupted write on a non-atomic backend?)")
+                out.append((w[0], v))
+        return out
+
+    def read_many(self, ckeys: Sequence[str], ctx: VersionCtx) -> list[bytes | None]:
+        """Payload visible at ``ctx`` for each key, ``None`` for absent or deleted."""
+        return [None if r is None else r[1] for r in self.resolve_many(ckeys, ctx)]
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def modify(self, ctx: VersionCtx, ckeys: Sequence[str], fn: ModifyFn,
+               parent_values: Sequence[Resolved | None] | None = None) -> None:
+        """Atomically (where the backend can) replace each key's value by ``fn(ckey, base)``.
+
+        ``base`` is the value visible at ``ctx``; ``fn`` returns the new payload or ``None``
+        for "no value" (stored as a tombstone when an ancestor holds a value, otherwise as
+        nothing at all). Raises :class:`LockedNodeError` if the version is locked, in which
+        case nothing is stored.
+        """
+        if ctx.locked:
+            raise LockedNodeError(f"version {ctx.uuid or ctx.vid} is locked; branch from it to write")
+        if not ckeys:
+            return
+        if parent_values is None:
+            parent_values = self.resolve_many(ckeys, ctx, strict=True)
+        inst, vid = self.inst, ctx.vid
+        lock = K.lock_key(ctx.repo, vid)
+        dkeys = [K.data_key(inst, c, vid, K.DATA) for c in ckeys]
+        tkeys = [K.data_key(inst, c, vid, K.TOMB) for c in ckeys]
+        read = [lock, *dkeys, *tkeys]
+
+        def body(cur: dict[str, bytes | None]) -> dict[str, bytes | None]:
+            if cur[lock] is not None:
+                raise LockedNodeError(f"version {ctx.uuid or vid} was locked; nothing written")
+            changes: dict[str, bytes | None] = {}
+            for c, dk, tk, pv in zip(ckeys, dkeys, tkeys, parent_values, strict=True):
+                if cur[dk] is not None:
+                    base = cur[dk]
+                elif cur[tk] is not None:
+                    base = None
+                else:
+                    base = None if pv is None else pv[1]
+                new = fn(c, base)
+                ik_d, ik_t = K.index_key(inst, vid, c, K.DATA), K.index_key(inst, vid, c, K.TOMB)
+                if new is not None:
+                    changes.update({dk: bytes(new), ik_d: b"", tk: None, ik_t: None})
+                elif pv is not None and pv[1] is not None:
+                    changes.update({tk: b"", ik_t: b"", dk: None, ik_d: None})
+                else:
+                    changes.update({dk: None, ik_d: None, tk: None, ik_t: None})
+            return changes
+
+        if self.backend.capabilities.atomic_update:
+            self.backend.update(read, body)
+        else:
+            self._apply_ordered(body(dict(zip(read, self.backend.get_many(read), strict=True))))
+
+    def write(self, ctx: VersionCtx, items: Mapping[str, bytes | None],
+              parent_values: Sequence[Resolved | None] | None = None) -> None:
+        """Set whole values (``None`` = no value). See :meth:`modify`."""
+        ck = list(items)
+        self.modify(ctx, ck, lambda c, _base: items[c], parent_values)
+
+    def delete(self, ctx: VersionCtx, ckeys: Iterable[str]) -> None:
+        self.write(ctx, dict.fromkeys(ckeys))
+
+    def _apply_ordered(self, changes: Mapping[str, bytes | None]) -> None:
+        # Non-atomic stores: data before its index entry, index removal before data removal,
+        # so an interrupted write is never visible as an index entry without data.
+        data_put = {k: v for k, v in changes.items() if v is not None and k.startswith("d/")}
+        idx_put = {k: v for k, v in changes.items() if v is not None and k.startswith("w/")}
+        idx_del = [k for k, v in changes.items() if v is None and k.startswith("w/")]
+        data_del = [k for k, v in changes.items() if v is None and k.startswith("d/")]
+        if data_put:
+            self.backend.set_many(data_put)
+        if idx_put:
+            self.backend.set_many(idx_put)
+        if idx_del:
+            self.backend.delete_many(idx_del)
+        if data_del:
+            self.backend.delete_many(data_del)
+
+    # --- listings ------------------------------------------------------------------------
+
+    def written_at(self, vid: int) -> dict[str, str]:
+        """ckey -> mark ("d"/"t") for everything version ``vid`` itself wrote."""
+        out: dict[str, str] = {}
+        for k in self.backend.list_keys(K.index_prefix(self.inst, vid)):
+            _, ckey, mark = K.parse_index_key(k)
+            out[ckey] = mark
+        return out
+
+    def live_keys(self, ctx: VersionCtx, start: str | None = None, stop: str | None = None
+                  ) -> list[str]:
+        """Sorted keys holding a value at ``ctx`` (optionally within ``[start, stop)`` of ckeys)."""
+        best: dict[str, tuple[int, str]] = {}
+        if self.ordered:
+            pre = K.data_prefix(self.inst)
+            lo = pre + start if start is not None else None
+            hi = pre + stop if stop is not None else None
+            for k in self.backend.list_keys(pre, start=lo, stop=hi):
+                ckey, vid, mark = K.parse_data_key(k)
+                if vid in ctx.ancestors:
+                    prev = best.get(ckey)
+                    if prev is None or vid > prev[0]:
+                        best[ckey] = (vid, mark)
+        else:
+            for vid in sorted(ctx.ancestors):
+                for ckey, mark in _manifests(self.backend).manifest(
+                        self.inst, vid, locked=vid != ctx.vid or ctx.locked).items():
+                    if (start is None or ckey >= start) and (stop is None or ckey < stop):
+                        best[ckey] = (vid, mark)
+        return sorted(c for c, (_, m) in best.items() if m == K.DATA)
+
+    def drop(self) -> None:
+        """Delete every key of the instance (all versions)."""
+        for prefix in (K.data_prefix(self.inst), K.index_prefix(self.inst)):
+            batch: list[str] = []
+            for k in self.backend.list_keys(prefix):
+                batch.append(k)
+                if len(batch) >= 4096:
+                    self.backend.delete_many(batch)
+                    batch = []
+            if batch:
+                self.backend.delete_many(batch)
+        _manifests(self.backend).forget(self.inst)
