@@ -124,14 +124,11 @@ class Store:
                   version: str | None = None) -> Repo:
         """Open a repo by alias or by the UUID (prefix) of its root or any of its versions.
 
-        The head is the given ``version``, else the version named by ``uuid`` when it is not
-        the root, else the newest version on the master branch.
+        The head is the given ``version``, else the version named by ``uuid``, else the
+        newest version on the master branch.
         """
         root = self._repo_uuid(name, uuid)
-        head = version
-        if head is None and uuid is not None and not root.startswith(str(uuid).lower()):
-            head = uuid
-        return Repo(self, root, head)
+        return Repo(self, root, version if version is not None else uuid)
 
     def repos(self) -> dict[str, Repo]:
         out = {}

@@ -367,10 +367,10 @@ class _AbsoluteIndexer:
         return tuple(out)
 
     def __getitem__(self, selection: Any) -> Any:
-        return self.arr[self._shift(selection)]
+        return VersionedArray.__getitem__(self.arr, self._shift(selection))
 
     def __setitem__(self, selection: Any, value: Any) -> None:
-        self.arr[self._shift(selection)] = value
+        VersionedArray.__setitem__(self.arr, self._shift(selection), value)
 
 
 def _is_whole(p: ChunkProjection, chunks: Sequence[int]) -> bool:
