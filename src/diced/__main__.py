@@ -1,0 +1,5 @@
+import sys
+
+from diced.cli import main
+
+sys.exit(main())
