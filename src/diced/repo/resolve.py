@@ -196,45 +196,9 @@ class VersionedSpace:
         ``base`` is the value visible at ``ctx``; ``fn`` returns the new payload or ``None``
         for "no value" (stored as a tombstone when an ancestor holds a value, otherwise as
         nothing at all). Raises :class:`LockedNodeError` if the version is locked, in which
-        case nothing is stored.
+        case nothing is stored. See :func:`modify_parts` for several instances at once.
         """
-        if ctx.locked:
-            raise LockedNodeError(f"version {ctx.uuid or ctx.vid} is locked; branch from it to write")
-        if not ckeys:
-            return
-        if parent_values is None:
-            parent_values = self.resolve_many(ckeys, ctx, strict=True)
-        inst, vid = self.inst, ctx.vid
-        lock = K.lock_key(ctx.repo, vid)
-        dkeys = [K.data_key(inst, c, vid, K.DATA) for c in ckeys]
-        tkeys = [K.data_key(inst, c, vid, K.TOMB) for c in ckeys]
-        read = [lock, *dkeys, *tkeys]
-
-        def body(cur: dict[str, bytes | None]) -> dict[str, bytes | None]:
-            if cur[lock] is not None:
-                raise LockedNodeError(f"version {ctx.uuid or vid} was locked; nothing written")
-            changes: dict[str, bytes | None] = {}
-            for c, dk, tk, pv in zip(ckeys, dkeys, tkeys, parent_values, strict=True):
-                if cur[dk] is not None:
-                    base = cur[dk]
-                elif cur[tk] is not None:
-                    base = None
-                else:
-                    base = None if pv is None else pv[1]
-                new = fn(c, base)
-                ik_d, ik_t = K.index_key(inst, vid, c, K.DATA), K.index_key(inst, vid, c, K.TOMB)
-                if new is not None:
-                    changes.update({dk: bytes(new), ik_d: b"", tk: None, ik_t: None})
-                elif pv is not None and pv[1] is not None:
-                    changes.update({tk: b"", ik_t: b"", dk: None, ik_d: None})
-                else:
-                    changes.update({dk: None, ik_d: None, tk: None, ik_t: None})
-            return changes
-
-        if self.backend.capabilities.atomic_update:
-            self.backend.update(read, body)
-        else:
-            self._apply_ordered(body(dict(zip(read, self.backend.get_many(read), strict=True))))
+        modify_parts(ctx, [Part(self, list(ckeys), fn, parent_values)])
 
     def write(self, ctx: VersionCtx, items: Mapping[str, bytes | None],
               parent_values: Sequence[Resolved | None] | None = None) -> None:
@@ -244,22 +208,6 @@ class VersionedSpace:
 
     def delete(self, ctx: VersionCtx, ckeys: Iterable[str]) -> None:
         self.write(ctx, dict.fromkeys(ckeys))
-
-    def _apply_ordered(self, changes: Mapping[str, bytes | None]) -> None:
-        # Non-atomic stores: data before its index entry, index removal before data removal,
-        # so an interrupted write is never visible as an index entry without data.
-        data_put = {k: v for k, v in changes.items() if v is not None and k.startswith("d/")}
-        idx_put = {k: v for k, v in changes.items() if v is not None and k.startswith("w/")}
-        idx_del = [k for k, v in changes.items() if v is None and k.startswith("w/")]
-        data_del = [k for k, v in changes.items() if v is None and k.startswith("d/")]
-        if data_put:
-            self.backend.set_many(data_put)
-        if idx_put:
-            self.backend.set_many(idx_put)
-        if idx_del:
-            self.backend.delete_many(idx_del)
-        if data_del:
-            self.backend.delete_many(data_del)
 
     # --- listings ------------------------------------------------------------------------
 
@@ -305,3 +253,97 @@ class VersionedSpace:
             if batch:
                 self.backend.delete_many(batch)
         _manifests(self.backend).forget(self.inst)
+
+
+@dataclass
+class Part:
+    """One instance's share of an atomic multi-instance modification."""
+
+    space: VersionedSpace
+    ckeys: list[str]
+    fn: ModifyFn
+    parent_values: Sequence[Resolved | None] | None = None
+
+
+#: ``extra_fn(current) -> changes`` for plain (unversioned) keys written in the same transaction
+ExtraFn = Callable[[dict[str, bytes | None]], Mapping[str, bytes | None]]
+
+
+def modify_parts(ctx: VersionCtx, parts: Sequence[Part], extra_keys: Sequence[str] = (),
+                 extra_fn: ExtraFn | None = None) -> None:
+    """Apply several :meth:`VersionedSpace.modify` calls (and plain-key changes) in one
+    backend transaction: all or nothing on atomic backends (LMDB, memory).
+
+    Each ``fn`` sees the value inside the transaction and may raise to abort everything.
+    """
+    if ctx.locked:
+        raise LockedNodeError(f"version {ctx.uuid or ctx.vid} is locked; branch from it to write")
+    parts = [p for p in parts if p.ckeys]
+    if not parts:
+        return
+    backend = parts[0].space.backend
+    vid = ctx.vid
+    lock = K.lock_key(ctx.repo, vid)
+    plans = []
+    read = [lock, *extra_keys]
+    for part in parts:
+        pv = part.parent_values
+        if pv is None:
+            pv = part.space.resolve_many(part.ckeys, ctx, strict=True)
+        inst = part.space.inst
+        dkeys = [K.data_key(inst, c, vid, K.DATA) for c in part.ckeys]
+        tkeys = [K.data_key(inst, c, vid, K.TOMB) for c in part.ckeys]
+        read += dkeys + tkeys
+        plans.append((part, pv, dkeys, tkeys))
+
+    def body(cur: dict[str, bytes | None]) -> dict[str, bytes | None]:
+        if cur[lock] is not None:
+            raise LockedNodeError(f"version {ctx.uuid or vid} was locked; nothing written")
+        changes: dict[str, bytes | None] = {}
+        for part, pv, dkeys, tkeys in plans:
+            inst = part.space.inst
+            for c, dk, tk, p in zip(part.ckeys, dkeys, tkeys, pv, strict=True):
+                if cur[dk] is not None:
+                    base = cur[dk]
+                elif cur[tk] is not None:
+                    base = None
+                else:
+                    base = None if p is None else p[1]
+                new = part.fn(c, base)
+                ik_d, ik_t = K.index_key(inst, vid, c, K.DATA), K.index_key(inst, vid, c, K.TOMB)
+                if new is not None:
+                    changes.update({dk: bytes(new), ik_d: b"", tk: None, ik_t: None})
+                elif p is not None and p[1] is not None:
+                    changes.update({tk: b"", ik_t: b"", dk: None, ik_d: None})
+                else:
+                    changes.update({dk: None, ik_d: None, tk: None, ik_t: None})
+        if extra_fn is not None:
+            changes.update(extra_fn({k: cur[k] for k in extra_keys}))
+        return changes
+
+    if backend.capabilities.atomic_update:
+        backend.update(read, body)
+    else:
+        _apply_ordered(backend, body(dict(zip(read, backend.get_many(read), strict=True))))
+
+
+def _apply_ordered(backend: Backend, changes: Mapping[str, bytes | None]) -> None:
+    # Non-atomic stores: data before its index entry, index removal before data removal, so
+    # an interrupted write is never visible as an index entry without data.
+    def pick(prefix: str, put: bool) -> dict[str, bytes | None]:
+        return {k: v for k, v in changes.items()
+                if k.startswith(prefix) and (v is not None) == put}
+
+    data_put, idx_put = pick("d/", True), pick("w/", True)
+    idx_del, data_del = pick("w/", False), pick("d/", False)
+    other = {k: v for k, v in changes.items() if not k.startswith(("d/", "w/"))}
+    if data_put:
+        backend.set_many(data_put)  # type: ignore[arg-type]
+    if idx_put:
+        backend.set_many(idx_put)  # type: ignore[arg-type]
+    if idx_del:
+        backend.delete_many(list(idx_del))
+    if data_del:
+        backend.delete_many(list(data_del))
+    if other:
+        backend.apply(other)
