@@ -154,10 +154,12 @@ class Store:
 
         ak, rk = K.alias_key(repo.alias), K.repo_key(root)
         update_docs(self.backend, [ak, rk], lambda cur: {ak: None, rk: None})
+        from diced.repo.repo import instance_spaces
+
         for rec in repo._doc["instances"].values():
-            VersionedSpace(self.backend, rec["id"]).drop()
-            for sub in rec.get("config", {}).get("subinstances", []):
-                VersionedSpace(self.backend, sub).drop()
+            for space in instance_spaces(rec):
+                VersionedSpace(self.backend, space).drop()
+            self.backend.delete_many(list(self.backend.list_keys(f"meta/label/{rec['id']:08x}/")))
         self.backend.delete_many(list(self.backend.list_keys(f"lock/{root}/")))
 
     def close(self) -> None:

@@ -50,7 +50,8 @@ def _pool() -> ThreadPoolExecutor:
 
 def array_config(dtype: Any, shape: Iterable[int] | None, chunks: Iterable[int] | None,
                  fill_value: Any, codec: Any, origin: Iterable[int] | None, vid: int,
-                 default_codec: dict[str, Any] | None = None) -> dict[str, Any]:
+                 default_codec: dict[str, Any] | None = None, max_scale: int = 0
+                 ) -> dict[str, Any]:
     """Validated instance configuration for a new array (stored in the repo document)."""
     dt = check_dtype(dtype)
     if shape is None:
@@ -62,7 +63,13 @@ def array_config(dtype: Any, shape: Iterable[int] | None, chunks: Iterable[int] 
     if len(org) != len(shp):
         raise InvalidArgumentError(f"origin {org} does not match {len(shp)} dimensions")
     spec = codec_from_dict(codec if codec is not None else (default_codec or {"name": "blosc"}))
-    return {"dtype": dt.str, "chunks": list(ch), "fill_value": fill.item() if dt.kind != "c"
+    if not isinstance(max_scale, int) or max_scale < 0 or max_scale > 20:
+        raise InvalidArgumentError(f"max_scale must be an integer in 0..20, got {max_scale!r}")
+    if max_scale and len(shp) != 3:
+        raise InvalidArgumentError("multiscale pyramids (max_scale > 0) are for 3-D arrays")
+    if max_scale and any(c % 2 for c in ch):
+        raise InvalidArgumentError("multiscale pyramids need even chunk sides")
+    return {"max_scale": max_scale, "dtype": dt.str, "chunks": list(ch), "fill_value": fill.item() if dt.kind != "c"
             else [fill.real.item(), fill.imag.item()], "codec": spec.to_dict(),
             "origin": list(org), "shapes": {str(vid): list(shp)}}
 
@@ -98,7 +105,11 @@ class VersionedArray:
                            else np.asarray(fv, dtype=self.dtype))[()]
         self.origin: tuple[int, ...] = tuple(cfg.get("origin", (0,) * len(self.chunks)))
         self.codec: ChunkCodec = codec_from_dict(cfg["codec"])
-        self._space = VersionedSpace(repo.backend, record["id"])
+        self.max_scale: int = int(cfg.get("max_scale", 0))
+        self._level = 0
+        self._levels = [VersionedSpace(repo.backend, record["id"])] + [
+            VersionedSpace(repo.backend, sid) for sid in cfg.get("subinstances", [])]
+        self._space = self._levels[0]
 
     # --- description ---------------------------------------------------------------------
 
@@ -116,7 +127,11 @@ class VersionedArray:
         best = max((int(v) for v in shapes if int(v) in ctx.ancestors), default=None)
         if best is None:
             best = min(int(v) for v in shapes)
-        return tuple(shapes[str(best)])
+        shape = tuple(shapes[str(best)])
+        if self._level:
+            f = 1 << self._level
+            shape = tuple(-(-n // f) for n in shape)
+        return shape
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -234,6 +249,9 @@ class VersionedArray:
 
     def __setitem__(self, selection: Any, value: Any) -> None:
         ctx = self._ref.ctx()
+        if self._level:
+            raise InvalidArgumentError(
+                f"scale {self._level} of {self.name!r} is computed from scale 0; write there")
         if ctx.locked:
             raise LockedNodeError(
                 f"version {ctx.uuid} is locked: {self.name!r} is read-only there; "
@@ -241,6 +259,9 @@ class VersionedArray:
         shape = self._shape_at(ctx)
         sel = normalize_selection(selection, shape)
         arr = cast_value(value, self.dtype)
+        # as numpy assignment does, ignore leading length-1 axes beyond the selection's rank
+        while arr.ndim > len(sel.result_shape) and arr.shape[0] == 1:
+            arr = arr[0]
         try:
             arr = np.broadcast_to(arr, sel.result_shape)
         except ValueError as exc:
@@ -252,34 +273,78 @@ class VersionedArray:
 
     def _write(self, ctx: VersionCtx, shape, sel, arr: np.ndarray) -> None:
         for batch in _batches(project(sel, self.chunks, shape), self._chunk_nbytes()):
-            full = [p for p in batch if p.full]
-            partial = [p for p in batch if not p.full]
-            encoded: dict[str, bytes | None] = {}
+            self._write_batch(ctx, batch, arr)
+            if self.max_scale:
+                self._update_pyramid(ctx, [p.coords for p in batch])
 
-            def enc(p: ChunkProjection) -> tuple[str, bytes | None]:
-                if _is_whole(p, self.chunks):
-                    chunk = np.ascontiguousarray(arr[p.out_sel])
-                else:  # edge chunk covering the array's remainder
-                    chunk = self._empty_chunk()
-                    chunk[p.chunk_sel] = arr[p.out_sel]
-                return K.chunk_ckey(p.coords), self._encode(chunk)
+    def _write_batch(self, ctx: VersionCtx, batch: list[ChunkProjection], arr: np.ndarray) -> None:
+        full = [p for p in batch if p.full]
+        partial = [p for p in batch if not p.full]
+        encoded: dict[str, bytes | None] = {}
 
-            for ck, data in (_pool().map(enc, full) if len(full) > 2 else map(enc, full)):
-                encoded[ck] = data
-            by_key = {K.chunk_ckey(p.coords): p for p in partial}
-
-            def modify(ckey: str, base: bytes | None) -> bytes | None:
-                if ckey in encoded:
-                    return encoded[ckey]
-                p = by_key[ckey]
-                chunk = self._empty_chunk() if base is None else self._decode(base).copy()
+        def enc(p: ChunkProjection) -> tuple[str, bytes | None]:
+            if _is_whole(p, self.chunks):
+                chunk = np.ascontiguousarray(arr[p.out_sel])
+            else:  # edge chunk covering the array's remainder
+                chunk = self._empty_chunk()
                 chunk[p.chunk_sel] = arr[p.out_sel]
-                return self._encode(chunk)
+            return K.chunk_ckey(p.coords), self._encode(chunk)
 
-            self._space.modify(ctx, list(encoded) + list(by_key), modify)
+        for ck, data in (_pool().map(enc, full) if len(full) > 2 else map(enc, full)):
+            encoded[ck] = data
+        by_key = {K.chunk_ckey(p.coords): p for p in partial}
+
+        def modify(ckey: str, base: bytes | None) -> bytes | None:
+            if ckey in encoded:
+                return encoded[ckey]
+            p = by_key[ckey]
+            chunk = self._empty_chunk() if base is None else self._decode(base).copy()
+            chunk[p.chunk_sel] = arr[p.out_sel]
+            return self._encode(chunk)
+
+        self._space.modify(ctx, list(encoded) + list(by_key), modify)
 
     def _chunk_nbytes(self) -> int:
         return int(np.prod(self.chunks)) * self.dtype.itemsize
+
+    # --- multiscale ------------------------------------------------------------------------
+
+    def scale(self, level: int) -> VersionedArray:
+        """Read-only view of pyramid level ``level`` (each level halves every axis)."""
+        if not isinstance(level, (int, np.integer)) or not 0 <= level <= self.max_scale:
+            raise InvalidArgumentError(
+                f"{self.name!r} has scales 0..{self.max_scale}, not {level!r}")
+        view = type(self).__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        view._level = int(level)
+        view._space = self._levels[int(level)]
+        return view
+
+    def _downsample_octants(self, octants: dict[int, np.ndarray | None]) -> np.ndarray:
+        from diced.array.downres import downsample_image_octants
+
+        return downsample_image_octants(octants, self.chunks, dtype=self.dtype)
+
+    def _update_pyramid(self, ctx: VersionCtx, coords: Iterable[tuple[int, ...]]) -> None:
+        """Recompute the lower-resolution chunks above changed scale-0 chunks."""
+        changed = sorted(set(coords))
+        for level in range(1, self.max_scale + 1):
+            parents = sorted({tuple(c // 2 for c in cc) for cc in changed})
+            lower, upper = self._levels[level - 1], self._levels[level]
+            children = [tuple(2 * p + o for p, o in zip(par, off, strict=True))
+                        for par in parents for off in _OCTANTS]
+            vals = lower.read_many([K.chunk_ckey(c) for c in children], ctx)
+            new: dict[str, bytes | None] = {}
+            for i, par in enumerate(parents):
+                octs = {}
+                for j, off in enumerate(_OCTANTS):
+                    data = vals[8 * i + j]
+                    if data is not None:
+                        octs[off[0] << 2 | off[1] << 1 | off[2]] = self._decode(data)
+                lores = self._downsample_octants(octs)
+                new[K.chunk_ckey(par)] = self._encode(lores)
+            upper.write(ctx, new)
+            changed = parents
 
     # --- shape -----------------------------------------------------------------------------
 
@@ -371,6 +436,9 @@ class _AbsoluteIndexer:
 
     def __setitem__(self, selection: Any, value: Any) -> None:
         VersionedArray.__setitem__(self.arr, self._shift(selection), value)
+
+
+_OCTANTS = [(z, y, x) for z in (0, 1) for y in (0, 1) for x in (0, 1)]
 
 
 def _is_whole(p: ChunkProjection, chunks: Sequence[int]) -> bool:

@@ -544,6 +544,12 @@ class Repo:
         if head.locked:
             raise LockedNodeError(f"version {head.uuid} is locked; new instances need an open version")
         inst_id = self.store._next_counter("instance")
+        if config.get("max_scale"):
+            config["subinstances"] = [self.store._next_counter("instance")
+                                      for _ in range(int(config["max_scale"]))]
+        if config.get("allocate"):
+            config["spaces"] = {n: self.store._next_counter("instance")
+                                for n in config.pop("allocate")}
         vid = head.id
 
         def fn(doc: dict[str, Any]) -> None:
@@ -568,12 +574,17 @@ class Repo:
 
     def create_array(self, name: str, dtype: Any, shape: Iterable[int] | None = None, *,
                      chunks: Iterable[int] | None = None, fill_value: Any = 0,
-                     codec: Any = None, origin: Iterable[int] | None = None) -> Any:
-        """Create an nD array at the head. See :class:`diced.array.VersionedArray`."""
+                     codec: Any = None, origin: Iterable[int] | None = None,
+                     max_scale: int = 0) -> Any:
+        """Create an nD array at the head. See :class:`diced.array.VersionedArray`.
+
+        ``max_scale > 0`` (3-D only) keeps a mean-downsampled pyramid of that many levels,
+        updated on every write and read with ``arr.scale(n)[...]``.
+        """
         from diced.array.array import array_config
 
-        return self._create_instance(name, "array", array_config(dtype, shape, chunks, fill_value,
-                                                                 codec, origin, self._head_id))
+        return self._create_instance(name, "array", array_config(
+            dtype, shape, chunks, fill_value, codec, origin, self._head_id, max_scale=max_scale))
 
     def create_labels(self, name: str, shape: Iterable[int] | None = None, **kwargs: Any) -> Any:
         """Create a uint64 label array stored as DVID compressed label blocks."""
@@ -595,12 +606,19 @@ class Repo:
             doc["instances"].pop(name, None)
 
         self._mutate(fn)
-        VersionedSpace(self.backend, rec["id"]).drop()
-        for sub in rec.get("config", {}).get("subinstances", []):
-            VersionedSpace(self.backend, sub).drop()
+        for space in instance_spaces(rec):
+            VersionedSpace(self.backend, space).drop()
+        prefix = f"meta/label/{rec['id']:08x}/"
+        self.backend.delete_many(list(self.backend.list_keys(prefix)))
 
     def __repr__(self) -> str:
         return f"<Repo {self.alias!r} root={self.uuid[:12]} head={self.current_uuid[:12]}>"
+
+
+def instance_spaces(rec: dict[str, Any]) -> list[int]:
+    """Every key-space id an instance owns (its own, pyramid levels, label spaces)."""
+    cfg = rec.get("config", {})
+    return [rec["id"], *cfg.get("subinstances", []), *cfg.get("spaces", {}).values()]
 
 
 def _node_rec(doc: dict[str, Any], vid: int) -> dict[str, Any]:
