@@ -2,10 +2,18 @@
 
 DVID creates merge nodes blindly and lets conflicts surface later as read errors. diced finds
 them when the merge is made: for every key written since the merge base on any side, the
-values visible at each parent are compared. A key changed on one side only (every other
-side's writer is an ancestor of it) needs nothing: nearest-ancestor resolution already gives
-that side's value. Sides that changed a key to identical bytes are merged silently. Anything
-else is a :class:`Conflict`, resolved by a strategy or reported.
+values visible at each parent are compared with the value at the merge base. Sides that
+agree need nothing. A key changed (to a value other than the base value) on one side only
+takes that side's value; sides that changed a key to identical bytes are merged silently;
+a side that wrote a key back to its base value counts as unchanged. Anything else is a
+:class:`Conflict`, resolved by a strategy or reported.
+
+After criss-cross merges there are several merge bases; as git's recursive merge does, their
+values are merged (against their own merge bases) into a virtual base value, and a key whose
+bases cannot be merged cleanly conflicts unless every side agrees.
+
+Resolution at the merge node gives, for every key, the value of the greatest writer id among
+its ancestors; a merged value that differs from that one is materialised at the merge node.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from typing import Any
 
 from diced.errors import InvalidArgumentError
 from diced.repo.dag import DAG
-from diced.repo.resolve import Resolved, VersionCtx, VersionedSpace
+from diced.repo.resolve import VersionCtx, VersionedSpace
 
 __all__ = ["Conflict", "find_merge_changes", "choose"]
 
@@ -45,13 +53,15 @@ class Conflict:
 Strategy = str | Callable[[Conflict], str]
 
 
-def find_merge_changes(space: VersionedSpace, dag: DAG, parent_ctxs: Sequence[VersionCtx]
-                       ) -> tuple[dict[str, list[Resolved | None]], list[str]]:
+def find_merge_changes(space: VersionedSpace, dag: DAG, parent_ctxs: Sequence[VersionCtx],
+                       ctx_of: Callable[[int], VersionCtx]
+                       ) -> tuple[dict[str, bytes | None], list[str]]:
     """Keys that need attention at a merge of ``parent_ctxs``.
 
-    Returns ``(auto, conflicting)``: ``auto`` maps keys whose sides agree in content but not
-    in writer to the per-parent resolutions (to be materialised at the merge node);
-    ``conflicting`` lists keys whose sides differ.
+    Returns ``(auto, conflicting)``: ``auto`` maps keys whose merged value is clear but is not
+    what nearest-ancestor resolution would give at the merge node to that value (``None``:
+    no value), to be materialised there; ``conflicting`` lists keys whose sides changed them
+    differently. ``ctx_of(version id)`` gives the read context of a merge base.
     """
     union = frozenset().union(*(c.ancestors for c in parent_ctxs))
     common = frozenset.intersection(*(c.ancestors for c in parent_ctxs))
@@ -60,24 +70,50 @@ def find_merge_changes(space: VersionedSpace, dag: DAG, parent_ctxs: Sequence[Ve
         candidates.update(space.written_at(vid))
     keys = sorted(candidates)
     per_parent = [space.resolve_many(keys, ctx) for ctx in parent_ctxs]
-    auto: dict[str, list[Resolved | None]] = {}
+    disputed = [i for i in range(len(keys))
+                if len({None if pp[i] is None else pp[i][1] for pp in per_parent}) > 1]
+    bases = dag.merge_bases([c.vid for c in parent_ctxs])
+    base_vals = dict(zip(disputed, _base_values(space, dag, [keys[i] for i in disputed], bases,
+                                                ctx_of), strict=True))
+    auto: dict[str, bytes | None] = {}
     conflicting: list[str] = []
     for i, key in enumerate(keys):
         sides = [pp[i] for pp in per_parent]
-        writers = {s[0] for s in sides if s is not None}
-        if not writers:
-            continue
-        top = max(writers)
-        # one-sided change: every other side sees an older write (an ancestor of top) or
-        # nothing at all (the key was never in its ancestry)
-        if all(dag.is_ancestor(w, top) for w in writers):
-            continue
-        payloads = {s[1] if s is not None else None for s in sides}
-        if len(payloads) == 1:
-            auto[key] = sides
+        payloads = [None if s is None else s[1] for s in sides]
+        writers = [s for s in sides if s is not None]
+        # what nearest-ancestor resolution gives at the merge node: the greatest writer
+        default = max(writers, key=lambda s: s[0])[1] if writers else None
+        if i not in base_vals:
+            merged = payloads[0]  # every side shows the same value
         else:
-            conflicting.append(key)
+            known, base = base_vals[i]
+            changed = {p for p in payloads if p != base}
+            if not known or len(changed) != 1:
+                conflicting.append(key)
+                continue
+            merged = changed.pop()
+        if merged != default:
+            auto[key] = merged
     return auto, conflicting
+
+
+def _base_values(space: VersionedSpace, dag: DAG, keys: list[str], bases: list[int],
+                 ctx_of: Callable[[int], VersionCtx]) -> list[tuple[bool, bytes | None]]:
+    """``(known, value)`` of each key at the (virtual) merge base of ``bases``."""
+    if not keys:
+        return []
+    if not bases:
+        return [(True, None)] * len(keys)
+    vals = [space.read_many(keys, ctx_of(b)) for b in bases]
+    out: list[tuple[bool, bytes | None]] = [(True, v) for v in vals[0]]
+    if len(bases) == 1:
+        return out
+    split = [i for i in range(len(keys)) if len({v[i] for v in vals}) > 1]
+    deeper = _base_values(space, dag, [keys[i] for i in split], dag.merge_bases(bases), ctx_of)
+    for i, (known, base) in zip(split, deeper, strict=True):
+        changed = {v[i] for v in vals if v[i] != base}
+        out[i] = (True, changed.pop()) if known and len(changed) == 1 else (False, None)
+    return out
 
 
 def choose(conflict: Conflict, strategy: Strategy, parents: Sequence[str]) -> str:

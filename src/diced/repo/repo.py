@@ -423,10 +423,9 @@ class Repo:
             if rec["created"] not in union:
                 continue
             space = VersionedSpace(self.backend, rec["id"])
-            auto, conflicting = find_merge_changes(space, dag, ctxs)
+            auto, conflicting = find_merge_changes(space, dag, ctxs, self._ctx)
             cls = _instance_class(rec["type"])
-            chosen: dict[str, bytes | None] = {k: next((s[1] for s in sides if s is not None), None)
-                                               for k, sides in auto.items()}
+            chosen: dict[str, bytes | None] = dict(auto)
             per_parent = [space.resolve_many(conflicting, c) for c in ctxs]
             base_vals = space.resolve_many(conflicting, base_ctx) if base_ctx else [None] * len(conflicting)
             for i, ckey in enumerate(conflicting):
