@@ -225,6 +225,13 @@ class LabelArray(VersionedArray):
         for b in blocks:
             if np.shape(b) != self.chunks:
                 raise InvalidArgumentError(f"blocks must have shape {self.chunks}")
+        grid = np.array([-(-n // k) for n, k in zip(self._shape_at(ctx), self.chunks, strict=True)])
+        cc = np.asarray(coords, dtype=np.int64).reshape(-1, 3)
+        if len(cc) and ((cc < 0).any() or (cc >= grid).any()):
+            from diced.errors import IndexOutOfBoundsError
+
+            raise IndexOutOfBoundsError(
+                f"block coordinates outside the block grid {tuple(grid)} of {self.name!r}")
         for i in range(0, len(items), 256):
             self._write_blocks(ctx, items[i:i + 256])
 
