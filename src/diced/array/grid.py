@@ -73,6 +73,8 @@ def cast_value(value: Any, dtype: np.dtype) -> np.ndarray:
     if isinstance(value, (bool, int, float, complex, np.generic)) or np.ndim(value) == 0:
         try:
             arr = np.asarray(value)
+            if arr.dtype.kind not in "biufc":  # "7" must not be parsed into 7
+                raise DtypeError(f"cannot store {value!r} ({arr.dtype}) in an array of {dtype}")
             if arr.dtype.kind in "iu" and dtype.kind in "iu":
                 info = np.iinfo(dtype)
                 if not info.min <= int(arr) <= info.max:
