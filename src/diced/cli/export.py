@@ -1,0 +1,198 @@
+"""``diced export precomputed|zarr`` and ``diced export-shards``: write a version of an array
+out of diced, for neuroglancer, zarr/OME-Zarr readers, or DVID's Arrow shard readers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+_STORE_HELP = "store location: a path (embedded LMDB store) or an fsspec URL (gs://..., s3://...)"
+_VERSION_HELP = ("version to export: a UUID, a unique UUID prefix, or 'branch~N' "
+                 "(default: the newest version on the master branch)")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+
+
+def _resolution(text: str) -> list[float]:
+    try:
+        out = [float(t) for t in text.split(",")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected 3 comma-separated numbers, got {text!r}") from exc
+    if len(out) != 3 or any(v <= 0 for v in out):
+        raise argparse.ArgumentTypeError(f"expected 3 positive numbers (x,y,z), got {text!r}")
+    return out
+
+
+def _common(p: argparse.ArgumentParser, what: str = "array") -> None:
+    p.add_argument("store", metavar="STORE", help=_STORE_HELP)
+    p.add_argument("repo", metavar="REPO", help="repo name (alias), as listed by 'diced info'")
+    p.add_argument(what, metavar=what.upper(), help=f"name of the {what} instance to export")
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    """Register ``export`` (with ``precomputed`` and ``zarr``) or ``export-shards``."""
+    if name == "export-shards":
+        _add_shards(sub, name)
+        return
+    p = sub.add_parser(
+        name, help="export a version of an array as neuroglancer precomputed or zarr",
+        description="Write one version of an image or label array, with its whole "
+                    "multiscale pyramid, to a directory or fsspec URL in another format.",
+        epilog="Run 'diced export precomputed --help' or 'diced export zarr --help'.")
+    fmt = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
+
+    pc = fmt.add_parser(
+        "precomputed", help="neuroglancer precomputed volume (raw, jpeg, compressed_segmentation)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write a neuroglancer precomputed volume: an 'info' file plus one "
+                    "directory per scale (pyramid level). Label arrays default to "
+                    "compressed_segmentation, images to raw. Open the result in neuroglancer "
+                    "as precomputed://<url of DEST>.",
+        epilog="examples:\n"
+               "  diced export precomputed ~/fly.diced fly grayscale /tmp/gray --encoding jpeg\n"
+               "  diced export precomputed ~/fly.diced fly segmentation gs://bucket/seg \\\n"
+               "      --version 3f2a --sharded --resolution 8,8,40")
+    _common(pc)
+    pc.add_argument("dest", metavar="DEST",
+                    help="output directory or URL (memory://, file://, gs://, s3://); must be "
+                         "empty unless --overwrite")
+    pc.add_argument("--version", default=None, help=_VERSION_HELP)
+    pc.add_argument("--scales", type=_ints, default=None,
+                    help="comma-separated pyramid levels to write, e.g. 0,1 (default: all)")
+    pc.add_argument("--encoding", choices=["raw", "jpeg", "png", "compressed_segmentation"],
+                    default=None,
+                    help="chunk encoding (default: compressed_segmentation for labels, raw "
+                         "for images; jpeg is lossy and uint8 only)")
+    pc.add_argument("--sharded", action="store_true",
+                    help="write the sharded format (few large files; best for cloud storage)")
+    pc.add_argument("--resolution", type=_resolution, default=[8.0, 8.0, 8.0],
+                    help="voxel size of level 0 in nm, x,y,z order (default 8,8,8)")
+    pc.add_argument("--supervoxels", action="store_true",
+                    help="label arrays: write supervoxel ids instead of body ids")
+    pc.add_argument("--jpeg-quality", type=int, default=75, help="jpeg quality 0-100 (default 75)")
+    pc.add_argument("--overwrite", action="store_true",
+                    help="replace an existing volume at DEST")
+    pc.add_argument("--quiet", action="store_true", help="no progress bar")
+    pc.set_defaults(func=run_precomputed)
+
+    zp = fmt.add_parser(
+        "zarr", help="zarr v3 group with OME-Zarr 0.5 multiscale metadata",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write a zarr v3 group holding one array per pyramid level ('0', '1', "
+                    "...) and OME-Zarr 0.5 'multiscales' attributes, readable by zarr, dask, "
+                    "xarray, napari and neuroglancer (zarr3://).",
+        epilog="examples:\n"
+               "  diced export zarr ~/fly.diced fly grayscale /tmp/gray.zarr\n"
+               "  diced export zarr ~/fly.diced fly grayscale gs://bucket/gray.zarr "
+               "--version 3f2a --voxel-size 40,8,8")
+    _common(zp)
+    zp.add_argument("dest", metavar="DEST", help="output directory or URL; must be empty unless "
+                                                 "--overwrite")
+    zp.add_argument("--version", default=None, help=_VERSION_HELP)
+    zp.add_argument("--scales", type=_ints, default=None,
+                    help="comma-separated pyramid levels to write (default: all)")
+    zp.add_argument("--voxel-size", type=lambda t: [float(v) for v in t.split(",")],
+                    default=None,
+                    help="voxel size of level 0 in array axis order, e.g. 40,8,8 for z,y,x "
+                         "(OME-Zarr scale; default 1 per axis)")
+    zp.add_argument("--supervoxels", action="store_true",
+                    help="label arrays: write supervoxel ids instead of body ids")
+    zp.add_argument("--overwrite", action="store_true",
+                    help="delete everything at DEST first")
+    zp.add_argument("--quiet", action="store_true", help="no progress bar")
+    zp.set_defaults(func=run_zarr)
+
+
+def _add_shards(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(
+        name, help="export a label array as DVID export-shards Arrow files",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write the blocks of a label array at one scale as DVID 'export-shards' "
+                    "files: per shard an Arrow IPC stream (.arrow) of compressed label blocks "
+                    "with their supervoxel and body ids, plus a CSV index (.csv). SPEC is the "
+                    "neuroglancer sharded 'info' that decides the shard layout (64^3 chunks).",
+        epilog="example:\n"
+               "  diced export-shards ~/fly.diced fly segmentation spec.json /tmp/shards \\\n"
+               "      --scale 0 --batch-size 256")
+    _common(p, "labels")
+    p.add_argument("spec", metavar="SPEC",
+                   help="neuroglancer precomputed sharded info: a JSON file path or URL")
+    p.add_argument("dest", metavar="DEST", help="output directory or URL")
+    p.add_argument("--version", default=None, help=_VERSION_HELP)
+    p.add_argument("--scale", type=int, default=0, help="pyramid level to export (default 0)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="blocks per Arrow record batch (default: the exporter's)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing shard files")
+    p.add_argument("--supervoxels", action="store_true",
+                   help="label every block by supervoxel id also in the body column "
+                        "(no mapping applied)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_shards)
+
+
+def _open_array(args: argparse.Namespace, name: str) -> Any:
+    import diced
+
+    repo = diced.Store(args.store).open_repo(args.repo)
+    if args.version:
+        return repo.version(args.version).array(name)
+    return repo.array(name)
+
+
+def run_precomputed(args: argparse.Namespace) -> int:
+    from diced.export.precomputed import export_precomputed
+
+    arr = _open_array(args, args.array)
+    info = export_precomputed(
+        arr, args.dest, scales=args.scales, encoding=args.encoding, sharded=args.sharded,
+        resolution=args.resolution, supervoxels=args.supervoxels, progress=not args.quiet,
+        overwrite=args.overwrite, jpeg_quality=args.jpeg_quality)
+    scales = ", ".join(f"{s['key']} {s['size']}" for s in info["scales"])
+    print(f"wrote precomputed {info['type']} volume to {args.dest}: {scales}")
+    return 0
+
+
+def run_zarr(args: argparse.Namespace) -> int:
+    from diced.export.zarr_export import export_zarr
+
+    arr = _open_array(args, args.array)
+    group = export_zarr(arr, args.dest, scales=args.scales, voxel_size=args.voxel_size,
+                        supervoxels=args.supervoxels, progress=not args.quiet,
+                        overwrite=args.overwrite)
+    levels = sorted(name for name, _ in group.arrays())
+    print(f"wrote zarr v3 group to {args.dest}: levels {', '.join(levels)}; "
+          f"{json.dumps(dict(group.attrs).get('diced', {}))}")
+    return 0
+
+
+def run_shards(args: argparse.Namespace) -> int:
+    from diced.errors import BackendUnavailableError
+    from diced.export.arrow_shards import export_shards
+
+    try:
+        from diced.export.label_source import LabelBlockSource
+    except ImportError as exc:  # pragma: no cover - until the adapter lands
+        raise BackendUnavailableError(
+            "export-shards needs diced.export.label_source, missing from this install") from exc
+    labels = _open_array(args, args.labels)
+    report = export_shards(LabelBlockSource(labels, supervoxels=args.supervoxels), args.spec,
+                           args.dest, scale=args.scale, batch_size=args.batch_size,
+                           overwrite=args.overwrite, progress=not args.quiet)
+    print(f"wrote {report.shards_written} shards ({report.blocks_written} blocks, "
+          f"{report.bytes_written / 1e6:.1f} MB) in {report.seconds:.1f} s to {report.dest}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run whichever export the parsed arguments describe."""
+    if getattr(args, "format", None) == "precomputed":
+        return run_precomputed(args)
+    if getattr(args, "format", None) == "zarr":
+        return run_zarr(args)
+    return run_shards(args)
