@@ -707,6 +707,13 @@ def test_dvid_deserialize_rejects(value, message):
         lb.dvid_deserialize(value)
 
 
+def test_dvid_deserialize_gzip_members():
+    value = lb.dvid_serialize(b"abc")
+    assert lb.dvid_deserialize(value + lb.dvid_serialize(b"def")[1:]) == b"abcdef"
+    with pytest.raises(CorruptDataError, match="trailing"):
+        lb.dvid_deserialize(value + b"junk")
+
+
 def test_dvid_deserialize_max_size():
     value = lb.dvid_serialize(b"\x00" * 10000)
     with pytest.raises(CorruptDataError):

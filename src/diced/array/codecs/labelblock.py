@@ -439,8 +439,10 @@ def _gzip_decompress(data: BytesLike, limit: int | None = None) -> bytes:
             if not d.eof:
                 raise CorruptDataError("gzip data is truncated")
             rest = d.unused_data
-            if not rest.startswith(b"\x1f\x8b"):
+            if not rest:
                 break
+            if not rest.startswith(b"\x1f\x8b"):  # Go's gzip reader rejects this too
+                raise CorruptDataError("gzip data is followed by trailing garbage")
     except zlib.error as exc:
         raise CorruptDataError(f"corrupt gzip data: {exc}") from exc
     return b"".join(parts)
