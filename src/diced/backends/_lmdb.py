@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,79 @@ _INITIAL_MAP = 1 << 30  # 1 GiB; doubled on demand
 _MAX_RETRIES = 40
 
 
+class _Gate:
+    """Many transactions at once, or one remap of the memory map alone.
+
+    LMDB requires that no transaction of this process is active while the map is resized
+    (``set_mapsize``). Transactions hold the gate shared; a resize holds it exclusively.
+    New transactions only wait while a resize is actually running, so a thread that opens
+    a nested transaction never deadlocks against a waiting resize.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+        self._resizing = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                if not self._active:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._resizing or self._active:
+                self._cond.wait()
+            self._resizing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._resizing = False
+                self._cond.notify_all()
+
+
+class _SharedEnv:
+    """One open environment, shared by every backend object of this process on its path.
+
+    py-lmdb refuses to open one environment twice in a process (and LMDB forbids it:
+    closing the second handle would drop the first one's locks), so backends on the same
+    directory share a handle and close it with the last of them.
+    """
+
+    def __init__(self, env: lmdb.Environment, readonly: bool) -> None:
+        self.env = env
+        self.readonly = readonly
+        self.gate = _Gate()
+        self.refs = 0
+
+
+#: (pid, real path) -> shared environment; entries of a parent process are never reused
+_ENVS: dict[tuple[int, str], _SharedEnv] = {}
+_ENVS_LOCK = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """In a forked child, start from an empty registry with a fresh (unheld) lock."""
+    global _ENVS_LOCK
+    _ENVS_LOCK = threading.Lock()
+    _ENVS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 class LMDBBackend(Backend):
     """A directory holding one LMDB environment.
 
@@ -29,6 +103,7 @@ class LMDBBackend(Backend):
     write transaction (serialized across processes by LMDB's writer lock), so
     :meth:`update` is an atomic read-modify-write. The memory map grows by doubling when a
     transaction runs out of room, and other processes adopt the new size automatically.
+    Backend objects of one process on the same directory share one environment.
 
     Parameters
     ----------
@@ -39,68 +114,104 @@ class LMDBBackend(Backend):
         the last commits for speed (the store stays consistent).
     readonly:
         Open without write access.
+    map_size:
+        Initial size of the memory map in bytes (default 1 GiB); it doubles on demand, and
+        an existing store is mapped at least at its file size. Like ``durable``, it is
+        decided by the first backend of a process on a directory (later ones share it).
     """
 
     capabilities = Capabilities(ordered_scan=True, compare_and_set=True, atomic_update=True)
 
     def __init__(self, path: str | os.PathLike[str], *, durable: bool = True,
-                 readonly: bool = False) -> None:
+                 readonly: bool = False, map_size: int = _INITIAL_MAP) -> None:
         self.path = Path(os.path.expanduser(os.fspath(path)))
         self.url = str(self.path)
         self._durable = durable
         self._readonly = readonly
-        self._lock = threading.Lock()
+        self._map_size = int(map_size)
         self._pid = -1
-        self._env: lmdb.Environment | None = None
+        self._shared: _SharedEnv | None = None
         self._open()
 
     # --- environment management ----------------------------------------------------------
 
-    def _open(self) -> None:
+    def _open(self) -> _SharedEnv:
         if not self._readonly:
             self.path.mkdir(parents=True, exist_ok=True)
         elif not self.path.exists():
             raise BackendError(f"no LMDB store at {self.path}")
-        map_size = _INITIAL_MAP
+        pid = os.getpid()
+        ident = (pid, os.path.realpath(self.path))
+        with _ENVS_LOCK:
+            shared = _ENVS.get(ident)
+            if shared is None:
+                shared = _SharedEnv(self._open_env(), self._readonly)
+                _ENVS[ident] = shared
+            elif shared.readonly and not self._readonly:
+                raise BackendError(
+                    f"LMDB store {self.path} is already open read-only in this process")
+            shared.refs += 1
+        self._shared = shared
+        self._ident = ident
+        self._pid = pid
+        return shared
+
+    def _open_env(self) -> lmdb.Environment:
+        map_size = self._map_size
         data = self.path / "data.mdb"
         if data.exists():
             map_size = max(map_size, data.stat().st_size)
         try:
-            self._env = lmdb.open(
+            return lmdb.open(
                 str(self.path), map_size=map_size, subdir=True, readonly=self._readonly,
                 sync=self._durable, metasync=self._durable, lock=True, max_readers=512,
                 readahead=False, max_spare_txns=8,
             )
         except lmdb.Error as exc:
             raise BackendError(f"cannot open LMDB store at {self.path}: {exc}") from exc
-        self._pid = os.getpid()
+
+    @property
+    def shared(self) -> _SharedEnv:
+        shared = self._shared
+        if shared is None:
+            raise BackendError(f"LMDB store {self.path} is closed")
+        if self._pid != os.getpid():  # forked child: an inherited environment is unusable
+            shared = self._open()
+        return shared
 
     @property
     def env(self) -> lmdb.Environment:
-        if self._env is None:
-            raise BackendError(f"LMDB store {self.path} is closed")
-        if self._pid != os.getpid():  # forked child: an inherited environment is unusable
-            self._open()
-        return self._env
+        return self.shared.env
 
-    def _grow(self) -> None:
-        with self._lock:
-            env = self.env
-            new = env.info()["map_size"] * 2
-            log.debug("growing LMDB map of %s to %d bytes", self.path, new)
-            env.set_mapsize(new)
+    def _grow(self, seen: int) -> None:
+        shared = self.shared
+        with shared.gate.exclusive():
+            size = shared.env.info()["map_size"]
+            if size > seen:  # another thread grew it meanwhile
+                return
+            log.debug("growing LMDB map of %s to %d bytes", self.path, size * 2)
+            shared.env.set_mapsize(size * 2)
+
+    def _adopt_size(self) -> None:
+        shared = self.shared
+        with shared.gate.exclusive():
+            shared.env.set_mapsize(0)  # adopt the size another process set
 
     def _run(self, write: bool, body: Callable[[lmdb.Transaction], Any]) -> Any:
+        if write and self._readonly:
+            raise BackendError(f"LMDB store {self.path} is open read-only")
         for _ in range(_MAX_RETRIES):
-            env = self.env
+            shared = self.shared
+            seen = 0
             try:
-                with env.begin(write=write, buffers=False) as txn:
-                    return body(txn)
+                with shared.gate.shared():
+                    seen = shared.env.info()["map_size"]
+                    with shared.env.begin(write=write, buffers=False) as txn:
+                        return body(txn)
             except lmdb.MapFullError:
-                self._grow()
+                self._grow(seen)
             except lmdb.MapResizedError:
-                with self._lock:
-                    env.set_mapsize(0)  # adopt the size another process set
+                self._adopt_size()
             except lmdb.Error as exc:
                 raise BackendError(f"LMDB error in {self.path}: {exc}") from exc
         raise BackendError(f"LMDB store {self.path}: could not grow the map")
@@ -164,14 +275,17 @@ class LMDBBackend(Backend):
 
     def find_last_many(self, requests: Sequence[tuple[str, str]],
                        accept: Callable[[str], bool]) -> list[tuple[str, bytes] | None]:
-        encoded = [(p.encode(), s.encode()) for p, s in requests]
+        encoded = [(p.encode(), _seek_stop(p.encode(), s.encode())) for p, s in requests]
 
         def body(txn: lmdb.Transaction) -> list[tuple[str, bytes] | None]:
             cur = txn.cursor()
             out: list[tuple[str, bytes] | None] = []
             for prefix, stop in encoded:
                 hit = None
-                ok = cur.set_range(stop)
+                if stop == b"":  # no key of this prefix lies below stop
+                    out.append(None)
+                    continue
+                ok = cur.set_range(stop) if stop is not None else False
                 ok = cur.prev() if ok else cur.last()
                 while ok:
                     key = cur.key()
@@ -217,6 +331,31 @@ class LMDBBackend(Backend):
         return self._run(True, body)
 
     def close(self) -> None:
-        if self._env is not None and self._pid == os.getpid():
-            self._env.close()
-        self._env = None
+        shared, self._shared = self._shared, None
+        if shared is None or self._pid != os.getpid():
+            return  # closed already, or inherited over fork: not ours to close
+        with _ENVS_LOCK:
+            shared.refs -= 1
+            if shared.refs > 0:
+                return
+            if _ENVS.get(self._ident) is shared:
+                del _ENVS[self._ident]
+        with shared.gate.exclusive():
+            shared.env.close()
+
+
+def _seek_stop(prefix: bytes, stop: bytes) -> bytes | None:
+    """Where a backward scan for ``prefix`` keys below ``stop`` starts.
+
+    ``stop`` itself when it lies inside the prefix's key range; ``b""`` when it lies
+    before the range (nothing to find); the end of the range, or ``None`` (end of the
+    database) when it lies after it.
+    """
+    if stop.startswith(prefix):
+        return stop
+    if stop < prefix:
+        return b""
+    head = prefix.rstrip(b"\xff")
+    if not head:
+        return None
+    return head[:-1] + bytes([head[-1] + 1])

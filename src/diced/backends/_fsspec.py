@@ -1,0 +1,526 @@
+"""fsspec: object stores and filesystems (``memory://``, ``file://``, ``gs://``, ``s3://``, ...).
+
+A key is the object ``<root>/<key>``; its ``/`` separators make directories on a filesystem.
+Three object layers sit under one :class:`FsspecBackend`:
+
+* ``file://`` (:class:`_LocalObjects`): plain ``os`` calls. Each value is written to a temp
+  file in its directory and renamed over the target, so a crash never leaves a half-written
+  value. Writers share an ``flock`` on ``<root>/.~diced-lock`` and
+  :meth:`FsspecBackend.compare_and_set` / :meth:`FsspecBackend.update` hold it exclusively,
+  which makes compare-and-set atomic across the processes of one machine (and on network
+  filesystems whose ``flock`` works across clients).
+* ``memory://`` (:class:`_MemoryObjects`): fsspec's process-wide dict; a lock per root makes
+  compare-and-set and update atomic (no other process can see the dict).
+* anything else (:class:`_FsObjects`): fsspec bulk calls (``cat``/``pipe``/``rm`` run
+  concurrently on async filesystems such as gcsfs and s3fs) and server-side prefix listings.
+  Nothing is atomic: ``compare_and_set`` and ``update`` are the base class's read-then-write.
+
+Limits of the key-as-path layout: a key and a key below it (``a/b`` and ``a/b/c``) cannot
+both exist on ``file://`` or ``memory://`` (writing the second raises
+:class:`~diced.errors.BackendError`); keys must not contain empty, ``.`` or ``..`` segments,
+glob characters (``*?[``), backslashes, control characters or the marker ``.~diced-``.
+Deleting keys leaves empty directories behind on ``file://``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from typing import Any
+
+from diced.backends.base import Backend, Capabilities, UpdateFn
+from diced.errors import BackendError, BackendUnavailableError, DicedError, InvalidArgumentError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FsspecBackend"]
+
+#: names containing this are diced's own files (temp files, the lock), never keys
+_RESERVED = ".~diced-"
+_LOCK_NAME = _RESERVED + "lock"
+_FORBIDDEN = frozenset("*?[\\")
+_IO_THREADS = 32
+_INLINE_CALLS = 4
+_LIST_CONCURRENCY = 32
+#: errors meaning "no value under this key" (a directory is not a value either)
+_ABSENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+
+
+def _check_key(key: str) -> str:
+    if not isinstance(key, str) or not key or not key.isascii():
+        raise InvalidArgumentError(f"backend keys must be non-empty ASCII strings, got {key!r}")
+    if (any(c in _FORBIDDEN or c < " " or c == "\x7f" for c in key) or _RESERVED in key
+            or any(part in ("", ".", "..") for part in key.split("/"))):
+        raise InvalidArgumentError(f"key {key!r} cannot be stored as an object path")
+    return key
+
+
+def _listing_prefix(prefix: str, start: str | None, stop: str | None) -> str | None:
+    """The longest string every key in the request starts with; ``None`` when none match.
+
+    Every string in ``[start, stop)`` shares the common prefix of ``start`` and ``stop``,
+    so a bounded request may list a deeper directory than ``prefix`` alone names.
+    """
+    if start is None or stop is None:
+        return prefix
+    common = os.path.commonprefix([start, stop])
+    if common.startswith(prefix):
+        return common
+    return prefix if prefix.startswith(common) else None
+
+
+class _FsObjects:
+    """Objects of any fsspec filesystem, through its bulk calls."""
+
+    capabilities = Capabilities()
+
+    def __init__(self, fs: Any, root: str) -> None:
+        from fsspec.asyn import AsyncFileSystem
+
+        self.fs = fs
+        self.root = root
+        self._base = root + "/"
+        self._async = isinstance(fs, AsyncFileSystem)
+        # gcsfs and s3fs list "<path>/<prefix>*" server-side with find(path, prefix=...)
+        self._find_prefix = self._async and "prefix" in inspect.signature(fs._find).parameters
+        # s3fs sends a HEAD before each GET to decide on a ranged parallel download (worth
+        # it only for values far larger than chunks): one request per value instead
+        self._cat_options: dict[str, Any] = {}
+        if self._async and "max_concurrency" in inspect.signature(fs._cat_file).parameters:
+            self._cat_options["max_concurrency"] = 1
+
+    def path(self, key: str) -> str:
+        return self._base + key
+
+    def shared(self) -> AbstractContextManager[None]:
+        """Held around plain writes."""
+        return nullcontext()
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        """Held around read-modify-write calls."""
+        return nullcontext()
+
+    def read(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        paths = [self.path(k) for k in keys]
+        got = self.fs.cat(paths, on_error="return", **self._cat_options)
+        out: list[bytes | None] = []
+        for path in paths:
+            value = got.get(path)
+            if value is None or isinstance(value, _ABSENT):
+                out.append(None)
+            elif isinstance(value, BaseException):
+                raise value
+            else:
+                out.append(bytes(value))
+        return out
+
+    def write(self, items: Mapping[str, bytes]) -> None:
+        if items:
+            self.fs.pipe({self.path(k): v for k, v in items.items()})
+
+    def remove(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        paths = [self.path(k) for k in keys]
+        try:
+            self.fs.rm(paths)
+        except OSError:  # some were absent (gcsfs, memory): retry one by one, ignoring those
+            for path in paths:
+                try:
+                    self.fs.rm_file(path)
+                except _ABSENT:
+                    pass
+
+    def scan(self, prefixes: Sequence[str]) -> list[list[str]]:
+        """For each prefix, the keys starting with it (unsorted)."""
+        if self._find_prefix:
+            from fsspec.asyn import sync
+
+            listings = sync(self.fs.loop, self._find_all, list(prefixes))
+        else:
+            listings = [self._find_dir(p) for p in prefixes]
+        return [self._keys(names, p) for names, p in zip(listings, prefixes, strict=True)]
+
+    async def _find_all(self, prefixes: list[str]) -> list[list[str]]:
+        gate = asyncio.Semaphore(_LIST_CONCURRENCY)
+
+        async def one(prefix: str) -> list[str]:
+            async with gate:
+                if prefix:
+                    return await self.fs._find(self.root, prefix=prefix)
+                return await self.fs._find(self.root)
+
+        return list(await asyncio.gather(*(one(p) for p in prefixes)))
+
+    def _find_dir(self, prefix: str) -> list[str]:
+        head = prefix.rpartition("/")[0]
+        where = self.path(head) if head else self.root
+        self.fs.invalidate_cache(where)
+        try:
+            return self.fs.find(where, withdirs=False)
+        except _ABSENT:
+            return []
+
+    def _keys(self, names: Iterable[str], prefix: str) -> list[str]:
+        base = self._base
+        cut = len(base)
+        return [name[cut:] for name in names
+                if name.startswith(base) and name[cut:].startswith(prefix)
+                and _RESERVED not in name[cut:]]
+
+    def close(self) -> None:
+        """Nothing to release: fsspec filesystems are cached and shared process-wide."""
+
+
+#: memory root -> lock; memory:// is one dict per process, so these cover every writer
+_MEMORY_LOCKS: dict[str, threading.RLock] = {}
+_MEMORY_LOCKS_GUARD = threading.Lock()
+
+
+class _MemoryObjects(_FsObjects):
+    """fsspec's in-process memory filesystem; one lock per root serializes writers."""
+
+    capabilities = Capabilities(compare_and_set=True, atomic_update=True)
+
+    def __init__(self, fs: Any, root: str) -> None:
+        super().__init__(fs, root)
+        with _MEMORY_LOCKS_GUARD:
+            self._lock = _MEMORY_LOCKS.setdefault(root, threading.RLock())
+
+    def shared(self) -> AbstractContextManager[None]:
+        return self._lock
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        return self._lock
+
+    def remove(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            try:
+                self.fs.rm_file(self.path(key))
+            except _ABSENT:
+                pass
+
+
+def _parallel(fn: Callable[[Any], None], items: Sequence[Any]) -> None:
+    """``fn`` over ``items``, on threads when there are many: file system calls that wait
+    for the disk (fsync, unlink of synced files) overlap well."""
+    if len(items) <= _INLINE_CALLS:
+        for item in items:
+            fn(item)
+        return
+    with ThreadPoolExecutor(min(_IO_THREADS, len(items))) as pool:
+        for _ in pool.map(fn, items):
+            pass
+
+
+class _LocalObjects:
+    """Files under a local directory, written atomically, with an ``flock`` for writers."""
+
+    capabilities = Capabilities(compare_and_set=fcntl is not None)
+
+    def __init__(self, root: str, durable: bool) -> None:
+        self.root = os.path.abspath(root)
+        self.durable = durable
+        self._lock_path = os.path.join(self.root, _LOCK_NAME)
+        self._held = threading.local()
+
+    def path(self, key: str) -> str:
+        return os.path.join(self.root, *key.split("/"))
+
+    # --- locking ---------------------------------------------------------------------------
+
+    def shared(self) -> AbstractContextManager[None]:
+        return self._flock(exclusive=False)
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        return self._flock(exclusive=True)
+
+    @contextmanager
+    def _flock(self, exclusive: bool) -> Iterator[None]:
+        # flock locks belong to an open file description, so every acquisition opens the
+        # file anew: threads of this process then exclude each other like processes do.
+        # A thread already holding the lock (update's fn writing) does not take it again.
+        if fcntl is None or getattr(self._held, "depth", 0):
+            self._held.depth = getattr(self._held, "depth", 0) + 1
+            try:
+                yield
+            finally:
+                self._held.depth -= 1
+            return
+        os.makedirs(self.root, exist_ok=True)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            self._held.depth = 1
+            try:
+                yield
+            finally:
+                self._held.depth = 0
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    # --- objects ---------------------------------------------------------------------------
+
+    def read(self, keys: Sequence[str]) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        for key in keys:
+            try:
+                with open(self.path(key), "rb") as f:
+                    out.append(f.read())
+            except _ABSENT:
+                out.append(None)
+        return out
+
+    def write(self, items: Mapping[str, bytes]) -> None:
+        _parallel(lambda kv: self._write_one(*kv), list(items.items()))
+
+    def _write_one(self, key: str, value: bytes) -> None:
+        path = self.path(key)
+        tmp = f"{path}{_RESERVED}tmp-{uuid.uuid4().hex[:16]}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        try:
+            try:
+                fd = os.open(tmp, flags, 0o666)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                fd = os.open(tmp, flags, 0o666)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise BackendError(
+                f"cannot store key {key!r} under {self.root}: a part of its path is a key "
+                "(a key and a key below it cannot both exist on a filesystem)") from exc
+        try:
+            with open(fd, "wb") as f:
+                f.write(value)
+                if self.durable:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            if isinstance(exc, IsADirectoryError):
+                raise BackendError(
+                    f"cannot store key {key!r} under {self.root}: keys exist below it") from exc
+            raise
+
+    def remove(self, keys: Sequence[str]) -> None:
+        _parallel(self._remove_one, list(keys))
+
+    def _remove_one(self, key: str) -> None:
+        path = self.path(key)
+        try:
+            os.remove(path)
+        except _ABSENT:
+            pass
+        except PermissionError:  # unlink() of a directory on some platforms
+            if not os.path.isdir(path):
+                raise
+
+    def scan(self, prefixes: Sequence[str]) -> list[list[str]]:
+        return [self._scan_one(p) for p in prefixes]
+
+    def _scan_one(self, prefix: str) -> list[str]:
+        head, _, leaf = prefix.rpartition("/")
+        top = self.path(head) if head else self.root
+        out: list[str] = []
+        try:
+            with os.scandir(top) as it:
+                stack = [(head + "/" if head else "", e) for e in it if e.name.startswith(leaf)]
+        except _ABSENT:
+            return out
+        while stack:
+            base, entry = stack.pop()
+            if _RESERVED in entry.name:
+                continue
+            key = base + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                try:
+                    with os.scandir(entry.path) as it:
+                        stack.extend((key + "/", e) for e in it)
+                except _ABSENT:  # removed meanwhile
+                    continue
+            elif entry.is_file():
+                out.append(key)
+        return out
+
+    def close(self) -> None:
+        """Nothing to release: locks are taken and dropped per call."""
+
+
+class FsspecBackend(Backend):
+    """A store in any fsspec filesystem: ``memory://``, ``file://``, ``gs://``, ``s3://``, ...
+
+    Capabilities depend on the protocol (see the module docstring): ``memory://`` has
+    atomic compare-and-set and update; ``file://`` has atomic compare-and-set (an ``flock``
+    across processes); object stores have neither, and no backend here has an ordered scan.
+
+    Parameters
+    ----------
+    url:
+        Location of the store's root, e.g. ``gs://bucket/path/store``.
+    durable:
+        ``file://`` only: ``True`` (default) fsyncs every value before it replaces the old
+        one, so even a power loss leaves either the old or the new value. ``False`` keeps
+        writes atomic against process crashes only, and is much faster.
+    **storage_options:
+        Passed to the fsspec filesystem (``token=``, ``endpoint_url=``, ``client_kwargs=``).
+    """
+
+    def __init__(self, url: str, *, durable: bool = True, **storage_options: Any) -> None:
+        from fsspec.core import url_to_fs
+        from fsspec.implementations.local import LocalFileSystem
+        from fsspec.implementations.memory import MemoryFileSystem
+
+        if not isinstance(url, str) or "://" not in url:
+            raise InvalidArgumentError(f"an fsspec store location must be a URL, got {url!r}")
+        try:
+            fs, root = url_to_fs(url, **storage_options)
+        except ImportError as exc:
+            raise BackendUnavailableError(f"cannot open {url!r}: {exc}") from exc
+        except ValueError as exc:
+            raise InvalidArgumentError(f"cannot open {url!r}: {exc}") from exc
+        except Exception as exc:
+            raise BackendError(f"cannot open {url!r}: {exc}") from exc
+        self.url = url
+        self.fs = fs
+        self.root = root.rstrip("/") if root != "/" else root
+        self._objects: _FsObjects | _LocalObjects
+        if isinstance(fs, LocalFileSystem):
+            self._objects = _LocalObjects(self.root, durable)
+        elif isinstance(fs, MemoryFileSystem):
+            self._objects = _MemoryObjects(fs, self.root)
+        else:
+            self._objects = _FsObjects(fs, self.root)
+        self.capabilities = self._objects.capabilities
+        self._closed = False
+
+    @contextmanager
+    def _io(self, what: str) -> Iterator[None]:
+        """Map storage failures to :class:`BackendError`."""
+        if self._closed:
+            raise BackendError(f"store {self.url} is closed")
+        try:
+            yield
+        except DicedError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"{what} in {self.url} failed: {exc!r}") from exc
+
+    @contextmanager
+    def _locked(self, exclusive: bool) -> Iterator[None]:
+        """Hold the writers' lock (shared) or the read-modify-write lock (exclusive)."""
+        stack = ExitStack()
+        with self._io("locking"):
+            stack.enter_context(self._objects.exclusive() if exclusive
+                                else self._objects.shared())
+        with stack:
+            yield
+
+    # --- core --------------------------------------------------------------------------------
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        keys = [_check_key(k) for k in keys]
+        with self._io("reading"):
+            return self._objects.read(keys)
+
+    def set_many(self, items: Mapping[str, bytes]) -> None:
+        """Store every pair; each value is replaced whole, but the batch is not atomic."""
+        self.apply(items)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        self.apply(dict.fromkeys(keys))
+
+    def list_keys(self, prefix: str = "", start: str | None = None,
+                  stop: str | None = None) -> Iterator[str]:
+        listing = _listing_prefix(prefix, start, stop)
+        if listing is None:
+            return iter(())
+        with self._io("listing"):
+            keys = self._objects.scan([listing])[0]
+        return iter(sorted(k for k in keys if k.startswith(prefix)
+                           and (start is None or k >= start) and (stop is None or k < stop)))
+
+    def close(self) -> None:
+        """Mark the backend closed; fsspec's shared filesystem instances stay cached."""
+        self._objects.close()
+        self._closed = True
+
+    # --- derived, made faster or atomic ------------------------------------------------------
+
+    def apply(self, changes: Mapping[str, bytes | None]) -> None:
+        """Write and delete in one call (``None`` deletes); not atomic as a whole."""
+        puts = {_check_key(k): bytes(v) for k, v in changes.items() if v is not None}
+        dels = [_check_key(k) for k, v in changes.items() if v is None]
+        if not puts and not dels:
+            return
+        with self._locked(exclusive=False), self._io("writing"):
+            self._objects.write(puts)
+            self._objects.remove(dels)
+
+    def find_last_many(self, requests: Sequence[tuple[str, str]],
+                       accept: Callable[[str], bool]) -> list[tuple[str, bytes] | None]:
+        """One listing per distinct prefix (concurrent on gcsfs/s3fs), one bulk read."""
+        prefixes = sorted({p for p, _ in requests})
+        with self._io("listing"):
+            listings = dict(zip(prefixes, self._objects.scan(prefixes), strict=True))
+        found: list[str | None] = []
+        for prefix, stop in requests:
+            hit = None
+            for key in sorted((k for k in listings[prefix] if k < stop), reverse=True):
+                if accept(key):
+                    hit = key
+                    break
+            found.append(hit)
+        wanted = sorted({k for k in found if k is not None})
+        values = dict(zip(wanted, self.get_many(wanted), strict=True))
+        out: list[tuple[str, bytes] | None] = []
+        for key in found:
+            value = values.get(key) if key is not None else None
+            out.append((key, value) if key is not None and value is not None else None)
+        return out
+
+    def update(self, keys: Sequence[str], fn: UpdateFn) -> dict[str, bytes | None]:
+        """Read ``keys``, let ``fn`` compute changes, write them; return the changes.
+
+        Atomic where ``capabilities.atomic_update`` says so. On ``file://`` the exclusive
+        lock keeps every other diced writer out while ``fn`` runs, but a crash in the
+        middle of a multi-key write may leave part of it, so the capability is not claimed.
+        """
+        keys = [_check_key(k) for k in keys]
+        with self._locked(exclusive=True):
+            with self._io("reading"):
+                current = dict(zip(keys, self._objects.read(keys), strict=True))
+            changes = dict(fn(current))  # fn's own errors pass through unchanged
+            self.apply(changes)
+        return changes
+
+    def compare_and_set(self, key: str, expected: bytes | None, new: bytes | None) -> bool:
+        """Set ``key`` to ``new`` (``None`` deletes) only if it now equals ``expected``.
+
+        Atomic where ``capabilities.compare_and_set`` says so (``memory://``, ``file://``).
+        """
+        _check_key(key)
+        with self._locked(exclusive=True):
+            with self._io("reading"):
+                current = self._objects.read([key])[0]
+            if current != expected:
+                return False
+            self.apply({key: new})
+        return True
