@@ -11,24 +11,25 @@ is deterministic and byte-identical to DVID's wherever DVID's own output is dete
 (e.g. DVID's ``fib19-64x64x64-sample1-block.dat.gz`` fixture is reproduced byte for byte).
 
 :class:`LabelBlockCodec` (``name = "labelblock"``) wraps a DVID block in an outer byte codec.
-Measured on this machine (``benchmarks/bench_labelblock.py``, one thread, 512 blocks of 64³ from
-the pinky40 segmentation, 2,524 labels) the DVID block is 2.33 % of the raw uint64 size; the
-outer codecs then give (size as % of raw, and the outer codec's share of the time per block):
+Measured with ``benchmarks/bench_labelblock.py`` (one thread, shared 2-core VM under load, so
+times are only comparable with each other; full tables in ``BENCHMARKS.md``):
 
-================  ==========  ==============  ==============
-outer             size        compress        decompress
-================  ==========  ==============  ==============
-``none``          2.33 %      0               0
-``lz4``           1.40 %      0.03 ms         0.01 ms
-``zstd`` level 1  0.74 %      0.09 ms         0.03 ms
-``zstd`` level 3  0.72 %      0.13 ms         0.03 ms
-``gzip`` level 6  0.82 %      0.76 ms         0.14 ms
-================  ==========  ==============  ==============
+==============  =======================  =======================  ===========================
+outer           pinky40, 512 × 64³       mCNS shard, 258 × 64³    compress / decompress,
+                (% of raw uint64)        (% of raw uint64)        ms per pinky block
+==============  =======================  =======================  ===========================
+``none``        2.52                     1.17                     0 / 0
+``lz4``         0.97                     0.27                     0.33 / 0.12
+``zstd`` 1      0.66                     0.17                     0.47 / 0.27
+``zstd`` 3      0.64                     0.16                     0.54 / 0.25
+``gzip`` 6      0.59                     0.14                     3.88 / 0.42
+==============  =======================  =======================  ===========================
 
-(DVID block encode takes ~0.7 ms and decode ~0.3 ms per 64³ block, so zstd level 1 adds
-~13 % to encoding and ~10 % to decoding while shrinking the block 3.1×.) ``zstd`` level 1 is
-therefore the default: nearly the smallest output at a small fraction of the block codec's own
-cost. ``gzip`` is DVID's storage form (see :func:`dvid_serialize`); use it only for exchange.
+In the same run the DVID block itself took ~2.1 ms to encode and ~0.5 ms to decode per pinky
+block (compressed_segmentation: 5.2 ms / 1.0 ms; cseg + zstd-1 is 0.87 % / 0.21 % of raw).
+``zstd`` level 1 is the default: 1.5× smaller than lz4 for a small extra cost, within 12 % of
+gzip's size at an eighth of its compression time, and 3.8× smaller than the bare block.
+``gzip`` is DVID's storage form (see :func:`dvid_serialize`); use it only for exchange.
 """
 
 from __future__ import annotations
