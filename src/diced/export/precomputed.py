@@ -30,7 +30,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ENCODINGS", "SHARD_BYTES", "default_sharding", "export_precomputed", "iter_boxes"]
+__all__ = ["ENCODINGS", "SHARD_BYTES", "box_reader", "default_sharding", "export_precomputed",
+           "iter_boxes"]
 
 #: encodings accepted by :func:`export_precomputed` and the dtypes each can hold
 ENCODINGS: dict[str, tuple[str, ...]] = {
@@ -144,6 +145,33 @@ def default_sharding(grid_xyz: Sequence[int], chunk_bytes: int, *, data_encoding
             "preshift_bits": preshift, "minishard_bits": span - preshift,
             "shard_bits": total - span, "minishard_index_encoding": "gzip",
             "data_encoding": data_encoding}
+
+
+def box_reader(array: VersionedArray, supervoxels: bool = False
+               ) -> Callable[[VersionedArray, tuple[slice, ...]], np.ndarray]:
+    """A function ``(view, box) -> voxels`` reading boxes of ``array`` or its scale views.
+
+    For label arrays the supervoxel → body mapping of the array's version is read once here
+    and applied to every box (``LabelArray.read`` would re-read it per call), unless
+    ``supervoxels``.
+    """
+    from diced.array.labels import LabelArray
+
+    if not isinstance(array, LabelArray):
+        return lambda view, box: view[box]
+    keys, values = (np.zeros(0, np.uint64),) * 2
+    if not supervoxels:
+        keys, values = array._mapping_table(array._ref.ctx())
+
+    def read(view: VersionedArray, box: tuple[slice, ...]) -> np.ndarray:
+        out = view.read(box, supervoxels=True)
+        if len(keys):
+            from diced.array.labelstats import relabel_inplace
+
+            relabel_inplace(out, keys, values)
+        return out
+
+    return read
 
 
 # --- destinations ------------------------------------------------------------------------------
@@ -388,6 +416,7 @@ def export_precomputed(
 
     kind = "segmentation" if (is_labels or enc == "compressed_segmentation") else "image"
     views = {s: array.scale(s) for s in levels}
+    reader = box_reader(array, supervoxels)
     plans = []
     for s, key in zip(levels, keys, strict=True):
         view = views[s]
@@ -431,7 +460,7 @@ def export_precomputed(
         with tqdm(total=total, disable=not progress, unit="box",
                   desc=f"precomputed {array.name}") as bar:
             for s, key, view, store, boxes in opened:
-                _write_scale(view, store.T[0].translate_to[0], boxes, is_labels, supervoxels, bar)
+                _write_scale(view, store.T[0].translate_to[0], boxes, reader, bar)
                 log.info("exported %s scale %d (%d boxes) to %s/%s", array.name, s,
                          len(boxes), target.url, key)
                 target.finish_scale(key)
@@ -445,12 +474,13 @@ def export_precomputed(
 
 
 def _write_scale(view: VersionedArray, out: Any, boxes: Sequence[tuple[slice, ...]],
-                 is_labels: bool, supervoxels: bool, bar: Any) -> None:
+                 reader: Callable[[VersionedArray, tuple[slice, ...]], np.ndarray],
+                 bar: Any) -> None:
     """Stream boxes from ``view`` into the TensorStore ``out`` (a z, y, x view), keeping one
     write in flight while the next box is read."""
     pending = None
     for box in boxes:
-        data = view.read(box, supervoxels=supervoxels) if is_labels else view[box]
+        data = reader(view, box)
         fut = out[box].write(np.ascontiguousarray(data))
         del data
         if pending is not None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from diced.errors import FormatError, InvalidArgumentError
-from diced.export.precomputed import iter_boxes
+from diced.export.precomputed import box_reader, iter_boxes
 
 if TYPE_CHECKING:
     from diced.array.array import VersionedArray
@@ -166,6 +166,7 @@ def export_zarr(
 
     try:
         views = [array.scale(s) for s in levels]
+        reader = box_reader(array, supervoxels)
         plans = []
         for s, view in zip(levels, views, strict=True):
             unit_box = view.chunks
@@ -180,8 +181,7 @@ def export_zarr(
                     fill_value=view.fill_value, compressors=compressors,
                     dimension_names=["z", "y", "x"] if view.ndim == 3 else None)
                 for box in boxes:
-                    z[box] = (view.read(box, supervoxels=supervoxels) if is_labels
-                              else view[box])
+                    z[box] = reader(view, box)
                     bar.update(1)
         attrs: dict[str, Any] = {"diced": {
             "repo": array.repo.alias, "array": array.name, "version": array.version.uuid,
