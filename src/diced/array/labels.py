@@ -135,11 +135,15 @@ class LabelArray(VersionedArray):
             blk[p.chunk_sel] = arr[p.out_sel]
             return blk
 
-        self._write_blocks(ctx, [(p.coords, lambda base, p=p: region(p, base)) for p in batch])
+        # VersionedArray._write updates the pyramid after each batch: not here a second time
+        self._write_blocks(ctx, [(p.coords, lambda base, p=p: region(p, base)) for p in batch],
+                           pyramid=False)
 
-    def _write_blocks(self, ctx: VersionCtx, items: Sequence[tuple[tuple[int, ...], Any]]) -> None:
+    def _write_blocks(self, ctx: VersionCtx, items: Sequence[tuple[tuple[int, ...], Any]],
+                      pyramid: bool = True) -> None:
         """Write blocks given as ``(coords, make(base_block_or_None) -> new block)``, keeping
-        the label index, max labels and pyramid in step, atomically per batch."""
+        the label index, max labels and (unless ``pyramid=False``) the pyramid in step,
+        atomically per batch."""
         from diced.array.labelstats import block_label_counts
 
         ckeys = [K.chunk_ckey(c) for c, _ in items]
@@ -207,7 +211,7 @@ class LabelArray(VersionedArray):
                                    Part(self._index, lkeys, index_fn)], [mk, rk], extra)
             except _Retry:
                 continue
-            if self.max_scale:
+            if self.max_scale and pyramid:
                 self._update_pyramid(ctx, [c for c, _ in items])
             return
         raise ConcurrencyError(f"{self.name!r}: blocks kept changing under a concurrent writer")
@@ -348,7 +352,10 @@ class LabelArray(VersionedArray):
         from diced.array import sparsevol as sv
 
         if format == "coarse":
-            return sv.block_spans(self.blocks(label, supervoxels=supervoxels))
+            blocks = self.blocks(label, supervoxels=supervoxels)
+            if not len(blocks):  # DVID: 404 when the label has no index (§5.4)
+                raise LabelNotFoundError(f"label {label} is not in {self.name!r}")
+            return sv.block_spans(blocks)
         runs = self.runs(label, supervoxels=supervoxels, scale=scale)
         if format == "runs":
             return runs
@@ -499,7 +506,7 @@ class LabelArray(VersionedArray):
         """Merge bodies ``others`` into ``target`` (mapping only; no voxel is rewritten).
         Returns the mutation id."""
         ctx = self._writable()
-        others = [int(o) for o in others]
+        others = list(dict.fromkeys(int(o) for o in others))  # a label named twice counts once
         if not others or int(target) == 0 or 0 in others or int(target) in others:
             raise InvalidArgumentError("merge needs a non-zero target and other non-zero labels")
         target = int(target)
@@ -512,7 +519,7 @@ class LabelArray(VersionedArray):
             for s in svs.tolist():
                 mapping[s] = target
             members[o] = None
-        members[target] = np.concatenate(allsv)
+        members[target] = np.unique(np.concatenate(allsv))
         self._remap(ctx, mapping, members)
         return self._log_mutation(ctx, "merge", {"Target": target, "Labels": others})
 
@@ -572,6 +579,14 @@ class LabelArray(VersionedArray):
             runs = spv.mask_to_runs(np.asarray(region[0], bool), region[1])
         else:
             runs = np.asarray(region, dtype=np.int32).reshape(-1, 4)
+        for new_id in (split, remain):
+            if new_id is not None and (int(new_id) <= 0 or int(new_id) > _MAX_LABEL or (
+                    int(new_id) != sv and (self._index_of([int(new_id)], ctx)[int(new_id)]
+                                           or len(self.supervoxels(int(new_id)))))):
+                raise InvalidArgumentError(
+                    f"split/remain id {new_id} is zero, out of range or an existing supervoxel")
+        if split is not None and remain is not None and int(split) == int(remain):
+            raise InvalidArgumentError("split and remain ids must differ")
         if split is None or remain is None:
             a, b = self.allocate(2)
             split = a if split is None else split
@@ -625,9 +640,11 @@ class LabelArray(VersionedArray):
                         if lab:
                             delta[lab] += sign * n
         out = {k: v for k, v in delta.items() if v}
-        if not supervoxels:
+        if not supervoxels:  # bodies as mapped at version b
             bodies: dict[int, int] = defaultdict(int)
-            for k, v in out.items():
-                bodies[self.body(k)] += v
+            got = (self._mapping.read_many([_lkey(k) for k in out], cb) if self._cfg.get("mapped")
+                   else [None] * len(out))
+            for (k, v), m in zip(out.items(), got, strict=True):
+                bodies[k if m is None else int.from_bytes(m, "little")] += v
             out = {k: v for k, v in bodies.items() if v}
         return dict(sorted(out.items()))
