@@ -236,3 +236,12 @@ def test_ome_multiscales_shapes():
     ms = ome_multiscales(4, [0, 2], [1, 40, 8, 8], [0, 0, 0, 0])
     assert [a["type"] for a in ms["axes"]] == ["channel", "space", "space", "space"]
     assert ms["datasets"][1]["coordinateTransformations"][0]["scale"] == [1, 160, 32, 32]
+
+
+def test_view_over_a_memory_store():
+    store = diced.Store(f"memory://{uuid.uuid4().hex}")
+    repo = store.create_repo("m")
+    arr = repo.create_array("a", "float64", (20, 30), chunks=(8, 8))
+    arr[3:17, 5:25] = np.arange(14 * 20).reshape(14, 20)
+    z = zarr.open_array(store=zarr_store(arr), mode="r")
+    np.testing.assert_array_equal(z[...], arr[...])
