@@ -346,6 +346,17 @@ class VersionedArray:
             upper.write(ctx, new)
             changed = parents
 
+    def _after_merge(self, ctx: VersionCtx, ckeys: Sequence[str]) -> None:
+        """Called by :meth:`Repo.merge` before the merge node is published, with the scale-0
+        chunks written on any side since the merge base: the pyramid above them is rebuilt
+        from the merged scale 0 (merging each level on its own could disagree with it)."""
+        if not self.max_scale:
+            return
+        coords = sorted(K.parse_chunk_ckey(c) for c in ckeys)
+        step = max(1, BATCH_BYTES // max(1, 8 * self._chunk_nbytes()))
+        for i in range(0, len(coords), step):
+            self._update_pyramid(ctx, coords[i:i + step])
+
     # --- shape -----------------------------------------------------------------------------
 
     def resize(self, *shape: int | Iterable[int]) -> None:

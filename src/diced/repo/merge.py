@@ -55,13 +55,15 @@ Strategy = str | Callable[[Conflict], str]
 
 def find_merge_changes(space: VersionedSpace, dag: DAG, parent_ctxs: Sequence[VersionCtx],
                        ctx_of: Callable[[int], VersionCtx]
-                       ) -> tuple[dict[str, bytes | None], list[str]]:
+                       ) -> tuple[dict[str, bytes | None], list[str], list[str]]:
     """Keys that need attention at a merge of ``parent_ctxs``.
 
-    Returns ``(auto, conflicting)``: ``auto`` maps keys whose merged value is clear but is not
-    what nearest-ancestor resolution would give at the merge node to that value (``None``:
-    no value), to be materialised there; ``conflicting`` lists keys whose sides changed them
-    differently. ``ctx_of(version id)`` gives the read context of a merge base.
+    Returns ``(auto, conflicting, touched)``: ``auto`` maps keys whose merged value is clear
+    but is not what nearest-ancestor resolution would give at the merge node to that value
+    (``None``: no value), to be materialised there; ``conflicting`` lists keys whose sides
+    changed them differently; ``touched`` lists every key written on any side since the
+    merge base (the only keys whose value at the merge node can differ from a parent's).
+    ``ctx_of(version id)`` gives the read context of a merge base.
     """
     union = frozenset().union(*(c.ancestors for c in parent_ctxs))
     common = frozenset.intersection(*(c.ancestors for c in parent_ctxs))
@@ -94,7 +96,7 @@ def find_merge_changes(space: VersionedSpace, dag: DAG, parent_ctxs: Sequence[Ve
             merged = changed.pop()
         if merged != default:
             auto[key] = merged
-    return auto, conflicting
+    return auto, conflicting, keys
 
 
 def _base_values(space: VersionedSpace, dag: DAG, keys: list[str], bases: list[int],

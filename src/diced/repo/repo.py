@@ -418,12 +418,14 @@ class Repo:
         base_ctx = self._ctx(bases[-1]) if bases else None
         conflicts: list[Conflict] = []
         plans: list[tuple[VersionedSpace, dict[str, bytes | None]]] = []
+        derived: list[tuple[str, dict[str, Any], list[str]]] = []
         union = frozenset().union(*(c.ancestors for c in ctxs))
         for name, rec in sorted(self._doc["instances"].items()):
             if rec["created"] not in union:
                 continue
             space = VersionedSpace(self.backend, rec["id"])
-            auto, conflicting = find_merge_changes(space, dag, ctxs, self._ctx)
+            auto, conflicting, touched = find_merge_changes(space, dag, ctxs, self._ctx)
+            derived.append((name, rec, touched))
             cls = _instance_class(rec["type"])
             chosen: dict[str, bytes | None] = dict(auto)
             per_parent = [space.resolve_many(conflicting, c) for c in ctxs]
@@ -461,6 +463,12 @@ class Repo:
         for space, chosen in plans:
             if chosen:
                 space.write(mctx, chosen)
+        # derived data (pyramid levels, ...) is rebuilt from the merged keys, not merged
+        for name, rec, touched in derived:
+            hook = getattr(_instance_class(rec["type"]), "_after_merge", None)
+            if hook is not None and touched:
+                hook(_instance_class(rec["type"])(self, name, rec, _Ref(self, None)), mctx,
+                     touched)
         version = self._add_child(ids, "", note, vid=vid)
         self._merge_instance_meta(ids, vid)
         return version
