@@ -18,6 +18,9 @@ _COMMANDS = {
     "tour": "diced.cli.tour",
     "info": "diced.cli.inspect",
     "log": "diced.cli.inspect",
+    "ingest": "diced.cli.ingest",
+    "export": "diced.cli.export",
+    "export-shards": "diced.cli.export",
 }
 
 
