@@ -379,6 +379,28 @@ def test_stale_handle_cannot_write_after_lock(store, repo):
     assert repo.array("img")[0, 0] == 1
 
 
+def test_stale_handle_merges_and_diffs_what_others_did(store, repo):
+    repo.create_keyvalue("kv")["a"] = b"0"
+    root = repo.commit("root")
+    left = repo.branch("left")
+    right = repo.branch("right", parent=root.uuid)
+    stale = store.open_repo("fly")  # knows left and right as open versions without data
+    other = store.open_repo("fly")
+    for v, value in [(left, b"L"), (right, b"R")]:
+        other.checkout(v.uuid)
+        other.keyvalue("kv")["a"] = value
+        other.create_keyvalue(f"new-{value.decode()}")[value.decode()] = value
+        other.commit(f"edit {value.decode()}")
+    with pytest.raises(MergeConflictError) as exc:
+        stale.merge(left.uuid, right.uuid)
+    assert [(c.instance, c.key) for c in exc.value.conflicts] == [("kv", "a")]
+    d = stale.diff(left.uuid, right.uuid)
+    assert d.created == ["new-R"] and d.deleted == ["new-L"] and d["kv"].changed == ["a"]
+    stale.merge(left.uuid, right.uuid, strategy=1)
+    assert stale.keyvalue("kv")["a"] == b"R"
+    assert stale.keyvalue("new-L")["L"] == b"L" and stale.keyvalue("new-R")["R"] == b"R"
+
+
 # -- bad arguments leave the store unchanged -------------------------------------------------
 
 

@@ -404,6 +404,7 @@ class Repo:
         """
         if len(versions) < 2:
             raise InvalidArgumentError("merge needs at least two versions")
+        self.refresh()  # other handles may have locked the parents or added instances
         nodes = [self._node(v) for v in versions]
         if len({n.id for n in nodes}) != len(nodes):
             raise InvalidArgumentError("merge parents must be distinct versions")
@@ -498,6 +499,7 @@ class Repo:
 
     def diff(self, a: str | Version, b: str | Version | None = None) -> Diff:
         """What changed from version ``a`` to version ``b`` (default: head), per instance."""
+        self.refresh()
         na, nb = self._node(a), self._node(b)
         ca, cb = self._ctx(na.id), self._ctx(nb.id)
         out = Diff(na.uuid, nb.uuid)
