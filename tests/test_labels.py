@@ -532,6 +532,30 @@ def test_version_pinned_handles_and_branches(store):
     assert repo.version(root.uuid).labels("seg").block_counts(1) == {(0, 0, 0): 32 ** 3}
 
 
+def test_resize_keeps_the_index(store):
+    """Shrinking drops and trims blocks; the index followed none of it before the fix."""
+    repo = new_repo(store)
+    L = repo.create_labels("seg", (64, 80, 128), chunks=(32, 32, 32))
+    rng = np.random.default_rng(6)
+    vol = np.kron(rng.integers(0, 6, (8, 10, 16)), np.ones((8, 8, 8), int)).astype(np.uint64)
+    L[...] = vol
+    root = repo.commit()
+    repo.newversion()
+    L.resize((64, 70, 69))  # drops the x blocks past 69 and trims those across 69 and y 70
+    small = vol[:, :70, :69]
+    np.testing.assert_array_equal(L.read(..., supervoxels=True), small)
+    check_index(L, small, range(1, 6), full=False)
+    assert sorted(L.stored_chunks()) == stored_blocks(small, L.chunks)
+    L.resize((64, 80, 128))  # grown back: the cut-off data stays gone at this version
+    grown = np.zeros_like(vol)
+    grown[:, :70, :69] = small
+    np.testing.assert_array_equal(L[...], grown)
+    check_index(L, grown, range(1, 6), full=False)
+    old = repo.version(root.uuid).labels("seg")
+    np.testing.assert_array_equal(old[...], vol)
+    check_index(old, vol, full=False)
+
+
 # --------------------------------------------------------------------------------------------
 # the real segmentation
 

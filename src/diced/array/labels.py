@@ -216,6 +216,28 @@ class LabelArray(VersionedArray):
             return
         raise ConcurrencyError(f"{self.name!r}: blocks kept changing under a concurrent writer")
 
+    def _clear_outside(self, ctx: VersionCtx, new: tuple[int, ...]) -> None:
+        """Shrinking (``resize``): blocks past the new shape are emptied or trimmed through
+        :meth:`_write_blocks`, so the label index and the pyramid follow."""
+        items = []
+        for ckey in self._space.live_keys(ctx):
+            coords = K.parse_chunk_ckey(ckey)
+            lo = [c * k for c, k in zip(coords, self.chunks, strict=True)]
+            if all(a + k <= n for a, k, n in zip(lo, self.chunks, new, strict=True)):
+                continue
+            keep = tuple(slice(0, max(0, min(k, n - a)))
+                         for a, k, n in zip(lo, self.chunks, new, strict=True))
+
+            def make(base: np.ndarray | None, keep=keep) -> np.ndarray:
+                out = self._empty_chunk()
+                if base is not None:
+                    out[keep] = base[keep]
+                return out
+
+            items.append((coords, make))
+        for i in range(0, len(items), 256):
+            self._write_blocks(ctx, items[i:i + 256])
+
     def _downsample_octants(self, octants):
         from diced.array.downres import downsample_labels_octants
 
