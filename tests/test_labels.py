@@ -319,6 +319,16 @@ def test_write_blocks_and_zero_removal(store):
         assert L.count(lab) == 0
     with pytest.raises(InvalidArgumentError):
         L.write_blocks([[0, 0, 0]], [np.zeros((32, 32, 31), np.uint64)])
+    # a block given twice in one call: the last one wins, in the voxels and in the index
+    # (the first one's labels stayed in the index before the fix)
+    L.write_blocks([[0, 0, 0], [1, 1, 1], [0, 0, 0]],
+                   [np.full((32,) * 3, 7, np.uint64), np.full((32,) * 3, 8, np.uint64),
+                    np.full((32,) * 3, 9, np.uint64)])
+    vol[...] = 0
+    vol[32:64, 32:64, 32:64] = 8
+    vol[0:32, 0:32, 0:32] = 9
+    np.testing.assert_array_equal(L[...], vol)
+    check_index(L, vol, [7], full=False)
 
 
 def test_point_and_box_queries(store):

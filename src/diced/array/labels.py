@@ -246,8 +246,10 @@ class LabelArray(VersionedArray):
     def write_blocks(self, coords: np.ndarray, blocks: Sequence[np.ndarray]) -> None:
         """Write whole blocks at grid ``coords`` (n, 3) (z, y, x) at the current version."""
         ctx = self._writable()
-        items = [(tuple(int(x) for x in c), lambda base, b=b: np.ascontiguousarray(b, np.uint64))
-                 for c, b in zip(np.asarray(coords).reshape(-1, 3), blocks, strict=True)]
+        # a block given twice: the last one wins (one write per block keeps the index exact)
+        last = {tuple(int(x) for x in c): b
+                for c, b in zip(np.asarray(coords).reshape(-1, 3), blocks, strict=True)}
+        items = [(c, lambda base, b=b: np.ascontiguousarray(b, np.uint64)) for c, b in last.items()]
         for b in blocks:
             if np.shape(b) != self.chunks:
                 raise InvalidArgumentError(f"blocks must have shape {self.chunks}")
