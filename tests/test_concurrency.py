@@ -71,7 +71,7 @@ def test_overlapping_unaligned_writers_lose_no_updates(tmp_path):
     time.sleep(0.5)  # let both import and open the store
     go.touch()
     for p in procs:
-        out, err = p.communicate(timeout=300)
+        _out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     store = diced.Store(path)
     got = store.open_repo("conc").array("img")[...]

@@ -47,7 +47,7 @@ def test_dict_semantics(kv):
     kv["a"] = b"1"
     kv["b"] = "zwei"  # str values are stored as UTF-8
     kv.update({"c": b"3"}, d=b"4")
-    assert kv["a"] == b"1" and kv["b"] == "zwei".encode()
+    assert kv["a"] == b"1" and kv["b"] == b"zwei"
     assert kv.get("c") == b"3" and kv.get("nope") is None and kv.get("nope", b"d") == b"d"
     assert kv.get_many(["a", "nope", "d"]) == [b"1", None, b"4"]
     assert "a" in kv and "nope" not in kv and 3 not in kv and "" not in kv

@@ -10,6 +10,7 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -146,7 +147,7 @@ class RepoMachine(RuleBasedStateMachine):
     """Subclasses set ``location()`` to the store location of one example."""
 
     location = staticmethod(lambda: "")
-    options: dict = {}
+    options: ClassVar[dict] = {}
 
     @initialize()
     def setup(self):
@@ -399,7 +400,7 @@ class MemoryMachine(RepoMachine):
 
 
 class LMDBMachine(RepoMachine):
-    options = {"durable": False}  # no fsync per transaction: the semantics are the same
+    options: ClassVar[dict] = {"durable": False}  # no fsync per transaction: the semantics are the same
     @staticmethod
     def location():
         import tempfile

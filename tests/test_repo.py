@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import uuid
 
 import numpy as np
 import pytest
@@ -504,7 +503,7 @@ def _lock(repo, version, edit):
 
 
 def test_merge_disjoint_changes(repo):
-    root, left, right = _two_branches(repo)
+    _root, left, right = _two_branches(repo)
 
     def edit_left(arr, kv):
         arr[0:4, 0:4] = 2
@@ -574,7 +573,7 @@ def test_merge_conflicts_are_typed_and_store_nothing(store, repo):
 
 @pytest.mark.parametrize("pick", ["left-uuid", "left-prefix", 0, "right-uuid", 1])
 def test_merge_strategy_parent(repo, pick):
-    root, left, right = _conflicting(repo)
+    _root, left, right = _conflicting(repo)
     winner = left if pick in ("left-uuid", "left-prefix", 0) else right
     strategy = {"left-uuid": left.uuid, "left-prefix": left.uuid[:10],
                 "right-uuid": right.uuid}.get(pick, pick)
@@ -588,7 +587,7 @@ def test_merge_strategy_parent(repo, pick):
 
 
 def test_merge_strategy_callable(repo):
-    root, left, right = _conflicting(repo)
+    _root, left, right = _conflicting(repo)
     seen = []
 
     def strategy(conflict):
@@ -606,7 +605,7 @@ def test_merge_strategy_callable(repo):
 
 @pytest.mark.parametrize("strategy", ["nope", 2, -1, "", lambda c: "0" * 32, lambda c: None])
 def test_bad_merge_strategy_stores_nothing(store, repo, strategy):
-    root, left, right = _conflicting(repo)
+    _root, left, right = _conflicting(repo)
     before = snapshot(store)
     with pytest.raises(InvalidArgumentError):
         repo.merge(left.uuid, right.uuid, strategy=strategy)
@@ -614,7 +613,7 @@ def test_bad_merge_strategy_stores_nothing(store, repo, strategy):
 
 
 def test_merge_arguments(repo):
-    root, left, right = _two_branches(repo)
+    _root, left, right = _two_branches(repo)
     left = _lock(repo, left, lambda a, kv: None)
     with pytest.raises(InvalidArgumentError):
         repo.merge(left.uuid)
@@ -627,7 +626,7 @@ def test_merge_arguments(repo):
 
 
 def test_merge_same_change_on_both_sides_is_silent(repo):
-    root, left, right = _two_branches(repo)
+    _root, left, right = _two_branches(repo)
 
     def edit(arr, kv):
         arr[1:7, 1:7] = 4
@@ -643,7 +642,7 @@ def test_merge_same_change_on_both_sides_is_silent(repo):
 
 
 def test_merge_side_that_wrote_back_the_base_value_is_unchanged(repo):
-    root, left, right = _two_branches(repo)
+    _root, left, right = _two_branches(repo)
 
     def edit_left(arr, kv):  # writes, then restores what the base had
         arr[0:4, 0:4] = 8
@@ -664,7 +663,7 @@ def test_merge_side_that_wrote_back_the_base_value_is_unchanged(repo):
 def test_merge_after_convergent_merge(repo):
     # left and right make the same change and are merged; a later change on a branch from
     # left is then a one-sided change against that merge, not a conflict
-    root, left, right = _two_branches(repo)
+    _root, left, right = _two_branches(repo)
     left = _lock(repo, left, lambda arr, kv: kv.__setitem__("a", b"5"))
     right = _lock(repo, right, lambda arr, kv: kv.__setitem__("a", b"5"))
     repo.merge(left.uuid, right.uuid)
@@ -807,7 +806,7 @@ def test_diff(repo):
 
 
 def test_diff_across_branches(repo):
-    root, left, right = _two_branches(repo)
+    _root, left, right = _two_branches(repo)
     left = _lock(repo, left, lambda arr, kv: arr.__setitem__((0, 0), 5))
     right = _lock(repo, right, lambda arr, kv: kv.__setitem__("a", b"2"))
     d = repo.diff(left.uuid, right.uuid)
@@ -878,7 +877,7 @@ def test_persistence_across_processes(store_location, store, repo):
     store.close()
     proc = subprocess.run([sys.executable, "-c", SUBPROCESS_READ, store_location, head,
                            json.dumps(store_location.options)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out == {"v00": 42, "col": list(range(7)), "root_kv": "v",
