@@ -7,6 +7,8 @@ and the supervoxel -> body mapping the edits should produce.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from test_labels import check_index, check_label, new_repo, open_store, ref_index
@@ -340,6 +342,47 @@ def test_split_ids_must_be_new(store):
     want[(vol == 4) & (np.arange(64)[:, None, None] >= 10)] = b
     check_bodies(L, want, {2: new, b: 4}, {4: [4, b], 1: [1], new: [2]})
     check_index(L, want, full=False, unmapped=False)
+
+
+def test_split_supervoxel_of_a_body_carrying_its_id(store):
+    """Splitting supervoxel 3 of body 3 = {3, 4}: 4 stays in the body (it was dropped from the
+    member list before the fix)."""
+    _, L, vol = setup_labels(store)
+    L.merge(3, [4])
+    a, b = L.split_supervoxel(3, (np.ones((52, 96, 128), bool), (0, 0, 0)))
+    want = vol.copy()
+    want[(vol == 3) & (np.arange(64)[:, None, None] < 52)] = a
+    want[(vol == 3) & (np.arange(64)[:, None, None] >= 52)] = b
+    check_bodies(L, want, {a: 3, b: 3, 4: 3}, {3: [4, a, b]})
+
+
+@pytest.mark.backends("lmdb", "memory")  # atomic multi-key updates
+def test_concurrent_edits_do_not_lose_updates(store):
+    """Threads merging into one body at once: every merge lands in its member list (they
+    overwrote each other's lists before the fix)."""
+    _, L, _ = setup_labels(store)
+    for lab in range(20, 36):
+        L[lab, 90:96, 0:8] = lab
+    vol = L.read(..., supervoxels=True)
+    barrier = threading.Barrier(4)
+    errors = []
+
+    def worker(i: int) -> None:
+        try:
+            barrier.wait()
+            for lab in range(20 + 4 * i, 24 + 4 * i):
+                L.merge(1, [lab])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    check_bodies(L, vol, {lab: 1 for lab in range(20, 36)}, {1: [1, *range(20, 36)]})
+    assert len(L.mutations()) == 16
 
 
 # --------------------------------------------------------------------------------------------

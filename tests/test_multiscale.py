@@ -300,11 +300,10 @@ def test_each_write_updates_the_pyramid_once(store):
     check_pyramid(L, ref, down_labels)
 
 
-@pytest.mark.xfail(reason="repo.merge merges only the scale-0 key space: a lower-resolution "
-                   "chunk above scale-0 chunks written on different sides keeps one side's "
-                   "version (diced.repo.repo.Repo.merge)", strict=False)
 @pytest.mark.parametrize("kind", ["labels", "image"])
 def test_pyramid_after_repo_merge(store, kind):
+    """A lower-resolution chunk above scale-0 chunks written on different branches shows both
+    sides at the merge (repo.merge rebuilds pyramid levels from the merged scale 0)."""
     repo = new_repo(store)
     if kind == "labels":
         repo.create_labels("a", (64, 64, 64), chunks=(16, 16, 16), max_scale=2)

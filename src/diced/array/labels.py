@@ -510,8 +510,11 @@ class LabelArray(VersionedArray):
             raise LabelNotFoundError(f"label {body} does not exist in {self.name!r}")
         return svs
 
-    def _remap(self, ctx: VersionCtx, mapping: dict[int, int], members: dict[int, np.ndarray | None]
-               ) -> None:
+    def _remap(self, ctx: VersionCtx, mapping: dict[int, int], members: dict[int, np.ndarray | None],
+               seq: bytes | None = None) -> None:
+        """Store mapping and member-list changes atomically. With ``seq`` (the edit counter
+        read before the edit was planned), raise :class:`_Retry` if another edit of this
+        instance committed in between, so no edit overwrites another's member lists."""
         def map_fn(ck: str, base: bytes | None) -> bytes | None:
             sv, body = int(ck, 16), mapping[int(ck, 16)]
             return None if sv == body else body.to_bytes(8, "little")
@@ -522,9 +525,30 @@ class LabelArray(VersionedArray):
                 return None
             return np.sort(np.asarray(svs, dtype="<u8")).tobytes()
 
+        sk = self._meta_key("editseq")
+
+        def bump(cur: dict[str, bytes | None]) -> dict[str, bytes | None]:
+            if cur[sk] != seq:
+                raise _Retry
+            return {sk: str(int(cur[sk] or b"0") + 1).encode()}
+
         self._set_mapped()
         modify_parts(ctx, [Part(self._mapping, [_lkey(s) for s in mapping], map_fn),
-                           Part(self._members, [_lkey(b) for b in members], mem_fn)])
+                           Part(self._members, [_lkey(b) for b in members], mem_fn)], [sk], bump)
+
+    def _edit(self, ctx: VersionCtx, plan: Any) -> Any:
+        """Plan ``(mapping, members, result) = plan()`` from the current state and store it,
+        planning again if a concurrent edit committed first (optimistic, as block writes)."""
+        sk = self._meta_key("editseq")
+        for _attempt in range(50):
+            seq = self.repo.backend.get(sk)
+            mapping, members, result = plan()
+            try:
+                self._remap(ctx, mapping, members, seq)
+            except _Retry:
+                continue
+            return result
+        raise ConcurrencyError(f"{self.name!r}: edits kept colliding with concurrent edits")
 
     def merge(self, target: int, others: Iterable[int]) -> int:
         """Merge bodies ``others`` into ``target`` (mapping only; no voxel is rewritten).
@@ -534,34 +558,45 @@ class LabelArray(VersionedArray):
         if not others or int(target) == 0 or 0 in others or int(target) in others:
             raise InvalidArgumentError("merge needs a non-zero target and other non-zero labels")
         target = int(target)
-        tsv = self._existing_body(target, ctx)
-        mapping, members = {}, {}
-        allsv = [tsv]
-        for o in others:
-            svs = self._existing_body(o, ctx)
-            allsv.append(svs)
-            for s in svs.tolist():
-                mapping[s] = target
-            members[o] = None
-        members[target] = np.unique(np.concatenate(allsv))
-        self._remap(ctx, mapping, members)
+
+        def plan():
+            tsv = self._existing_body(target, ctx)
+            mapping, members = {}, {}
+            allsv = [tsv]
+            for o in others:
+                svs = self._existing_body(o, ctx)
+                allsv.append(svs)
+                for s in svs.tolist():
+                    mapping[s] = target
+                members[o] = None
+            members[target] = np.unique(np.concatenate(allsv))
+            return mapping, members, None
+
+        self._edit(ctx, plan)
         return self._log_mutation(ctx, "merge", {"Target": target, "Labels": others})
 
     def cleave(self, body: int, supervoxels: Iterable[int]) -> int:
         """Move ``supervoxels`` of ``body`` to a newly allocated body id, which is returned."""
         ctx = self._writable()
         body = int(body)
-        svs = self._existing_body(body, ctx)
         cut = np.unique(np.asarray(list(supervoxels), dtype=np.uint64))
-        if not len(cut) or not np.isin(cut, svs).all():
-            raise InvalidArgumentError(f"cleave needs supervoxels that belong to body {body}")
-        if len(cut) == len(svs):
-            raise InvalidArgumentError("cleave must leave at least one supervoxel in the body")
-        new = self.allocate(1)[0]
-        keep = np.setdiff1d(svs, cut)
-        mapping = {int(s): new for s in cut}
-        mapping.update({int(s): body for s in keep})
-        self._remap(ctx, mapping, {body: keep, new: cut})
+        new_id: list[int] = []
+
+        def plan():
+            svs = self._existing_body(body, ctx)
+            if not len(cut) or not np.isin(cut, svs).all():
+                raise InvalidArgumentError(f"cleave needs supervoxels that belong to body {body}")
+            if len(cut) == len(svs):
+                raise InvalidArgumentError("cleave must leave at least one supervoxel in the body")
+            if not new_id:
+                new_id.append(self.allocate(1)[0])
+            new = new_id[0]
+            keep = np.setdiff1d(svs, cut)
+            mapping = {int(s): new for s in cut}
+            mapping.update({int(s): body for s in keep})
+            return mapping, {body: keep, new: cut}, new
+
+        new = self._edit(ctx, plan)
         size = self.count(new)
         self._log_mutation(ctx, "cleave", {"OrigLabel": body, "CleavedLabel": new,
                                            "CleavedSupervoxels": cut.tolist(),
@@ -573,11 +608,14 @@ class LabelArray(VersionedArray):
         """Give body ``old`` the id ``new`` (which must be unused). Returns the mutation id."""
         ctx = self._writable()
         new, old = int(new), int(old)
-        if new == 0 or len(self.supervoxels(new)):
-            raise InvalidArgumentError(f"renumber target {new} is zero or already in use")
-        svs = self._existing_body(old, ctx)
-        mapping = {int(s): new for s in svs}
-        self._remap(ctx, mapping, {old: None, new: svs})
+
+        def plan():
+            if new == 0 or len(self.supervoxels(new)):
+                raise InvalidArgumentError(f"renumber target {new} is zero or already in use")
+            svs = self._existing_body(old, ctx)
+            return {int(s): new for s in svs}, {old: None, new: svs}, None
+
+        self._edit(ctx, plan)
         return self._log_mutation(ctx, "renumber", {"NewLabel": new, "OrigLabel": old})
 
     def split_supervoxel(self, supervoxel: int, region: Any, *, split: int | None = None,
@@ -632,10 +670,18 @@ class LabelArray(VersionedArray):
             items.append((coords, make))
         for i in range(0, len(items), 256):
             self._write_blocks(ctx, items[i:i + 256])
-        members = self.supervoxels(body) if body != sv else np.array([sv], np.uint64)
-        new_members = np.concatenate([members[members != sv], [split, remain]]).astype(np.uint64)
-        mapping = {int(split): body, int(remain): body}
-        self._remap(ctx, mapping, {body: new_members})
+
+        def plan():
+            # the body's member list; a body without one is the lone supervoxel ``sv`` (read
+            # from the members space: the index of ``sv`` is already gone)
+            raw = self._members.read_many([_lkey(body)], ctx)[0]
+            members = (np.frombuffer(raw, dtype="<u8").astype(np.uint64) if raw is not None
+                       else np.array([sv], np.uint64))
+            new_members = np.concatenate([members[members != sv], [split, remain]])
+            mapping = {int(split): body, int(remain): body}
+            return mapping, {body: new_members.astype(np.uint64)}, None
+
+        self._edit(ctx, plan)
         self._log_mutation(ctx, "split-supervoxel", {
             "Supervoxel": sv, "Body": body, "SplitSupervoxel": int(split),
             "RemainSupervoxel": int(remain), "SplitSize": self.count(int(split), supervoxels=True),
