@@ -547,9 +547,6 @@ def test_label_diff(store):
     assert Lx.label_diff(child.uuid) == _delta(v1, vx)
 
 
-@pytest.mark.xfail(reason="repo.merge merges only the blocks key space of an instance: the "
-                   "label index of a label written on both sides (in different blocks) takes "
-                   "one side's entry (diced.repo.repo.Repo.merge)", strict=False)
 def test_repo_merge_of_writes_of_one_label_in_disjoint_blocks(store):
     repo = new_repo(store)
     L = repo.create_labels("seg", (64, 64, 128), chunks=(32, 32, 32))
@@ -567,9 +564,6 @@ def test_repo_merge_of_writes_of_one_label_in_disjoint_blocks(store):
     check_index(Lm, vol, full=False)
 
 
-@pytest.mark.xfail(reason="repo.merge merges only the blocks key space: the member list of a "
-                   "body edited on both sides takes one side's value while the mapping takes "
-                   "both (diced.repo.repo.Repo.merge)", strict=False)
 def test_repo_merge_of_merges_into_the_same_body(store):
     repo, _, vol = setup_labels(store)
     root = repo.commit()

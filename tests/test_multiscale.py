@@ -251,8 +251,6 @@ def test_pyramid_follows_resize(store):
     check_pyramid(L, vol[:, :45, :37], down_labels)
 
 
-@pytest.mark.xfail(reason="VersionedArray._clear_outside (resize) rewrites scale-0 chunks "
-                   "without updating the pyramid (diced.array.array)", strict=False)
 def test_image_pyramid_follows_resize(store):
     img = new_repo(store).create_array("img", "uint8", (64, 64, 64), chunks=(16, 16, 16),
                                        max_scale=2)

@@ -750,8 +750,6 @@ def test_merge_rebuilds_pyramids_from_merged_scale_0(repo):
         assert np.array_equal(at.scale(1)[...], downsample_image(at[...]))
 
 
-@pytest.mark.xfail(reason="LabelArray's label index is not merged or rebuilt at merge nodes "
-                          "(src/diced/array/labels.py)", strict=False)
 def test_merge_keeps_the_label_index_consistent(repo):
     labels = repo.create_labels("seg", (64, 64, 64))
     labels[...] = 1

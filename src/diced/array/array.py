@@ -346,11 +346,12 @@ class VersionedArray:
             upper.write(ctx, new)
             changed = parents
 
-    def _after_merge(self, ctx: VersionCtx, ckeys: Sequence[str]) -> None:
+    def _after_merge(self, ctx: VersionCtx, ckeys: Sequence[str],
+                     parents: Sequence[VersionCtx] = ()) -> None:
         """Called by :meth:`Repo.merge` before the merge node is published, with the scale-0
         chunks written on any side since the merge base: the pyramid above them is rebuilt
         from the merged scale 0 (merging each level on its own could disagree with it)."""
-        if not self.max_scale:
+        if not self.max_scale or not ckeys:
             return
         coords = sorted(K.parse_chunk_ckey(c) for c in ckeys)
         step = max(1, BATCH_BYTES // max(1, 8 * self._chunk_nbytes()))
@@ -406,6 +407,8 @@ class VersionedArray:
 
         if trims:
             self._space.modify(ctx, list(trims), modify)
+        if self.max_scale and (drop or trims):
+            self._update_pyramid(ctx, [K.parse_chunk_ckey(c) for c in [*drop, *trims]])
 
     # --- absolute coordinates ----------------------------------------------------------------
 

@@ -424,27 +424,32 @@ class Repo:
         for name, rec in sorted(self._doc["instances"].items()):
             if rec["created"] not in union:
                 continue
-            space = VersionedSpace(self.backend, rec["id"])
-            auto, conflicting, touched = find_merge_changes(space, dag, ctxs, self._ctx)
-            derived.append((name, rec, touched))
             cls = _instance_class(rec["type"])
-            chosen: dict[str, bytes | None] = dict(auto)
-            per_parent = [space.resolve_many(conflicting, c) for c in ctxs]
-            base_vals = space.resolve_many(conflicting, base_ctx) if base_ctx else [None] * len(conflicting)
-            for i, ckey in enumerate(conflicting):
-                sides = [pp[i] for pp in per_parent]
-                conflict = Conflict(
-                    instance=name, key=cls.describe_key(ckey),
-                    base=None if base_vals[i] is None else dag.nodes[base_vals[i][0]].uuid,
-                    sides={u: (None if s is None else dag.nodes[s[0]].uuid)
-                           for u, s in zip(parent_uuids, sides, strict=True)},
-                    deleted=tuple(u for u, s in zip(parent_uuids, sides, strict=True)
-                                  if s is None or s[1] is None))
-                conflicts.append(conflict)
-                if strategy != "fail":
-                    win = parent_uuids.index(choose(conflict, strategy, parent_uuids))
-                    chosen[ckey] = None if sides[win] is None else sides[win][1]
-            plans.append((space, chosen))
+            spaces = getattr(cls, "merge_spaces", None)
+            for suffix, space_id in (spaces(rec) if spaces else [("", rec["id"])]):
+                space = VersionedSpace(self.backend, space_id)
+                auto, conflicting, touched = find_merge_changes(space, dag, ctxs, self._ctx)
+                if not suffix:
+                    derived.append((name, rec, touched))
+                chosen: dict[str, bytes | None] = dict(auto)
+                per_parent = [space.resolve_many(conflicting, c) for c in ctxs]
+                base_vals = (space.resolve_many(conflicting, base_ctx) if base_ctx
+                             else [None] * len(conflicting))
+                describe = getattr(cls, f"describe_key{suffix.replace(':', '_')}", cls.describe_key)
+                for i, ckey in enumerate(conflicting):
+                    sides = [pp[i] for pp in per_parent]
+                    conflict = Conflict(
+                        instance=name + suffix, key=describe(ckey),
+                        base=None if base_vals[i] is None else dag.nodes[base_vals[i][0]].uuid,
+                        sides={u: (None if s is None else dag.nodes[s[0]].uuid)
+                               for u, s in zip(parent_uuids, sides, strict=True)},
+                        deleted=tuple(u for u, s in zip(parent_uuids, sides, strict=True)
+                                      if s is None or s[1] is None))
+                    conflicts.append(conflict)
+                    if strategy != "fail":
+                        win = parent_uuids.index(choose(conflict, strategy, parent_uuids))
+                        chosen[ckey] = None if sides[win] is None else sides[win][1]
+                plans.append((space, chosen))
         if conflicts and strategy == "fail":
             raise MergeConflictError(
                 f"merge of {', '.join(u[:8] for u in parent_uuids)} has {len(conflicts)} "
@@ -464,12 +469,12 @@ class Repo:
         for space, chosen in plans:
             if chosen:
                 space.write(mctx, chosen)
-        # derived data (pyramid levels, ...) is rebuilt from the merged keys, not merged
+        # derived data (pyramid levels, label indexes, ...) is rebuilt from the merged keys
         for name, rec, touched in derived:
             hook = getattr(_instance_class(rec["type"]), "_after_merge", None)
-            if hook is not None and touched:
+            if hook is not None:
                 hook(_instance_class(rec["type"])(self, name, rec, _Ref(self, None)), mctx,
-                     touched)
+                     touched, ctxs)
         version = self._add_child(ids, "", note, vid=vid)
         self._merge_instance_meta(ids, vid)
         return version
