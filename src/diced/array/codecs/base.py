@@ -71,7 +71,10 @@ def codec_from_dict(spec: Mapping[str, Any] | str | ChunkCodec) -> ChunkCodec:
         spec = {"name": spec}
     config = dict(spec)
     name = config.pop("name", None)
-    _ensure_builtin_codecs()
+    if name not in _CODECS and name in _BUILTIN:
+        import importlib
+
+        importlib.import_module(_BUILTIN[name])  # registers it; numba loads only for labelblock
     if name not in _CODECS:
         raise InvalidArgumentError(f"unknown codec {name!r}; known: {sorted(_CODECS)}")
     try:
@@ -80,11 +83,9 @@ def codec_from_dict(spec: Mapping[str, Any] | str | ChunkCodec) -> ChunkCodec:
         raise InvalidArgumentError(f"bad configuration for codec {name!r}: {exc}") from exc
 
 
-def _ensure_builtin_codecs() -> None:
-    # Importing registers them; kept lazy so `import diced` does not pay for blosc2/numba.
-    import diced.array.codecs.blosc  # noqa: F401
-    import diced.array.codecs.raw  # noqa: F401
-    try:
-        import diced.array.codecs.labelblock  # noqa: F401
-    except ImportError:  # pragma: no cover - only while the label codec is being built
-        pass
+#: codecs that ship with diced, imported on first use
+_BUILTIN = {
+    "blosc": "diced.array.codecs.blosc",
+    "raw": "diced.array.codecs.raw",
+    "labelblock": "diced.array.codecs.labelblock",
+}
