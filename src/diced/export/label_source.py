@@ -103,7 +103,7 @@ def import_label_shards(paths_or_dir: Any, labels: Any, *, bodies: bool = False,
                         **kwargs: Any) -> Any:
     """Import export-shards files (DVID-written or diced's) into a label array at its
     (open) version; ``bodies=True`` writes the agglomerated labels instead of supervoxels."""
-    from diced.export.arrow_shards import import_shards
+    from diced.export.shard_reader import import_shards
 
     sink: Mapping[str, Any] | Any = LabelBlockSource(labels, supervoxels=True)
     return import_shards(paths_or_dir, sink, labels="labels" if bodies else "supervoxels",
