@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from diced.array.array import VersionedArray, array_config
-from diced.array.indexing import ChunkProjection
+from diced.array.indexing import ChunkProjection, normalize_selection
 from diced.errors import (
     ConcurrencyError,
     InvalidArgumentError,
@@ -100,19 +100,24 @@ class LabelArray(VersionedArray):
         return self.read(selection)
 
     def read(self, selection: Any = Ellipsis, *, supervoxels: bool = False) -> Any:
-        """Voxels of a selection: body ids, or supervoxel ids with ``supervoxels=True``."""
-        out = VersionedArray.__getitem__(self, selection)
-        if supervoxels:
-            return out
-        keys, values = self._mapping_table(self._ref.ctx())
-        if not len(keys):
-            return out
-        from diced.array.labelstats import relabel, relabel_inplace
+        """Voxels of a selection: body ids, or supervoxel ids with ``supervoxels=True``.
 
-        if np.ndim(out) == 0:
-            return relabel(np.asarray([out], dtype=np.uint64), keys, values)[0]
-        relabel_inplace(out, keys, values)
-        return out
+        The body mapping is applied chunk by chunk in the decoding threads."""
+        ctx = self._ref.ctx()
+        post = None
+        if not supervoxels:
+            keys, values = self._mapping_table(ctx)
+            if len(keys):
+                from diced.array.labelstats import relabel_inplace
+
+                def post(region: np.ndarray) -> None:
+                    relabel_inplace(region, keys, values)
+        shape = self._shape_at(ctx)
+        sel = normalize_selection(selection, shape)
+        out = np.empty(sel.shape, dtype=self.dtype)
+        self._read_into(ctx, shape, sel, out, post)
+        result = out.reshape(sel.result_shape)
+        return result[()] if result.ndim == 0 else result
 
     def _mapping_table(self, ctx: VersionCtx) -> tuple[np.ndarray, np.ndarray]:
         """Sorted (supervoxel, body) arrays of every non-identity mapping at ``ctx``."""
