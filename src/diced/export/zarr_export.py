@@ -247,7 +247,8 @@ def import_zarr(
     """
     import zarr
 
-    from diced.export.ingest import _ArraySource, ingest
+    from diced.export.ingest import ingest
+    from diced.export.sources import _ArraySource
 
     where = src if isinstance(src, (str, os.PathLike)) else type(src).__name__
     node = src
@@ -259,7 +260,7 @@ def import_zarr(
             raise FormatError(f"{os.fspath(src)}: not a readable zarr array or group ({exc})"
                               ) from exc
     if isinstance(node, zarr.Group):
-        from diced.export.ingest import _group_level0
+        from diced.export.sources import _group_level0
 
         inner = path if path is not None else _group_level0(node, str(where))
         try:
