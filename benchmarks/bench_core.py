@@ -427,7 +427,7 @@ def row_history(res: Results, root: Path, n: int, region: int, depth: int, repea
         untouched = [(shallow, reg, final), (deep, reg, final), (shallow, other, at_d1[other]),
                      (deep, other, None)]
         best = [float("inf")] * len(untouched)
-        for rep in range(max(3 * repeat, 9)):  # cheap reads: more repeats against noise
+        for rep in range(max(5 * repeat, 15)):  # cheap reads: more repeats against noise
             for k, (a, sel, want) in enumerate(untouched):
                 t, got = clock(lambda: a[sel])  # noqa: B023
                 if rep == 0 and want is not None and not np.array_equal(got, want):
