@@ -21,9 +21,22 @@ from diced.errors import DicedError
 
 __version__ = "0.1.0"
 
-__all__ = ["Store", "Repo", "Version", "VersionedArray", "LabelArray", "KeyValue", "Conflict",
-           "DicedStore", "DicedRepo", "ArrayDtype", "DicedException", "errors", "DicedError",
-           "__version__"]
+__all__ = [
+    "ArrayDtype",
+    "Conflict",
+    "DicedError",
+    "DicedException",
+    "DicedRepo",
+    "DicedStore",
+    "KeyValue",
+    "LabelArray",
+    "Repo",
+    "Store",
+    "Version",
+    "VersionedArray",
+    "__version__",
+    "errors",
+]
 
 if TYPE_CHECKING:
     from diced.array.array import VersionedArray

@@ -34,7 +34,7 @@ from diced.errors import (
 from diced.repo.repo import Repo
 from diced.store import Store
 
-__all__ = ["DicedStore", "DicedRepo", "DicedArray", "ArrayDtype", "DicedException"]
+__all__ = ["ArrayDtype", "DicedArray", "DicedException", "DicedRepo", "DicedStore"]
 
 #: DICED's exception name; every diced error is one.
 DicedException = DicedError
@@ -140,7 +140,7 @@ class DicedRepo(Repo):
         return child.uuid
 
     # arrays
-    def create_array(self, name: str, dtype: Any, dims: int = 3, islabel3D: bool = False,  # noqa: N803
+    def create_array(self, name: str, dtype: Any, dims: int = 3, islabel3D: bool = False,
                      lossycompression: bool = False, versioned: bool = True, *,
                      shape: Any = None, **kwargs: Any) -> Any:
         if shape is not None:

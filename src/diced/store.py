@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Self
 
 from diced.backends import Backend, open_backend
 from diced.errors import (
+    AmbiguousVersionError,
     CorruptMetadataError,
     DuplicateNameError,
     InvalidArgumentError,
     RepoNotFoundError,
+    VersionNotFoundError,
 )
 from diced.repo import keys as K
 from diced.repo.dag import Node, new_uuid
@@ -112,9 +114,9 @@ class Store:
             repo = Repo(self, r)
             try:
                 repo._dag.resolve(str(uuid))
-                return r
-            except Exception:  # noqa: BLE001 - not in this repo
-                continue
+            except (VersionNotFoundError, AmbiguousVersionError, InvalidArgumentError):
+                continue  # not (unambiguously) in this repo
+            return r
         raise RepoNotFoundError(f"no repo or version matches uuid {uuid!r}")
 
     def _repo_uuids(self) -> list[str]:
@@ -165,7 +167,7 @@ class Store:
     def close(self) -> None:
         self.backend.close()
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

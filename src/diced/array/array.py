@@ -483,10 +483,8 @@ def _is_whole(p: ChunkProjection, chunks: Sequence[int]) -> bool:
 def _all_fill(chunk: np.ndarray, fill: Any) -> bool:
     if chunk.dtype.kind in "fc" and np.isnan(fill):
         return bool(np.isnan(chunk).all())
-    if chunk.dtype.kind in "iub":
-        # compare as bytes when fill is zero: one pass, no temporary bool array
-        if fill == 0:
-            return not np.any(chunk)
+    if chunk.dtype.kind in "iub" and fill == 0:
+        return not np.any(chunk)  # one pass, no temporary bool array
     return bool((chunk == fill).all())
 
 

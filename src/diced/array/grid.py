@@ -9,8 +9,14 @@ import numpy as np
 
 from diced.errors import DtypeError, InvalidArgumentError
 
-__all__ = ["default_chunks", "check_dtype", "check_shape", "check_chunks", "cast_value",
-           "MAX_EXTENT"]
+__all__ = [
+    "MAX_EXTENT",
+    "cast_value",
+    "check_chunks",
+    "check_dtype",
+    "check_shape",
+    "default_chunks",
+]
 
 #: largest extent of one axis (chunk coordinates are stored as 32-bit numbers)
 MAX_EXTENT = 1 << 40
@@ -88,7 +94,7 @@ def cast_value(value: Any, dtype: np.dtype) -> np.ndarray:
             raise DtypeError(f"cannot store {value!r} in an array of {dtype}: {exc}") from exc
     try:
         arr = np.asarray(value)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise DtypeError(f"cannot convert {type(value).__name__} to an array: {exc}") from exc
     if arr.dtype == dtype:
         return arr

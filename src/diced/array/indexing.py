@@ -14,7 +14,7 @@ import numpy as np
 
 from diced.errors import IndexOutOfBoundsError, InvalidArgumentError
 
-__all__ = ["DimSel", "Selection", "ChunkProjection", "normalize_selection", "project"]
+__all__ = ["ChunkProjection", "DimSel", "Selection", "normalize_selection", "project"]
 
 
 class DimSel(NamedTuple):

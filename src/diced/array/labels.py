@@ -149,77 +149,86 @@ class LabelArray(VersionedArray):
         """Write blocks given as ``(coords, make(base_block_or_None) -> new block)``, keeping
         the label index, max labels and (unless ``pyramid=False``) the pyramid in step,
         atomically per batch."""
-        from diced.array.labelstats import block_label_counts
 
         ckeys = [K.chunk_ckey(c) for c, _ in items]
         for _attempt in range(50):
-            cur = self._space.resolve_many(ckeys, ctx)
-            parent = self._space.resolve_many(ckeys, ctx, strict=True)
-            new_bytes: dict[str, bytes | None] = {}
-            expected: dict[str, bytes | None] = {}
-            deltas: dict[int, dict[tuple[int, int, int], int]] = defaultdict(dict)
-            top = 0
-
-            def prepare(i: int) -> tuple[str, bytes | None, list, list]:
-                (coords, make), ck, c = items[i], ckeys[i], cur[i]
-                base = None if c is None or c[1] is None else self._decode(c[1])
-                new = make(base)
-                old_l = block_label_counts(base)[0] if base is not None else np.zeros(0, np.uint64)
-                new_l, new_n = block_label_counts(new)
-                data = None if (len(new_l) == 1 and new_l[0] == 0) else self.codec.encode(new)
-                return ck, data, (old_l, new_l, new_n), coords
-
-            from diced.array.array import _pool
-
-            results = list(_pool().map(prepare, range(len(items)))) if len(items) > 2 \
-                else [prepare(i) for i in range(len(items))]
-            for (ck, data, (old_l, new_l, new_n), coords), c in zip(results, cur, strict=True):
-                new_bytes[ck] = data
-                expected[ck] = None if c is None else c[1]
-                bc = tuple(int(x) for x in coords)
-                for lab, n in zip(new_l.tolist(), new_n.tolist(), strict=True):
-                    if lab:
-                        deltas[lab][bc] = n
-                        top = max(top, lab)
-                gone = np.setdiff1d(old_l, new_l)
-                for lab in gone.tolist():
-                    if lab:
-                        deltas[lab][bc] = 0
-
-            def block_fn(ck: str, base: bytes | None) -> bytes | None:
-                if base != expected[ck]:
-                    raise _Retry
-                return new_bytes[ck]
-
-            def index_fn(lk: str, base: bytes | None) -> bytes | None:
-                entry = _decode_index(base)
-                for bc, n in deltas[int(lk, 16)].items():
-                    if n:
-                        entry[bc] = n
-                    else:
-                        entry.pop(bc, None)
-                return _encode_index(entry)
-
-            lkeys = [_lkey(lab) for lab in sorted(deltas)]
-            mk, rk = self._meta_prefix + f"max/{ctx.vid:08x}", self._meta_prefix + "maxrepo"
-
-            def extra(cur_meta: dict[str, bytes | None]) -> dict[str, bytes | None]:
-                out = {}
-                for k in (mk, rk):
-                    old = int(cur_meta[k] or b"0")
-                    if top > old:
-                        out[k] = str(top).encode()
-                return out
-
-            try:
-                modify_parts(ctx, [Part(self._space, ckeys, block_fn, parent),
-                                   Part(self._index, lkeys, index_fn)], [mk, rk], extra)
-            except _Retry:
-                continue
-            if self.max_scale and pyramid:
-                self._update_pyramid(ctx, [c for c, _ in items])
-            return
+            if self._try_write_blocks(ctx, items, ckeys):
+                if self.max_scale and pyramid:
+                    self._update_pyramid(ctx, [c for c, _ in items])
+                return
         raise ConcurrencyError(f"{self.name!r}: blocks kept changing under a concurrent writer")
+
+    def _try_write_blocks(self, ctx: VersionCtx, items: Sequence[tuple[tuple[int, ...], Any]],
+                          ckeys: list[str]) -> bool:
+        """One optimistic attempt of :meth:`_write_blocks`: plan from the current blocks, then
+        store blocks, index entries and max labels in one transaction if no block changed
+        in between. Returns whether it was stored."""
+        from diced.array.labelstats import block_label_counts
+
+        cur = self._space.resolve_many(ckeys, ctx)
+        parent = self._space.resolve_many(ckeys, ctx, strict=True)
+        new_bytes: dict[str, bytes | None] = {}
+        expected: dict[str, bytes | None] = {}
+        deltas: dict[int, dict[tuple[int, int, int], int]] = defaultdict(dict)
+        top = 0
+
+        def prepare(i: int) -> tuple[str, bytes | None, list, list]:
+            (coords, make), ck, c = items[i], ckeys[i], cur[i]
+            base = None if c is None or c[1] is None else self._decode(c[1])
+            new = make(base)
+            old_l = block_label_counts(base)[0] if base is not None else np.zeros(0, np.uint64)
+            new_l, new_n = block_label_counts(new)
+            data = None if (len(new_l) == 1 and new_l[0] == 0) else self.codec.encode(new)
+            return ck, data, (old_l, new_l, new_n), coords
+
+        from diced.array.array import _pool
+
+        results = list(_pool().map(prepare, range(len(items)))) if len(items) > 2 \
+            else [prepare(i) for i in range(len(items))]
+        for (ck, data, (old_l, new_l, new_n), coords), c in zip(results, cur, strict=True):
+            new_bytes[ck] = data
+            expected[ck] = None if c is None else c[1]
+            bc = tuple(int(x) for x in coords)
+            for lab, n in zip(new_l.tolist(), new_n.tolist(), strict=True):
+                if lab:
+                    deltas[lab][bc] = n
+                    top = max(top, lab)
+            gone = np.setdiff1d(old_l, new_l)
+            for lab in gone.tolist():
+                if lab:
+                    deltas[lab][bc] = 0
+
+        def block_fn(ck: str, base: bytes | None) -> bytes | None:
+            if base != expected[ck]:
+                raise _Retry
+            return new_bytes[ck]
+
+        def index_fn(lk: str, base: bytes | None) -> bytes | None:
+            entry = _decode_index(base)
+            for bc, n in deltas[int(lk, 16)].items():
+                if n:
+                    entry[bc] = n
+                else:
+                    entry.pop(bc, None)
+            return _encode_index(entry)
+
+        lkeys = [_lkey(lab) for lab in sorted(deltas)]
+        mk, rk = self._meta_prefix + f"max/{ctx.vid:08x}", self._meta_prefix + "maxrepo"
+
+        def extra(cur_meta: dict[str, bytes | None]) -> dict[str, bytes | None]:
+            out = {}
+            for k in (mk, rk):
+                old = int(cur_meta[k] or b"0")
+                if top > old:
+                    out[k] = str(top).encode()
+            return out
+
+        try:
+            modify_parts(ctx, [Part(self._space, ckeys, block_fn, parent),
+                               Part(self._index, lkeys, index_fn)], [mk, rk], extra)
+        except _Retry:
+            return False
+        return True
 
     def _clear_outside(self, ctx: VersionCtx, new: tuple[int, ...]) -> None:
         """Shrinking (``resize``): blocks past the new shape are emptied or trimmed through

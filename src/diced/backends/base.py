@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Self
 
 from diced.errors import InvalidArgumentError
 
@@ -82,7 +83,7 @@ class Backend(abc.ABC):
     ) -> Iterator[str]:
         """Keys beginning with ``prefix`` and within ``[start, stop)``, in ascending order."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release resources. Further calls are undefined."""
 
     # --- derived defaults ----------------------------------------------------------------
@@ -164,7 +165,7 @@ class Backend(abc.ABC):
         self.update([key], swap)
         return ok
 
-    def __enter__(self) -> Backend:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -24,7 +24,7 @@ from diced.errors import (
     VersionNotFoundError,
 )
 
-__all__ = ["Node", "DAG", "new_uuid", "MASTER"]
+__all__ = ["DAG", "MASTER", "Node", "new_uuid"]
 
 #: DVID's name for the unnamed default branch.
 MASTER = "master"

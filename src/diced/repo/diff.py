@@ -7,7 +7,7 @@ from typing import Any
 
 from diced.repo.resolve import VersionCtx, VersionedSpace
 
-__all__ = ["InstanceDiff", "Diff", "diff_space"]
+__all__ = ["Diff", "InstanceDiff", "diff_space"]
 
 
 @dataclass

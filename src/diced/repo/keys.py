@@ -24,11 +24,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
-    "FORMAT_KEY", "FORMAT_VERSION", "DATA", "TOMB",
-    "repo_key", "alias_key", "counter_key", "lock_key",
-    "data_prefix", "data_key", "chunk_prefix", "parse_data_key",
-    "index_prefix", "index_key", "parse_index_key",
-    "chunk_ckey", "parse_chunk_ckey", "kv_ckey", "parse_kv_ckey",
+    "DATA",
+    "FORMAT_KEY",
+    "FORMAT_VERSION",
+    "TOMB",
+    "alias_key",
+    "chunk_ckey",
+    "chunk_prefix",
+    "counter_key",
+    "data_key",
+    "data_prefix",
+    "index_key",
+    "index_prefix",
+    "kv_ckey",
+    "lock_key",
+    "parse_chunk_ckey",
+    "parse_data_key",
+    "parse_index_key",
+    "parse_kv_ckey",
+    "repo_key",
 ]
 
 FORMAT_KEY = "meta/format"

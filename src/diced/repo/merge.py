@@ -26,7 +26,7 @@ from diced.errors import InvalidArgumentError
 from diced.repo.dag import DAG
 from diced.repo.resolve import VersionCtx, VersionedSpace
 
-__all__ = ["Conflict", "find_merge_changes", "choose"]
+__all__ = ["Conflict", "choose", "find_merge_changes"]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 from diced.backends.base import Backend
 from diced.errors import ConcurrencyError, CorruptMetadataError
 
-__all__ = ["load_doc", "dump_doc", "update_docs"]
+__all__ = ["dump_doc", "load_doc", "update_docs"]
 
 _CAS_RETRIES = 50
 

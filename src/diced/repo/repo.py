@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Repo", "Version", "Conflict"]
+__all__ = ["Conflict", "Repo", "Version"]
 
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 _RESERVED = {"log", "branch", "note", "commit", "newversion", "info", "tag", "status"}
@@ -496,7 +496,6 @@ class Repo:
                         seen.append(shapes[str(max(cands))])
                 if len(seen) > 1 and any(s != seen[0] for s in seen):
                     shapes[str(vid)] = [max(d) for d in zip(*seen, strict=True)]
-            return None
 
         if any(rec.get("config", {}).get("shapes") for rec in self._doc["instances"].values()):
             self._mutate(fn)

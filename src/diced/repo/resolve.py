@@ -23,7 +23,7 @@ from diced.backends.base import Backend
 from diced.errors import CorruptDataError, LockedNodeError
 from diced.repo import keys as K
 
-__all__ = ["VersionCtx", "VersionedSpace", "Resolved"]
+__all__ = ["Resolved", "VersionCtx", "VersionedSpace"]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import numpy as np
 
 from diced.errors import InvalidArgumentError
 
-__all__ = ["ChunkCodec", "register_codec", "codec_from_dict"]
+__all__ = ["ChunkCodec", "codec_from_dict", "register_codec"]
 
 _CODECS: dict[str, type[ChunkCodec]] = {}
 

@@ -57,19 +57,19 @@ class BloscCodec(ChunkCodec):
         n = int(np.prod(shape)) * dtype.itemsize
         try:
             nbytes = blosc2.get_cbuffer_sizes(data)[0]
-        except Exception as exc:  # noqa: BLE001 - blosc2 raises assorted types
+        except Exception as exc:
             raise CorruptDataError(f"not a blosc2 chunk: {exc}") from exc
         if nbytes != n:
             raise CorruptDataError(f"blosc2 chunk holds {nbytes} bytes, expected {n}")
         if out is not None and out.flags.c_contiguous and out.dtype == dtype and out.nbytes == n:
             try:
                 blosc2.decompress2(data, dst=out)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise CorruptDataError(f"corrupt blosc2 chunk: {exc}") from exc
             return out
         try:
             raw = blosc2.decompress2(data)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise CorruptDataError(f"corrupt blosc2 chunk: {exc}") from exc
         arr = np.frombuffer(raw, dtype=dtype).reshape(shape)
         if out is None:
