@@ -21,6 +21,7 @@ from diced.array.grid import (
 )
 from diced.array.indexing import ChunkProjection, normalize_selection, project
 from diced.errors import (
+    ConcurrencyError,
     IndexOutOfBoundsError,
     InvalidArgumentError,
     LockedNodeError,
@@ -36,8 +37,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["VersionedArray", "array_config"]
 
-#: raw bytes of chunk data handled per backend batch (bounds memory of big reads/writes)
-BATCH_BYTES = 64 << 20
+#: raw bytes of chunk data handled per write batch (one transaction)
+BATCH_BYTES = 32 << 20
+#: raw bytes of chunk data one reader thread fetches and decodes at a time
+GROUP_BYTES = 4 << 20
 _POOL: ThreadPoolExecutor | None = None
 
 
@@ -188,10 +191,15 @@ class VersionedArray:
         return self.codec.decode(data, self.chunks, self.dtype, out=out)
 
     def _encode(self, chunk: np.ndarray) -> bytes | None:
-        """Chunk bytes, or ``None`` when the chunk is entirely fill (stored as nothing)."""
-        if _all_fill(chunk, self.fill_value):
+        """Chunk bytes, or ``None`` when the chunk is entirely fill (stored as nothing).
+
+        A uniform chunk compresses to a few bytes, so the full fill check runs only on
+        small encodings (raw-coded chunks are always checked)."""
+        data = self.codec.encode(chunk)
+        if (len(data) <= max(1024, chunk.nbytes >> 6) or self.codec.name == "raw") \
+                and _all_fill(chunk, self.fill_value):
             return None
-        return self.codec.encode(chunk)
+        return data
 
     def _empty_chunk(self) -> np.ndarray:
         return np.full(self.chunks, self.fill_value, dtype=self.dtype)
@@ -219,22 +227,24 @@ class VersionedArray:
 
     def _read_into(self, ctx: VersionCtx, shape, sel, out: np.ndarray,
                    post: Any = None) -> None:
-        """Fill ``out`` (selection-shaped) chunk by chunk, decoding in the thread pool.
+        """Fill ``out`` (selection-shaped) chunk by chunk.
 
-        Whole chunks whose target is contiguous decode straight into ``out``; the others
-        decode into a per-thread scratch chunk (no fresh 2 MiB allocation, and so no page
-        faults, per chunk). ``post(region)``, if given, runs on each filled region in the
-        same thread (label arrays apply the body mapping there).
+        Worker threads each fetch a small group of chunks (one batched backend read) and
+        decode it, so I/O overlaps decoding and only a few groups of compressed chunks are
+        in memory at once. Whole chunks whose target is contiguous decode straight into
+        ``out``; the others decode into a per-thread scratch chunk (no fresh allocation, so
+        no page faults, per chunk). ``post(region)``, if given, runs on each filled region in
+        the same thread (label arrays apply the body mapping there).
         """
-        for batch in _batches(project(sel, self.chunks, shape), self._chunk_nbytes()):
-            vals = self._space.read_many([K.chunk_ckey(p.coords) for p in batch], ctx)
+        reader = self._space.reader(ctx)
 
-            def fill_one(item: tuple[ChunkProjection, bytes | None]) -> None:
-                p, data = item
+        def work(group: list[ChunkProjection]) -> None:
+            for p, data in zip(group, reader([K.chunk_ckey(p.coords) for p in group]),
+                               strict=True):
                 target = out[p.out_sel]
                 if data is None:
                     target[...] = self.fill_value
-                    return
+                    continue
                 if p.full and _is_whole(p, self.chunks) and target.flags.c_contiguous:
                     self._decode(data, out=target)
                 else:
@@ -243,12 +253,16 @@ class VersionedArray:
                 if post is not None:
                     post(target)
 
-            items = list(zip(batch, vals, strict=True))
-            if len(items) > 2:
-                list(_pool().map(fill_one, items))
-            else:
-                for it in items:
-                    fill_one(it)
+        groups = _batches(project(sel, self.chunks, shape), self._chunk_nbytes(), GROUP_BYTES)
+        first = next(groups, None)
+        if first is None:
+            return
+        second = next(groups, None)
+        if second is None:
+            work(first)
+            return
+        for _ in _pool().map(work, _chain([first, second], groups)):
+            pass
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         arr = self[...]
@@ -288,9 +302,13 @@ class VersionedArray:
                 self._update_pyramid(ctx, [p.coords for p in batch])
 
     def _write_batch(self, ctx: VersionCtx, batch: list[ChunkProjection], arr: np.ndarray) -> None:
+        """Encode a batch of chunks in the thread pool, then store it in one transaction.
+
+        Partly covered chunks are merged with their current value before the transaction
+        opens; inside it, a chunk whose value changed meanwhile (another writer) makes the
+        batch start over, so no update is lost and the writer lock is held only for I/O."""
         full = [p for p in batch if p.full]
         partial = [p for p in batch if not p.full]
-        encoded: dict[str, bytes | None] = {}
 
         def enc(p: ChunkProjection) -> tuple[str, bytes | None]:
             chunk = _scratch(self.chunks, self.dtype)  # per thread; no allocation per chunk
@@ -299,19 +317,38 @@ class VersionedArray:
             chunk[p.chunk_sel] = arr[p.out_sel]
             return K.chunk_ckey(p.coords), self._encode(chunk)
 
-        for ck, data in (_pool().map(enc, full) if len(full) > 2 else map(enc, full)):
-            encoded[ck] = data
-        by_key = {K.chunk_ckey(p.coords): p for p in partial}
+        encoded = dict(_pool().map(enc, full) if len(full) > 2 else map(enc, full))
+        keys = [K.chunk_ckey(p.coords) for p in partial]
+        for _attempt in range(50):
+            current = self._space.read_many(keys, ctx)
 
-        def modify(ckey: str, base: bytes | None) -> bytes | None:
-            if ckey in encoded:
-                return encoded[ckey]
-            p = by_key[ckey]
-            chunk = self._empty_chunk() if base is None else self._decode(base).copy()
-            chunk[p.chunk_sel] = arr[p.out_sel]
-            return self._encode(chunk)
+            def merge(item: tuple[ChunkProjection, bytes | None]) -> bytes | None:
+                p, base = item
+                chunk = _scratch(self.chunks, self.dtype)
+                if base is None:
+                    chunk[...] = self.fill_value
+                else:
+                    self._decode(base, out=chunk)
+                chunk[p.chunk_sel] = arr[p.out_sel]
+                return self._encode(chunk)
 
-        self._space.modify(ctx, list(encoded) + list(by_key), modify)
+            items = list(zip(partial, current, strict=True))
+            merged = list(_pool().map(merge, items) if len(items) > 2 else map(merge, items))
+            new = {**encoded, **dict(zip(keys, merged, strict=True))}
+            expected = dict(zip(keys, current, strict=True))
+
+            def modify(ckey: str, base: bytes | None, expected=expected, new=new
+                       ) -> bytes | None:
+                if ckey in expected and base != expected[ckey]:
+                    raise _Stale
+                return new[ckey]
+
+            try:
+                self._space.modify(ctx, list(new), modify)
+                return
+            except _Stale:
+                continue
+        raise ConcurrencyError(f"{self.name!r}: chunks kept changing under concurrent writers")
 
     def _chunk_nbytes(self) -> int:
         return int(np.prod(self.chunks)) * self.dtype.itemsize
@@ -461,6 +498,10 @@ class _AbsoluteIndexer:
         VersionedArray.__setitem__(self.arr, self._shift(selection), value)
 
 
+class _Stale(Exception):
+    """A chunk changed between planning a write and storing it."""
+
+
 _LOCAL = threading.local()
 
 
@@ -488,9 +529,14 @@ def _all_fill(chunk: np.ndarray, fill: Any) -> bool:
     return bool((chunk == fill).all())
 
 
-def _batches(projections: Iterable[ChunkProjection], chunk_nbytes: int
-             ) -> Iterator[list[ChunkProjection]]:
-    per = max(1, BATCH_BYTES // max(1, chunk_nbytes))
+def _chain(head: list[Any], tail: Iterator[Any]) -> Iterator[Any]:
+    yield from head
+    yield from tail
+
+
+def _batches(projections: Iterable[ChunkProjection], chunk_nbytes: int,
+             limit: int | None = None) -> Iterator[list[ChunkProjection]]:
+    per = max(1, (limit or BATCH_BYTES) // max(1, chunk_nbytes))
     batch: list[ChunkProjection] = []
     for p in projections:
         batch.append(p)

@@ -164,7 +164,9 @@ class VersionedSpace:
         return out
 
     def _resolve_manifest(self, ckeys, ctx, anc, strict) -> list[Resolved | None]:
-        writers = self._writers(ckeys, ctx, anc, strict)
+        return self._fetch(ckeys, self._writers(ckeys, ctx, anc, strict))
+
+    def _fetch(self, ckeys, writers) -> list[Resolved | None]:
         wanted = [K.data_key(self.inst, c, w[0]) for c, w in zip(ckeys, writers, strict=True)
                   if w is not None and w[1] == K.DATA]
         values = iter(self.backend.get_many(wanted))
@@ -182,6 +184,21 @@ class VersionedSpace:
                         "but its data is missing (interrupted write on a non-atomic backend?)")
                 out.append((w[0], v))
         return out
+
+    def reader(self, ctx: VersionCtx) -> Callable[[Sequence[str]], list[bytes | None]]:
+        """A ``read_many`` for many calls at one version: on object stores the open version's
+        manifest is listed once, not per call. Safe to call from several threads."""
+        if self.ordered or ctx.locked:
+            return lambda ckeys: self.read_many(ckeys, ctx)
+        man = _manifests(self.backend)
+        latest = man.latest(self.inst, frozenset(ctx.ancestors - {ctx.vid}))
+        own = man.manifest(self.inst, ctx.vid, locked=False)
+
+        def read(ckeys: Sequence[str]) -> list[bytes | None]:
+            writers = [(ctx.vid, own[c]) if c in own else latest.get(c) for c in ckeys]
+            return [None if r is None else r[1] for r in self._fetch(ckeys, writers)]
+
+        return read
 
     def read_many(self, ckeys: Sequence[str], ctx: VersionCtx) -> list[bytes | None]:
         """Payload visible at ``ctx`` for each key, ``None`` for absent or deleted."""

@@ -12,6 +12,11 @@ from diced.errors import CorruptDataError, InvalidArgumentError
 
 __all__ = ["BloscCodec"]
 
+# diced parallelises over chunks in its own threads: let blosc2 release the GIL while it
+# (de)compresses, and (de)compress each chunk on one thread.
+blosc2.set_releasegil(True)
+_DPARAMS = {"nthreads": 1}
+
 _CNAMES = {"zstd": blosc2.Codec.ZSTD, "lz4": blosc2.Codec.LZ4, "lz4hc": blosc2.Codec.LZ4HC,
            "blosclz": blosc2.Codec.BLOSCLZ, "zlib": blosc2.Codec.ZLIB}
 _SHUFFLES = {"noshuffle": blosc2.Filter.NOFILTER, "shuffle": blosc2.Filter.SHUFFLE,
@@ -63,12 +68,12 @@ class BloscCodec(ChunkCodec):
             raise CorruptDataError(f"blosc2 chunk holds {nbytes} bytes, expected {n}")
         if out is not None and out.flags.c_contiguous and out.dtype == dtype and out.nbytes == n:
             try:
-                blosc2.decompress2(data, dst=out)
+                blosc2.decompress2(data, dst=out, **_DPARAMS)
             except Exception as exc:
                 raise CorruptDataError(f"corrupt blosc2 chunk: {exc}") from exc
             return out
         try:
-            raw = blosc2.decompress2(data)
+            raw = blosc2.decompress2(data, **_DPARAMS)
         except Exception as exc:
             raise CorruptDataError(f"corrupt blosc2 chunk: {exc}") from exc
         arr = np.frombuffer(raw, dtype=dtype).reshape(shape)
