@@ -19,7 +19,7 @@ from diced.array.grid import (
     check_dtype,
     check_shape,
 )
-from diced.array.indexing import ChunkProjection, normalize_selection, project
+from diced.array.indexing import ChunkProjection, count_chunks, normalize_selection, project
 from diced.errors import (
     ConcurrencyError,
     IndexOutOfBoundsError,
@@ -44,11 +44,13 @@ GROUP_BYTES = 4 << 20
 _POOL: ThreadPoolExecutor | None = None
 
 
+_WORKERS = max(2, os.cpu_count() or 2)
+
+
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
-                                   thread_name_prefix="diced-chunks")
+        _POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="diced-chunks")
     return _POOL
 
 
@@ -253,7 +255,10 @@ class VersionedArray:
                 if post is not None:
                     post(target)
 
-        groups = _batches(project(sel, self.chunks, shape), self._chunk_nbytes(), GROUP_BYTES)
+        # groups of at most GROUP_BYTES, and enough of them to keep every thread busy
+        n = count_chunks(sel, self.chunks, shape)
+        per = max(1, min(GROUP_BYTES // self._chunk_nbytes(), -(-n // _WORKERS)))
+        groups = _batches(project(sel, self.chunks, shape), 1, per)
         first = next(groups, None)
         if first is None:
             return

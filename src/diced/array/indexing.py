@@ -156,6 +156,14 @@ def _dim_pieces(d: DimSel, chunk: int, extent: int) -> Iterator[tuple[int, slice
             yield (c, slice(i0 - lo, stop if stop >= 0 else None, d.step), slice(j0, j1), False)
 
 
+def count_chunks(sel: Selection, chunks: Sequence[int], shape: Sequence[int]) -> int:
+    """How many chunks :func:`project` will yield (without yielding them)."""
+    n = 1
+    for d, c, e in zip(sel.dims, chunks, shape, strict=True):
+        n *= sum(1 for _ in _dim_pieces(d, c, e))
+    return n
+
+
 def project(sel: Selection, chunks: Sequence[int], shape: Sequence[int]) -> Iterator[ChunkProjection]:
     """Every chunk a selection touches, with the slices that map it to the output."""
     per_dim = [list(_dim_pieces(d, c, n)) for d, c, n in zip(sel.dims, chunks, shape, strict=True)]
