@@ -238,15 +238,15 @@ class VersionedArray:
         no page faults, per chunk). ``post(region)``, if given, runs on each filled region in
         the same thread (label arrays apply the body mapping there).
         """
-        reader = self._space.reader(ctx)
+        space = self._space
 
         def work(group: list[ChunkProjection]) -> None:
-            for p, data in zip(group, reader([K.chunk_ckey(p.coords) for p in group]),
-                               strict=True):
+            def fill(i: int, data: bytes | memoryview | None) -> None:
+                p = group[i]
                 target = out[p.out_sel]
                 if data is None:
                     target[...] = self.fill_value
-                    continue
+                    return
                 if p.full and _is_whole(p, self.chunks) and target.flags.c_contiguous:
                     self._decode(data, out=target)
                 else:
@@ -254,6 +254,8 @@ class VersionedArray:
                     target[...] = scratch[p.chunk_sel]
                 if post is not None:
                     post(target)
+
+            space.visit([K.chunk_ckey(p.coords) for p in group], ctx, fill)
 
         # groups of at most GROUP_BYTES, and enough of them to keep every thread busy
         n = count_chunks(sel, self.chunks, shape)

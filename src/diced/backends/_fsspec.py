@@ -452,7 +452,8 @@ class FsspecBackend(Backend):
         listing = _listing_prefix(prefix, start, stop)
         if listing is None:
             return iter(())
-        with self._io("listing"):
+        # under the writers' lock: memory:// is a plain dict that writers resize
+        with self._locked(exclusive=False), self._io("listing"):
             keys = self._objects.scan([listing])[0]
         return iter(sorted(k for k in keys if k.startswith(prefix)
                            and (start is None or k >= start) and (stop is None or k < stop)))
@@ -478,7 +479,7 @@ class FsspecBackend(Backend):
                        accept: Callable[[str], bool]) -> list[tuple[str, bytes] | None]:
         """One listing per distinct prefix (concurrent on gcsfs/s3fs), one bulk read."""
         prefixes = sorted({p for p, _ in requests})
-        with self._io("listing"):
+        with self._locked(exclusive=False), self._io("listing"):
             listings = dict(zip(prefixes, self._objects.scan(prefixes), strict=True))
         found: list[str | None] = []
         for prefix, stop in requests:

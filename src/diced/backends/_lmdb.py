@@ -197,7 +197,8 @@ class LMDBBackend(Backend):
         with shared.gate.exclusive():
             shared.env.set_mapsize(0)  # adopt the size another process set
 
-    def _run(self, write: bool, body: Callable[[lmdb.Transaction], Any]) -> Any:
+    def _run(self, write: bool, body: Callable[[lmdb.Transaction], Any],
+             buffers: bool = False) -> Any:
         if write and self._readonly:
             raise BackendError(f"LMDB store {self.path} is open read-only")
         for _ in range(_MAX_RETRIES):
@@ -206,7 +207,7 @@ class LMDBBackend(Backend):
             try:
                 with shared.gate.shared():
                     seen = shared.env.info()["map_size"]
-                    with shared.env.begin(write=write, buffers=False) as txn:
+                    with shared.env.begin(write=write, buffers=buffers) as txn:
                         return body(txn)
             except lmdb.MapFullError:
                 self._grow(seen)
@@ -273,33 +274,54 @@ class LMDBBackend(Backend):
 
     # --- fast paths ----------------------------------------------------------------------
 
+    @staticmethod
+    def _last_hits(txn: lmdb.Transaction, encoded: list[tuple[bytes, bytes | None]],
+                   accept: Callable[[str], bool]) -> Iterator[tuple[int, str, Any]]:
+        """``(request index, key, value)`` of the greatest accepted key of each request."""
+        cur = txn.cursor()
+        for i, (prefix, stop) in enumerate(encoded):
+            if stop == b"":  # no key of this prefix lies below stop
+                continue
+            ok = cur.set_range(stop) if stop is not None else False
+            ok = cur.prev() if ok else cur.last()
+            while ok:
+                key = bytes(cur.key())  # a memoryview when the transaction uses buffers
+                if not key.startswith(prefix):
+                    break
+                skey = key.decode()
+                if accept(skey):
+                    yield i, skey, cur.value()
+                    break
+                ok = cur.prev()
+
+    def _encode_requests(self, requests: Sequence[tuple[str, str]]
+                         ) -> list[tuple[bytes, bytes | None]]:
+        return [(p.encode(), _seek_stop(p.encode(), s.encode())) for p, s in requests]
+
     def find_last_many(self, requests: Sequence[tuple[str, str]],
                        accept: Callable[[str], bool]) -> list[tuple[str, bytes] | None]:
-        encoded = [(p.encode(), _seek_stop(p.encode(), s.encode())) for p, s in requests]
+        encoded = self._encode_requests(requests)
 
         def body(txn: lmdb.Transaction) -> list[tuple[str, bytes] | None]:
-            cur = txn.cursor()
-            out: list[tuple[str, bytes] | None] = []
-            for prefix, stop in encoded:
-                hit = None
-                if stop == b"":  # no key of this prefix lies below stop
-                    out.append(None)
-                    continue
-                ok = cur.set_range(stop) if stop is not None else False
-                ok = cur.prev() if ok else cur.last()
-                while ok:
-                    key = cur.key()
-                    if not key.startswith(prefix):
-                        break
-                    skey = key.decode()
-                    if accept(skey):
-                        hit = (skey, cur.value())
-                        break
-                    ok = cur.prev()
-                out.append(hit)
+            out: list[tuple[str, bytes] | None] = [None] * len(encoded)
+            for i, key, value in self._last_hits(txn, encoded, accept):
+                out[i] = (key, value)
             return out
 
         return self._run(False, body)
+
+    def visit_last_many(self, requests: Sequence[tuple[str, str]],
+                        accept: Callable[[str], bool],
+                        visit: Callable[[int, str, Any], None]) -> None:
+        """Zero-copy :meth:`find_last_many`: ``visit`` gets a view into the memory map, valid
+        only during the call (decode it there; do not keep it)."""
+        encoded = self._encode_requests(requests)
+
+        def body(txn: lmdb.Transaction) -> None:
+            for i, key, value in self._last_hits(txn, encoded, accept):
+                visit(i, key, value)
+
+        self._run(False, body, buffers=True)
 
     def update(self, keys: Sequence[str], fn: UpdateFn) -> dict[str, bytes | None]:
         encoded = [k.encode() for k in keys]

@@ -136,6 +136,18 @@ class Backend(abc.ABC):
             out.append((key, value) if key is not None and value is not None else None)
         return out
 
+    def visit_last_many(self, requests: Sequence[tuple[str, str]],
+                        accept: Callable[[str], bool],
+                        visit: Callable[[int, str, bytes | memoryview], None]) -> None:
+        """:meth:`find_last_many` handing each hit to ``visit(request index, key, value)``.
+
+        Backends that can (LMDB) pass a zero-copy view valid only during the call, so a
+        reader decodes straight from the store's memory map.
+        """
+        for i, hit in enumerate(self.find_last_many(requests, accept)):
+            if hit is not None:
+                visit(i, *hit)
+
     def update(self, keys: Sequence[str], fn: UpdateFn) -> dict[str, bytes | None]:
         """Read ``keys``, let ``fn`` compute changes, write them; return the changes.
 

@@ -200,6 +200,32 @@ class VersionedSpace:
 
         return read
 
+    def visit(self, ckeys: Sequence[str], ctx: VersionCtx,
+              fn: Callable[[int, bytes | memoryview | None], None]) -> None:
+        """Call ``fn(i, payload)`` for every key (``None``: absent or deleted), handing
+        payloads zero-copy where the backend can; they are valid only during the call."""
+        if not self.ordered:
+            for i, v in enumerate(self.reader(ctx)(ckeys)):
+                fn(i, v)
+            return
+        anc = ctx.ancestors
+        inst = self.inst
+        seen = [False] * len(ckeys)
+
+        def accept(key: str) -> bool:
+            return int(key[-9:-1], 16) in anc
+
+        def hit(i: int, key: str, value: bytes | memoryview) -> None:
+            seen[i] = True
+            fn(i, None if key[-1] == K.TOMB else value)
+
+        reqs = [(K.chunk_prefix(inst, c), f"{K.chunk_prefix(inst, c)}{ctx.vid + 1:08x}")
+                for c in ckeys]
+        self.backend.visit_last_many(reqs, accept, hit)
+        for i, s in enumerate(seen):
+            if not s:
+                fn(i, None)
+
     def read_many(self, ckeys: Sequence[str], ctx: VersionCtx) -> list[bytes | None]:
         """Payload visible at ``ctx`` for each key, ``None`` for absent or deleted."""
         return [None if r is None else r[1] for r in self.resolve_many(ckeys, ctx)]
