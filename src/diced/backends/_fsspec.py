@@ -207,6 +207,12 @@ class _MemoryObjects(_FsObjects):
     def exclusive(self) -> AbstractContextManager[None]:
         return self._lock
 
+    def scan(self, prefixes: Sequence[str]) -> list[list[str]]:
+        """One pass over the process-wide dict (fsspec's ``find`` walks it once per
+        directory level); callers hold the root's lock, so it cannot change meanwhile."""
+        names = [n for n in self.fs.store if n.startswith(self._base)]
+        return [self._keys(names, p) for p in prefixes]
+
     def remove(self, keys: Sequence[str]) -> None:
         for key in keys:
             try:
