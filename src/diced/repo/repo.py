@@ -161,9 +161,10 @@ class Repo:
         if raw != self._raw:
             self._set_doc(raw)
 
-    def _set_doc(self, raw: bytes) -> None:
-        doc = load_doc(raw, f"repo {self.uuid}")
-        assert doc is not None
+    def _set_doc(self, raw: bytes, doc: dict[str, Any] | None = None) -> None:
+        if doc is None:
+            doc = load_doc(raw, f"repo {self.uuid}")
+            assert doc is not None
         try:
             nodes = [Node.from_dict(n) for n in doc["nodes"]]
             doc["instances"]
@@ -192,10 +193,12 @@ class Repo:
                 raise RepoNotFoundError(f"repo {self.uuid} does not exist (deleted?)")
             more = fn(doc) or {}
             doc["updated"] = time.time()
+            written["doc"] = doc
             return {rk: dump_doc(doc), **more}
 
+        written: dict[str, dict[str, Any]] = {}
         changes = update_docs(self.backend, [rk, *extra], body)
-        self._set_doc(changes[rk])  # type: ignore[arg-type]
+        self._set_doc(changes[rk], written["doc"])  # type: ignore[arg-type]
         return self._doc
 
     def _ctx(self, vid: int) -> VersionCtx:
