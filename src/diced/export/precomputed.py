@@ -293,21 +293,26 @@ def _scale_key(resolution: Sequence[float]) -> str:
     return "_".join(f"{r:g}" for r in resolution)
 
 
+def check_scales(array: VersionedArray, scales: Sequence[int] | None) -> list[int]:
+    """The sorted pyramid levels to export (default: all of them), validated."""
+    if scales is None:
+        return list(range(array.max_scale + 1))
+    try:
+        levels = sorted({int(s) for s in scales})
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"scales must be integers, got {scales!r}") from exc
+    if not levels or any(not 0 <= s <= array.max_scale for s in levels):
+        raise InvalidArgumentError(
+            f"{array.name!r} has scales 0..{array.max_scale}; cannot export {list(scales)}")
+    return levels
+
+
 def _check_args(array: VersionedArray, scales: Sequence[int] | None, encoding: str | None,
                 resolution: Sequence[float], is_labels: bool) -> tuple[list[int], str]:
     if array.ndim != 3:
         raise InvalidArgumentError(
             f"neuroglancer precomputed volumes are 3-D; {array.name!r} has {array.ndim} axes")
-    if scales is None:
-        levels = list(range(array.max_scale + 1))
-    else:
-        try:
-            levels = sorted({int(s) for s in scales})
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgumentError(f"scales must be integers, got {scales!r}") from exc
-        if not levels or any(not 0 <= s <= array.max_scale for s in levels):
-            raise InvalidArgumentError(
-                f"{array.name!r} has scales 0..{array.max_scale}; cannot export {list(scales)}")
+    levels = check_scales(array, scales)
     enc = encoding or ("compressed_segmentation" if is_labels else "raw")
     if enc not in ENCODINGS:
         raise InvalidArgumentError(

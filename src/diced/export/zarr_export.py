@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from diced.errors import FormatError, InvalidArgumentError
-from diced.export.precomputed import box_reader, iter_boxes
+from diced.export.precomputed import box_reader, check_scales, iter_boxes
 
 if TYPE_CHECKING:
     from diced.array.array import VersionedArray
@@ -139,16 +139,7 @@ def export_zarr(
 
     array = array.at(version if version is not None else array.version.uuid)
     is_labels = isinstance(array, LabelArray)
-    if scales is None:
-        levels = list(range(array.max_scale + 1))
-    else:
-        try:
-            levels = sorted({int(s) for s in scales})
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgumentError(f"scales must be integers, got {scales!r}") from exc
-        if not levels or any(not 0 <= s <= array.max_scale for s in levels):
-            raise InvalidArgumentError(
-                f"{array.name!r} has scales 0..{array.max_scale}; cannot export {list(scales)}")
+    levels = check_scales(array, scales)
     vs = [1.0] * array.ndim if voxel_size is None else [float(v) for v in voxel_size]
     if len(vs) != array.ndim or any(v <= 0 for v in vs):
         raise InvalidArgumentError(
