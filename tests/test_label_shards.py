@@ -52,7 +52,7 @@ def labels():
 
 
 def test_dvid_shard_round_trips_through_a_label_array(labels, tmp_path):
-    repo, seg = labels
+    _repo, seg = labels
     report = import_label_shards(SHARD, seg)
     assert report.blocks == 258
     exported = export_label_shards(seg, _scale1_spec(), str(tmp_path), progress=False)
@@ -131,6 +131,5 @@ def test_import_refuses_locked_versions_and_out_of_bounds_blocks(labels):
     repo.commit("locked")
     with pytest.raises(LockedNodeError):
         import_label_shards(SHARD, seg)
-    with pytest.raises(InvalidArgumentError):
-        export_label_shards(repo.create_array.__self__.version().array("small") if False else
-                            None, _scale1_spec(), "/nonexistent")
+    with pytest.raises(InvalidArgumentError):  # only label arrays export as shards
+        export_label_shards(np.zeros((64, 64, 64), np.uint64), _scale1_spec(), "/nonexistent")

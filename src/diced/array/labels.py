@@ -17,17 +17,21 @@ DVID's JSON fields.
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+from diced.array._label_common import Retry as _Retry
+from diced.array._label_common import decode_index as _decode_index
+from diced.array._label_common import encode_index as _encode_index
+from diced.array._label_common import lkey as _lkey
 from diced.array.array import VersionedArray, array_config
 from diced.array.indexing import ChunkProjection, normalize_selection
+from diced.array.label_edits import LabelEditsMixin
+from diced.array.label_merge import LabelMergeMixin
 from diced.errors import (
     ConcurrencyError,
     InvalidArgumentError,
@@ -43,7 +47,6 @@ log = logging.getLogger(__name__)
 __all__ = ["LabelArray", "labels_config"]
 
 _SPACES = ("index", "mapping", "members")
-_MAX_LABEL = (1 << 64) - 1
 
 
 def labels_config(shape: Iterable[int] | None, vid: int, *, chunks: Iterable[int] | None = None,
@@ -58,29 +61,7 @@ def labels_config(shape: Iterable[int] | None, vid: int, *, chunks: Iterable[int
     return cfg
 
 
-def _lkey(label: int) -> str:
-    return f"{int(label):016x}"
-
-
-def _encode_index(entry: dict[tuple[int, int, int], int]) -> bytes | None:
-    if not entry:
-        return None
-    arr = np.array([(*c, n) for c, n in sorted(entry.items())], dtype="<u8")
-    return arr.tobytes()
-
-
-def _decode_index(data: bytes | None) -> dict[tuple[int, int, int], int]:
-    if not data:
-        return {}
-    arr = np.frombuffer(data, dtype="<u8").reshape(-1, 4)
-    return {(int(z), int(y), int(x)): int(n) for z, y, x, n in arr}
-
-
-class _Retry(Exception):
-    pass
-
-
-class LabelArray(VersionedArray):
+class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
     """A uint64 label volume (see module docstring). Reads return bodies (the supervoxel →
     body mapping applied) unless ``supervoxels=True`` is used via :meth:`read`."""
 
@@ -251,107 +232,6 @@ class LabelArray(VersionedArray):
             items.append((coords, make))
         for i in range(0, len(items), 256):
             self._write_blocks(ctx, items[i:i + 256])
-
-    # --- merges of versions ----------------------------------------------------------------
-
-    @staticmethod
-    def merge_spaces(rec: dict[str, Any]) -> list[tuple[str, int]]:
-        """Key spaces :meth:`Repo.merge` merges key by key: the blocks and the supervoxel →
-        body mapping. The label index and member lists are derived from them and rebuilt by
-        :meth:`_after_merge`, so a label written on both sides in different blocks, or a body
-        that gained supervoxels on both sides, merges to the union."""
-        return [("", rec["id"]), (":mapping", rec["config"]["spaces"]["mapping"])]
-
-    @staticmethod
-    def describe_key_mapping(ckey: str) -> int:
-        return int(ckey, 16)
-
-    def _after_merge(self, ctx: VersionCtx, ckeys: Sequence[str],
-                     parents: Sequence[VersionCtx] = ()) -> None:
-        super()._after_merge(ctx, ckeys, parents)
-        self._rebuild_index(ctx, list(ckeys), parents)
-        self._rebuild_members(ctx, parents)
-
-    def _rebuild_index(self, ctx: VersionCtx, ckeys: list[str], parents: Sequence[VersionCtx]
-                       ) -> None:
-        """Make the index entries of every label in the merged blocks match the merged voxels."""
-        from diced.array.labelstats import block_label_counts
-
-        if not ckeys:
-            return
-        counts: dict[str, dict[int, int]] = {}
-        labels: set[int] = set()
-        for view in (ctx, *parents):
-            for ck, data in zip(ckeys, self._space.read_many(ckeys, view), strict=True):
-                if data is None:
-                    found: dict[int, int] = {}
-                else:
-                    labs, cnt = block_label_counts(self._decode(data))
-                    found = {int(a): int(b) for a, b in zip(labs, cnt, strict=True) if a}
-                labels.update(found)
-                if view is ctx:
-                    counts[ck] = found
-        coords = {ck: tuple(int(c) for c in K.parse_chunk_ckey(ck)) for ck in ckeys}
-        todo = sorted(labels)
-        for i in range(0, len(todo), 4096):
-            part = todo[i:i + 4096]
-            entries = self._index_of(part, ctx)
-            new: dict[str, bytes | None] = {}
-            for lab in part:
-                entry = entries[lab]
-                for ck, bc in coords.items():
-                    n = counts[ck].get(lab, 0)
-                    if n:
-                        entry[bc] = n
-                    else:
-                        entry.pop(bc, None)
-                new[_lkey(lab)] = _encode_index(entry)
-            self._index.write(ctx, new)
-
-    def _rebuild_members(self, ctx: VersionCtx, parents: Sequence[VersionCtx]) -> None:
-        """Member lists at a merge node: for each body touched on any side, the supervoxels
-        that the merged mapping assigns to it."""
-        if not parents:
-            return
-        common = frozenset.intersection(*(p.ancestors for p in parents))
-        changed = (ctx.ancestors - {ctx.vid}) - common
-        svs: set[int] = set()
-        bodies: set[int] = set()
-        for vid in changed:
-            svs.update(int(c, 16) for c in self._mapping.written_at(vid))
-            bodies.update(int(c, 16) for c in self._members.written_at(vid))
-        if not svs and not bodies:
-            return
-
-        def body_map(view: VersionCtx, ids: list[int]) -> dict[int, int]:
-            vals = self._mapping.read_many([_lkey(x) for x in ids], view)
-            return {x: x if v is None else int.from_bytes(v, "little")
-                    for x, v in zip(ids, vals, strict=True)}
-
-        sv_list = sorted(svs)
-        for view in parents:
-            bodies.update(body_map(view, sv_list).values())
-        merged_map = body_map(ctx, sv_list)
-        bodies.update(merged_map.values())
-        body_list = sorted(bodies)
-        candidates: dict[int, set[int]] = {b: {b} | {s for s in sv_list} for b in body_list}
-        for view in parents:
-            vals = self._members.read_many([_lkey(b) for b in body_list], view)
-            for b, v in zip(body_list, vals, strict=True):
-                if v is not None:
-                    candidates[b].update(int(x) for x in np.frombuffer(v, dtype="<u8"))
-        every = sorted(set().union(*candidates.values()))
-        final_map = body_map(ctx, every)
-        exists = {s for s, v in zip(every, self._index.read_many([_lkey(x) for x in every], ctx),
-                                    strict=True) if v is not None}
-        new: dict[str, bytes | None] = {}
-        for b in body_list:
-            members = sorted(s for s in candidates[b] if final_map[s] == b and s in exists)
-            if not members or members == [b]:
-                new[_lkey(b)] = None
-            else:
-                new[_lkey(b)] = np.asarray(members, dtype="<u8").tobytes()
-        self._members.write(ctx, new)
 
     def _downsample_octants(self, octants):
         from diced.array.downres import downsample_labels_octants
@@ -591,217 +471,6 @@ class LabelArray(VersionedArray):
 
         update_docs(self.repo.backend, [nk, rk], body)
         return got["r"]
-
-    # --- edits ---------------------------------------------------------------------------------
-
-    def _log_mutation(self, ctx: VersionCtx, action: str, fields: dict[str, Any]) -> int:
-        mutid = self.repo.store._next_counter(f"mutation/{self.repo.uuid}")
-        rec = {"Action": action, "UUID": ctx.uuid, "MutationID": mutid,
-               "Timestamp": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), **fields}
-        key = self._meta_prefix + f"mut/{ctx.vid:08x}/{mutid:016x}"
-        self.repo.backend.set(key, json.dumps(rec).encode())
-        return mutid
-
-    def mutations(self, *, ancestors: bool = False) -> list[dict[str, Any]]:
-        """The mutation log (JSON records with DVID's fields) of this version, or with
-        ``ancestors=True`` of its whole ancestry, oldest first."""
-        ctx = self._ref.ctx()
-        keys = [k for k in self.repo.backend.list_keys(self._meta_prefix + "mut/")
-                if (int(k.split("/")[-2], 16) in ctx.ancestors if ancestors
-                    else int(k.split("/")[-2], 16) == ctx.vid)]
-        recs = [json.loads(v) for v in self.repo.backend.get_many(keys) if v]
-        return sorted(recs, key=lambda r: r["MutationID"])
-
-    def _set_mapped(self) -> None:
-        if not self._cfg.get("mapped"):
-            def fn(rec: dict[str, Any]) -> None:
-                rec["config"]["mapped"] = True
-
-            self.repo._update_instance(self.name, fn)
-
-    def _existing_body(self, body: int, ctx: VersionCtx) -> np.ndarray:
-        svs = self.supervoxels(body)
-        if not len(svs):
-            raise LabelNotFoundError(f"label {body} does not exist in {self.name!r}")
-        return svs
-
-    def _remap(self, ctx: VersionCtx, mapping: dict[int, int], members: dict[int, np.ndarray | None],
-               seq: bytes | None = None) -> None:
-        """Store mapping and member-list changes atomically. With ``seq`` (the edit counter
-        read before the edit was planned), raise :class:`_Retry` if another edit of this
-        instance committed in between, so no edit overwrites another's member lists."""
-        def map_fn(ck: str, base: bytes | None) -> bytes | None:
-            sv, body = int(ck, 16), mapping[int(ck, 16)]
-            return None if sv == body else body.to_bytes(8, "little")
-
-        def mem_fn(ck: str, base: bytes | None) -> bytes | None:
-            svs = members[int(ck, 16)]
-            if svs is None or (len(svs) == 1 and int(svs[0]) == int(ck, 16)):
-                return None
-            return np.sort(np.asarray(svs, dtype="<u8")).tobytes()
-
-        sk = self._meta_key("editseq")
-
-        def bump(cur: dict[str, bytes | None]) -> dict[str, bytes | None]:
-            if cur[sk] != seq:
-                raise _Retry
-            return {sk: str(int(cur[sk] or b"0") + 1).encode()}
-
-        self._set_mapped()
-        modify_parts(ctx, [Part(self._mapping, [_lkey(s) for s in mapping], map_fn),
-                           Part(self._members, [_lkey(b) for b in members], mem_fn)], [sk], bump)
-
-    def _edit(self, ctx: VersionCtx, plan: Any) -> Any:
-        """Plan ``(mapping, members, result) = plan()`` from the current state and store it,
-        planning again if a concurrent edit committed first (optimistic, as block writes)."""
-        sk = self._meta_key("editseq")
-        for _attempt in range(50):
-            seq = self.repo.backend.get(sk)
-            mapping, members, result = plan()
-            try:
-                self._remap(ctx, mapping, members, seq)
-            except _Retry:
-                continue
-            return result
-        raise ConcurrencyError(f"{self.name!r}: edits kept colliding with concurrent edits")
-
-    def merge(self, target: int, others: Iterable[int]) -> int:
-        """Merge bodies ``others`` into ``target`` (mapping only; no voxel is rewritten).
-        Returns the mutation id."""
-        ctx = self._writable()
-        others = list(dict.fromkeys(int(o) for o in others))  # a label named twice counts once
-        if not others or int(target) == 0 or 0 in others or int(target) in others:
-            raise InvalidArgumentError("merge needs a non-zero target and other non-zero labels")
-        target = int(target)
-
-        def plan():
-            tsv = self._existing_body(target, ctx)
-            mapping, members = {}, {}
-            allsv = [tsv]
-            for o in others:
-                svs = self._existing_body(o, ctx)
-                allsv.append(svs)
-                for s in svs.tolist():
-                    mapping[s] = target
-                members[o] = None
-            members[target] = np.unique(np.concatenate(allsv))
-            return mapping, members, None
-
-        self._edit(ctx, plan)
-        return self._log_mutation(ctx, "merge", {"Target": target, "Labels": others})
-
-    def cleave(self, body: int, supervoxels: Iterable[int]) -> int:
-        """Move ``supervoxels`` of ``body`` to a newly allocated body id, which is returned."""
-        ctx = self._writable()
-        body = int(body)
-        cut = np.unique(np.asarray(list(supervoxels), dtype=np.uint64))
-        new_id: list[int] = []
-
-        def plan():
-            svs = self._existing_body(body, ctx)
-            if not len(cut) or not np.isin(cut, svs).all():
-                raise InvalidArgumentError(f"cleave needs supervoxels that belong to body {body}")
-            if len(cut) == len(svs):
-                raise InvalidArgumentError("cleave must leave at least one supervoxel in the body")
-            if not new_id:
-                new_id.append(self.allocate(1)[0])
-            new = new_id[0]
-            keep = np.setdiff1d(svs, cut)
-            mapping = {int(s): new for s in cut}
-            mapping.update({int(s): body for s in keep})
-            return mapping, {body: keep, new: cut}, new
-
-        new = self._edit(ctx, plan)
-        size = self.count(new)
-        self._log_mutation(ctx, "cleave", {"OrigLabel": body, "CleavedLabel": new,
-                                           "CleavedSupervoxels": cut.tolist(),
-                                           "CleavedSize": size,
-                                           "RemainSize": self.count(body)})
-        return new
-
-    def renumber(self, new: int, old: int) -> int:
-        """Give body ``old`` the id ``new`` (which must be unused). Returns the mutation id."""
-        ctx = self._writable()
-        new, old = int(new), int(old)
-
-        def plan():
-            if new == 0 or len(self.supervoxels(new)):
-                raise InvalidArgumentError(f"renumber target {new} is zero or already in use")
-            svs = self._existing_body(old, ctx)
-            return {int(s): new for s in svs}, {old: None, new: svs}, None
-
-        self._edit(ctx, plan)
-        return self._log_mutation(ctx, "renumber", {"NewLabel": new, "OrigLabel": old})
-
-    def split_supervoxel(self, supervoxel: int, region: Any, *, split: int | None = None,
-                         remain: int | None = None) -> tuple[int, int]:
-        """Split a supervoxel: its voxels inside ``region`` get a new id, the rest another.
-
-        ``region`` is DVID legacy RLE bytes (§5.1), an (n, 4) array of runs ``[x, y, z, len]``
-        or ``(mask, origin)`` with a bool mask and its (z, y, x) origin. Both new supervoxels
-        keep the old one's body. Returns ``(split_id, remain_id)``.
-        """
-        from diced.array import sparsevol as spv
-        from diced.array.labelstats import mask_of_labels
-
-        ctx = self._writable()
-        sv = int(supervoxel)
-        body = self.body(sv)
-        bc = self.block_counts(sv, supervoxels=True)
-        if not bc:
-            raise LabelNotFoundError(f"supervoxel {sv} does not exist in {self.name!r}")
-        if isinstance(region, (bytes, bytearray, memoryview)):
-            runs = spv.decode_rles(region)
-        elif isinstance(region, tuple) and len(region) == 2:
-            runs = spv.mask_to_runs(np.asarray(region[0], bool), region[1])
-        else:
-            runs = np.asarray(region, dtype=np.int32).reshape(-1, 4)
-        for new_id in (split, remain):
-            if new_id is not None and (int(new_id) <= 0 or int(new_id) > _MAX_LABEL or (
-                    int(new_id) != sv and (self._index_of([int(new_id)], ctx)[int(new_id)]
-                                           or len(self.supervoxels(int(new_id)))))):
-                raise InvalidArgumentError(
-                    f"split/remain id {new_id} is zero, out of range or an existing supervoxel")
-        if split is not None and remain is not None and int(split) == int(remain):
-            raise InvalidArgumentError("split and remain ids must differ")
-        if split is None or remain is None:
-            a, b = self.allocate(2)
-            split = a if split is None else split
-            remain = b if remain is None else remain
-        ch = self.chunks
-        key = np.array([sv], np.uint64)
-        items = []
-        for coords in bc:
-            org = tuple(c * k for c, k in zip(coords, ch, strict=True))
-            inside = spv.runs_to_mask(runs, org, ch)
-
-            def make(base, inside=inside):
-                blk = base.copy()
-                m = mask_of_labels(blk, key)
-                blk[m & inside] = split
-                blk[m & ~inside] = remain
-                return blk
-
-            items.append((coords, make))
-        for i in range(0, len(items), 256):
-            self._write_blocks(ctx, items[i:i + 256])
-
-        def plan():
-            # the body's member list; a body without one is the lone supervoxel ``sv`` (read
-            # from the members space: the index of ``sv`` is already gone)
-            raw = self._members.read_many([_lkey(body)], ctx)[0]
-            members = (np.frombuffer(raw, dtype="<u8").astype(np.uint64) if raw is not None
-                       else np.array([sv], np.uint64))
-            new_members = np.concatenate([members[members != sv], [split, remain]])
-            mapping = {int(split): body, int(remain): body}
-            return mapping, {body: new_members.astype(np.uint64)}, None
-
-        self._edit(ctx, plan)
-        self._log_mutation(ctx, "split-supervoxel", {
-            "Supervoxel": sv, "Body": body, "SplitSupervoxel": int(split),
-            "RemainSupervoxel": int(remain), "SplitSize": self.count(int(split), supervoxels=True),
-            "RemainSize": self.count(int(remain), supervoxels=True)})
-        return int(split), int(remain)
 
     # --- diff ----------------------------------------------------------------------------------
 
