@@ -130,3 +130,87 @@ def choose(conflict: Conflict, strategy: Strategy, parents: Sequence[str]) -> st
         raise InvalidArgumentError(
             f"merge strategy must name one of the parents {parents}, got {pick!r}")
     return matches[0]
+
+
+def merge_versions(repo: Any, versions: Sequence[Any], note: str, strategy: Strategy) -> Any:
+    """:meth:`diced.repo.repo.Repo.merge`: find conflicts, resolve them with ``strategy``,
+    write the resolutions at a new version, rebuild derived data, then publish the node."""
+    from diced.errors import MergeConflictError, UnlockedNodeError
+    from diced.repo.repo import _instance_class, _Ref
+
+    if len(versions) < 2:
+        raise InvalidArgumentError("merge needs at least two versions")
+    repo.refresh()  # other handles may have locked the parents or added instances
+    nodes = [repo._node(v) for v in versions]
+    if len({n.id for n in nodes}) != len(nodes):
+        raise InvalidArgumentError("merge parents must be distinct versions")
+    for n in nodes:
+        if not n.locked:
+            raise UnlockedNodeError(f"version {n.uuid} is open; lock it before merging")
+    dag = repo._dag
+    ids = [n.id for n in nodes]
+    parent_uuids = [n.uuid for n in nodes]
+    ctxs = [repo._ctx(i) for i in ids]
+    bases = dag.merge_bases(ids)
+    base_ctx = repo._ctx(bases[-1]) if bases else None
+    conflicts: list[Conflict] = []
+    plans: list[tuple[VersionedSpace, dict[str, bytes | None]]] = []
+    derived: list[tuple[str, dict[str, Any], list[str]]] = []
+    union = frozenset().union(*(c.ancestors for c in ctxs))
+    for name, rec in sorted(repo._doc["instances"].items()):
+        if rec["created"] not in union:
+            continue
+        cls = _instance_class(rec["type"])
+        spaces = getattr(cls, "merge_spaces", None)
+        for suffix, space_id in (spaces(rec) if spaces else [("", rec["id"])]):
+            space = VersionedSpace(repo.backend, space_id)
+            auto, conflicting, touched = find_merge_changes(space, dag, ctxs, repo._ctx)
+            if not suffix:
+                derived.append((name, rec, touched))
+            chosen: dict[str, bytes | None] = dict(auto)
+            per_parent = [space.resolve_many(conflicting, c) for c in ctxs]
+            base_vals = (space.resolve_many(conflicting, base_ctx) if base_ctx
+                         else [None] * len(conflicting))
+            describe = getattr(cls, f"describe_key{suffix.replace(':', '_')}", cls.describe_key)
+            for i, ckey in enumerate(conflicting):
+                sides = [pp[i] for pp in per_parent]
+                conflict = Conflict(
+                    instance=name + suffix, key=describe(ckey),
+                    base=None if base_vals[i] is None else dag.nodes[base_vals[i][0]].uuid,
+                    sides={u: (None if s is None else dag.nodes[s[0]].uuid)
+                           for u, s in zip(parent_uuids, sides, strict=True)},
+                    deleted=tuple(u for u, s in zip(parent_uuids, sides, strict=True)
+                                  if s is None or s[1] is None))
+                conflicts.append(conflict)
+                if strategy != "fail":
+                    win = parent_uuids.index(choose(conflict, strategy, parent_uuids))
+                    chosen[ckey] = None if sides[win] is None else sides[win][1]
+            plans.append((space, chosen))
+    if conflicts and strategy == "fail":
+        raise MergeConflictError(
+            f"merge of {', '.join(u[:8] for u in parent_uuids)} has {len(conflicts)} "
+            f"conflict(s); pass strategy= to resolve them", conflicts)
+    # reserve the id, write resolutions at it, then publish the node (a crash in between
+    # leaves unreachable keys, never a merge node without its resolutions)
+    reserved: dict[str, int] = {}
+
+    def reserve(doc: dict[str, Any]) -> None:
+        reserved["id"] = doc["next_id"]
+        doc["next_id"] += 1
+
+    repo._mutate(reserve)
+    vid = reserved["id"]
+    anc = frozenset().union(*(c.ancestors for c in ctxs)) | {vid}
+    mctx = VersionCtx(repo.uuid, vid, anc, False, "")
+    for space, chosen in plans:
+        if chosen:
+            space.write(mctx, chosen)
+    # derived data (pyramid levels, label indexes, ...) is rebuilt from the merged keys
+    for name, rec, touched in derived:
+        hook = getattr(_instance_class(rec["type"]), "_after_merge", None)
+        if hook is not None:
+            hook(_instance_class(rec["type"])(repo, name, rec, _Ref(repo, None)), mctx,
+                 touched, ctxs)
+    version = repo._add_child(ids, "", note, vid=vid)
+    repo._merge_instance_meta(ids, vid)
+    return version

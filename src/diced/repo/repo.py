@@ -13,14 +13,13 @@ from diced.errors import (
     InstanceNotFoundError,
     InvalidArgumentError,
     LockedNodeError,
-    MergeConflictError,
     UnlockedNodeError,
     VersionNotFoundError,
 )
 from diced.repo import keys as K
 from diced.repo.dag import DAG, MASTER, Node, new_uuid
 from diced.repo.diff import Diff, InstanceDiff, diff_space
-from diced.repo.merge import Conflict, Strategy, choose, find_merge_changes
+from diced.repo.merge import Conflict, Strategy
 from diced.repo.meta import dump_doc, load_doc, update_docs
 from diced.repo.resolve import VersionCtx, VersionedSpace
 
@@ -405,82 +404,9 @@ class Repo:
         that parent win every conflict; a callable ``f(conflict) -> parent uuid or index``
         chooses per conflict.
         """
-        if len(versions) < 2:
-            raise InvalidArgumentError("merge needs at least two versions")
-        self.refresh()  # other handles may have locked the parents or added instances
-        nodes = [self._node(v) for v in versions]
-        if len({n.id for n in nodes}) != len(nodes):
-            raise InvalidArgumentError("merge parents must be distinct versions")
-        for n in nodes:
-            if not n.locked:
-                raise UnlockedNodeError(f"version {n.uuid} is open; lock it before merging")
-        dag = self._dag
-        ids = [n.id for n in nodes]
-        parent_uuids = [n.uuid for n in nodes]
-        ctxs = [self._ctx(i) for i in ids]
-        bases = dag.merge_bases(ids)
-        base_ctx = self._ctx(bases[-1]) if bases else None
-        conflicts: list[Conflict] = []
-        plans: list[tuple[VersionedSpace, dict[str, bytes | None]]] = []
-        derived: list[tuple[str, dict[str, Any], list[str]]] = []
-        union = frozenset().union(*(c.ancestors for c in ctxs))
-        for name, rec in sorted(self._doc["instances"].items()):
-            if rec["created"] not in union:
-                continue
-            cls = _instance_class(rec["type"])
-            spaces = getattr(cls, "merge_spaces", None)
-            for suffix, space_id in (spaces(rec) if spaces else [("", rec["id"])]):
-                space = VersionedSpace(self.backend, space_id)
-                auto, conflicting, touched = find_merge_changes(space, dag, ctxs, self._ctx)
-                if not suffix:
-                    derived.append((name, rec, touched))
-                chosen: dict[str, bytes | None] = dict(auto)
-                per_parent = [space.resolve_many(conflicting, c) for c in ctxs]
-                base_vals = (space.resolve_many(conflicting, base_ctx) if base_ctx
-                             else [None] * len(conflicting))
-                describe = getattr(cls, f"describe_key{suffix.replace(':', '_')}", cls.describe_key)
-                for i, ckey in enumerate(conflicting):
-                    sides = [pp[i] for pp in per_parent]
-                    conflict = Conflict(
-                        instance=name + suffix, key=describe(ckey),
-                        base=None if base_vals[i] is None else dag.nodes[base_vals[i][0]].uuid,
-                        sides={u: (None if s is None else dag.nodes[s[0]].uuid)
-                               for u, s in zip(parent_uuids, sides, strict=True)},
-                        deleted=tuple(u for u, s in zip(parent_uuids, sides, strict=True)
-                                      if s is None or s[1] is None))
-                    conflicts.append(conflict)
-                    if strategy != "fail":
-                        win = parent_uuids.index(choose(conflict, strategy, parent_uuids))
-                        chosen[ckey] = None if sides[win] is None else sides[win][1]
-                plans.append((space, chosen))
-        if conflicts and strategy == "fail":
-            raise MergeConflictError(
-                f"merge of {', '.join(u[:8] for u in parent_uuids)} has {len(conflicts)} "
-                f"conflict(s); pass strategy= to resolve them", conflicts)
-        # reserve the id, write resolutions at it, then publish the node (a crash in between
-        # leaves unreachable keys, never a merge node without its resolutions)
-        reserved: dict[str, int] = {}
+        from diced.repo.merge import merge_versions
 
-        def reserve(doc: dict[str, Any]) -> None:
-            reserved["id"] = doc["next_id"]
-            doc["next_id"] += 1
-
-        self._mutate(reserve)
-        vid = reserved["id"]
-        anc = frozenset().union(*(c.ancestors for c in ctxs)) | {vid}
-        mctx = VersionCtx(self.uuid, vid, anc, False, "")
-        for space, chosen in plans:
-            if chosen:
-                space.write(mctx, chosen)
-        # derived data (pyramid levels, label indexes, ...) is rebuilt from the merged keys
-        for name, rec, touched in derived:
-            hook = getattr(_instance_class(rec["type"]), "_after_merge", None)
-            if hook is not None:
-                hook(_instance_class(rec["type"])(self, name, rec, _Ref(self, None)), mctx,
-                     touched, ctxs)
-        version = self._add_child(ids, "", note, vid=vid)
-        self._merge_instance_meta(ids, vid)
-        return version
+        return merge_versions(self, versions, note, strategy)
 
     def _merge_instance_meta(self, parent_ids: list[int], vid: int) -> None:
         """Versioned instance metadata (array shapes) at a merge: elementwise max."""
