@@ -13,7 +13,6 @@ import numpy as np
 
 from diced.array.codecs.base import ChunkCodec, codec_from_dict
 from diced.array.grid import (
-    MAX_EXTENT,
     cast_value,
     check_chunks,
     check_dtype,
@@ -553,5 +552,3 @@ def _batches(projections: Iterable[ChunkProjection], chunk_nbytes: int,
     if batch:
         yield batch
 
-
-del MAX_EXTENT

@@ -7,16 +7,12 @@ import argparse
 import json
 from typing import Any
 
+from diced.cli._args import ints as _ints
+
 _STORE_HELP = "store location: a path (embedded LMDB store) or an fsspec URL (gs://..., s3://...)"
 _VERSION_HELP = ("version to export: a UUID, a unique UUID prefix, or 'branch~N' "
                  "(default: the newest version on the master branch)")
 
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
 
 
 def _resolution(text: str) -> list[float]:

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",")]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+from diced.cli._args import ints as _ints
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:

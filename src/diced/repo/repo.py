@@ -410,7 +410,6 @@ class Repo:
 
     def _merge_instance_meta(self, parent_ids: list[int], vid: int) -> None:
         """Versioned instance metadata (array shapes) at a merge: elementwise max."""
-        anc = self._dag.ancestors(vid)
 
         def fn(doc: dict[str, Any]) -> None:
             for rec in doc["instances"].values():
@@ -428,7 +427,6 @@ class Repo:
 
         if any(rec.get("config", {}).get("shapes") for rec in self._doc["instances"].values()):
             self._mutate(fn)
-        del anc
 
     def diff(self, a: str | Version, b: str | Version | None = None) -> Diff:
         """What changed from version ``a`` to version ``b`` (default: head), per instance."""
