@@ -108,7 +108,8 @@ class VersionedArray:
         fv = cfg["fill_value"]
         self.fill_value = (np.asarray(complex(*fv), dtype=self.dtype) if self.dtype.kind == "c"
                            else np.asarray(fv, dtype=self.dtype))[()]
-        self.origin: tuple[int, ...] = tuple(cfg.get("origin", (0,) * len(self.chunks)))
+        self._origin0: tuple[int, ...] = tuple(cfg.get("origin", (0,) * len(self.chunks)))
+        self.origin: tuple[int, ...] = self._origin0
         self.codec: ChunkCodec = codec_from_dict(cfg["codec"])
         self.max_scale: int = int(cfg.get("max_scale", 0))
         self._level = 0
@@ -362,7 +363,8 @@ class VersionedArray:
     # --- multiscale ------------------------------------------------------------------------
 
     def scale(self, level: int) -> VersionedArray:
-        """Read-only view of pyramid level ``level`` (each level halves every axis)."""
+        """Read-only view of pyramid level ``level`` (each level halves every axis; the
+        view's ``origin`` is the level-0 origin divided by ``2**level``, rounded down)."""
         if not isinstance(level, (int, np.integer)) or not 0 <= level <= self.max_scale:
             raise InvalidArgumentError(
                 f"{self.name!r} has scales 0..{self.max_scale}, not {level!r}")
@@ -370,6 +372,9 @@ class VersionedArray:
         view.__dict__.update(self.__dict__)
         view._level = int(level)
         view._space = self._levels[int(level)]
+        # level n's voxel i covers level-0 voxels 2**n * i ...: its origin is floor(origin / 2**n)
+        # (as the precomputed and zarr exports write it)
+        view.origin = tuple(o // (1 << int(level)) for o in self._origin0)
         return view
 
     def _downsample_octants(self, octants: dict[int, np.ndarray | None]) -> np.ndarray:

@@ -398,6 +398,9 @@ class Repo:
               strategy: Strategy = "fail") -> Version:
         """Merge two or more locked versions into a new open version (which becomes head).
 
+        The merge node belongs to the branch of the first version given (git's rule: only
+        that branch moves; ``branch~N`` and :meth:`log` follow first parents).
+
         Conflicts (a key changed differently on several sides since the merge base) are found
         now. ``strategy``: ``"fail"`` raises :class:`MergeConflictError` with the typed
         :class:`Conflict` records and stores nothing; a parent UUID (or prefix) or index makes
