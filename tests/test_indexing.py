@@ -17,6 +17,7 @@ from diced.errors import (
     DtypeError,
     IndexOutOfBoundsError,
     InvalidArgumentError,
+    InvalidIndexError,
     LockedNodeError,
     ShapeMismatchError,
 )
@@ -158,18 +159,33 @@ def test_normalize_dims_match_python_ranges(data):
     ((5,), IndexOutOfBoundsError),
     ((-6,), IndexOutOfBoundsError),
     ((0, 0, 0), IndexOutOfBoundsError),
-    ((Ellipsis, 0, Ellipsis), InvalidArgumentError),
-    ((1.0,), InvalidArgumentError),
-    ((slice(0, 2, 0),), InvalidArgumentError),
-    ((slice(0.5, 2),), InvalidArgumentError),
-    ((True,), InvalidArgumentError),
-    (([0, 1],), InvalidArgumentError),
-    ((np.array([0, 1]),), InvalidArgumentError),
-    (("a",), InvalidArgumentError),
+    ((Ellipsis, 0, Ellipsis), InvalidIndexError),
+    ((Ellipsis, Ellipsis), InvalidIndexError),
+    ((1.0,), InvalidIndexError),
+    ((0, 1.0), InvalidIndexError),
+    ((slice(0.5, 2),), InvalidIndexError),
+    ((True,), InvalidIndexError),
+    (([0, 1],), InvalidIndexError),
+    ((np.array([0, 1]),), InvalidIndexError),
+    (("a",), InvalidIndexError),
 ])
 def test_bad_selections(sel, exc):
     with pytest.raises(exc):
         normalize_selection(sel, (5, 4))
+    # numpy raises IndexError for them (TypeError for float slice bounds): code written for
+    # numpy catches IndexError
+    with pytest.raises(IndexError):
+        normalize_selection(sel, (5, 4))
+    if not isinstance(sel[0], (list, np.ndarray, bool)):  # numpy: fancy / new-axis indexing
+        with pytest.raises((IndexError, TypeError)):
+            np.zeros((5, 4))[sel]
+
+
+def test_zero_step_is_value_error_as_numpy():
+    with pytest.raises(ValueError):
+        np.zeros(5)[0:2:0]
+    with pytest.raises(InvalidArgumentError):
+        normalize_selection((slice(0, 2, 0),), (5, 4))
 
 
 def test_out_of_bounds_is_index_error():
@@ -194,8 +210,8 @@ def _pool(dt: np.dtype, fill):
         info = np.iinfo(dt)
         return [info.min, info.max, 0, 1, 2, fill]
     if dt.kind == "f":
-        return [0.0, -1.5, 2.25, np.inf, -np.inf, np.nan, fill]
-    return [0, 1 + 2j, -3.5j, complex(np.inf, 1), fill]
+        return [0.0, -1.5, 2.25, np.inf, -np.inf, np.nan, -0.0, fill]
+    return [0, 1 + 2j, -3.5j, complex(np.inf, 1), complex(-0.0, 0.0), fill]
 
 
 def _random_values(rng: np.random.Generator, dt: np.dtype, shape, fill):
@@ -227,16 +243,28 @@ def _value_for(rng, dt, result_shape, fill):
 
 
 def _same(a, b, dt):
+    """Equal values, shapes and kinds (a scalar is not a 0-d array, as numpy keeps them
+    apart); floats compare sign of zero too (``-0.0`` is not ``0.0``)."""
+    if isinstance(a, np.ndarray) != isinstance(b, np.ndarray):
+        return False
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape:
         return False
+    if dt.kind in "fc":
+        for part in (np.real, np.imag):
+            x, y = part(a), part(b)
+            if not np.array_equal(np.signbit(x), np.signbit(y)):
+                return False
     return bool(np.array_equal(a, b, equal_nan=dt.kind in "fc"))
 
 
 def _is_fill(x: np.ndarray, fill) -> np.ndarray:
-    if x.dtype.kind in "fc" and np.isnan(fill):
-        return np.isnan(x)
-    return x == fill
+    """Bitwise equal to the fill (what diced drops a chunk for)."""
+    words = np.dtype(f"u{min(x.dtype.itemsize, 8)}")
+    per = x.dtype.itemsize // words.itemsize
+    ref = np.asarray(fill, dtype=x.dtype).reshape(1).view(words)
+    flat = np.ascontiguousarray(x).view(words).reshape(x.shape + (per,))
+    return (flat == ref).all(axis=-1)
 
 
 def _nonfill_chunks(ref: np.ndarray, chunks, fill) -> set[tuple[int, ...]]:
@@ -264,7 +292,7 @@ def check_writes_then_reads(repo, data, dtypes=DTYPES):
     arr = repo.create_array(f"a{next(_names)}", dt, shape, chunks=chunks, fill_value=fill,
                             codec=codec)
     assert arr.shape == shape and arr.dtype == dt and arr.chunks == chunks
-    assert _same(arr.fill_value, fill, dt)
+    assert _same(np.asarray(arr.fill_value), np.asarray(fill), dt)
     ref = np.full(shape, fill, dtype=dt)
     assert _same(arr[...], ref, dt)
     assert arr.stored_chunks() == []
@@ -403,10 +431,12 @@ def test_safe_casts_accepted(memory_repo):
     arr = memory_repo.create_array("safe", "int16", (4,), chunks=(2,))
     arr[0:2] = np.array([1, 2], dtype=np.uint8)  # another integer type whose values fit
     arr[2:4] = np.array([3, -4], dtype=np.int64)
-    arr[3] = 5.0  # an integral Python float scalar
+    arr[3] = np.uint64(5)
     assert list(arr[...]) == [1, 2, 3, 5]
-    with pytest.raises(DtypeError):  # float arrays are never silently truncated
+    with pytest.raises(DtypeError):  # floats are never silently truncated, scalar or not
         arr[0:2] = np.array([3.0, 4.0])
+    with pytest.raises(DtypeError):
+        arr[0] = 5.0
     assert list(arr[...]) == [1, 2, 3, 5]
 
 
@@ -431,3 +461,82 @@ def test_write_selection_errors(memory_repo):
     with pytest.raises(InvalidArgumentError):
         arr[[0, 1]] = 1
     assert arr.stored_chunks() == []
+
+
+# -- numpy parity: scalars, 0-d results, -0.0, one casting rule ---------------------------------
+
+
+def test_ellipsis_with_integers_gives_a_0d_array_as_numpy(memory_repo):
+    arr = memory_repo.create_array(f"zero-d{next(_names)}", "int16", (5,), chunks=(2,))
+    arr[...] = np.arange(5, dtype=np.int16)
+    ref = np.arange(5, dtype=np.int16)
+    for sel in [(Ellipsis, 0), (0, Ellipsis), 3, (-1,), ()]:
+        got, want = arr[sel], ref[sel]
+        assert type(got) is type(want) and np.shape(got) == np.shape(want), sel
+        assert np.array_equal(got, want)
+    arr3 = memory_repo.create_array(f"zero-d{next(_names)}", "uint8", (2, 3, 4), chunks=(1, 2, 3))
+    assert isinstance(arr3[1, 2, 3], np.generic)
+    assert isinstance(arr3[1, ..., 2, 3], np.ndarray) and arr3[1, ..., 2, 3].shape == ()
+
+
+@pytest.mark.parametrize("sel", [(Ellipsis, Ellipsis), 1.0, (0, 1.0), np.float32(2), True,
+                                 (slice(0, 1.5),)])
+def test_invalid_indexes_raise_index_error_like_numpy(memory_repo, sel):
+    arr = memory_repo.create_array(f"badidx{next(_names)}", "uint8", (4, 4), chunks=(2, 2))
+    if sel is not True:  # numpy reads a[True] as a new axis
+        with pytest.raises((IndexError, TypeError)):
+            np.zeros((4, 4))[sel]
+    with pytest.raises(InvalidIndexError):
+        arr[sel]
+    with pytest.raises(InvalidIndexError):
+        arr[sel] = 1
+    assert arr.stored_chunks() == []
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "complex64", "complex128"])
+def test_negative_zero_is_not_the_fill(memory_repo, dtype):
+    arr = memory_repo.create_array(f"negz{next(_names)}", dtype, (4,), chunks=(2,),
+                                   fill_value=0.0)
+    arr[1] = -0.0
+    assert np.signbit(np.real(arr[1])) and arr.stored_chunks() == [(0,)]
+    arr[0:2] = np.array([0.0, 0.0], dtype=dtype)  # back to the bitwise fill: dropped
+    assert arr.stored_chunks() == [] and not np.signbit(np.real(arr[1]))
+
+
+def test_nan_fill_keeps_other_nans(memory_repo):
+    arr = memory_repo.create_array(f"nanfill{next(_names)}", "float32", (4,), chunks=(2,),
+                                   fill_value=np.nan)
+    other = (np.array([np.nan], np.float32).view(np.uint32) | 1).view(np.float32)
+    arr[0:1] = other
+    assert arr[0:1].view(np.uint32)[0] == other.view(np.uint32)[0]
+    assert arr.stored_chunks() == [(0,)]
+    arr[0] = np.float32(np.nan)
+    assert arr.stored_chunks() == []
+
+
+_CAST_VALUES = [0, 1, 5, -1, 256, 2**63, 1.0, 5.0, 0.5, -0.0, True, False, 1 + 0j, 2j,
+                np.float32(2.0), np.int8(-3), np.uint64(7), np.bool_(True), np.float64(np.nan)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scalar_and_array_writes_follow_one_casting_rule(memory_repo, dtype):
+    """``a[0] = v`` and ``a[0:1] = np.array([v])`` accept or refuse the same values (and an
+    accepted value reads back the same either way)."""
+    dt = np.dtype(dtype)
+    arr = memory_repo.create_array(f"onerule-{dtype}", dt, (2,), chunks=(1,))
+    for v in _CAST_VALUES:
+        outcomes = []
+        for sel, value in [(0, v), (slice(1, 2), np.array([v]))]:
+            try:
+                arr[sel] = value
+                outcomes.append(("ok", arr[sel if isinstance(sel, int) else 1]))
+            except DtypeError:
+                outcomes.append(("refused", None))
+        (a, va), (b, vb) = outcomes
+        assert a == b, (dtype, v, outcomes)
+        if a == "ok":
+            assert _same(np.asarray(va), np.asarray(vb), dt), (dtype, v)
+        if dt.kind in "iub" and isinstance(v, (float, np.floating, complex)):
+            assert a == "refused", (dtype, v)  # no float or complex into integers or bools
+        if dt.kind == "b" and not isinstance(v, (bool, np.bool_)):
+            assert (a == "ok") == (v in (0, 1) and not isinstance(v, (float, complex, np.floating))), v

@@ -1117,6 +1117,7 @@ ERROR_CODES = {
     "MergeConflictError": ("merge_conflict", RuntimeError),
     "InvalidArgumentError": ("invalid_argument", ValueError),
     "IndexOutOfBoundsError": ("index_out_of_bounds", IndexError),
+    "InvalidIndexError": ("invalid_index", IndexError),
     "ShapeMismatchError": ("shape_mismatch", ValueError),
     "DtypeError": ("dtype_error", TypeError),
     "FormatError": ("format_error", ValueError),

@@ -29,7 +29,7 @@ from diced.array._label_common import decode_index as _decode_index
 from diced.array._label_common import encode_index as _encode_index
 from diced.array._label_common import lkey as _lkey
 from diced.array.array import VersionedArray, array_config
-from diced.array.indexing import ChunkProjection, normalize_selection
+from diced.array.indexing import ChunkProjection
 from diced.array.label_edits import LabelEditsMixin
 from diced.array.label_merge import LabelMergeMixin
 from diced.errors import (
@@ -83,22 +83,22 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
     def read(self, selection: Any = Ellipsis, *, supervoxels: bool = False) -> Any:
         """Voxels of a selection: body ids, or supervoxel ids with ``supervoxels=True``.
 
-        The body mapping is applied chunk by chunk in the decoding threads."""
-        ctx = self._ref.ctx()
-        post = None
-        if not supervoxels:
-            keys, values = self._mapping_table(ctx)
-            if len(keys):
-                from diced.array.labelstats import relabel_inplace
+        The body mapping is applied chunk by chunk in the decoding threads. ``arr.oindex``,
+        ``arr.vindex`` and boolean masks read bodies the same way."""
+        return self._get(selection, "basic", supervoxels=supervoxels)
 
-                def post(region: np.ndarray) -> None:
-                    relabel_inplace(region, keys, values)
-        shape = self._shape_at(ctx)
-        sel = normalize_selection(selection, shape)
-        out = np.empty(sel.shape, dtype=self.dtype)
-        self._read_into(ctx, shape, sel, out, post)
-        result = out.reshape(sel.result_shape)
-        return result[()] if result.ndim == 0 else result
+    def _read_post(self, ctx: VersionCtx, *, supervoxels: bool = False) -> Any:
+        if supervoxels:
+            return None
+        keys, values = self._mapping_table(ctx)
+        if not len(keys):
+            return None
+        from diced.array.labelstats import relabel_inplace
+
+        def post(region: np.ndarray) -> None:
+            relabel_inplace(region, keys, values)
+
+        return post
 
     def _mapping_table(self, ctx: VersionCtx) -> tuple[np.ndarray, np.ndarray]:
         """Sorted (supervoxel, body) arrays of every non-identity mapping at ``ctx``."""
