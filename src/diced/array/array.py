@@ -83,10 +83,13 @@ class VersionedArray:
     """An nD array of one numeric dtype, chunked, versioned and sparse.
 
     Indexing follows numpy basic indexing: integers (negative from the end; the axis is
-    dropped), slices with steps (negative too), ``...`` and ``None``. Reads return new numpy
-    arrays; writes broadcast scalars and smaller arrays and are read-modify-write per chunk
-    (atomic per chunk on LMDB). Unwritten chunks read as ``fill_value`` and cost nothing; a
-    chunk written back to all-fill is removed.
+    dropped), slices with steps (negative too), ``...`` and ``None``, plus a full-shape
+    boolean mask (``arr[mask]``); :attr:`oindex` and :attr:`vindex` give zarr's orthogonal
+    and vectorized (point) indexing. Reads return new numpy arrays; writes broadcast scalars
+    and smaller arrays, cast by one rule for scalars and arrays
+    (:func:`diced.array.grid.cast_value`), and are read-modify-write per chunk (atomic per
+    batch on LMDB). Unwritten chunks read as ``fill_value`` and cost nothing; a chunk written
+    back to all-fill (bitwise: ``-0.0`` is not a ``0.0`` fill) is removed.
 
     ``origin`` is the absolute coordinate of index 0 along each axis (DVID/DICED style
     coordinates, which may be negative). :attr:`abs` indexes by absolute coordinates.
