@@ -268,6 +268,13 @@ def test_renumber_reserves_the_new_id(store, store_location):
     assert L.nextlabel() == 1002
     with pytest.raises(InvalidArgumentError):
         L.renumber(2**64, 1000)
+    # chosen split ids are written into blocks: they raise the floor too
+    L.split_supervoxel(3, (np.ones((4, 32, 32), bool), (16, 0, 0)), split=5000,
+                       remain=5001)
+    assert L.maxlabel() == 5001 and L.nextlabel() == 5002
+    # and so do plain writes and point writes
+    L.vindex[[31], [31], [31]] = 7000
+    assert L.allocate(1) == (7001, 7001)
 
 
 # --------------------------------------------------------------------------------------------

@@ -358,11 +358,11 @@ class CoordinateSelection(NamedTuple):
             return
         ch = np.asarray(chunks, dtype=np.int64)
         cc = pts // ch
-        grid = [-(-int(n) // int(c)) for n, c in zip(shape, chunks, strict=True)]
-        lin = np.ravel_multi_index(tuple(cc.T), grid) if len(grid) else np.zeros(len(pts), int)
-        order = np.argsort(lin, kind="stable")  # points of a chunk keep their given order
-        sorted_lin = lin[order]
-        cuts = np.flatnonzero(np.diff(sorted_lin)) + 1
+        # sort by chunk (lexsort is stable: the points of a chunk keep their given order, so
+        # a repeated point is written last-one-wins, as numpy)
+        order = np.lexsort(cc.T[::-1])
+        step = np.any(np.diff(cc[order], axis=0) != 0, axis=1)
+        cuts = np.flatnonzero(step) + 1
         for group in np.split(order, cuts):
             coords = tuple(int(x) for x in cc[group[0]])
             local = pts[group] - cc[group[0]] * ch
