@@ -371,7 +371,9 @@ class CoordinateSelection(NamedTuple):
     def count_chunks(self, chunks: Sequence[int], shape: Sequence[int]) -> int:
         if not len(self.points):
             return 0
-        return len(np.unique(self.points // np.asarray(chunks, dtype=np.int64), axis=0))
+        cc = self.points // np.asarray(chunks, dtype=np.int64)
+        cc = cc[np.lexsort(cc.T[::-1])]
+        return 1 + int(np.count_nonzero(np.any(np.diff(cc, axis=0) != 0, axis=1)))
 
 
 def _array_pieces(idx: np.ndarray, chunk: int) -> list[tuple[int, np.ndarray, Any, bool]]:
