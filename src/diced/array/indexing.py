@@ -234,7 +234,7 @@ def _index_array(x: Any, n: int, axis: int) -> np.ndarray:
     ``0..n-1`` (negative ones counted from the end), in the given order."""
     try:
         arr = np.asarray(x)
-    except Exception as exc:  # ragged lists and such
+    except (TypeError, ValueError) as exc:  # ragged lists and such
         raise InvalidIndexError(f"index on axis {axis} is not an array: {exc}") from exc
     if arr.dtype == bool:
         if arr.shape != (n,):
@@ -477,7 +477,7 @@ def plan_selection(sel: Any, shape: Sequence[int], mode: str = "basic"
     if _is_array_like(one):
         try:
             mask = np.asarray(one)
-        except Exception:
+        except (TypeError, ValueError):  # ragged lists: refused below as an unsupported index
             mask = None
         if mask is not None and mask.dtype == bool and mask.ndim > 0:
             return _mask_points(mask, shape)
