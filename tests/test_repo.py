@@ -282,6 +282,30 @@ def test_two_thousand_versions_without_recursion(store):
     assert d["a"].changed == [(0,)]
 
 
+def test_dag_walks_are_iterative():
+    """The pure DAG: a 5,000-deep history with a side branch merged back, far past Python's
+    recursion limit."""
+    from diced.repo.dag import DAG, Node
+
+    n = 5000
+    nodes = [Node(f"{i:032x}", i, [i - 1] if i else [], "", locked=True) for i in range(n)]
+    nodes += [Node(f"{n + i:032x}", n + i, [n + i - 1 if i else 2500], "side", locked=True)
+              for i in range(500)]
+    nodes.append(Node(f"{n + 500:032x}", n + 500, [n + 499, n - 1], "side"))
+    dag = DAG(nodes)
+    top = n + 500
+    assert len(dag.ancestors(top)) == n + 501
+    assert len(dag.ancestors(n - 1)) == n
+    assert dag.merge_bases([n - 1, n + 499]) == [2500]
+    assert dag.merge_bases([top, n - 1]) == [n - 1]
+    assert dag.branch_of(top) == "side" and dag.branch_leaf("side").id == top
+    assert dag.branch_leaf("master").id == n - 1
+    # side~N: first parents (the side branch, then master below its fork)
+    assert dag.resolve("side~1").id == n + 499 and dag.resolve("side~501").id == 2500
+    assert dag.resolve(f"master~{n - 1}").id == 0
+    assert len(dag.first_parent_chain(top)) == 501 + 2501
+
+
 def test_read_any_version_without_checkout(repo):
     arr = _img(repo)
     kv = repo.create_keyvalue("kv")
