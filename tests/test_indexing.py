@@ -17,6 +17,7 @@ from diced.errors import (
     DtypeError,
     IndexOutOfBoundsError,
     InvalidArgumentError,
+    InvalidIndexError,
     LockedNodeError,
     ShapeMismatchError,
 )
@@ -158,18 +159,33 @@ def test_normalize_dims_match_python_ranges(data):
     ((5,), IndexOutOfBoundsError),
     ((-6,), IndexOutOfBoundsError),
     ((0, 0, 0), IndexOutOfBoundsError),
-    ((Ellipsis, 0, Ellipsis), InvalidArgumentError),
-    ((1.0,), InvalidArgumentError),
-    ((slice(0, 2, 0),), InvalidArgumentError),
-    ((slice(0.5, 2),), InvalidArgumentError),
-    ((True,), InvalidArgumentError),
-    (([0, 1],), InvalidArgumentError),
-    ((np.array([0, 1]),), InvalidArgumentError),
-    (("a",), InvalidArgumentError),
+    ((Ellipsis, 0, Ellipsis), InvalidIndexError),
+    ((Ellipsis, Ellipsis), InvalidIndexError),
+    ((1.0,), InvalidIndexError),
+    ((0, 1.0), InvalidIndexError),
+    ((slice(0.5, 2),), InvalidIndexError),
+    ((True,), InvalidIndexError),
+    (([0, 1],), InvalidIndexError),
+    ((np.array([0, 1]),), InvalidIndexError),
+    (("a",), InvalidIndexError),
 ])
 def test_bad_selections(sel, exc):
     with pytest.raises(exc):
         normalize_selection(sel, (5, 4))
+    # numpy raises IndexError for them (TypeError for float slice bounds): code written for
+    # numpy catches IndexError
+    with pytest.raises(IndexError):
+        normalize_selection(sel, (5, 4))
+    if not isinstance(sel[0], (list, np.ndarray, bool)):  # numpy: fancy / new-axis indexing
+        with pytest.raises((IndexError, TypeError)):
+            np.zeros((5, 4))[sel]
+
+
+def test_zero_step_is_value_error_as_numpy():
+    with pytest.raises(ValueError):
+        np.zeros(5)[0:2:0]
+    with pytest.raises(InvalidArgumentError):
+        normalize_selection((slice(0, 2, 0),), (5, 4))
 
 
 def test_out_of_bounds_is_index_error():
@@ -194,8 +210,8 @@ def _pool(dt: np.dtype, fill):
         info = np.iinfo(dt)
         return [info.min, info.max, 0, 1, 2, fill]
     if dt.kind == "f":
-        return [0.0, -1.5, 2.25, np.inf, -np.inf, np.nan, fill]
-    return [0, 1 + 2j, -3.5j, complex(np.inf, 1), fill]
+        return [0.0, -1.5, 2.25, np.inf, -np.inf, np.nan, -0.0, fill]
+    return [0, 1 + 2j, -3.5j, complex(np.inf, 1), complex(-0.0, 0.0), fill]
 
 
 def _random_values(rng: np.random.Generator, dt: np.dtype, shape, fill):
@@ -227,16 +243,28 @@ def _value_for(rng, dt, result_shape, fill):
 
 
 def _same(a, b, dt):
+    """Equal values, shapes and kinds (a scalar is not a 0-d array, as numpy keeps them
+    apart); floats compare sign of zero too (``-0.0`` is not ``0.0``)."""
+    if isinstance(a, np.ndarray) != isinstance(b, np.ndarray):
+        return False
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape:
         return False
+    if dt.kind in "fc":
+        for part in (np.real, np.imag):
+            x, y = part(a), part(b)
+            if not np.array_equal(np.signbit(x), np.signbit(y)):
+                return False
     return bool(np.array_equal(a, b, equal_nan=dt.kind in "fc"))
 
 
 def _is_fill(x: np.ndarray, fill) -> np.ndarray:
-    if x.dtype.kind in "fc" and np.isnan(fill):
-        return np.isnan(x)
-    return x == fill
+    """Bitwise equal to the fill (what diced drops a chunk for)."""
+    words = np.dtype(f"u{min(x.dtype.itemsize, 8)}")
+    per = x.dtype.itemsize // words.itemsize
+    ref = np.asarray(fill, dtype=x.dtype).reshape(1).view(words)
+    flat = np.ascontiguousarray(x).view(words).reshape(x.shape + (per,))
+    return (flat == ref).all(axis=-1)
 
 
 def _nonfill_chunks(ref: np.ndarray, chunks, fill) -> set[tuple[int, ...]]:
@@ -264,7 +292,7 @@ def check_writes_then_reads(repo, data, dtypes=DTYPES):
     arr = repo.create_array(f"a{next(_names)}", dt, shape, chunks=chunks, fill_value=fill,
                             codec=codec)
     assert arr.shape == shape and arr.dtype == dt and arr.chunks == chunks
-    assert _same(arr.fill_value, fill, dt)
+    assert _same(np.asarray(arr.fill_value), np.asarray(fill), dt)
     ref = np.full(shape, fill, dtype=dt)
     assert _same(arr[...], ref, dt)
     assert arr.stored_chunks() == []
@@ -403,10 +431,12 @@ def test_safe_casts_accepted(memory_repo):
     arr = memory_repo.create_array("safe", "int16", (4,), chunks=(2,))
     arr[0:2] = np.array([1, 2], dtype=np.uint8)  # another integer type whose values fit
     arr[2:4] = np.array([3, -4], dtype=np.int64)
-    arr[3] = 5.0  # an integral Python float scalar
+    arr[3] = np.uint64(5)
     assert list(arr[...]) == [1, 2, 3, 5]
-    with pytest.raises(DtypeError):  # float arrays are never silently truncated
+    with pytest.raises(DtypeError):  # floats are never silently truncated, scalar or not
         arr[0:2] = np.array([3.0, 4.0])
+    with pytest.raises(DtypeError):
+        arr[0] = 5.0
     assert list(arr[...]) == [1, 2, 3, 5]
 
 
@@ -431,3 +461,433 @@ def test_write_selection_errors(memory_repo):
     with pytest.raises(InvalidArgumentError):
         arr[[0, 1]] = 1
     assert arr.stored_chunks() == []
+
+
+# -- numpy parity: scalars, 0-d results, -0.0, one casting rule ---------------------------------
+
+
+def test_ellipsis_with_integers_gives_a_0d_array_as_numpy(memory_repo):
+    arr = memory_repo.create_array(f"zero-d{next(_names)}", "int16", (5,), chunks=(2,))
+    arr[...] = np.arange(5, dtype=np.int16)
+    ref = np.arange(5, dtype=np.int16)
+    for sel in [(Ellipsis, 0), (0, Ellipsis), 3, (-1,), ()]:
+        got, want = arr[sel], ref[sel]
+        assert type(got) is type(want) and np.shape(got) == np.shape(want), sel
+        assert np.array_equal(got, want)
+    arr3 = memory_repo.create_array(f"zero-d{next(_names)}", "uint8", (2, 3, 4), chunks=(1, 2, 3))
+    assert isinstance(arr3[1, 2, 3], np.generic)
+    assert isinstance(arr3[1, ..., 2, 3], np.ndarray) and arr3[1, ..., 2, 3].shape == ()
+
+
+@pytest.mark.parametrize("sel", [(Ellipsis, Ellipsis), 1.0, (0, 1.0), np.float32(2), True,
+                                 (slice(0, 1.5),)])
+def test_invalid_indexes_raise_index_error_like_numpy(memory_repo, sel):
+    arr = memory_repo.create_array(f"badidx{next(_names)}", "uint8", (4, 4), chunks=(2, 2))
+    if sel is not True:  # numpy reads a[True] as a new axis
+        with pytest.raises((IndexError, TypeError)):
+            np.zeros((4, 4))[sel]
+    with pytest.raises(InvalidIndexError):
+        arr[sel]
+    with pytest.raises(InvalidIndexError):
+        arr[sel] = 1
+    assert arr.stored_chunks() == []
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "complex64", "complex128"])
+def test_negative_zero_is_not_the_fill(memory_repo, dtype):
+    arr = memory_repo.create_array(f"negz{next(_names)}", dtype, (4,), chunks=(2,),
+                                   fill_value=0.0)
+    arr[1] = -0.0
+    assert np.signbit(np.real(arr[1])) and arr.stored_chunks() == [(0,)]
+    arr[0:2] = np.array([0.0, 0.0], dtype=dtype)  # back to the bitwise fill: dropped
+    assert arr.stored_chunks() == [] and not np.signbit(np.real(arr[1]))
+
+
+def test_nan_fill_keeps_other_nans(memory_repo):
+    arr = memory_repo.create_array(f"nanfill{next(_names)}", "float32", (4,), chunks=(2,),
+                                   fill_value=np.nan)
+    other = (np.array([np.nan], np.float32).view(np.uint32) | 1).view(np.float32)
+    arr[0:1] = other
+    assert arr[0:1].view(np.uint32)[0] == other.view(np.uint32)[0]
+    assert arr.stored_chunks() == [(0,)]
+    arr[0] = np.float32(np.nan)
+    assert arr.stored_chunks() == []
+
+
+_CAST_VALUES = [0, 1, 5, -1, 256, 2**63, 1.0, 5.0, 0.5, -0.0, True, False, 1 + 0j, 2j,
+                np.float32(2.0), np.int8(-3), np.uint64(7), np.bool_(True), np.float64(np.nan)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scalar_and_array_writes_follow_one_casting_rule(memory_repo, dtype):
+    """``a[0] = v`` and ``a[0:1] = np.array([v])`` accept or refuse the same values (and an
+    accepted value reads back the same either way)."""
+    dt = np.dtype(dtype)
+    arr = memory_repo.create_array(f"onerule-{dtype}", dt, (2,), chunks=(1,))
+    for v in _CAST_VALUES:
+        outcomes = []
+        for sel, value in [(0, v), (slice(1, 2), np.array([v]))]:
+            try:
+                arr[sel] = value
+                outcomes.append(("ok", arr[sel if isinstance(sel, int) else 1]))
+            except DtypeError:
+                outcomes.append(("refused", None))
+        (a, va), (b, vb) = outcomes
+        assert a == b, (dtype, v, outcomes)
+        if a == "ok":
+            assert _same(np.asarray(va), np.asarray(vb), dt), (dtype, v)
+        if dt.kind in "iub" and isinstance(v, (float, np.floating, complex)):
+            assert a == "refused", (dtype, v)  # no float or complex into integers or bools
+        if dt.kind == "b" and not isinstance(v, (bool, np.bool_)):
+            assert (a == "ok") == (v in (0, 1) and not isinstance(v, (float, complex, np.floating))), v
+
+
+# -- absolute coordinates against a numpy model with an origin ----------------------------------
+
+
+@st.composite
+def abs_selections(draw, shape, origin):
+    """Absolute selections: integers and explicit-bound slices (either step sign), bounds a
+    little beyond the extent on both sides."""
+    out = []
+    for n, o in zip(shape, origin):
+        if n and draw(st.integers(0, 3)) == 0:
+            out.append(draw(st.integers(o - 2, o + n + 1)))
+        else:
+            b = st.integers(o - 3, o + n + 3)
+            out.append(slice(draw(b), draw(b), draw(st.none() | st.integers(-3, 3).filter(bool))))
+    return tuple(out)
+
+
+def _abs_model(sel, shape, origin):
+    """numpy index equal to an absolute selection, or None if it must be refused."""
+    out = []
+    for s, n, o in zip(sel, shape, origin):
+        if isinstance(s, slice):
+            step = s.step or 1
+            lo, hi = (o, o + n) if step > 0 else (o - 1, o + n - 1)
+            if not (lo <= s.start <= hi and lo <= s.stop <= hi):
+                return None
+            out.append(np.array([i - o for i in range(s.start, s.stop, step)], dtype=np.int64))
+        else:
+            if not o <= s < o + n:
+                return None
+            out.append(s - o)
+    return tuple(out)
+
+
+def _apply_model(ref, idx):
+    """``ref`` at a mix of ints and index arrays, axes selected independently."""
+    arrays = [np.array([i]) if isinstance(i, (int, np.integer)) else i for i in idx]
+    view = ref[np.ix_(*arrays)]
+    return view.reshape(tuple(len(a) for a, i in zip(arrays, idx)
+                              if not isinstance(i, (int, np.integer))))
+
+
+@STORE_PROPS
+@given(data=st.data())
+def test_abs_matches_numpy_with_origin(memory_repo, data):
+    shape = data.draw(st.lists(st.integers(1, 7), min_size=1, max_size=3).map(tuple))
+    origin = tuple(data.draw(st.integers(-20, 20)) for _ in shape)
+    chunks = data.draw(chunks_for(shape))
+    arr = memory_repo.create_array(f"abs{next(_names)}", "int32", shape, chunks=chunks,
+                                   origin=origin)
+    ref = np.zeros(shape, np.int32)
+    for k in range(data.draw(st.integers(1, 4))):
+        sel = data.draw(abs_selections(shape, origin))
+        idx = _abs_model(sel, shape, origin)
+        if idx is None:
+            with pytest.raises(IndexOutOfBoundsError):
+                arr.abs[sel]
+            with pytest.raises(IndexOutOfBoundsError):
+                arr.abs[sel] = 1
+            continue
+        want = _apply_model(ref, idx)
+        got = arr.abs[sel]
+        assert np.array_equal(got, want) and np.shape(got) == want.shape
+        value = np.arange(want.size, dtype=np.int32).reshape(want.shape) + 100 * (k + 1)
+        arr.abs[sel] = value
+        arrays = [np.array([i]) if isinstance(i, (int, np.integer)) else i for i in idx]
+        ref[np.ix_(*arrays)] = value.reshape(tuple(len(a) for a in arrays))
+        assert np.array_equal(arr[...], ref)
+
+
+def test_abs_negative_steps_from_the_issue(memory_repo):
+    a = memory_repo.create_array(f"absneg{next(_names)}", "int32", (6,), chunks=(4,),
+                                 origin=(10,))
+    a[...] = np.arange(10, 16)
+    assert list(a.abs[15:9:-1]) == [15, 14, 13, 12, 11, 10]
+    assert list(a.abs[15:9:-2]) == [15, 13, 11]
+    with pytest.raises(IndexOutOfBoundsError):
+        a.abs[15:7:-1]
+    with pytest.raises(IndexOutOfBoundsError):
+        a.abs[16:9:-1]
+    with pytest.raises(IndexOutOfBoundsError):  # a stop below the origin never wraps around
+        a.abs[10:9]
+    a.abs[11:9:-1] = 7
+    assert list(a[...]) == [7, 7, 12, 13, 14, 15]
+    with pytest.raises(InvalidIndexError):
+        a.abs[10.0]
+    with pytest.raises(InvalidIndexError):
+        a.abs[10:12.5]
+
+
+# -- orthogonal, vectorized and mask selections -------------------------------------------------
+
+
+@st.composite
+def orthogonal_selections(draw, shape):
+    """Per axis an int, a slice, an int array (negatives, repeats, any order) or a bool array."""
+    out = []
+    for n in shape:
+        kind = draw(st.integers(0, 3)) if n else 1
+        if kind == 0:
+            out.append(draw(st.integers(-n, n - 1)))
+        elif kind == 1:
+            b = st.none() | st.integers(-n - 2, n + 2)
+            out.append(slice(draw(b), draw(b), draw(st.none() | st.integers(-3, 3).filter(bool))))
+        elif kind == 2:
+            out.append(np.array(draw(st.lists(st.integers(-n, n - 1), max_size=6)), dtype=np.int64))
+        else:
+            out.append(np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool))
+    if draw(st.booleans()) and out:
+        i = draw(st.integers(0, len(out)))
+        out = out[:i] + [Ellipsis] + out[i + 1:] if i < len(out) and not isinstance(
+            out[i], np.ndarray) else out
+    return tuple(out)
+
+
+def _numpy_oindex(ref, sel):
+    """numpy's orthogonal indexing: np.ix_ over per-axis index arrays."""
+    items = []
+    for s in sel:
+        if s is Ellipsis:
+            items.extend([slice(None)] * (ref.ndim - (len(sel) - 1)))
+        else:
+            items.append(s)
+    arrays, keep = [], []
+    for s, n in zip(items, ref.shape):
+        if isinstance(s, slice):
+            arrays.append(np.arange(n)[s])
+            keep.append(True)
+        elif isinstance(s, np.ndarray):
+            arrays.append(np.flatnonzero(s) if s.dtype == bool else np.where(s < 0, s + n, s))
+            keep.append(True)
+        else:
+            arrays.append(np.array([s % n]))
+            keep.append(False)
+    idx = np.ix_(*arrays)
+    shape = tuple(len(a) for a, k in zip(arrays, keep) if k)
+    return idx, shape
+
+
+@st.composite
+def coordinate_selections(draw, shape):
+    """One int array per axis (or an int), broadcastable: 0-d, 1-d or 2-d point sets."""
+    pshape = draw(st.sampled_from([(), (0,), (1,), (5,), (2, 3)]))
+    out = []
+    for n in shape:
+        if draw(st.integers(0, 4)) == 0:
+            out.append(draw(st.integers(-n, n - 1)))
+        else:
+            size = int(np.prod(pshape))
+            vals = draw(st.lists(st.integers(-n, n - 1), min_size=size, max_size=size))
+            out.append(np.array(vals, dtype=np.int64).reshape(pshape))
+    return tuple(out)
+
+
+nonempty_shapes = st.integers(1, 3).flatmap(
+    lambda d: st.lists(st.integers(1, _MAX_SIDE[d]), min_size=d, max_size=d).map(tuple))
+
+
+@PROPS
+@given(data=st.data())
+def test_orthogonal_planner_equals_numpy_ix(data):
+    from diced.array.indexing import normalize_orthogonal
+
+    shape = data.draw(nonempty_shapes)
+    chunks = data.draw(chunks_for(shape))
+    sel = data.draw(orthogonal_selections(shape))
+    src = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+    idx, want_shape = _numpy_oindex(src, sel)
+    s = normalize_orthogonal(sel, shape)
+    assert s.result_shape == want_shape
+    out = np.full(s.shape, -1, np.int64)
+    seen = set()
+    for p in s.project(chunks, shape):
+        assert p.coords not in seen
+        seen.add(p.coords)
+        lo, hi = _chunk_box(p.coords, chunks, shape)
+        padded = np.full(chunks, -2, np.int64)
+        padded[tuple(slice(0, h - l) for l, h in zip(lo, hi))] = src[
+            tuple(slice(l, h) for l, h in zip(lo, hi))]
+        got = padded[p.chunk_sel]
+        assert (got >= 0).all()
+        out[p.out_sel] = got
+    assert np.array_equal(out.reshape(want_shape), src[idx].reshape(want_shape))
+    # exactly the chunks holding a selected element
+    touched = {tuple(int(i) // c for i, c in zip(np.unravel_index(v, shape), chunks))
+               for v in src[idx].ravel()}
+    assert seen == touched
+
+
+@PROPS
+@given(data=st.data())
+def test_coordinate_planner_equals_numpy_fancy(data):
+    from diced.array.indexing import normalize_coordinates
+
+    shape = data.draw(nonempty_shapes)
+    chunks = data.draw(chunks_for(shape))
+    sel = data.draw(coordinate_selections(shape))
+    src = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+    want = src[sel]
+    s = normalize_coordinates(sel, shape)
+    assert s.result_shape == np.shape(want)
+    out = np.full(s.shape, -1, np.int64)
+    n_chunks = 0
+    for p in s.project(chunks, shape):
+        n_chunks += 1
+        lo, hi = _chunk_box(p.coords, chunks, shape)
+        block = np.full(chunks, -2, np.int64)
+        block[tuple(slice(0, h - l) for l, h in zip(lo, hi))] = src[
+            tuple(slice(l, h) for l, h in zip(lo, hi))]
+        out[p.out_sel] = block[p.chunk_sel]
+    assert np.array_equal(out.reshape(np.shape(want)), want)
+    touched = {tuple(int(i) // c for i, c in zip(np.unravel_index(v, shape), chunks))
+               for v in np.ravel(want)}
+    assert n_chunks == len(touched) == s.count_chunks(chunks, shape)
+
+
+def check_fancy_against_numpy(repo, data, labels=False):
+    if labels:
+        shape = tuple(data.draw(st.integers(1, 20)) for _ in range(3))
+        chunks = (8, 8, 8)
+        dt = np.dtype(np.uint64)
+        arr = repo.create_labels(f"fl{next(_names)}", shape, chunks=chunks)
+    else:
+        shape = data.draw(nonempty_shapes)
+        chunks = data.draw(chunks_for(shape))
+        dt = np.dtype(data.draw(st.sampled_from(["int16", "float32", "bool", "uint64"])))
+        arr = repo.create_array(f"fancy{next(_names)}", dt, shape, chunks=chunks)
+    ref = np.zeros(shape, dt)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+
+    def values(shape_):
+        if dt == bool:
+            return rng.integers(0, 2, size=shape_).astype(bool)
+        return rng.integers(1, 9, size=shape_).astype(dt)
+
+    for _ in range(data.draw(st.integers(1, 4))):
+        kind = data.draw(st.sampled_from(["o", "v", "mask"]))
+        if kind == "o":
+            sel = data.draw(orthogonal_selections(shape))
+            idx, rshape = _numpy_oindex(ref, sel)
+            assert np.array_equal(arr.oindex[sel], ref[idx].reshape(rshape))
+            value = values(rshape) if data.draw(st.booleans()) else values(())[()]
+            arr.oindex[sel] = value
+            ref[idx] = np.broadcast_to(value, rshape).reshape(ref[idx].shape)
+        elif kind == "v":
+            sel = data.draw(coordinate_selections(shape))
+            got = arr.vindex[sel]
+            assert np.array_equal(got, ref[sel]) and np.shape(got) == np.shape(ref[sel])
+            value = values(np.shape(ref[sel])) if data.draw(st.booleans()) else values(())[()]
+            arr.vindex[sel] = value
+            ref[sel] = value
+        else:
+            mask = rng.random(shape) < data.draw(st.sampled_from([0.0, 0.1, 0.5]))
+            got = arr[mask] if data.draw(st.booleans()) else arr.vindex[mask]
+            assert np.array_equal(got, ref[mask])
+            value = values(int(mask.sum())) if data.draw(st.booleans()) else values(())[()]
+            arr[mask] = value
+            ref[mask] = value
+        assert np.array_equal(arr[...], ref)
+    if labels:  # the label index stayed exact
+        for lab in np.unique(ref):
+            if lab:
+                assert arr.count(int(lab)) == int((ref == lab).sum())
+    return arr, ref
+
+
+@settings(STORE_PROPS, max_examples=25)
+@given(data=st.data())
+def test_fancy_indexing_matches_numpy(memory_repo, data):
+    check_fancy_against_numpy(memory_repo, data)
+
+
+@settings(STORE_PROPS, max_examples=10)
+@given(data=st.data())
+def test_fancy_indexing_on_labels_matches_numpy(memory_repo, data):
+    check_fancy_against_numpy(memory_repo, data, labels=True)
+
+
+def test_points_and_masks_on_every_backend(store_location):
+    """oindex, vindex and masks, reads and writes, on arrays and label arrays, on each local
+    backend; a point read fetches only the chunks holding a point."""
+    store = diced.Store(store_location, **store_location.options)
+    try:
+        repo = store.create_repo("fancy")
+        img = repo.create_array("img", "uint16", (20, 30, 40), chunks=(8, 8, 8))
+        ref = np.arange(20 * 30 * 40, dtype=np.uint16).reshape(20, 30, 40)
+        img[...] = ref
+        synapses = np.array([[1, 2, 3], [19, 29, 39], [1, 2, 4], [10, 0, 17]])
+        z, y, x = synapses.T
+        fetched: list[list[str]] = []
+        visit = img._space.visit
+
+        def spy(keys, ctx, fn):
+            fetched.append(list(keys))
+            return visit(keys, ctx, fn)
+
+        img._space.visit = spy
+        assert np.array_equal(img.vindex[z, y, x], ref[z, y, x])
+        assert sorted(k for ks in fetched for k in ks) == sorted(
+            {diced.repo.keys.chunk_ckey(tuple(int(v) // 8 for v in p)) for p in synapses})
+        img._space.visit = visit
+        rows, cols = [3, 0, 17], np.zeros(40, bool)
+        cols[[5, 39]] = True
+        assert np.array_equal(img.oindex[rows, 4:9, cols], ref[np.ix_(rows, np.arange(4, 9),
+                                                                      np.flatnonzero(cols))])
+        img.vindex[z, y, x] = 7
+        ref[z, y, x] = 7
+        img.oindex[rows, 4:9, cols] = 9
+        ref[np.ix_(rows, np.arange(4, 9), np.flatnonzero(cols))] = 9
+        mask = ref % 11 == 0
+        assert np.array_equal(img[mask], ref[mask])
+        img[mask] = 1
+        ref[mask] = 1
+        assert np.array_equal(img[...], ref)
+        v1 = repo.commit("fancy writes")
+        assert np.array_equal(repo.version(v1.uuid).array("img").vindex[z, y, x], [7, 7, 7, 7])
+        repo.newversion()
+        with pytest.raises(LockedNodeError):
+            repo.version(v1.uuid).array("img").vindex[z, y, x] = 1
+        with pytest.raises(IndexOutOfBoundsError):
+            img.vindex[[0, 20], [0, 0], [0, 0]]
+        with pytest.raises(IndexOutOfBoundsError):
+            img[np.zeros((20, 30), bool)]
+        with pytest.raises(InvalidIndexError):
+            img.vindex[z, y]
+        with pytest.raises(InvalidIndexError):
+            img[[0, 1]]
+        with pytest.raises(ShapeMismatchError):
+            img.vindex[z, y, x] = [1, 2]
+        with pytest.raises(DtypeError):
+            img.oindex[rows, 0, 0] = 1.5
+        assert np.array_equal(img[...], ref)
+
+        seg = repo.create_labels("seg", (24, 24, 24), chunks=(8, 8, 8))
+        seg[0:8] = 1
+        seg[8:24] = 2
+        pts = np.array([[0, 0, 0], [9, 1, 1], [23, 23, 23]])
+        assert list(seg.vindex[tuple(pts.T)]) == [1, 2, 2]
+        seg.vindex[tuple(pts.T)] = 5
+        assert seg.count(5) == 3 and seg.count(1) == 8 * 24 * 24 - 1
+        seg.merge(5, [1])
+        assert list(seg.oindex[[0, 9], 1, [0, 1]].ravel()) == [5, 5, 2, 5]  # bodies
+        m = np.zeros((24, 24, 24), bool)
+        m[20:, 20:, 20:] = True
+        seg[m] = 3
+        assert seg.count(3) == 64 and seg.count(2) == 16 * 24 * 24 - 1 - 64
+        assert np.array_equal(seg[m], np.full(64, 3, np.uint64))
+    finally:
+        store.close()

@@ -111,8 +111,10 @@ def test_merge(store):
     # the scale-1 view applies the mapping as well
     lo = L.scale(1)
     np.testing.assert_array_equal(lo[...], mapped(lo.read(..., supervoxels=True), {2: 1, 3: 1}))
-    # no voxel was rewritten: no chunk of any level, and no index entry, changed
-    assert not repo.diff(v0.uuid)["seg"]
+    # no voxel was rewritten: no chunk of any level, and no index entry, changed; the diff
+    # shows the mapping change
+    d = repo.diff(v0.uuid)["seg"]
+    assert not (d.added or d.changed or d.removed) and d.remapped == [2, 3]
     wrote = written_at_head(repo, L)
     assert wrote["level0"] == {} and wrote["level1"] == {} and wrote["index"] == {}
     assert set(wrote["mapping"]) == {f"{2:016x}", f"{3:016x}"}
@@ -128,7 +130,8 @@ def test_merge(store):
     assert L.labels_in().tolist() == [5]
     assert L.count(5) == int((vol != 0).sum())
     assert [m["Action"] for m in L.mutations()] == ["merge"] * 4
-    assert not repo.diff(v0.uuid)["seg"]
+    d = repo.diff(v0.uuid)["seg"]
+    assert not (d.added or d.changed or d.removed) and d.remapped == [1, 2, 3, 4, 6, 7, 8]
 
 
 def test_merge_names_a_label_once(store):
@@ -228,6 +231,50 @@ def test_renumber(store):
         L.renumber(0, 200)
     recs = [r for r in L.mutations() if r["Action"] == "renumber"]
     assert [(r["NewLabel"], r["OrigLabel"]) for r in recs] == [(100, 5), (5, 100), (200, 1)]
+
+
+def test_renumber_reserves_the_new_id(store, store_location):
+    """The issue's repro: bodies 1, 2, 3; renumber(nextlabel(), 1) -> 4; merge(2, [3]);
+    cleave(2, [3]) must not return 4 again (that fused two bodies)."""
+    repo = new_repo(store)
+    L = repo.create_labels("seg", (32, 32, 32), chunks=(16, 16, 16))
+    L[0:8] = 1
+    L[8:16] = 2
+    L[16:24] = 3
+    four = L.nextlabel()
+    assert four == 4
+    L.renumber(four, 1)
+    assert L.maxlabel() >= 4 and L.nextlabel() > 4
+    L.merge(2, [3])
+    cleaved = L.cleave(2, [3])
+    assert cleaved != 4
+    vol = L[...]
+    for body in (4, 2, cleaved):
+        assert L.count(body) == int((vol == body).sum()) > 0
+    start, end = L.allocate(3)
+    assert start > cleaved
+    split, remain = L.split_supervoxel(2, (np.ones((4, 32, 32), bool), (8, 0, 0)))
+    assert {split, remain}.isdisjoint({1, 2, 3, 4, cleaved, *range(start, end + 1)})
+    # a renumber to an id far above everything: the allocator's floor follows, in another
+    # handle on the same store too (another process reads the same keys)
+    L.renumber(1000, 4)
+    other = open_store(store_location)
+    try:
+        L2 = other.open_repo(repo.alias).labels("seg")
+        assert L2.nextlabel() == 1001 and L2.allocate(1) == (1001, 1001)
+        assert L2.maxlabel() == 1000
+    finally:
+        other.close()
+    assert L.nextlabel() == 1002
+    with pytest.raises(InvalidArgumentError):
+        L.renumber(2**64, 1000)
+    # chosen split ids are written into blocks: they raise the floor too
+    L.split_supervoxel(3, (np.ones((4, 32, 32), bool), (16, 0, 0)), split=5000,
+                       remain=5001)
+    assert L.maxlabel() == 5001 and L.nextlabel() == 5002
+    # and so do plain writes and point writes
+    L.vindex[[31], [31], [31]] = 7000
+    assert L.allocate(1) == (7001, 7001)
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,8 +575,8 @@ def test_label_diff(store):
     v2[50:64, 50:90, 0:64] = 2
     L[50:64, 50:90, 0:64] = 2
     body = {2: 1, 9: 1}
-    assert L.label_diff(v_merged.uuid) == _delta(v1, v2)
-    assert L.label_diff(v_merged.uuid, supervoxels=False) == \
+    assert L.label_diff(v_merged.uuid, supervoxels=True) == _delta(v1, v2)
+    assert L.label_diff(v_merged.uuid) == L.label_diff(v_merged.uuid, supervoxels=False) == \
         _delta(mapped(v1, body), mapped(v2, body))
     # body-level diff between two other versions: bodies as mapped at the second one, whatever
     # the handle's own version maps them to
@@ -545,6 +592,62 @@ def test_label_diff(store):
     vx[0:8, 0:8, 0:8] = 77
     Lx[0:8, 0:8, 0:8] = 77
     assert Lx.label_diff(child.uuid) == _delta(v1, vx)
+
+
+def test_body_diffs_see_proofreading(store):
+    """Merges, cleaves, renumbers and supervoxel splits change no block (or not only blocks):
+    label_diff (bodies, each side under its own mapping) and repo.diff (``remapped``) see
+    every one of them."""
+    repo, L, vol = setup_labels(store)
+    first = repo.commit("import")
+    repo.branch("proofread")
+    n = counts(vol)
+    L.merge(1, [2])
+    assert L.label_diff(first.uuid, repo.head.uuid) == {1: n[2], 2: -n[2]}
+    assert L.label_diff(first.uuid) == {1: n[2], 2: -n[2]}
+    assert L.label_diff(first.uuid, supervoxels=True) == {}  # no voxel changed
+    d = repo.diff(first.uuid, repo.head.uuid)
+    assert d and d["seg"] and d["seg"].remapped == [2] and not d["seg"].changed
+    assert "1 supervoxels remapped" in d.summary()
+    assert L.label_diff(repo.head.uuid, first.uuid) == {1: -n[2], 2: n[2]}
+
+    new = L.cleave(1, [1])  # 1 moves to a new body; body 1 keeps supervoxel 2
+    bodies = {1: new, 2: 1}
+    assert L.label_diff(first.uuid) == _delta(vol, mapped(vol, bodies))
+    assert L.label_diff(first.uuid) == {1: n[2] - n[1], 2: -n[2], new: n[1]}
+
+    L.renumber(500, 3)
+    bodies[3] = 500
+    assert L.label_diff(first.uuid) == _delta(vol, mapped(vol, bodies))
+    assert repo.diff(first.uuid)["seg"].remapped == [1, 2, 3]
+
+    # a supervoxel split rewrites blocks: bodies unchanged, supervoxels split
+    mark = repo.commit("before split")
+    repo.newversion()
+    region = np.zeros(SHAPE, bool)
+    region[:, :, :64] = True
+    split, remain = L.split_supervoxel(4, (region, (0, 0, 0)))
+    vol2 = vol.copy()
+    vol2[(vol == 4) & region] = split
+    vol2[(vol == 4) & ~region] = remain
+    assert L.label_diff(mark.uuid) == {}  # body 4 holds the same voxels
+    assert L.label_diff(mark.uuid, supervoxels=True) == _delta(vol, vol2)
+    d = repo.diff(mark.uuid)["seg"]
+    assert d.changed and sorted(d.remapped) == sorted([split, remain])
+    bodies.update({split: 4, remain: 4})
+    assert L.label_diff(first.uuid) == _delta(vol, mapped(vol2, bodies))
+    np.testing.assert_array_equal(L[...], mapped(vol2, bodies))
+    # and a block write on top, under the mapping: both kinds of change add up
+    L[0:8, 0:8, 0:8] = 2  # supervoxel 2, of body 1
+    vol3 = vol2.copy()
+    vol3[0:8, 0:8, 0:8] = 2
+    assert L.label_diff(first.uuid) == _delta(vol, mapped(vol3, bodies))
+    # across sibling branches, each side under its own mapping
+    other = repo.branch("other", parent=first.uuid)
+    Lo = other.labels("seg")
+    Lo.merge(3, [5])
+    assert Lo.label_diff(repo.version("proofread").uuid) == _delta(
+        mapped(vol3, bodies), mapped(vol, {5: 3}))
 
 
 def test_repo_merge_of_writes_of_one_label_in_disjoint_blocks(store):

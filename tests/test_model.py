@@ -63,6 +63,25 @@ class Model:
                 todo.extend(self.versions[v].parents)
         return out
 
+    def branch_chain(self, branch: str) -> list[str]:
+        """``branch~0``, ``branch~1``, ...: from the branch's newest leaf (a node without a
+        child on the same branch) through first parents."""
+        on = [u for u in self.order if self.versions[u].branch == branch]
+        leaves = [u for u in on if not any(u in self.versions[c].parents
+                                           and self.versions[c].branch == branch
+                                           for c in self.order)]
+        out = [leaves[-1]]
+        while self.versions[out[-1]].parents:
+            out.append(self.versions[out[-1]].parents[0])
+        return out
+
+    def branch_chain_of(self, u: str) -> list[str]:
+        """First-parent history of ``u``, oldest first (``repo.log``)."""
+        out = [u]
+        while self.versions[out[-1]].parents:
+            out.append(self.versions[out[-1]].parents[0])
+        return out[::-1]
+
     def merge_bases(self, us: list[str]) -> list[str]:
         common = set.intersection(*(self.ancestors(u) for u in us))
         return [c for c in common if not any(c != d and c in self.ancestors(d) for d in common)]
@@ -96,7 +115,8 @@ class Model:
         return (True, changed.pop()) if known and len(changed) == 1 else (False, None)
 
     def merge(self, new: str, parents: list[str]) -> MVersion:
-        m = self.add_child(new, parents, "")
+        # a merge node continues its first parent's branch (git's rule)
+        m = self.add_child(new, parents, self.versions[parents[0]].branch)
         bases = self.merge_bases(parents)
         visible = set().union(*(set(self.versions[p].arrays) | set(self.versions[p].kvs)
                                 for p in parents))
@@ -379,6 +399,20 @@ class RepoMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def read_any_version(self, data):
         self.check_version(data.draw(st.sampled_from(self.model.order)))
+
+    @invariant()
+    def branches_follow_first_parents(self):
+        if not hasattr(self, "repo"):
+            return
+        names = {v.branch for v in self.model.versions.values()}
+        assert set(self.repo.branches()) == {b or "master" for b in names}
+        for b in names:
+            chain = self.model.branch_chain(b)
+            name = b or "master"
+            assert self.repo.branches()[name].uuid == chain[0]
+            for n in {0, len(chain) // 2, len(chain) - 1}:
+                assert self.repo.version(f"{name}~{n}").uuid == chain[n]
+        assert [v.uuid for v in self.repo.log()] == self.model.branch_chain_of(self.head)
 
     @invariant()
     def head_matches(self):

@@ -318,3 +318,25 @@ def test_pyramid_after_repo_merge(store, kind):
     full = merged[...]
     assert int((full == 7).sum()) == int((full == 9).sum()) == 16 ** 3
     check_pyramid(merged, full, down_labels if kind == "labels" else down_image)
+
+
+def test_scale_origin_is_floor_of_origin_over_two_to_the_n(store):
+    repo = new_repo(store)
+    img = repo.create_array("img", "uint8", (32, 32, 32), chunks=(8, 8, 8), max_scale=2,
+                            origin=(-5, 7, 12))
+    img.abs[-5:-3, 7:9, 12:14] = 9
+    assert img.origin == (-5, 7, 12) and img.scale(0).origin == (-5, 7, 12)
+    assert img.scale(1).origin == (-3, 3, 6)  # floor, as the exports write voxel_offset
+    assert img.scale(2).origin == (-2, 1, 3)
+    assert img.scale(2).scale(1).origin == (-3, 3, 6)  # a level is always from level 0
+    assert img.scale(2).info()["origin"] == (-2, 1, 3)
+    # absolute indexing at a scale uses that scale's origin
+    assert img.scale(1).abs[-3, 3, 6] == img.scale(1)[0, 0, 0]
+    from diced.export.zarr_view import DicedZarrStore
+
+    for level in (0, 1, 2):
+        attrs = DicedZarrStore(img, scale=level)._meta_bytes
+        import json
+
+        assert json.loads(attrs)["attributes"]["diced"]["origin"] == list(
+            img.scale(level).origin)

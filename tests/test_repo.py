@@ -204,6 +204,108 @@ def test_branch_tilde(repo):
     assert [v.uuid for v in repo.log()] == [a.uuid, b.uuid, side.uuid]
 
 
+def test_history_follows_first_parents_through_merges(repo):
+    a = repo.commit("a")
+    f1 = repo.branch("f1")
+    f1 = repo.commit("f1")
+    f2 = repo.branch("f2", parent=a.uuid)
+    f2 = repo.commit("f2")
+    m = repo.merge(f2.uuid, f1.uuid, note="f1 into f2")
+    assert m.branch == "f2" and repo.head == m
+    # merging two feature branches moves neither master nor the second parent's branch
+    branches = repo.branches()
+    assert branches["master"] == a and branches["f1"] == f1 and branches["f2"] == m
+    # ~N follows first parents (git): f2~1 is f2's own previous version, not f1
+    assert [repo.version(f"f2~{n}") for n in range(3)] == [m, f2, a]
+    with pytest.raises(VersionNotFoundError):
+        repo.version("f2~3")
+    assert repo.log() == [a, f2, m]
+    repo.commit("m")
+    m2 = repo.merge(f1.uuid, m.uuid, note="back into f1")
+    assert m2.branch == "f1" and repo.branches()["f1"] == m2
+    assert [repo.version(f"f1~{n}") for n in range(3)] == [m2, f1, a]
+    assert repo.branches()["f2"] == m and repo.branches()["master"] == a
+    # continuing the merge node stays on its branch
+    repo.commit("m2")
+    nxt = repo.newversion()
+    assert nxt.branch == "f1" and repo.version("f1~1") == m2
+
+
+def test_merge_with_a_tag_first_continues_the_tagged_branch(repo):
+    a = repo.commit("a")
+    repo.tag("t1")
+    side = repo.branch("side")
+    side = repo.commit("side")
+    m = repo.merge("t1", side.uuid)
+    assert m.branch == "master" and repo.branches()["master"] == m
+    assert repo.version("master~1").uuid == "t1" and repo.version("master~2") == a
+
+
+def test_two_thousand_versions_without_recursion(store):
+    """A long linear history (built in one metadata update) works end to end: ancestry,
+    ``~N``, log, reads and writes at the leaf."""
+    import time
+
+    from diced.repo.dag import Node, new_uuid
+
+    repo = store.create_repo("long")
+    arr = repo.create_array("a", "uint8", (4,), chunks=(2,))
+    arr[0] = 7
+    repo.commit("root")
+    n = 2000
+    uuids = [new_uuid() for _ in range(n)]
+
+    def grow(doc):
+        prev = doc["nodes"][0]["id"]
+        for i, u in enumerate(uuids):
+            vid = doc["next_id"]
+            doc["next_id"] += 1
+            doc["nodes"].append(Node(u, vid, [prev], "", f"v{i}", [], locked=i < n - 1,
+                                     created=time.time(), updated=time.time()).to_dict())
+            prev = vid
+
+    repo._mutate(grow)
+    leaf = repo.checkout(uuids[-1])
+    assert repo.version("master") == leaf
+    assert repo.version(f"master~{n}") == repo.root
+    assert repo.version("master~1").uuid == uuids[-2]
+    assert len(repo.log()) == n + 1
+    assert len(repo.dag.ancestors(leaf.id)) == n + 1
+    assert repo.dag.merge_bases([leaf.id, repo.dag.by_uuid[uuids[5]].id]) == [
+        repo.dag.by_uuid[uuids[5]].id]
+    arr = repo.array("a")
+    assert arr[0] == 7
+    arr[1] = 9
+    assert list(arr[...]) == [7, 9, 0, 0]
+    assert list(repo.version(uuids[100]).array("a")[...]) == [7, 0, 0, 0]
+    d = repo.diff(uuids[0], leaf.uuid)
+    assert d["a"].changed == [(0,)]
+
+
+def test_dag_walks_are_iterative():
+    """The pure DAG: a 5,000-deep history with a side branch merged back, far past Python's
+    recursion limit."""
+    from diced.repo.dag import DAG, Node
+
+    n = 5000
+    nodes = [Node(f"{i:032x}", i, [i - 1] if i else [], "", locked=True) for i in range(n)]
+    nodes += [Node(f"{n + i:032x}", n + i, [n + i - 1 if i else 2500], "side", locked=True)
+              for i in range(500)]
+    nodes.append(Node(f"{n + 500:032x}", n + 500, [n + 499, n - 1], "side"))
+    dag = DAG(nodes)
+    top = n + 500
+    assert len(dag.ancestors(top)) == n + 501
+    assert len(dag.ancestors(n - 1)) == n
+    assert dag.merge_bases([n - 1, n + 499]) == [2500]
+    assert dag.merge_bases([top, n - 1]) == [n - 1]
+    assert dag.branch_of(top) == "side" and dag.branch_leaf("side").id == top
+    assert dag.branch_leaf("master").id == n - 1
+    # side~N: first parents (the side branch, then master below its fork)
+    assert dag.resolve("side~1").id == n + 499 and dag.resolve("side~501").id == 2500
+    assert dag.resolve(f"master~{n - 1}").id == 0
+    assert len(dag.first_parent_chain(top)) == 501 + 2501
+
+
 def test_read_any_version_without_checkout(repo):
     arr = _img(repo)
     kv = repo.create_keyvalue("kv")
@@ -930,7 +1032,10 @@ def test_version_flow_end_to_end(store_location, store):
         assert np.array_equal(r.version(merged.uuid[:8]).array("img")[...], want,
                               equal_nan=True)
         assert r.version(right.uuid)["kv"].keys() == ["a"]
-        assert r.version("left~0").uuid == left.uuid
+        # the merge node continues its first parent's branch: left~0 is the merge
+        assert r.version("left~0").uuid == merged.uuid
+        assert r.version("left~1").uuid == left.uuid
+        assert r.branches()["master"].uuid == root.uuid
         assert sorted(r.version(merged.uuid).array("img").stored_chunks()) == [
             (0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
         again.delete_repo("flow")
@@ -1036,6 +1141,7 @@ ERROR_CODES = {
     "MergeConflictError": ("merge_conflict", RuntimeError),
     "InvalidArgumentError": ("invalid_argument", ValueError),
     "IndexOutOfBoundsError": ("index_out_of_bounds", IndexError),
+    "InvalidIndexError": ("invalid_index", IndexError),
     "ShapeMismatchError": ("shape_mismatch", ValueError),
     "DtypeError": ("dtype_error", TypeError),
     "FormatError": ("format_error", ValueError),

@@ -22,6 +22,7 @@ __all__ = [
     "IndexOutOfBoundsError",
     "InstanceNotFoundError",
     "InvalidArgumentError",
+    "InvalidIndexError",
     "LabelNotFoundError",
     "LockedNodeError",
     "MergeConflictError",
@@ -138,6 +139,12 @@ class IndexOutOfBoundsError(InvalidArgumentError, IndexError):
     """An index lies outside the array."""
 
     code = "index_out_of_bounds"
+
+
+class InvalidIndexError(InvalidArgumentError, IndexError):
+    """An index of a form arrays do not take (a float, two ``...``, a bool scalar, ...)."""
+
+    code = "invalid_index"
 
 
 class ShapeMismatchError(InvalidArgumentError):

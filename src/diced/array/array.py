@@ -18,7 +18,7 @@ from diced.array.grid import (
     check_dtype,
     check_shape,
 )
-from diced.array.indexing import ChunkProjection, count_chunks, normalize_selection, project
+from diced.array.indexing import ChunkProjection, plan_selection
 from diced.errors import (
     ConcurrencyError,
     IndexOutOfBoundsError,
@@ -83,10 +83,13 @@ class VersionedArray:
     """An nD array of one numeric dtype, chunked, versioned and sparse.
 
     Indexing follows numpy basic indexing: integers (negative from the end; the axis is
-    dropped), slices with steps (negative too), ``...`` and ``None``. Reads return new numpy
-    arrays; writes broadcast scalars and smaller arrays and are read-modify-write per chunk
-    (atomic per chunk on LMDB). Unwritten chunks read as ``fill_value`` and cost nothing; a
-    chunk written back to all-fill is removed.
+    dropped), slices with steps (negative too), ``...`` and ``None``, plus a full-shape
+    boolean mask (``arr[mask]``); :attr:`oindex` and :attr:`vindex` give zarr's orthogonal
+    and vectorized (point) indexing. Reads return new numpy arrays; writes broadcast scalars
+    and smaller arrays, cast by one rule for scalars and arrays
+    (:func:`diced.array.grid.cast_value`), and are read-modify-write per chunk (atomic per
+    batch on LMDB). Unwritten chunks read as ``fill_value`` and cost nothing; a chunk written
+    back to all-fill (bitwise: ``-0.0`` is not a ``0.0`` fill) is removed.
 
     ``origin`` is the absolute coordinate of index 0 along each axis (DVID/DICED style
     coordinates, which may be negative). :attr:`abs` indexes by absolute coordinates.
@@ -108,7 +111,8 @@ class VersionedArray:
         fv = cfg["fill_value"]
         self.fill_value = (np.asarray(complex(*fv), dtype=self.dtype) if self.dtype.kind == "c"
                            else np.asarray(fv, dtype=self.dtype))[()]
-        self.origin: tuple[int, ...] = tuple(cfg.get("origin", (0,) * len(self.chunks)))
+        self._origin0: tuple[int, ...] = tuple(cfg.get("origin", (0,) * len(self.chunks)))
+        self.origin: tuple[int, ...] = self._origin0
         self.codec: ChunkCodec = codec_from_dict(cfg["codec"])
         self.max_scale: int = int(cfg.get("max_scale", 0))
         self._level = 0
@@ -218,13 +222,35 @@ class VersionedArray:
     # --- reads -----------------------------------------------------------------------------
 
     def __getitem__(self, selection: Any) -> Any:
+        return self._get(selection, "basic")
+
+    def _read_post(self, ctx: VersionCtx, **options: Any) -> Any:
+        """A function applied to each filled region of a read (label arrays map bodies)."""
+        return None
+
+    def _get(self, selection: Any, mode: str, **options: Any) -> Any:
+        """Read a selection of kind ``mode`` (see :func:`diced.array.indexing.plan_selection`)."""
         ctx = self._ref.ctx()
         shape = self._shape_at(ctx)
-        sel = normalize_selection(selection, shape)
+        sel = plan_selection(selection, shape, mode)
         out = np.empty(sel.shape, dtype=self.dtype)
-        self._read_into(ctx, shape, sel, out)
+        self._read_into(ctx, shape, sel, out, self._read_post(ctx, **options))
         result = out.reshape(sel.result_shape)
-        return result[()] if result.ndim == 0 else result
+        return result[()] if sel.scalar else result
+
+    @property
+    def oindex(self) -> _SelectionIndexer:
+        """Orthogonal indexing, as zarr's: per axis an integer, a slice, an integer array or a
+        boolean array, each axis selected independently (numpy's ``a[np.ix_(...)]``).
+        ``arr.oindex[[1, 5], :, mask_x]`` reads; ``arr.oindex[...] = v`` writes."""
+        return _SelectionIndexer(self, "orthogonal")
+
+    @property
+    def vindex(self) -> _SelectionIndexer:
+        """Vectorized (point) indexing, as zarr's: one integer array per axis, broadcast
+        together (``arr.vindex[z, y, x]`` with the columns of an (n, 3) point list gives n
+        values), or a full-shape boolean mask. Reads only the chunks holding a point."""
+        return _SelectionIndexer(self, "vectorized")
 
     def _read_into(self, ctx: VersionCtx, shape, sel, out: np.ndarray,
                    post: Any = None) -> None:
@@ -242,6 +268,15 @@ class VersionedArray:
         def work(group: list[ChunkProjection]) -> None:
             def fill(i: int, data: bytes | memoryview | None) -> None:
                 p = group[i]
+                if p.fancy:  # index arrays: out[out_sel] would be a copy, so assign into it
+                    if data is None:
+                        out[p.out_sel] = self.fill_value
+                        return
+                    vals = self._decode(data, out=_scratch(self.chunks, self.dtype))[p.chunk_sel]
+                    if post is not None:
+                        post(vals)
+                    out[p.out_sel] = vals
+                    return
                 target = out[p.out_sel]
                 if data is None:
                     target[...] = self.fill_value
@@ -257,9 +292,9 @@ class VersionedArray:
             space.visit([K.chunk_ckey(p.coords) for p in group], ctx, fill)
 
         # groups of at most GROUP_BYTES, and enough of them to keep every thread busy
-        n = count_chunks(sel, self.chunks, shape)
+        n = sel.count_chunks(self.chunks, shape)
         per = max(1, min(GROUP_BYTES // self._chunk_nbytes(), -(-n // _WORKERS)))
-        groups = _batches(project(sel, self.chunks, shape), 1, per)
+        groups = _batches(sel.project(self.chunks, shape), 1, per)
         first = next(groups, None)
         if first is None:
             return
@@ -278,6 +313,11 @@ class VersionedArray:
     # --- writes ----------------------------------------------------------------------------
 
     def __setitem__(self, selection: Any, value: Any) -> None:
+        self._set(selection, value, "basic")
+
+    def _set(self, selection: Any, value: Any, mode: str) -> None:
+        """Write ``value`` to a selection of kind ``mode``: broadcast, cast by the one casting
+        rule (:func:`diced.array.grid.cast_value`), read-modify-write per chunk."""
         ctx = self._ref.ctx()
         if self._level:
             raise InvalidArgumentError(
@@ -287,7 +327,7 @@ class VersionedArray:
                 f"version {ctx.uuid} is locked: {self.name!r} is read-only there; "
                 "branch or newversion to write")
         shape = self._shape_at(ctx)
-        sel = normalize_selection(selection, shape)
+        sel = plan_selection(selection, shape, mode)
         arr = cast_value(value, self.dtype)
         # as numpy assignment does, ignore leading length-1 axes beyond the selection's rank
         while arr.ndim > len(sel.result_shape) and arr.shape[0] == 1:
@@ -302,7 +342,7 @@ class VersionedArray:
         self._write(ctx, shape, sel, arr)
 
     def _write(self, ctx: VersionCtx, shape, sel, arr: np.ndarray) -> None:
-        for batch in _batches(project(sel, self.chunks, shape), self._chunk_nbytes()):
+        for batch in _batches(sel.project(self.chunks, shape), self._chunk_nbytes()):
             self._write_batch(ctx, batch, arr)
             if self.max_scale:
                 self._update_pyramid(ctx, [p.coords for p in batch])
@@ -362,7 +402,8 @@ class VersionedArray:
     # --- multiscale ------------------------------------------------------------------------
 
     def scale(self, level: int) -> VersionedArray:
-        """Read-only view of pyramid level ``level`` (each level halves every axis)."""
+        """Read-only view of pyramid level ``level`` (each level halves every axis; the
+        view's ``origin`` is the level-0 origin divided by ``2**level``, rounded down)."""
         if not isinstance(level, (int, np.integer)) or not 0 <= level <= self.max_scale:
             raise InvalidArgumentError(
                 f"{self.name!r} has scales 0..{self.max_scale}, not {level!r}")
@@ -370,6 +411,9 @@ class VersionedArray:
         view.__dict__.update(self.__dict__)
         view._level = int(level)
         view._space = self._levels[int(level)]
+        # level n's voxel i covers level-0 voxels 2**n * i ...: its origin is floor(origin / 2**n)
+        # (as the precomputed and zarr exports write it)
+        view.origin = tuple(o // (1 << int(level)) for o in self._origin0)
         return view
 
     def _downsample_octants(self, octants: dict[int, np.ndarray | None]) -> np.ndarray:
@@ -471,37 +515,80 @@ class VersionedArray:
 
 
 class _AbsoluteIndexer:
+    """``arr.abs[...]``: integers and slices in absolute (origin-shifted) coordinates.
+
+    A slice needs explicit bounds, which must lie in the array's absolute extent ``o:o+n``
+    (the positions a slice may start or stop at: ``o..o+n`` going up, ``o-1..o+n-1`` going
+    down with a negative step); steps of either sign select as Python's ``range``.
+    """
+
     def __init__(self, arr: VersionedArray) -> None:
         self.arr = arr
 
     def _shift(self, selection: Any) -> tuple[Any, ...]:
+        import operator
+
+        from diced.errors import InvalidIndexError
+
         if not isinstance(selection, tuple):
             selection = (selection,)
         if any(s is Ellipsis or s is None for s in selection) or len(selection) != self.arr.ndim:
-            raise InvalidArgumentError(
+            raise InvalidIndexError(
                 f"absolute indexing takes exactly {self.arr.ndim} integers or slices")
-        out = []
+
+        def as_int(x: Any, what: str) -> int:
+            if isinstance(x, (bool, np.bool_)):
+                raise InvalidIndexError(f"absolute {what} must be an integer, got {x!r}")
+            try:
+                return operator.index(x)
+            except TypeError as exc:
+                raise InvalidIndexError(f"absolute {what} must be an integer, got {x!r}") from exc
+
+        out: list[Any] = []
         for s, o, n in zip(selection, self.arr.origin, self.arr.shape, strict=True):
             if isinstance(s, slice):
                 if s.start is None or s.stop is None:
-                    raise InvalidArgumentError("absolute slices need explicit start and stop")
-                lo, hi = int(s.start) - o, int(s.stop) - o
-                if lo < 0 or hi > n:
+                    raise InvalidIndexError("absolute slices need explicit start and stop")
+                start, stop = as_int(s.start, "slice start"), as_int(s.stop, "slice stop")
+                step = 1 if s.step is None else as_int(s.step, "slice step")
+                if step == 0:
+                    raise InvalidArgumentError("slice step cannot be zero")
+                lo, hi = (o, o + n) if step > 0 else (o - 1, o + n - 1)
+                if not (lo <= start <= hi and lo <= stop <= hi):
                     raise IndexOutOfBoundsError(
-                        f"absolute range {s.start}:{s.stop} is outside {o}:{o + n}")
-                out.append(slice(lo, hi, s.step))
+                        f"absolute range {start}:{stop}:{step} is outside {o}:{o + n}")
+                r = range(start - o, stop - o, step)
+                if not len(r):
+                    out.append(slice(0, 0))
+                else:  # the same indices as a slice that never wraps around from the end
+                    last = r[-1] + (1 if step > 0 else -1)
+                    out.append(slice(r[0], None if last < 0 else last, step))
             else:
-                i = int(s) - o
+                i = as_int(s, "index") - o
                 if not 0 <= i < n:
                     raise IndexOutOfBoundsError(f"absolute index {s} is outside {o}:{o + n}")
                 out.append(i)
         return tuple(out)
 
+    # the array's own basic indexing, not a subclass's __getitem__ (DICED's is absolute)
     def __getitem__(self, selection: Any) -> Any:
-        return VersionedArray.__getitem__(self.arr, self._shift(selection))
+        return self.arr._get(self._shift(selection), "basic")
 
     def __setitem__(self, selection: Any, value: Any) -> None:
-        VersionedArray.__setitem__(self.arr, self._shift(selection), value)
+        self.arr._set(self._shift(selection), value, "basic")
+
+
+class _SelectionIndexer:
+    """``arr.oindex`` / ``arr.vindex``: reads and writes of one selection kind."""
+
+    def __init__(self, arr: VersionedArray, mode: str) -> None:
+        self.arr, self.mode = arr, mode
+
+    def __getitem__(self, selection: Any) -> Any:
+        return self.arr._get(selection, self.mode)
+
+    def __setitem__(self, selection: Any, value: Any) -> None:
+        self.arr._set(selection, value, self.mode)
 
 
 class _Stale(Exception):
@@ -528,10 +615,19 @@ def _is_whole(p: ChunkProjection, chunks: Sequence[int]) -> bool:
 
 
 def _all_fill(chunk: np.ndarray, fill: Any) -> bool:
-    if chunk.dtype.kind in "fc" and np.isnan(fill):
-        return bool(np.isnan(chunk).all())
+    """Whether every element is bitwise the fill value (so ``-0.0`` is not a fill of ``0.0``
+    and only the fill's own NaN is), i.e. whether dropping the chunk changes no read."""
     if chunk.dtype.kind in "iub" and fill == 0:
         return not np.any(chunk)  # one pass, no temporary bool array
+    if chunk.dtype.kind in "fc":
+        unit = min(chunk.dtype.itemsize, 8)
+        words = np.dtype(f"<u{unit}")
+        per = chunk.dtype.itemsize // unit
+        ref = np.asarray(fill, dtype=chunk.dtype).reshape(1).view(words)
+        flat = np.ascontiguousarray(chunk).reshape(-1).view(words).reshape(-1, per)
+        if per == 1 and not ref[0]:
+            return not np.any(flat)  # +0.0 fill: every word zero
+        return bool((flat == ref).all())
     return bool((chunk == fill).all())
 
 

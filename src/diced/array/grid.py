@@ -70,52 +70,61 @@ def check_chunks(chunks: Iterable[int] | None, ndim: int) -> tuple[int, ...]:
 
 
 def cast_value(value: Any, dtype: np.dtype) -> np.ndarray:
-    """``value`` as an array of ``dtype``, refusing casts that would change values.
+    """``value`` as an array of ``dtype``, by one rule for scalars and arrays alike.
 
-    Same-kind casts are allowed as in numpy (int64 -> int8 wraps only if a value is out of
-    range, which is refused here); integer arrays of another signedness are accepted when
-    every value fits; floats are not silently truncated to integers.
+    numpy's ``same_kind`` casting, made value-safe:
+
+    * bool values go anywhere; integers go into integer arrays, and into bool arrays,
+      when every value fits (bool holds 0 and 1): out-of-range integers are refused instead
+      of wrapping (``uint8 <- 256``, ``bool <- 5``);
+    * integers and floats go into float arrays; anything numeric into complex arrays;
+    * floats into integer or bool arrays and complex into real arrays are refused (even
+      ``5.0``): cast explicitly with ``.astype()``.
+
+    Python scalars count by their kind (``5`` is an integer, ``5.0`` a float), so ``a[0] = v``
+    and ``a[0:1] = np.array([v])`` accept and refuse the same values.
     """
-    if isinstance(value, (bool, int, float, complex, np.generic)) or np.ndim(value) == 0:
-        try:
-            arr = np.asarray(value)
-            if arr.dtype.kind not in "biufc":  # "7" must not be parsed into 7
-                raise DtypeError(f"cannot store {value!r} ({arr.dtype}) in an array of {dtype}")
-            if arr.dtype.kind in "iu" and dtype.kind in "iu":
-                info = np.iinfo(dtype)
-                if not info.min <= int(arr) <= info.max:
-                    raise DtypeError(f"value {value!r} does not fit in {dtype}")
-            if arr.dtype.kind in "fc" and dtype.kind in "iub" and not float(np.real(arr)).is_integer():
-                raise DtypeError(f"cannot store {value!r} in an integer array of {dtype}")
-            if arr.dtype.kind == "c" and dtype.kind != "c" and np.imag(arr) != 0:
-                raise DtypeError(f"cannot store complex {value!r} in {dtype}")
-            return np.asarray(np.real(arr) if dtype.kind != "c" else arr).astype(dtype)
-        except (OverflowError, ValueError, TypeError) as exc:
-            raise DtypeError(f"cannot store {value!r} in an array of {dtype}: {exc}") from exc
     try:
-        arr = np.asarray(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            arr = _python_int(value, dtype)
+        else:
+            arr = np.asarray(value)
+    except DtypeError:
+        raise
     except Exception as exc:
         raise DtypeError(f"cannot convert {type(value).__name__} to an array: {exc}") from exc
     if arr.dtype == dtype:
         return arr
-    if arr.dtype.kind not in "biufc":
+    src, dst = arr.dtype.kind, dtype.kind
+    if src not in "biufc":  # "7" must not be parsed into 7
         raise DtypeError(f"cannot store values of dtype {arr.dtype} in an array of {dtype}")
-    if np.can_cast(arr.dtype, dtype, casting="same_kind") and not (
-            arr.dtype.kind in "iu" and dtype.kind in "iu"):
+    if src == "b" or (dst == "f" and src in "iuf") or dst == "c":
         return arr.astype(dtype)
-    if arr.dtype.kind in "biu" and dtype.kind in "iu":
+    if src in "iu" and dst in "iub":
         if arr.size:
-            info = np.iinfo(dtype)
-            lo, hi = arr.min(), arr.max()
-            if lo < info.min or hi > info.max:
-                raise DtypeError(
-                    f"values {lo}..{hi} do not fit in {dtype}; cast explicitly with .astype()")
-        return arr.astype(dtype)
-    if arr.dtype.kind == "b" or np.can_cast(arr.dtype, dtype, casting="safe"):
+            lo, hi = (0, 1) if dst == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+            vmin, vmax = int(arr.min()), int(arr.max())
+            if vmin < lo or vmax > hi:
+                shown = f"value {vmin} does" if arr.ndim == 0 else f"values {vmin}..{vmax} do"
+                raise DtypeError(f"{shown} not fit in {dtype}; cast explicitly with .astype()")
         return arr.astype(dtype)
     raise DtypeError(
-        f"cannot store {arr.dtype} values in an array of {dtype} without losing information; "
+        f"cannot store {arr.dtype} values in an array of {dtype} without losing information "
+        "(floats into integer or bool arrays and complex into real arrays are refused); "
         "cast explicitly with .astype()")
+
+
+def _python_int(value: int, dtype: np.dtype) -> np.ndarray:
+    """A Python integer of any size as a 0-d array, range-checked for integer targets."""
+    if dtype.kind in "iub":
+        lo, hi = (0, 1) if dtype.kind == "b" else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+        if not lo <= value <= hi:
+            raise DtypeError(f"value {value} does not fit in {dtype}; cast explicitly with .astype()")
+        return np.asarray(value, dtype=np.uint64 if value > 0 else np.int64)
+    try:
+        return np.asarray(float(value) if dtype.kind == "f" else complex(value))
+    except OverflowError as exc:
+        raise DtypeError(f"value {value} does not fit in {dtype}") from exc
 
 
 def chunk_origin(coords: Sequence[int], chunks: Sequence[int]) -> tuple[int, ...]:

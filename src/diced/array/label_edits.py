@@ -63,10 +63,15 @@ class LabelEditsMixin:
         return svs
 
     def _remap(self, ctx: VersionCtx, mapping: dict[int, int], members: dict[int, np.ndarray | None],
-               seq: bytes | None = None) -> None:
+               seq: bytes | None = None, new_label: int = 0) -> None:
         """Store mapping and member-list changes atomically. With ``seq`` (the edit counter
         read before the edit was planned), raise :class:`_Retry` if another edit of this
-        instance committed in between, so no edit overwrites another's member lists."""
+        instance committed in between, so no edit overwrites another's member lists.
+
+        ``new_label``: a label id the edit introduces without writing blocks (renumber); in
+        the same transaction it raises this version's max label and the repo-wide one, as a
+        block write does (DVID's ``updateMaxLabel``), so :meth:`allocate`, :meth:`nextlabel`,
+        cleaves and splits never hand it out again, in any process."""
         def map_fn(ck: str, base: bytes | None) -> bytes | None:
             sv, body = int(ck, 16), mapping[int(ck, 16)]
             return None if sv == body else body.to_bytes(8, "little")
@@ -78,17 +83,23 @@ class LabelEditsMixin:
             return np.sort(np.asarray(svs, dtype="<u8")).tobytes()
 
         sk = self._meta_key("editseq")
+        mk, rk = self._meta_key(f"max/{ctx.vid:08x}"), self._meta_key("maxrepo")
+        meta = [sk, mk, rk] if new_label else [sk]
 
         def bump(cur: dict[str, bytes | None]) -> dict[str, bytes | None]:
             if cur[sk] != seq:
                 raise _Retry
-            return {sk: str(int(cur[sk] or b"0") + 1).encode()}
+            out = {sk: str(int(cur[sk] or b"0") + 1).encode()}
+            for k in meta[1:]:
+                if new_label > int(cur[k] or b"0"):
+                    out[k] = str(new_label).encode()
+            return out
 
         self._set_mapped()
         modify_parts(ctx, [Part(self._mapping, [_lkey(s) for s in mapping], map_fn),
-                           Part(self._members, [_lkey(b) for b in members], mem_fn)], [sk], bump)
+                           Part(self._members, [_lkey(b) for b in members], mem_fn)], meta, bump)
 
-    def _edit(self, ctx: VersionCtx, plan: Any) -> Any:
+    def _edit(self, ctx: VersionCtx, plan: Any, new_label: int = 0) -> Any:
         """Plan ``(mapping, members, result) = plan()`` from the current state and store it,
         planning again if a concurrent edit committed first (optimistic, as block writes)."""
         sk = self._meta_key("editseq")
@@ -96,7 +107,7 @@ class LabelEditsMixin:
             seq = self.repo.backend.get(sk)
             mapping, members, result = plan()
             try:
-                self._remap(ctx, mapping, members, seq)
+                self._remap(ctx, mapping, members, seq, new_label)
             except _Retry:
                 continue
             return result
@@ -157,9 +168,14 @@ class LabelEditsMixin:
         return new
 
     def renumber(self, new: int, old: int) -> int:
-        """Give body ``old`` the id ``new`` (which must be unused). Returns the mutation id."""
+        """Give body ``old`` the id ``new`` (which must be unused). Returns the mutation id.
+
+        ``new`` counts as written: :meth:`maxlabel` includes it and no later
+        :meth:`allocate`, :meth:`nextlabel`, cleave or supervoxel split hands it out."""
         ctx = self._writable()
         new, old = int(new), int(old)
+        if not 0 < new <= _MAX_LABEL:
+            raise InvalidArgumentError(f"renumber target {new} is not a label id (1..2**64-1)")
 
         def plan():
             if new == 0 or len(self.supervoxels(new)):
@@ -167,7 +183,7 @@ class LabelEditsMixin:
             svs = self._existing_body(old, ctx)
             return {int(s): new for s in svs}, {old: None, new: svs}, None
 
-        self._edit(ctx, plan)
+        self._edit(ctx, plan, new_label=new)
         return self._log_mutation(ctx, "renumber", {"NewLabel": new, "OrigLabel": old})
 
     def split_supervoxel(self, supervoxel: int, region: Any, *, split: int | None = None,

@@ -29,7 +29,7 @@ from diced.array._label_common import decode_index as _decode_index
 from diced.array._label_common import encode_index as _encode_index
 from diced.array._label_common import lkey as _lkey
 from diced.array.array import VersionedArray, array_config
-from diced.array.indexing import ChunkProjection, normalize_selection
+from diced.array.indexing import ChunkProjection
 from diced.array.label_edits import LabelEditsMixin
 from diced.array.label_merge import LabelMergeMixin
 from diced.errors import (
@@ -83,22 +83,22 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
     def read(self, selection: Any = Ellipsis, *, supervoxels: bool = False) -> Any:
         """Voxels of a selection: body ids, or supervoxel ids with ``supervoxels=True``.
 
-        The body mapping is applied chunk by chunk in the decoding threads."""
-        ctx = self._ref.ctx()
-        post = None
-        if not supervoxels:
-            keys, values = self._mapping_table(ctx)
-            if len(keys):
-                from diced.array.labelstats import relabel_inplace
+        The body mapping is applied chunk by chunk in the decoding threads. ``arr.oindex``,
+        ``arr.vindex`` and boolean masks read bodies the same way."""
+        return self._get(selection, "basic", supervoxels=supervoxels)
 
-                def post(region: np.ndarray) -> None:
-                    relabel_inplace(region, keys, values)
-        shape = self._shape_at(ctx)
-        sel = normalize_selection(selection, shape)
-        out = np.empty(sel.shape, dtype=self.dtype)
-        self._read_into(ctx, shape, sel, out, post)
-        result = out.reshape(sel.result_shape)
-        return result[()] if result.ndim == 0 else result
+    def _read_post(self, ctx: VersionCtx, *, supervoxels: bool = False) -> Any:
+        if supervoxels:
+            return None
+        keys, values = self._mapping_table(ctx)
+        if not len(keys):
+            return None
+        from diced.array.labelstats import relabel_inplace
+
+        def post(region: np.ndarray) -> None:
+            relabel_inplace(region, keys, values)
+
+        return post
 
     def _mapping_table(self, ctx: VersionCtx) -> tuple[np.ndarray, np.ndarray]:
         """Sorted (supervoxel, body) arrays of every non-identity mapping at ``ctx``."""
@@ -474,9 +474,18 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
 
     # --- diff ----------------------------------------------------------------------------------
 
-    def label_diff(self, a: Any, b: Any = None, *, supervoxels: bool = True) -> dict[int, int]:
+    def label_diff(self, a: Any, b: Any = None, *, supervoxels: bool = False) -> dict[int, int]:
         """Labels that gained (positive) or lost (negative) voxels from version ``a`` to ``b``
-        (default: this handle's version), computed from the changed blocks only."""
+        (default: this handle's version).
+
+        Bodies by default, as reads: each side's voxels counted under that side's own
+        supervoxel → body mapping, so proofreading shows up: after ``merge(1, [2])`` the diff
+        is ``{1: +n, 2: -n}``; a cleave moves the cleaved supervoxels' voxels to the new body;
+        ``renumber(new, old)`` moves all of ``old`` to ``new``; a supervoxel split changes no
+        body (``supervoxels=True`` shows it: the old supervoxel loses what the two new ones
+        gain). Computed from the changed blocks and the changed mapping entries only (a
+        remapped supervoxel's voxels in unchanged blocks come from the label index).
+        """
         from diced.array.labelstats import block_label_counts
         from diced.repo.diff import diff_space
 
@@ -485,20 +494,58 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
         added, removed, changed = diff_space(self._space, ca, cb)
         keys = added + removed + changed
         va, vb = self._space.read_many(keys, ca), self._space.read_many(keys, cb)
-        delta: dict[int, int] = defaultdict(int)
-        for x, y in zip(va, vb, strict=True):
-            for data, sign in ((x, -1), (y, 1)):
+        in_a: dict[int, int] = defaultdict(int)  # supervoxel voxels in the changed blocks
+        in_b: dict[int, int] = defaultdict(int)
+        for vals, acc in ((va, in_a), (vb, in_b)):
+            for data in vals:
                 if data is not None:
                     labs, cnt = block_label_counts(self._decode(data))
                     for lab, n in zip(labs.tolist(), cnt.tolist(), strict=True):
                         if lab:
-                            delta[lab] += sign * n
-        out = {k: v for k, v in delta.items() if v}
-        if not supervoxels:  # bodies as mapped at version b
-            bodies: dict[int, int] = defaultdict(int)
-            got = (self._mapping.read_many([_lkey(k) for k in out], cb) if self._cfg.get("mapped")
-                   else [None] * len(out))
-            for (k, v), m in zip(out.items(), got, strict=True):
-                bodies[k if m is None else int.from_bytes(m, "little")] += v
-            out = {k: v for k, v in bodies.items() if v}
-        return dict(sorted(out.items()))
+                            acc[lab] += n
+        if supervoxels:
+            delta = defaultdict(int, in_b)
+            for lab, n in in_a.items():
+                delta[lab] -= n
+            return dict(sorted((k, v) for k, v in delta.items() if v))
+        remapped = self._remapped(ca, cb)
+        svs = sorted(set(in_a) | set(in_b) | set(remapped))
+        body_a, body_b = self._bodies_of(svs, ca), self._bodies_of(svs, cb)
+        delta = defaultdict(int)
+        for sv, n in in_b.items():
+            delta[body_b[sv]] += n
+        for sv, n in in_a.items():
+            delta[body_a[sv]] -= n
+        if remapped:  # voxels of remapped supervoxels in the blocks that did not change
+            total = self._index_of(remapped, ca)
+            for sv in remapped:
+                rest = sum(total[sv].values()) - in_a.get(sv, 0)
+                delta[body_b[sv]] += rest
+                delta[body_a[sv]] -= rest
+        return dict(sorted((k, v) for k, v in delta.items() if v))
+
+    def _remapped(self, ca: VersionCtx, cb: VersionCtx) -> list[int]:
+        """Supervoxels whose body differs between two versions (from the mapping's changes)."""
+        from diced.repo.diff import diff_space
+
+        added, removed, changed = diff_space(self._mapping, ca, cb)
+        return sorted(int(k, 16) for k in added + removed + changed)
+
+    @staticmethod
+    def diff_remapped(backend: Any, rec: dict[str, Any], ca: VersionCtx, cb: VersionCtx
+                      ) -> list[int]:
+        """For :meth:`Repo.diff`: the supervoxels whose body differs between ``ca`` and
+        ``cb`` (merges, cleaves, renumbers and supervoxel splits change them)."""
+        from diced.repo.diff import diff_space
+
+        space = VersionedSpace(backend, rec["config"]["spaces"]["mapping"])
+        added, removed, changed = diff_space(space, ca, cb)
+        return sorted(int(k, 16) for k in added + removed + changed)
+
+    def _bodies_of(self, svs: Sequence[int], ctx: VersionCtx) -> dict[int, int]:
+        """Body of each supervoxel at ``ctx``."""
+        if not svs or not self._cfg.get("mapped"):
+            return {int(s): int(s) for s in svs}
+        vals = self._mapping.read_many([_lkey(s) for s in svs], ctx)
+        return {int(s): int(s) if v is None else int.from_bytes(v, "little")
+                for s, v in zip(svs, vals, strict=True)}

@@ -4,6 +4,11 @@ A node is named by a 32-hex UUID and has a small repo-local version id. Ids grow
 order, so every ancestor of a node has a smaller id than the node; resolution relies on that
 ("the nearest ancestor that wrote a key" is the greatest writer id among the ancestors, see
 :mod:`diced.repo.resolve`).
+
+History follows git's rule everywhere: a merge node belongs to the branch of its first parent,
+``branch~N`` and ``Repo.log()`` walk first parents, and a branch's leaf is its newest node
+without a child on the same branch (so merging two feature branches moves only the first
+one). Every walk over the graph is iterative: histories of any depth work.
 """
 
 from __future__ import annotations
@@ -103,14 +108,27 @@ class DAG:
         return self.nodes[min(self.nodes)]
 
     def ancestors(self, vid: int) -> frozenset[int]:
-        """Ids of ``vid`` and all its ancestors (cached per snapshot)."""
+        """Ids of ``vid`` and all its ancestors (cached per snapshot).
+
+        An iterative walk (no recursion, so any history depth works) that reuses the cached
+        sets of ancestors met on the way; only the asked-for set is cached, so memory stays
+        proportional to the versions actually queried.
+        """
         hit = self._anc.get(vid)
         if hit is not None:
             return hit
-        node = self.nodes[vid]
         acc: set[int] = {vid}
-        for p in node.parents:
-            acc |= self.ancestors(p)
+        todo = [vid]
+        while todo:
+            for p in self.nodes[todo.pop()].parents:
+                if p in acc:
+                    continue
+                known = self._anc.get(p)
+                if known is not None:
+                    acc |= known
+                else:
+                    acc.add(p)
+                    todo.append(p)
         out = frozenset(acc)
         self._anc[vid] = out
         return out
@@ -123,11 +141,9 @@ class DAG:
         """The lowest common ancestors of ``ids`` (usually one; several after criss-cross merges)."""
         ids = list(ids)
         common = frozenset.intersection(*(self.ancestors(i) for i in ids))
-        if not common:
-            return []
-        # keep those common ancestors that are not ancestors of another common ancestor
-        return sorted(c for c in common
-                      if not any(c != d and c in self.ancestors(d) for d in common))
+        # common ancestors are closed under "parent of": one is an ancestor of another common
+        # ancestor exactly when one of its children is common too
+        return sorted(c for c in common if not any(k in common for k in self.children[c]))
 
     def first_parent_chain(self, vid: int) -> list[int]:
         """``vid``, its first parent, that one's first parent, ... up to the root."""
@@ -148,11 +164,18 @@ class DAG:
         return max(leaves or on, key=lambda n: n.id)
 
     def branch_ancestry(self, branch: str) -> list[Node]:
-        """DVID's branch-versions: from the branch leaf up to the root, through last parents."""
-        out = [self.branch_leaf(branch)]
-        while out[-1].parents:
-            out.append(self.nodes[out[-1].parents[-1]])
-        return out
+        """From the branch leaf up to the root through first parents (what ``branch~N``
+        counts, as git's ``~N``)."""
+        return [self.nodes[i] for i in self.first_parent_chain(self.branch_leaf(branch).id)]
+
+    def branch_of(self, vid: int) -> str:
+        """The branch a new child continuing ``vid`` belongs to: ``vid``'s own branch, or for
+        a tag, the branch of the version it names. Merge nodes get their first parent's
+        branch (``""`` is the default branch)."""
+        node = self.nodes[vid]
+        while node.tag is not None and node.parents:
+            node = self.nodes[node.parents[0]]
+        return node.branch
 
     def branches(self) -> dict[str, Node]:
         names = {n.branch for n in self.nodes.values() if n.tag is None}
@@ -169,7 +192,7 @@ class DAG:
 
     def resolve(self, spec: str) -> Node:
         """Find a node from a UUID, a unique UUID prefix, a tag, ``branch``, ``:branch``,
-        ``prefix:branch`` or ``branch~N`` (N-th node back from the branch leaf)."""
+        ``prefix:branch`` or ``branch~N`` (N first-parent steps back from the branch leaf)."""
         if not isinstance(spec, str) or not spec:
             raise InvalidArgumentError(f"a version must be a non-empty string, got {spec!r}")
         if spec in self.by_uuid:

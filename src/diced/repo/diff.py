@@ -7,22 +7,29 @@ from typing import Any
 
 from diced.repo.resolve import VersionCtx, VersionedSpace
 
-__all__ = ["Diff", "InstanceDiff", "diff_space"]
+__all__ = ["Diff", "InstanceDiff", "diff_space", "instance_diff"]
 
 
 @dataclass
 class InstanceDiff:
-    """Keys (chunk coordinates or keyvalue keys) that differ between two versions."""
+    """Keys (chunk coordinates or keyvalue keys) that differ between two versions.
+
+    For label arrays, ``remapped`` lists the supervoxels whose body differs (merges,
+    cleaves, renumbers and supervoxel splits change the supervoxel → body mapping, which
+    is part of the instance even when no block changed); ``labels.label_diff(a, b)`` turns
+    both into per-body voxel gains and losses.
+    """
 
     added: list[Any] = field(default_factory=list)
     removed: list[Any] = field(default_factory=list)
     changed: list[Any] = field(default_factory=list)
+    remapped: list[int] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.added or self.removed or self.changed)
+        return bool(self.added or self.removed or self.changed or self.remapped)
 
     def __len__(self) -> int:
-        return len(self.added) + len(self.removed) + len(self.changed)
+        return len(self.added) + len(self.removed) + len(self.changed) + len(self.remapped)
 
 
 @dataclass
@@ -49,8 +56,11 @@ class Diff:
             lines.append(f"  - instance {name}")
         for name, d in self.instances.items():
             if d:
-                lines.append(f"  {name}: {len(d.added)} added, {len(d.changed)} changed, "
-                             f"{len(d.removed)} removed")
+                line = (f"  {name}: {len(d.added)} added, {len(d.changed)} changed, "
+                        f"{len(d.removed)} removed")
+                if d.remapped:
+                    line += f", {len(d.remapped)} supervoxels remapped"
+                lines.append(line)
         return "\n".join(lines)
 
 
@@ -78,3 +88,17 @@ def diff_space(space: VersionedSpace, a: VersionCtx, b: VersionCtx) -> tuple[lis
         else:
             changed.append(key)
     return added, removed, changed
+
+
+def instance_diff(cls: type, backend: Any, rec: dict[str, Any], a: VersionCtx, b: VersionCtx
+                  ) -> InstanceDiff:
+    """What one instance (record ``rec``, class ``cls``) changed from ``a`` to ``b``: its
+    keys, described by ``cls.describe_key``, and what ``cls.diff_remapped`` adds (label
+    arrays: supervoxels whose body changed)."""
+    added, removed, changed = diff_space(VersionedSpace(backend, rec["id"]), a, b)
+    out = InstanceDiff([cls.describe_key(k) for k in added], [cls.describe_key(k) for k in removed],
+                       [cls.describe_key(k) for k in changed])
+    extra = getattr(cls, "diff_remapped", None)
+    if extra is not None:
+        out.remapped = extra(backend, rec, a, b)
+    return out

@@ -211,6 +211,7 @@ def merge_versions(repo: Any, versions: Sequence[Any], note: str, strategy: Stra
         if hook is not None:
             hook(_instance_class(rec["type"])(repo, name, rec, _Ref(repo, None)), mctx,
                  touched, ctxs)
-    version = repo._add_child(ids, "", note, vid=vid)
+    # the merge node continues its first parent's branch (git's rule; see diced.repo.dag)
+    version = repo._add_child(ids, dag.branch_of(ids[0]), note, vid=vid)
     repo._merge_instance_meta(ids, vid)
     return version

@@ -18,7 +18,7 @@ from diced.errors import (
 )
 from diced.repo import keys as K
 from diced.repo.dag import DAG, MASTER, Node, new_uuid
-from diced.repo.diff import Diff, InstanceDiff, diff_space
+from diced.repo.diff import Diff, instance_diff
 from diced.repo.merge import Conflict, Strategy
 from diced.repo.meta import dump_doc, load_doc, update_docs
 from diced.repo.resolve import VersionCtx, VersionedSpace
@@ -398,6 +398,9 @@ class Repo:
               strategy: Strategy = "fail") -> Version:
         """Merge two or more locked versions into a new open version (which becomes head).
 
+        The merge node belongs to the branch of the first version given (git's rule: only
+        that branch moves; ``branch~N`` and :meth:`log` follow first parents).
+
         Conflicts (a key changed differently on several sides since the merge base) are found
         now. ``strategy``: ``"fail"`` raises :class:`MergeConflictError` with the typed
         :class:`Conflict` records and stores nothing; a parent UUID (or prefix) or index makes
@@ -442,11 +445,8 @@ class Repo:
                 out.deleted.append(name)
             if not (in_a or in_b):
                 continue
-            cls = _instance_class(rec["type"])
-            added, removed, changed = diff_space(VersionedSpace(self.backend, rec["id"]), ca, cb)
-            out.instances[name] = InstanceDiff([cls.describe_key(k) for k in added],
-                                               [cls.describe_key(k) for k in removed],
-                                               [cls.describe_key(k) for k in changed])
+            out.instances[name] = instance_diff(_instance_class(rec["type"]), self.backend,
+                                                rec, ca, cb)
         return out
 
     # --- instances -------------------------------------------------------------------------
