@@ -29,6 +29,7 @@ __all__ = [
     "NotFoundError",
     "RepoNotFoundError",
     "ShapeMismatchError",
+    "UnknownDatatypeError",
     "UnlockedNodeError",
     "VersionNotFoundError",
 ]
@@ -99,6 +100,12 @@ class InstanceNotFoundError(NotFoundError):
 
 class LabelNotFoundError(NotFoundError):
     code = "label_not_found"
+
+
+class UnknownDatatypeError(NotFoundError):
+    """No datatype of that name is built in, registered or installed (entry point)."""
+
+    code = "unknown_datatype"
 
 
 class DuplicateNameError(DicedError, ValueError):

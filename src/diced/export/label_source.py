@@ -14,7 +14,7 @@ __all__ = ["LabelBlockSource", "export_label_shards", "import_label_shards"]
 
 
 class LabelBlockSource:
-    """Adapts a :class:`diced.array.labels.LabelArray` (at its version) to
+    """Adapts a :class:`diced.datatypes.labels.labels.LabelArray` (at its version) to
     :class:`diced.export.arrow_shards.BlockSource` and ``BlockSink``.
 
     Stored blocks are already DVID block serializations inside an outer byte codec, so
@@ -22,7 +22,7 @@ class LabelBlockSource:
     """
 
     def __init__(self, labels: Any, *, supervoxels: bool = False) -> None:
-        from diced.array.labels import LabelArray
+        from diced.datatypes.labels.labels import LabelArray
 
         if not isinstance(labels, LabelArray):
             raise InvalidArgumentError(f"export-shards needs a label array, got {type(labels).__name__}")

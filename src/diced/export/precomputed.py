@@ -42,7 +42,7 @@ from diced.errors import (
 )
 
 if TYPE_CHECKING:
-    from diced.array.array import VersionedArray
+    from diced.datatypes.array.array import VersionedArray
     from diced.repo.repo import Version
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def box_reader(array: VersionedArray, supervoxels: bool = False
     and applied to every box (``LabelArray.read`` would re-read it per call), unless
     ``supervoxels``.
     """
-    from diced.array.labels import LabelArray
+    from diced.datatypes.labels.labels import LabelArray
 
     if not isinstance(array, LabelArray):
         return lambda view, box: view[box]
@@ -397,7 +397,7 @@ def export_precomputed(
     (precomputed reads missing chunks as 0).
     If the export fails, the files it wrote are removed.
     """
-    from diced.array.labels import LabelArray
+    from diced.datatypes.labels.labels import LabelArray
 
     ts = _tensorstore()
     if version is not None:

@@ -25,7 +25,7 @@ from diced.errors import FormatError, InvalidArgumentError
 from diced.export.precomputed import box_reader, check_scales, iter_boxes
 
 if TYPE_CHECKING:
-    from diced.array.array import VersionedArray
+    from diced.datatypes.array.array import VersionedArray
     from diced.export.ingest import IngestReport
     from diced.repo.repo import Repo, Version
 
@@ -135,7 +135,7 @@ def export_zarr(
     """
     import zarr
 
-    from diced.array.labels import LabelArray
+    from diced.datatypes.labels.labels import LabelArray
 
     array = array.at(version if version is not None else array.version.uuid)
     is_labels = isinstance(array, LabelArray)

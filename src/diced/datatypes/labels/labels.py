@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from diced.array._label_common import Retry as _Retry
-from diced.array._label_common import decode_index as _decode_index
-from diced.array._label_common import encode_index as _encode_index
-from diced.array._label_common import lkey as _lkey
-from diced.array.array import VersionedArray, array_config
 from diced.array.indexing import ChunkProjection
-from diced.array.label_edits import LabelEditsMixin
-from diced.array.label_merge import LabelMergeMixin
+from diced.datatypes.array.array import VersionedArray, array_config
+from diced.datatypes.labels._common import Retry as _Retry
+from diced.datatypes.labels._common import decode_index as _decode_index
+from diced.datatypes.labels._common import encode_index as _encode_index
+from diced.datatypes.labels._common import lkey as _lkey
+from diced.datatypes.labels.edits import LabelEditsMixin
+from diced.datatypes.labels.merge import LabelMergeMixin
 from diced.errors import (
     ConcurrencyError,
     InvalidArgumentError,
@@ -40,13 +40,14 @@ from diced.errors import (
 )
 from diced.repo import keys as K
 from diced.repo.meta import update_docs
-from diced.repo.resolve import Part, VersionCtx, VersionedSpace, modify_parts
+from diced.repo.resolve import Part, VersionCtx, modify_parts
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LabelArray", "labels_config"]
+__all__ = ["LabelArray", "labels_config", "meta_prefix"]
 
-_SPACES = ("index", "mapping", "members")
+#: the label array's key spaces besides its blocks (allocated by LabelsType.allocate)
+SPACES = ("index", "mapping", "members")
 
 
 def labels_config(shape: Iterable[int] | None, vid: int, *, chunks: Iterable[int] | None = None,
@@ -57,8 +58,13 @@ def labels_config(shape: Iterable[int] | None, vid: int, *, chunks: Iterable[int
                        max_scale=max_scale)
     if len(cfg["chunks"]) != 3 or any(c % 8 or c < 8 for c in cfg["chunks"]):
         raise InvalidArgumentError("label arrays are 3-D with chunk sides that are multiples of 8")
-    cfg["allocate"] = list(_SPACES)
     return cfg
+
+
+def meta_prefix(record: dict[str, Any]) -> str:
+    """Prefix of a label instance's unversioned metadata keys (max labels, label allocation,
+    the mutation log)."""
+    return f"meta/label/{record['id']:08x}/"
 
 
 class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
@@ -67,13 +73,13 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
 
     typename = "labels"
 
-    def __init__(self, repo, name, record, ref) -> None:
-        super().__init__(repo, name, record, ref)
-        spaces = record["config"]["spaces"]
-        self._index = VersionedSpace(repo.backend, spaces["index"])
-        self._mapping = VersionedSpace(repo.backend, spaces["mapping"])
-        self._members = VersionedSpace(repo.backend, spaces["members"])
-        self._meta_prefix = f"meta/label/{record['id']:08x}/"
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        spaces = self._rec["config"]["spaces"]
+        self._index = context.space(spaces["index"])
+        self._mapping = context.space(spaces["mapping"])
+        self._members = context.space(spaces["members"])
+        self._meta_prefix = meta_prefix(self._rec)
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -162,7 +168,7 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
             data = None if (len(new_l) == 1 and new_l[0] == 0) else self.codec.encode(new)
             return ck, data, (old_l, new_l, new_n), coords
 
-        from diced.array.array import _pool
+        from diced.datatypes.array.array import _pool
 
         results = list(_pool().map(prepare, range(len(items)))) if len(items) > 2 \
             else [prepare(i) for i in range(len(items))]
@@ -489,8 +495,8 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
         from diced.array.labelstats import block_label_counts
         from diced.repo.diff import diff_space
 
-        ca = self.repo._ctx(self.repo._node(a).id)
-        cb = self._ref.ctx() if b is None else self.repo._ctx(self.repo._node(b).id)
+        ca = self._ref.ctx_at(a)
+        cb = self._ref.ctx() if b is None else self._ref.ctx_at(b)
         added, removed, changed = diff_space(self._space, ca, cb)
         keys = added + removed + changed
         va, vb = self._space.read_many(keys, ca), self._space.read_many(keys, cb)
@@ -529,17 +535,6 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
         from diced.repo.diff import diff_space
 
         added, removed, changed = diff_space(self._mapping, ca, cb)
-        return sorted(int(k, 16) for k in added + removed + changed)
-
-    @staticmethod
-    def diff_remapped(backend: Any, rec: dict[str, Any], ca: VersionCtx, cb: VersionCtx
-                      ) -> list[int]:
-        """For :meth:`Repo.diff`: the supervoxels whose body differs between ``ca`` and
-        ``cb`` (merges, cleaves, renumbers and supervoxel splits change them)."""
-        from diced.repo.diff import diff_space
-
-        space = VersionedSpace(backend, rec["config"]["spaces"]["mapping"])
-        added, removed, changed = diff_space(space, ca, cb)
         return sorted(int(k, 16) for k in added + removed + changed)
 
     def _bodies_of(self, svs: Sequence[int], ctx: VersionCtx) -> dict[int, int]:
