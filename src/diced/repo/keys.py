@@ -6,6 +6,7 @@ Layout (all ASCII, fixed-width lowercase hex so that string order is numeric ord
     meta/repo/<repo uuid>                    repo document (JSON): DAG, instances, alias, log
     meta/alias/<hex(alias)>                  repo uuid owning an alias (unique)
     meta/counter/<name>                      store-wide counters (instance ids, ...)
+    meta/head/<repo uuid>                    UUID of the version the repo's head was last moved to
     lock/<repo uuid>/<version id>            present once the version is locked
     d/<inst>/<ckey>/<version id><m>          a value written at a version; m = "d" data, "t" tombstone
     w/<inst>/<version id>/<ckey>/<m>         per-version index of what the version wrote
@@ -34,6 +35,7 @@ __all__ = [
     "counter_key",
     "data_key",
     "data_prefix",
+    "head_key",
     "index_key",
     "index_prefix",
     "kv_ckey",
@@ -57,6 +59,11 @@ def repo_key(repo_uuid: str) -> str:
 
 def alias_key(alias: str) -> str:
     return f"meta/alias/{alias.encode().hex()}"
+
+
+def head_key(repo_uuid: str) -> str:
+    """Where a repo remembers its head (as git's ``HEAD``): the UUID last checked out."""
+    return f"meta/head/{repo_uuid}"
 
 
 def counter_key(name: str) -> str:

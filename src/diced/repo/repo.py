@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from diced.errors import (
+    BackendError,
     CorruptMetadataError,
     DuplicateNameError,
     InstanceNotFoundError,
@@ -145,8 +146,29 @@ class Repo:
         self._raw: bytes | None = None
         self._dag = DAG([])
         self.refresh()
-        node = self._dag.resolve(head) if head else self._dag.branch_leaf(MASTER)
+        node = self._dag.resolve(head) if head else self._saved_head()
         self._head_id = node.id
+
+    def _saved_head(self) -> Node:
+        """The head stored by the last handle that moved it (as git's ``HEAD``), or the
+        newest version on the master branch when none was stored or it no longer exists."""
+        raw = self.backend.get(K.head_key(self.uuid))
+        if raw:
+            node = self._dag.by_uuid.get(raw.decode("ascii", "replace"))
+            if node is not None:
+                return node
+            log.warning("repo %s: stored head %r is not a version; opening master", self.uuid, raw)
+        return self._dag.branch_leaf(MASTER)
+
+    def _move_head(self, vid: int) -> None:
+        """Make ``vid`` the head and remember it in the store for the next ``open_repo``."""
+        self._head_id = vid
+        uuid = self._dag.nodes[vid].uuid
+        try:
+            self.backend.set(K.head_key(self.uuid), uuid.encode())
+        except (BackendError, OSError, PermissionError) as exc:  # read-only stores still move
+            log.warning("repo %s: could not store the head (%s); it moves for this handle only",
+                        self.alias, exc)
 
     # --- metadata --------------------------------------------------------------------------
 
@@ -271,7 +293,7 @@ class Repo:
                  tag: str | None = None) -> Version:
         """Move the head (what unpinned handles read and write) to another version."""
         node = self._node(uuid, branch=branch, tag=tag)
-        self._head_id = node.id
+        self._move_head(node.id)
         return Version(self, node)
 
     def versions(self) -> list[Version]:
@@ -309,6 +331,8 @@ class Repo:
             return {K.lock_key(self.uuid, vid): b"1"}
 
         self._mutate(fn, [K.lock_key(self.uuid, vid)])
+        if vid == self._head_id:
+            self._move_head(vid)  # remember it: reopening lands on the committed head
         return Version(self, self._dag.nodes[vid])
 
     lock = commit
@@ -346,7 +370,7 @@ class Repo:
             self.backend.set(K.lock_key(self.uuid, created["id"]), b"1")
         node = self._dag.nodes[created["id"]]
         if move_head and tag is None:
-            self._head_id = node.id
+            self._move_head(node.id)
         return Version(self, node)
 
     def newversion(self, note: str = "", *, uuid: str | None = None,
@@ -478,8 +502,42 @@ class Repo:
     def __contains__(self, name: str) -> bool:
         return name in self.instances()
 
-    def _create_instance(self, name: str, typename: str, config: dict[str, Any]) -> Any:
+    def _existing_instance(self, name: str, typename: str, config: dict[str, Any]) -> Any:
+        """For ``exist_ok=True``: the instance ``name`` if it exists with this configuration,
+        ``None`` if it does not exist; :class:`DuplicateNameError` if it differs."""
+        self.refresh()
+        rec = self._doc["instances"].get(name)
+        if rec is None:
+            return None
+        where = f"repo {self.alias!r} already has an instance {name!r}"
+        if rec["type"] != typename:
+            raise DuplicateNameError(f"{where} of type {rec['type']!r}, not {typename!r}")
+        if rec["created"] not in self._dag.ancestors(self._head_id):
+            raise DuplicateNameError(
+                f"{where}, created on another branch (not visible at the head "
+                f"{self.current_uuid[:12]}); names are unique per repo")
+        inst = self[name]
+        have = rec.get("config", {})
+        wanted = {k: v for k, v in config.items() if k not in ("shapes", "allocate")}
+        diffs = [f"{k}={have.get(k)!r} (asked {v!r})" for k, v in sorted(wanted.items())
+                 if have.get(k) != v]
+        shapes = config.get("shapes")
+        if shapes:
+            asked = tuple(next(iter(shapes.values())))
+            if tuple(inst.shape) != asked:
+                diffs.insert(0, f"shape={tuple(inst.shape)} (asked {asked})")
+        if diffs:
+            raise DuplicateNameError(f"{where} with a different configuration: "
+                                     f"{', '.join(diffs)}")
+        return inst
+
+    def _create_instance(self, name: str, typename: str, config: dict[str, Any],
+                         exist_ok: bool = False) -> Any:
         _check_name(name, "instance name")
+        if exist_ok:
+            found = self._existing_instance(name, typename, config)
+            if found is not None:
+                return found
         head = self._dag.nodes[self._head_id]
         if head.locked:
             raise LockedNodeError(f"version {head.uuid} is locked; new instances need an open version")
@@ -515,26 +573,96 @@ class Repo:
     def create_array(self, name: str, dtype: Any, shape: Iterable[int] | None = None, *,
                      chunks: Iterable[int] | None = None, fill_value: Any = 0,
                      codec: Any = None, origin: Iterable[int] | None = None,
-                     max_scale: int = 0) -> Any:
-        """Create an nD array at the head. See :class:`diced.array.VersionedArray`.
+                     max_scale: int = 0, exist_ok: bool = False) -> Any:
+        """Create an nD array at the head.
 
-        ``max_scale > 0`` (3-D only) keeps a mean-downsampled pyramid of that many levels,
-        updated on every write and read with ``arr.scale(n)[...]``.
+        Parameters
+        ----------
+        name : str
+            Instance name, unique in the repo (letters, digits, ``_``, ``-``, ``.``).
+        dtype : dtype-like
+            Any numeric numpy dtype.
+        shape : sequence of int
+            Array shape.
+        chunks : sequence of int, optional
+            Chunk shape (default: 64³ in 3-D, 512² in 2-D, 262144 in 1-D).
+        fill_value : scalar, default 0
+            What unwritten voxels read as.
+        codec : str or dict, optional
+            Chunk codec (default blosc zstd level 1 with shuffle).
+        origin : sequence of int, optional
+            Absolute coordinate of index 0 on each axis (see ``arr.abs``).
+        max_scale : int, default 0
+            ``> 0`` (3-D only) keeps a mean-downsampled pyramid of that many levels, updated
+            on every write and read with ``arr.scale(n)[...]``.
+        exist_ok : bool, default False
+            Return the existing array ``name`` if it has this configuration (so re-running a
+            notebook cell works); a different configuration still raises.
+
+        Returns
+        -------
+        VersionedArray
+            A handle following the repo head.
+
+        Raises
+        ------
+        DuplicateNameError
+            ``name`` exists (with ``exist_ok=True``: exists with another type or configuration).
+        LockedNodeError
+            The head is locked (and the array does not exist yet).
         """
         from diced.array.array import array_config
 
         return self._create_instance(name, "array", array_config(
-            dtype, shape, chunks, fill_value, codec, origin, self._head_id, max_scale=max_scale))
+            dtype, shape, chunks, fill_value, codec, origin, self._head_id, max_scale=max_scale),
+            exist_ok=exist_ok)
 
-    def create_labels(self, name: str, shape: Iterable[int] | None = None, **kwargs: Any) -> Any:
-        """Create a uint64 label array stored as DVID compressed label blocks."""
+    def create_labels(self, name: str, shape: Iterable[int] | None = None, *,
+                      exist_ok: bool = False, **kwargs: Any) -> Any:
+        """Create a uint64 label array stored as DVID compressed label blocks.
+
+        Parameters
+        ----------
+        name : str
+            Instance name, unique in the repo.
+        shape : sequence of int
+            3-D shape (z, y, x).
+        exist_ok : bool, default False
+            Return the existing label array ``name`` if it has this configuration.
+        **kwargs
+            ``chunks`` (multiples of 8, default 64³), ``max_scale``, ``codec``, ``origin``.
+
+        Returns
+        -------
+        LabelArray
+            A handle following the repo head.
+
+        Raises
+        ------
+        DuplicateNameError
+            ``name`` exists (with ``exist_ok=True``: exists with another type or configuration).
+        """
         from diced.array.labels import labels_config
 
-        return self._create_instance(name, "labels", labels_config(shape, self._head_id, **kwargs))
+        return self._create_instance(name, "labels", labels_config(shape, self._head_id, **kwargs),
+                                     exist_ok=exist_ok)
 
-    def create_keyvalue(self, name: str) -> Any:
-        """Create a versioned dict of bytes (DVID keyvalue)."""
-        return self._create_instance(name, "keyvalue", {})
+    def create_keyvalue(self, name: str, *, exist_ok: bool = False) -> Any:
+        """Create a versioned dict of bytes (DVID keyvalue).
+
+        Parameters
+        ----------
+        name : str
+            Instance name, unique in the repo.
+        exist_ok : bool, default False
+            Return the existing keyvalue ``name`` instead of raising.
+
+        Returns
+        -------
+        KeyValue
+            A handle following the repo head.
+        """
+        return self._create_instance(name, "keyvalue", {}, exist_ok=exist_ok)
 
     def delete_instance(self, name: str) -> None:
         """Delete an instance and its data from every version (irreversible, as in DVID)."""
