@@ -40,7 +40,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         name, help="export a version of an array as neuroglancer precomputed or zarr",
         description="Write one version of an image or label array, with its whole "
                     "multiscale pyramid, to a directory or fsspec URL in another format.",
-        epilog="Run 'diced export precomputed --help' or 'diced export zarr --help'.")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  diced export precomputed ~/fly.diced fly grayscale /tmp/gray\n"
+               "  diced export zarr ~/fly.diced fly grayscale /tmp/gray.zarr\n\n"
+               "Run 'diced export precomputed --help' or 'diced export zarr --help'.")
     fmt = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
 
     pc = fmt.add_parser(
@@ -133,9 +137,9 @@ def _add_shards(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def _open_array(args: argparse.Namespace, name: str) -> Any:
-    import diced
+    from diced.cli._store import open_existing_store
 
-    repo = diced.Store(args.store).open_repo(args.repo)
+    repo = open_existing_store(args.store).open_repo(args.repo)
     if args.version:
         return repo.version(args.version).array(name)
     return repo.array(name)

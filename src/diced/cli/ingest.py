@@ -55,10 +55,14 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import diced
+    from diced.cli._store import open_existing_store
     from diced.errors import RepoNotFoundError
     from diced.export.ingest import ingest
 
-    store = diced.Store(args.store)
+    if args.create_repo:
+        store = diced.Store(args.store)
+    else:
+        store = open_existing_store(args.store)
     try:
         repo = store.open_repo(args.repo)
     except RepoNotFoundError:
