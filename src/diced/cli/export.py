@@ -7,6 +7,7 @@ import argparse
 import json
 from typing import Any
 
+from diced.cli._args import floats as _floats
 from diced.cli._args import ints as _ints
 
 _STORE_HELP = "store location: a path (embedded LMDB store) or an fsspec URL (gs://..., s3://...)"
@@ -15,14 +16,26 @@ _VERSION_HELP = ("version to export: a UUID, a unique UUID prefix, or 'branch~N'
 
 
 
-def _resolution(text: str) -> list[float]:
-    try:
-        out = [float(t) for t in text.split(",")]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected 3 comma-separated numbers, got {text!r}") from exc
-    if len(out) != 3 or any(v <= 0 for v in out):
-        raise argparse.ArgumentTypeError(f"expected 3 positive numbers (x,y,z), got {text!r}")
-    return out
+class _Replaced(argparse.Action):
+    """A flag that no longer exists: refuse it and name its replacement."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        text = values if isinstance(values, str) else ""
+        zyx = ",".join(reversed(text.split(","))) if text else "Z,Y,X"
+        parser.error(f"{option_string} (x,y,z) was replaced by --voxel-size in z,y,x order, "
+                     f"as everywhere in diced: use --voxel-size {zyx}")
+
+
+def _voxel_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--voxel-size", type=_floats, default=None, metavar="Z,Y,X",
+                   help="voxel size of level 0 in array axis order (z,y,x for 3-D, as "
+                        "everywhere in diced), in --unit (default 8 per spatial axis, DVID's "
+                        "default)")
+    p.add_argument("--unit", default="nanometer",
+                   help="unit of --voxel-size: nanometer (nm, default), micrometer (um), "
+                        "angstrom, millimeter")
+    p.add_argument("--resolution", action=_Replaced, help=argparse.SUPPRESS)
 
 
 def _common(p: argparse.ArgumentParser, what: str = "array") -> None:
@@ -57,7 +70,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         epilog="examples:\n"
                "  diced export precomputed ~/fly.diced fly grayscale /tmp/gray --encoding jpeg\n"
                "  diced export precomputed ~/fly.diced fly segmentation gs://bucket/seg \\\n"
-               "      --version 3f2a --sharded --resolution 8,8,40")
+               "      --version 3f2a --sharded --voxel-size 40,8,8")
     _common(pc)
     pc.add_argument("dest", metavar="DEST",
                     help="output directory or URL (memory://, file://, gs://, s3://); must be "
@@ -71,8 +84,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                          "for images; jpeg is lossy and uint8 only)")
     pc.add_argument("--sharded", action="store_true",
                     help="write the sharded format (few large files; best for cloud storage)")
-    pc.add_argument("--resolution", type=_resolution, default=[8.0, 8.0, 8.0],
-                    help="voxel size of level 0 in nm, x,y,z order (default 8,8,8)")
+    _voxel_args(pc)
     pc.add_argument("--supervoxels", action="store_true",
                     help="label arrays: write supervoxel ids instead of body ids")
     pc.add_argument("--jpeg-quality", type=int, default=75, help="jpeg quality 0-100 (default 75)")
@@ -97,10 +109,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     zp.add_argument("--version", default=None, help=_VERSION_HELP)
     zp.add_argument("--scales", type=_ints, default=None,
                     help="comma-separated pyramid levels to write (default: all)")
-    zp.add_argument("--voxel-size", type=lambda t: [float(v) for v in t.split(",")],
-                    default=None,
-                    help="voxel size of level 0 in array axis order, e.g. 40,8,8 for z,y,x "
-                         "(OME-Zarr scale; default 1 per axis)")
+    _voxel_args(zp)
     zp.add_argument("--supervoxels", action="store_true",
                     help="label arrays: write supervoxel ids instead of body ids")
     zp.add_argument("--overwrite", action="store_true",
@@ -151,7 +160,8 @@ def run_precomputed(args: argparse.Namespace) -> int:
     arr = _open_array(args, args.array)
     info = export_precomputed(
         arr, args.dest, scales=args.scales, encoding=args.encoding, sharded=args.sharded,
-        resolution=args.resolution, supervoxels=args.supervoxels, progress=not args.quiet,
+        voxel_size=args.voxel_size, unit=args.unit, supervoxels=args.supervoxels,
+        progress=not args.quiet,
         overwrite=args.overwrite, jpeg_quality=args.jpeg_quality)
     scales = ", ".join(f"{s['key']} {s['size']}" for s in info["scales"])
     print(f"wrote precomputed {info['type']} volume to {args.dest}: {scales}")
@@ -163,6 +173,7 @@ def run_zarr(args: argparse.Namespace) -> int:
 
     arr = _open_array(args, args.array)
     group = export_zarr(arr, args.dest, scales=args.scales, voxel_size=args.voxel_size,
+                        unit=args.unit,
                         supervoxels=args.supervoxels, progress=not args.quiet,
                         overwrite=args.overwrite)
     levels = sorted(name for name, _ in group.arrays())

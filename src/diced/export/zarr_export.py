@@ -23,6 +23,7 @@ import numpy as np
 
 from diced.errors import FormatError, InvalidArgumentError
 from diced.export.precomputed import box_reader, check_scales, iter_boxes
+from diced.export.voxels import check_unit, check_voxel_size
 
 if TYPE_CHECKING:
     from diced.array.array import VersionedArray
@@ -86,7 +87,7 @@ def export_zarr(
     scales: Sequence[int] | None = None,
     supervoxels: bool = False,
     voxel_size: Sequence[float] | None = None,
-    unit: str | None = "nanometer",
+    unit: str = "nanometer",
     compressors: Any = "auto",
     progress: bool = True,
     overwrite: bool = False,
@@ -107,10 +108,12 @@ def export_zarr(
     supervoxels : bool
         Label arrays: write supervoxel ids instead of body ids.
     voxel_size : sequence of float, optional
-        Voxel size of level 0 **in array axis order** (e.g. ``(z, y, x)``), used for the
-        OME-Zarr scale transforms; default 1 per axis.
+        Voxel size of level 0 **in array axis order** (``z, y, x`` for 3-D), in ``unit``,
+        used for the OME-Zarr scale transforms; default 8 per spatial axis (DVID's default)
+        and 1 on channel/time axes. The same order as :func:`export_precomputed`'s.
     unit : str, optional
-        OME-Zarr unit of the spatial axes (default ``"nanometer"``).
+        Unit of ``voxel_size`` and OME-Zarr unit of the spatial axes: ``"nanometer"``
+        (default, or ``"nm"``), ``"micrometer"`` (``"um"``), ``"angstrom"``, ...
     compressors
         Passed to ``zarr.create_array`` (default: zarr's default, zstd).
     progress : bool
@@ -140,10 +143,8 @@ def export_zarr(
     array = array.at(version if version is not None else array.version.uuid)
     is_labels = isinstance(array, LabelArray)
     levels = check_scales(array, scales)
-    vs = [1.0] * array.ndim if voxel_size is None else [float(v) for v in voxel_size]
-    if len(vs) != array.ndim or any(v <= 0 for v in vs):
-        raise InvalidArgumentError(
-            f"voxel_size needs {array.ndim} positive numbers in axis order, got {voxel_size!r}")
+    vs = check_voxel_size(voxel_size, array.ndim, f"array {array.name!r}")
+    unit = check_unit(unit)
     try:
         group = zarr.open_group(os.fspath(dest), mode="w" if overwrite else "w-",
                                 storage_options=dict(storage_options) if storage_options
