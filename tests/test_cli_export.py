@@ -120,7 +120,7 @@ def test_export_shards_cli(seeded, tmp_path, capsys):
     (["export", "--help"], "precomputed"),
     (["export", "precomputed", "--help"], "examples:"),
     (["export", "zarr", "--help"], "OME-Zarr"),
-    (["export-shards", "--help"], "example:"),
+    (["export-shards", "--help"], "examples:"),
     (["ingest", "--help"], "resumes"),
 ])
 def test_help_texts(argv, expect, capsys):

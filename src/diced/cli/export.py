@@ -12,7 +12,7 @@ from diced.cli._args import ints as _ints
 
 _STORE_HELP = "store location: a path (embedded LMDB store) or an fsspec URL (gs://..., s3://...)"
 _VERSION_HELP = ("version to export: a UUID, a unique UUID prefix, or 'branch~N' "
-                 "(default: the newest version on the master branch)")
+                 "or tag (default: the repo's head, marked * by 'diced log')")
 
 
 
@@ -118,23 +118,58 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     zp.set_defaults(func=run_zarr)
 
 
+def _size(text: str) -> int:
+    """``"2GB"``, ``"512MiB"``, ``"1e9"`` -> bytes."""
+    units = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,
+             "mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12,
+             "tib": 2**40}
+    t = text.strip().lower()
+    num = t.rstrip("abcdefghijklmnopqrstuvwxyz")
+    try:
+        value = float(num) * units[t[len(num):].strip()]
+    except (ValueError, KeyError) as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 512MiB, 2GB or 1000000, got {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"the size must be positive, got {text!r}")
+    return int(value)
+
+
 def _add_shards(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(
         name, help="export a label array as DVID export-shards Arrow files",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Write the blocks of a label array at one scale as DVID 'export-shards' "
                     "files: per shard an Arrow IPC stream (.arrow) of compressed label blocks "
-                    "with their supervoxel and body ids, plus a CSV index (.csv). SPEC is the "
-                    "neuroglancer sharded 'info' that decides the shard layout (64^3 chunks).",
-        epilog="example:\n"
+                    "with their supervoxel and body ids, plus a CSV index (.csv), under "
+                    "DEST/s<scale>/. The shard layout is a neuroglancer sharded 'info' spec: "
+                    "give one as SPEC (a JSON file or URL, as DVID takes it), or let diced "
+                    "make it from --shard-bits/--minishard-bits/--preshift-bits or a target "
+                    "--shard-size (default: shards of at most 128 MiB of raw voxels); a spec "
+                    "made here is written to DEST/info.",
+        epilog="examples:\n"
+               "  diced export-shards ~/fly.diced fly segmentation /tmp/shards\n"
+               "  diced export-shards ~/fly.diced fly segmentation /tmp/shards --shard-size 1GB\n"
+               "  diced export-shards ~/fly.diced fly segmentation /tmp/shards \\\n"
+               "      --shard-bits 15 --minishard-bits 6 --preshift-bits 9 --scale 1\n"
                "  diced export-shards ~/fly.diced fly segmentation spec.json /tmp/shards \\\n"
-               "      --scale 0 --batch-size 256")
+               "      --version 3f2a --batch-size 256")
     _common(p, "labels")
-    p.add_argument("spec", metavar="SPEC",
-                   help="neuroglancer precomputed sharded info: a JSON file path or URL")
-    p.add_argument("dest", metavar="DEST", help="output directory or URL")
+    p.add_argument("paths", metavar="[SPEC] DEST", nargs="+",
+                   help="optional neuroglancer sharded info (JSON file path or URL), then the "
+                        "output directory or URL")
     p.add_argument("--version", default=None, help=_VERSION_HELP)
     p.add_argument("--scale", type=int, default=0, help="pyramid level to export (default 0)")
+    p.add_argument("--shard-bits", type=int, default=None, help="sharding: shard_bits")
+    p.add_argument("--minishard-bits", type=int, default=None, help="sharding: minishard_bits")
+    p.add_argument("--preshift-bits", type=int, default=None, help="sharding: preshift_bits")
+    p.add_argument("--shard-size", type=_size, default=None, metavar="BYTES",
+                   help="largest raw (uint64) size of one shard, e.g. 512MiB or 2GB")
+    p.add_argument("--shard-voxels", type=int, default=None, metavar="N",
+                   help="largest number of voxels in one shard")
+    p.add_argument("--voxel-size", type=_floats, default=None, metavar="Z,Y,X",
+                   help="voxel size written to a generated spec, z,y,x in --unit (default 8)")
+    p.add_argument("--unit", default="nanometer", help="unit of --voxel-size (default nanometer)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="blocks per Arrow record batch (default: the exporter's)")
     p.add_argument("--overwrite", action="store_true", help="replace existing shard files")
@@ -183,20 +218,28 @@ def run_zarr(args: argparse.Namespace) -> int:
 
 
 def run_shards(args: argparse.Namespace) -> int:
-    from diced.errors import BackendUnavailableError
-    from diced.export.arrow_shards import export_shards
+    """Run ``diced export-shards``."""
+    from diced.errors import InvalidArgumentError
+    from diced.export import export_shards
 
-    try:
-        from diced.export.label_source import LabelBlockSource
-    except ImportError as exc:  # pragma: no cover - until the adapter lands
-        raise BackendUnavailableError(
-            "export-shards needs diced.export.label_source, missing from this install") from exc
+    if len(args.paths) > 2:
+        raise InvalidArgumentError(f"expected [SPEC] DEST, got {len(args.paths)} paths")
+    spec, dest = (None, args.paths[0]) if len(args.paths) == 1 else args.paths
+    sharding = dict(shard_bits=args.shard_bits, minishard_bits=args.minishard_bits,
+                    preshift_bits=args.preshift_bits, shard_bytes=args.shard_size,
+                    shard_voxels=args.shard_voxels, voxel_size=args.voxel_size)
+    if spec is not None and any(v is not None for v in sharding.values()):
+        raise InvalidArgumentError(
+            "give SPEC or --shard-bits/--minishard-bits/--preshift-bits/--shard-size/"
+            "--shard-voxels/--voxel-size, not both")
     labels = _open_array(args, args.labels)
-    report = export_shards(LabelBlockSource(labels, supervoxels=args.supervoxels), args.spec,
-                           args.dest, scale=args.scale, batch_size=args.batch_size,
-                           overwrite=args.overwrite, progress=not args.quiet)
+    kwargs = {} if spec is not None else {**sharding, "unit": args.unit}
+    report = export_shards(labels, dest, spec, supervoxels=args.supervoxels,
+                           scale=args.scale, batch_size=args.batch_size,
+                           overwrite=args.overwrite, progress=not args.quiet, **kwargs)
+    made = "" if spec is not None else f"; spec written to {dest.rstrip('/')}/info"
     print(f"wrote {report.shards_written} shards ({report.blocks_written} blocks, "
-          f"{report.bytes_written / 1e6:.1f} MB) in {report.seconds:.1f} s to {report.dest}")
+          f"{report.bytes_written / 1e6:.1f} MB) in {report.seconds:.1f} s to {report.dest}{made}")
     return 0
 
 
