@@ -184,6 +184,13 @@ class Store:
         return Repo(self, root, version if version is not None else uuid)
 
     def repos(self) -> dict[str, Repo]:
+        """Every repo of the store, opened.
+
+        Returns
+        -------
+        dict
+            ``{alias: Repo}``.
+        """
         out = {}
         for r in self._repo_uuids():
             repo = Repo(self, r)
@@ -217,6 +224,7 @@ class Store:
         self.backend.delete_many(list(self.backend.list_keys(f"lock/{root}/")))
 
     def close(self) -> None:
+        """Release the backend (files, LMDB environment). The store is unusable afterwards."""
         self.backend.close()
 
     def __enter__(self) -> Self:

@@ -190,6 +190,7 @@ def _open_array(args: argparse.Namespace, name: str) -> Any:
 
 
 def run_precomputed(args: argparse.Namespace) -> int:
+    """Run ``diced export precomputed``."""
     from diced.export.precomputed import export_precomputed
 
     arr = _open_array(args, args.array)
@@ -204,6 +205,7 @@ def run_precomputed(args: argparse.Namespace) -> int:
 
 
 def run_zarr(args: argparse.Namespace) -> int:
+    """Run ``diced export zarr``."""
     from diced.export.zarr_export import export_zarr
 
     arr = _open_array(args, args.array)

@@ -84,10 +84,12 @@ class IngestReport:
 
     @property
     def resumed(self) -> bool:
+        """Whether this call continued an interrupted ingest."""
         return self.slabs_skipped > 0
 
     @property
     def mb_per_s(self) -> float:
+        """Throughput of this call in MB (10**6 bytes) of source data per second."""
         return self.bytes_written / max(self.seconds, 1e-9) / 1e6
 
 

@@ -42,16 +42,37 @@ class LabelBlockSource:
         return self.labels._levels[scale]
 
     def scale_shape(self, scale: int) -> tuple[int, int, int]:
+        """Shape (z, y, x) of pyramid level ``scale``."""
         shape = self.labels._shape_at(self._ctx)
         f = 1 << scale
         return tuple(-(-n // f) for n in shape)  # type: ignore[return-value]
 
     def block_coords(self, scale: int) -> np.ndarray:
+        """Block coordinates (x, y, z) of the stored blocks at ``scale``.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, 3)`` int64.
+        """
         zyx = [K.parse_chunk_ckey(c) for c in self._level(scale).live_keys(self._ctx)]
         arr = np.array(zyx, dtype=np.int64).reshape(-1, 3)
         return np.ascontiguousarray(arr[:, ::-1])
 
     def read_dvid_blocks(self, coords: np.ndarray, scale: int) -> list[bytes]:
+        """DVID block serializations (supervoxel ids) of the blocks at ``coords`` (x, y, z).
+
+        Parameters
+        ----------
+        coords : numpy.ndarray
+            ``(n, 3)`` block coordinates, x, y, z.
+        scale : int
+
+        Returns
+        -------
+        list of bytes
+            Unstored blocks come back as all-zero blocks.
+        """
         from diced.array.codecs.labelblock import encode_block
 
         coords = np.asarray(coords, dtype=np.int64).reshape(-1, 3)
@@ -69,6 +90,17 @@ class LabelBlockSource:
         return out
 
     def map_labels(self, labels: np.ndarray) -> np.ndarray:
+        """Body ids of supervoxel ids (unchanged with ``supervoxels=True``).
+
+        Parameters
+        ----------
+        labels : numpy.ndarray
+
+        Returns
+        -------
+        numpy.ndarray
+            A new uint64 array.
+        """
         labels = np.asarray(labels, dtype=np.uint64)
         if self.supervoxels:
             return labels.copy()
@@ -82,6 +114,17 @@ class LabelBlockSource:
         return relabel(labels, keys, values)
 
     def write_dvid_blocks(self, coords: np.ndarray, blocks: list[bytes], scale: int) -> None:
+        """Write DVID blocks at ``coords`` (x, y, z) into the label array (scale 0 only).
+
+        Parameters
+        ----------
+        coords : numpy.ndarray
+            ``(n, 3)`` block coordinates, x, y, z.
+        blocks : list of bytes
+            DVID block serializations.
+        scale : int
+            Must be 0: lower scales are computed.
+        """
         from diced.array.codecs.labelblock import decode_block
 
         if scale != 0:

@@ -70,6 +70,7 @@ class Source:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the whole source in memory."""
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
 

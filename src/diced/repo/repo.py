@@ -84,23 +84,32 @@ class Version:
 
     @property
     def node(self) -> Node:
+        """The version's DAG node as currently known (refreshed with the repo)."""
         return self.repo._dag.nodes.get(self._node.id, self._node)
 
-    uuid = property(lambda self: self._node.uuid)
-    id = property(lambda self: self._node.id)
-    locked = property(lambda self: self.node.locked)
-    note = property(lambda self: self.node.note)
-    log = property(lambda self: list(self.node.log))
-    branch = property(lambda self: self.node.branch_name)
-    tag = property(lambda self: self.node.tag)
-    created = property(lambda self: self.node.created)
+    uuid = property(lambda self: self._node.uuid,
+                    doc="The version's 32-hex UUID (a tag's name for tags).")
+    id = property(lambda self: self._node.id, doc="The version's small id, local to its repo.")
+    locked = property(lambda self: self.node.locked,
+                      doc="Whether the version is locked (committed): its data never changes.")
+    note = property(lambda self: self.node.note, doc="The version's note (commit message).")
+    log = property(lambda self: list(self.node.log),
+                   doc="The version's log lines (timestamped), oldest first.")
+    branch = property(lambda self: self.node.branch_name,
+                      doc="Name of the branch the version is on (``'master'`` by default).")
+    tag = property(lambda self: self.node.tag,
+                   doc="The tag name if this version is a tag, else None.")
+    created = property(lambda self: self.node.created,
+                       doc="Creation time, seconds since the epoch.")
 
     @property
     def parents(self) -> list[str]:
+        """UUIDs of the parent versions (two or more for a merge, none for the root)."""
         return [self.repo._dag.nodes[p].uuid for p in self.node.parents]
 
     @property
     def children(self) -> list[str]:
+        """UUIDs of the child versions (tags included)."""
         return [self.repo._dag.nodes[c].uuid for c in self.repo._dag.children.get(self.id, [])]
 
     def instance(self, name: str) -> Any:
@@ -108,14 +117,79 @@ class Version:
         return self.repo._instance(name, _Ref(self.repo, self.id))
 
     __getitem__ = instance
-    array = instance
-    keyvalue = instance
-    labels = instance
+
+    def array(self, name: str) -> Any:
+        """The array ``name`` pinned to this version (same as :meth:`instance`).
+
+        Parameters
+        ----------
+        name : str
+            Instance name.
+
+        Returns
+        -------
+        VersionedArray or LabelArray
+            A handle that always reads this version.
+
+        Raises
+        ------
+        InstanceNotFoundError
+            No instance ``name`` is visible at this version.
+        """
+        return self.instance(name)
+
+    def labels(self, name: str) -> Any:
+        """The label array ``name`` pinned to this version (same as :meth:`instance`).
+
+        Parameters
+        ----------
+        name : str
+            Instance name.
+
+        Returns
+        -------
+        LabelArray
+        """
+        return self.instance(name)
+
+    def keyvalue(self, name: str) -> Any:
+        """The keyvalue ``name`` pinned to this version (same as :meth:`instance`).
+
+        Parameters
+        ----------
+        name : str
+            Instance name.
+
+        Returns
+        -------
+        KeyValue
+        """
+        return self.instance(name)
 
     def instances(self) -> dict[str, str]:
+        """Names and types of the data instances visible at this version.
+
+        Returns
+        -------
+        dict
+            ``{name: "array" | "labels" | "keyvalue"}``, sorted by name.
+        """
         return self.repo.instances(self.uuid)
 
     def commit(self, note: str = "", log: Iterable[str] = ()) -> Version:
+        """Lock this version (see :meth:`Repo.commit`).
+
+        Parameters
+        ----------
+        note : str
+            The version's note.
+        log : iterable of str
+            Log lines, stored with a timestamp.
+
+        Returns
+        -------
+        Version
+        """
         return self.repo.commit(note, log, uuid=self.uuid)
 
     def __eq__(self, other: object) -> bool:
@@ -233,26 +307,36 @@ class Repo:
 
     @property
     def alias(self) -> str:
+        """The repo's name in its store."""
         return self._doc.get("alias", "")
 
     @property
     def description(self) -> str:
+        """The repo's free-text description."""
         return self._doc.get("description", "")
 
     @property
     def root(self) -> Version:
+        """The repo's root version (its UUID is the repo's UUID)."""
         return Version(self, self._dag.root)
 
     @property
     def head(self) -> Version:
+        """The head: the version unpinned handles read and write.
+
+        Moved by ``checkout``, ``branch``, ``newversion`` and ``merge``, and stored in the
+        store, so the next ``store.open_repo`` starts there.
+        """
         return Version(self, self._dag.nodes[self._head_id])
 
     @property
     def current_uuid(self) -> str:
+        """UUID of the head version."""
         return self._dag.nodes[self._head_id].uuid
 
     @property
     def dag(self) -> DAG:
+        """The version DAG (a snapshot: :meth:`refresh` re-reads it)."""
         return self._dag
 
     # --- refs ------------------------------------------------------------------------------
@@ -297,12 +381,32 @@ class Repo:
         return Version(self, node)
 
     def versions(self) -> list[Version]:
+        """Every version of the repo, parents before children.
+
+        Returns
+        -------
+        list of Version
+        """
         return [Version(self, n) for n in self._dag.topological()]
 
     def branches(self) -> dict[str, Version]:
+        """The branches and their newest versions.
+
+        Returns
+        -------
+        dict
+            ``{branch name: leaf Version}``, ``"master"`` included.
+        """
         return {name: Version(self, n) for name, n in self._dag.branches().items()}
 
     def tags(self) -> dict[str, Version]:
+        """The tags.
+
+        Returns
+        -------
+        dict
+            ``{tag name: tag Version}``; a tag's parent is the version it names.
+        """
         return {name: Version(self, n) for name, n in self._dag.tags().items()}
 
     def log(self, uuid: str | Version | None = None) -> list[Version]:
@@ -493,11 +597,57 @@ class Repo:
         return _instance_class(rec["type"])(self, name, rec, ref)
 
     def __getitem__(self, name: str) -> Any:
+        """``repo[name]``: the instance ``name`` at the head (see :meth:`array`)."""
         return self._instance(name, _Ref(self, None))
 
-    array = __getitem__
-    keyvalue = __getitem__
-    labels = __getitem__
+    def array(self, name: str) -> Any:
+        """The array (or label array) ``name``, following the head.
+
+        Parameters
+        ----------
+        name : str
+            Instance name.
+
+        Returns
+        -------
+        VersionedArray or LabelArray
+            A handle that reads and writes whatever version is the head at each call
+            (``repo.version(v).array(name)`` gives one pinned to ``v``).
+
+        Raises
+        ------
+        InstanceNotFoundError
+            No instance ``name`` is visible at the head.
+        """
+        return self[name]
+
+    def labels(self, name: str) -> Any:
+        """The label array ``name``, following the head (same as :meth:`array`).
+
+        Parameters
+        ----------
+        name : str
+            Instance name.
+
+        Returns
+        -------
+        LabelArray
+        """
+        return self[name]
+
+    def keyvalue(self, name: str) -> Any:
+        """The keyvalue ``name``, following the head (same as :meth:`array`).
+
+        Parameters
+        ----------
+        name : str
+            Instance name.
+
+        Returns
+        -------
+        KeyValue
+        """
+        return self[name]
 
     def __contains__(self, name: str) -> bool:
         return name in self.instances()
