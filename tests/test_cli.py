@@ -189,6 +189,12 @@ def test_diff_and_merge(store_path, capsys):
     assert code == 2 and "two or more" in err
 
 
+def test_ingest_into_a_missing_repo_names_the_flag(store_path, tmp_path, capsys):
+    np.save(tmp_path / "v.npy", np.zeros((4, 4, 4), np.uint8))
+    code, _, err = run(capsys, "ingest", store_path, "nope", "img", tmp_path / "v.npy", "--quiet")
+    assert code == 2 and "--create-repo" in err
+
+
 def test_error_hints_name_flags():
     assert cli_message("pass overwrite=True to replace") == "pass --overwrite to replace"
     assert cli_message("rerun with slab=64 or resume=False") == "rerun with --slab 64 or --no-resume"

@@ -79,9 +79,9 @@ def run(args: argparse.Namespace) -> int:
         store = open_existing_store(args.store)
     try:
         repo = store.open_repo(args.repo)
-    except RepoNotFoundError:
+    except RepoNotFoundError as exc:
         if not args.create_repo:
-            raise
+            raise RepoNotFoundError(f"{exc}; pass --create-repo to make it") from exc
         repo = store.create_repo(args.repo)
     report = ingest(args.source, repo, args.name, dataset=args.dataset, axes=args.axes,
                     offset=args.offset,
