@@ -54,7 +54,7 @@ def test_version_flag(capsys):
 
 def test_every_subcommand_help_has_examples(capsys):
     parser = build_parser()
-    commands = list(parser._subparsers._group_actions[0].choices)  # noqa: SLF001
+    commands = list(parser._subparsers._group_actions[0].choices)
     assert {"info", "log", "branch", "commit", "tag", "diff", "merge", "checkout"} <= set(commands)
     for argv in [[c] for c in commands] + [["export", "precomputed"], ["export", "zarr"]]:
         with pytest.raises(SystemExit):
@@ -93,7 +93,7 @@ def test_read_only_commands_never_create_a_store(tmp_path, capsys):
                  ["branch", missing, "fly"], ["info", f"file://{missing}"],
                  ["export", "zarr", missing, "fly", "img", tmp_path / "out.zarr"],
                  ["ingest", missing, "fly", "img", npy]):
-        code, out, err = run(capsys, *argv)
+        code, _out, err = run(capsys, *argv)
         assert code == 2 and "no diced store" in err and len(err.strip().splitlines()) == 1, argv
     assert not missing.exists() and not (tmp_path / "out.zarr").exists()
     code, _, err = run(capsys, "info", npy)
@@ -215,7 +215,7 @@ def test_ctrl_c_exits_130_with_one_line(store_path, capsys, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(inspect_cli, "run_info", interrupted)
-    code, out, err = run(capsys, "info", store_path)
+    code, _out, err = run(capsys, "info", store_path)
     assert code == 130 and err == "diced info: interrupted\n"
 
 

@@ -29,9 +29,8 @@ def undocumented() -> list[str]:
         for attr, obj in vars(module).items():
             if attr.startswith("_") or getattr(obj, "__module__", None) != info.name:
                 continue
-            if inspect.isfunction(obj) or inspect.isclass(obj):
-                if not inspect.getdoc(obj):
-                    missing.append(f"{info.name}.{attr}")
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and not inspect.getdoc(obj):
+                missing.append(f"{info.name}.{attr}")
             if not inspect.isclass(obj):
                 continue
             for name, member in vars(obj).items():
@@ -57,7 +56,7 @@ def test_the_check_sees_a_missing_docstring(monkeypatch):
     """The checker itself works: a public method without a docstring is reported."""
     from diced.repo import repo as repo_module
 
-    def undocumented_method(self):  # noqa: D401 - deliberately bare
+    def undocumented_method(self):
         return None
 
     monkeypatch.setattr(repo_module.Repo, "brand_new", undocumented_method, raising=False)

@@ -16,8 +16,15 @@ from diced.export.sharding import parse_spec
 
 
 def test_one_public_path():
-    from diced.export import export_precomputed, export_shards, export_zarr, ingest
-    from diced.export import label_source, precomputed, zarr_export
+    from diced.export import (
+        export_precomputed,
+        export_shards,
+        export_zarr,
+        ingest,
+        label_source,
+        precomputed,
+        zarr_export,
+    )
     from diced.export import ingest as ingest_fn
 
     assert export_precomputed is precomputed.export_precomputed
@@ -90,9 +97,9 @@ def test_sharding_parameters(seg, tmp_path):
     assert big["scales"][0]["sharding"]["shard_bits"] == 0
     spec = sharded_spec(labels, voxel_size=(40, 8, 4))
     assert spec["scales"][1]["resolution"] == [8, 16, 80]
-    for bad in [dict(shard_bits=1, minishard_bits=0, preshift_bits=0),
-                dict(shard_bits=-1), dict(shard_bits=2, shard_bytes=10**9),
-                dict(shard_bytes=0), dict(shard_bytes=5, shard_voxels=5)]:
+    for bad in [{"shard_bits": 1, "minishard_bits": 0, "preshift_bits": 0},
+                {"shard_bits": -1}, {"shard_bits": 2, "shard_bytes": 10**9},
+                {"shard_bytes": 0}, {"shard_bytes": 5, "shard_voxels": 5}]:
         with pytest.raises(InvalidArgumentError):
             sharded_spec(labels, **bad)
     from diced.export import export_shards

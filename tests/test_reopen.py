@@ -108,9 +108,9 @@ def test_create_instances_exist_ok(store):
     assert repo.create_labels("seg", (16, 16, 16), chunks=(8, 8, 8), exist_ok=True).name == "seg"
     assert repo.create_keyvalue("kv", exist_ok=True).name == kv.name
     # a different configuration or type is a clear error, nothing changes
-    for bad in [dict(dtype="uint8"), dict(shape=(10, 11)), dict(fill_value=0),
-                dict(chunks=(2, 2))]:
-        kw = dict(dtype="uint16", shape=(10, 10), chunks=(4, 4), fill_value=3) | bad
+    for bad in [{"dtype": "uint8"}, {"shape": (10, 11)}, {"fill_value": 0},
+                {"chunks": (2, 2)}]:
+        kw = {"dtype": "uint16", "shape": (10, 10), "chunks": (4, 4), "fill_value": 3} | bad
         with pytest.raises(DuplicateNameError, match="different configuration"):
             repo.create_array("img", exist_ok=True, **kw)
     with pytest.raises(DuplicateNameError, match="type 'labels'"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["default_cache_dir", "configure"]
+__all__ = ["configure", "default_cache_dir"]
 
 
 def default_cache_dir() -> str:

@@ -96,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"diced {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. 'diced log ... | head': the reader left, not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (DicedError, OSError) as exc:
         if args.verbose:
             logging.getLogger(__name__).exception("diced %s failed", args.command)

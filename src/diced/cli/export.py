@@ -227,9 +227,9 @@ def run_shards(args: argparse.Namespace) -> int:
     if len(args.paths) > 2:
         raise InvalidArgumentError(f"expected [SPEC] DEST, got {len(args.paths)} paths")
     spec, dest = (None, args.paths[0]) if len(args.paths) == 1 else args.paths
-    sharding = dict(shard_bits=args.shard_bits, minishard_bits=args.minishard_bits,
-                    preshift_bits=args.preshift_bits, shard_bytes=args.shard_size,
-                    shard_voxels=args.shard_voxels, voxel_size=args.voxel_size)
+    sharding = {"shard_bits": args.shard_bits, "minishard_bits": args.minishard_bits,
+                "preshift_bits": args.preshift_bits, "shard_bytes": args.shard_size,
+                "shard_voxels": args.shard_voxels, "voxel_size": args.voxel_size}
     if spec is not None and any(v is not None for v in sharding.values()):
         raise InvalidArgumentError(
             "give SPEC or --shard-bits/--minishard-bits/--preshift-bits/--shard-size/"

@@ -292,9 +292,9 @@ def export_shards(labels: Any, dest: str | os.PathLike[str], spec: Any = None, *
     """
     from diced.export.arrow_shards import export_shards as write_shards
 
-    made = dict(shard_bits=shard_bits, minishard_bits=minishard_bits,
-                preshift_bits=preshift_bits, shard_bytes=shard_bytes, shard_voxels=shard_voxels,
-                voxel_size=voxel_size)
+    made = {"shard_bits": shard_bits, "minishard_bits": minishard_bits,
+            "preshift_bits": preshift_bits, "shard_bytes": shard_bytes,
+            "shard_voxels": shard_voxels, "voxel_size": voxel_size}
     if version is not None and hasattr(labels, "at"):
         labels = labels.at(version)
     source = LabelBlockSource(labels, supervoxels=supervoxels)
