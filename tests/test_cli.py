@@ -199,6 +199,10 @@ def test_error_hints_name_flags():
     assert cli_message("pass overwrite=True to replace") == "pass --overwrite to replace"
     assert cli_message("rerun with slab=64 or resume=False") == "rerun with --slab 64 or --no-resume"
     assert "--into-existing" in cli_message("exists; pass create=False to fill it")
+    assert cli_message("holds 2 datasets (/a, /b); choose one with dataset=") == \
+        "holds 2 datasets (/a, /b); choose one with --dataset"
+    assert cli_message("pass axes= (diced ingest --axes)").startswith("pass --axes (")
+    assert cli_message("axes='zy' must name").startswith("--axes 'zy' must")
 
 
 def test_export_hint_names_the_flag(store_path, tmp_path, capsys):

@@ -136,3 +136,10 @@ def test_exist_ok_instance_on_another_branch(store):
     repo.branch("b")
     with pytest.raises(DuplicateNameError, match="another branch"):
         repo.create_array("img", "uint8", (4, 4), exist_ok=True)
+
+
+def test_exist_ok_with_a_nan_fill_value(store):
+    repo = store.create_repo("fly")
+    a = repo.create_array("f", "float32", (4, 4), fill_value=float("nan"))
+    assert repo.create_array("f", "float32", (4, 4), fill_value=float("nan"),
+                             exist_ok=True).name == a.name

@@ -44,6 +44,9 @@ _FLAG_HINTS = [
     (re.compile(r"pass create=True to make one"), "drop --into-existing to make one"),
     (re.compile(r"\bslab=(\S+?)\b"), r"--slab \1"),
     (re.compile(r"\bpass strategy= to\b"), "pass --strategy PARENT to"),
+    (re.compile(r"\bwith dataset=(?=[\s,.;)]|$)"), "with --dataset"),
+    (re.compile(r"\baxes=(?=[\s,.;)]|$)"), "--axes"),
+    (re.compile(r"\baxes=(?=')"), "--axes "),
 ]
 
 

@@ -670,7 +670,7 @@ class Repo:
         have = rec.get("config", {})
         wanted = {k: v for k, v in config.items() if k not in ("shapes", "allocate")}
         diffs = [f"{k}={have.get(k)!r} (asked {v!r})" for k, v in sorted(wanted.items())
-                 if have.get(k) != v]
+                 if dump_doc({"v": have.get(k)}) != dump_doc({"v": v})]  # NaN == NaN here
         shapes = config.get("shapes")
         if shapes:
             asked = tuple(next(iter(shapes.values())))
