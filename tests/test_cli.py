@@ -232,3 +232,14 @@ def test_console_entry_point_subprocess(store_path, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "diced", "log", store_path, "fly"],
                           capture_output=True, text=True, env=env, timeout=120, check=False)
     assert proc.returncode == 0 and "first" in proc.stdout
+
+
+def test_tour(tmp_path, capsys):
+    store = tmp_path / "tour.diced"
+    code, out, err = run(capsys, "tour", "--store", store, "--size", "128")
+    assert code == 0, err
+    assert "merged both branches" in out and "done" in out and store.exists()
+    code, out, _ = run(capsys, "log", store, "tour")
+    assert code == 0 and out.count("\n") == 4  # root, two branches, the merge
+    code, _, err = run(capsys, "tour", "--size", "64")
+    assert code == 2 and "--size must be at least 128" in err
