@@ -243,3 +243,11 @@ def test_tour(tmp_path, capsys):
     assert code == 0 and out.count("\n") == 4  # root, two branches, the merge
     code, _, err = run(capsys, "tour", "--size", "64")
     assert code == 2 and "--size must be at least 128" in err
+
+
+def test_info_on_a_file_url_store(tmp_path, capsys):
+    with diced.Store(f"file://{tmp_path}/fs") as store:
+        store.create_repo("r").create_keyvalue("kv")["k"] = b"v"
+    code, out, err = run(capsys, "info", f"file://{tmp_path}/fs")
+    assert code == 0, err
+    assert "keyvalue  kv" in out and "1 keys" in out
