@@ -124,6 +124,17 @@ class VersionedArray:
 
     @staticmethod
     def describe_key(ckey: str) -> tuple[int, ...]:
+        """Chunk grid coordinates of a stored chunk key (as diffs report them).
+
+        Parameters
+        ----------
+        ckey : str
+            A chunk key of the storage layout.
+
+        Returns
+        -------
+        tuple of int
+        """
         return K.parse_chunk_ckey(ckey)
 
     @property
@@ -144,18 +155,22 @@ class VersionedArray:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The array's shape at the handle's version (``resize`` changes it per version)."""
         return self._shape_at(self._ref.ctx())
 
     @property
     def ndim(self) -> int:
+        """Number of dimensions."""
         return len(self.chunks)
 
     @property
     def size(self) -> int:
+        """Number of elements (a Python int: may exceed 2**63)."""
         return int(np.prod(self.shape, dtype=object))
 
     @property
     def nbytes(self) -> int:
+        """Bytes the array would take dense in memory (nothing like what is stored)."""
         return self.size * self.dtype.itemsize
 
     def __len__(self) -> int:
@@ -163,6 +178,7 @@ class VersionedArray:
 
     @property
     def version(self) -> Version:
+        """The version this handle reads now (the head, for handles that follow it)."""
         from diced.repo.repo import Version
 
         ctx = self._ref.ctx()
@@ -170,6 +186,7 @@ class VersionedArray:
 
     @property
     def locked(self) -> bool:
+        """Whether that version is locked (writes raise ``LockedNodeError``)."""
         return self._ref.ctx().locked
 
     def at(self, version: str | Version) -> VersionedArray:
@@ -180,6 +197,14 @@ class VersionedArray:
         return self.repo._instance(self.name, _Ref(self.repo, node.id))
 
     def info(self) -> dict[str, Any]:
+        """The array's configuration as a plain dict.
+
+        Returns
+        -------
+        dict
+            ``name``, ``type``, ``dtype``, ``shape``, ``chunks``, ``fill_value``, ``origin``,
+            ``codec`` and ``version`` (UUID).
+        """
         return {"name": self.name, "type": self.typename, "dtype": str(self.dtype),
                 "shape": self.shape, "chunks": self.chunks, "fill_value": self.fill_value.item(),
                 "origin": self.origin, "codec": self.codec.to_dict(),

@@ -30,6 +30,17 @@ class LabelMergeMixin:
 
     @staticmethod
     def describe_key_mapping(ckey: str) -> int:
+        """The supervoxel id of a mapping-space key (as diffs report it).
+
+        Parameters
+        ----------
+        ckey : str
+            Hex key.
+
+        Returns
+        -------
+        int
+        """
         return int(ckey, 16)
 
     def _after_merge(self, ctx: VersionCtx, ckeys: Sequence[str],
