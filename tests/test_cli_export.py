@@ -66,7 +66,7 @@ def test_export_precomputed_cli(seeded, tmp_path, capsys):
     store_path, img, _ = seeded
     dest = tmp_path / "pc"
     assert run(["export", "precomputed", store_path, "fly", "gray", str(dest), "--scales", "0,1",
-                "--encoding", "raw", "--sharded", "--resolution", "4,4,40", "--quiet"]) == 0
+                "--encoding", "raw", "--sharded", "--voxel-size", "40,4,4", "--quiet"]) == 0
     assert "wrote precomputed image volume" in capsys.readouterr().out
     info = json.loads((dest / "info").read_text())
     assert [s["resolution"] for s in info["scales"]] == [[4, 4, 40], [8, 8, 80]]
@@ -120,7 +120,7 @@ def test_export_shards_cli(seeded, tmp_path, capsys):
     (["export", "--help"], "precomputed"),
     (["export", "precomputed", "--help"], "examples:"),
     (["export", "zarr", "--help"], "OME-Zarr"),
-    (["export-shards", "--help"], "example:"),
+    (["export-shards", "--help"], "examples:"),
     (["ingest", "--help"], "resumes"),
 ])
 def test_help_texts(argv, expect, capsys):
@@ -130,9 +130,15 @@ def test_help_texts(argv, expect, capsys):
     assert expect in capsys.readouterr().out
 
 
-def test_bad_cli_values():
-    with pytest.raises(SystemExit):
-        parser().parse_args(["export", "precomputed", "s", "r", "a", "d", "--resolution", "8,8"])
+def test_bad_cli_values(capsys):
+    for fmt in ("precomputed", "zarr"):
+        with pytest.raises(SystemExit) as exc:
+            parser().parse_args(["export", fmt, "s", "r", "a", "d", "--resolution", "4,4,40"])
+        assert exc.value.code == 2
+        assert "use --voxel-size 40,4,4" in capsys.readouterr().err
+        for bad in ("8,a", "8,0,8", "-1"):
+            with pytest.raises(SystemExit):
+                parser().parse_args(["export", fmt, "s", "r", "a", "d", "--voxel-size", bad])
     with pytest.raises(SystemExit):
         parser().parse_args(["ingest", "s", "r", "n", "src", "--offset", "a,b,c"])
     args = parser().parse_args(["export", "zarr", "s", "r", "a", "d"])

@@ -19,3 +19,12 @@ def test_tour_notebook_executes(tmp_path):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs)
     assert "grayscale" in text and "merge" in text
+    # the notebook removes the temporary directory it made
+    where = next(line.split("store in ", 1)[1] for line in text.splitlines()
+                 if line.startswith("store in "))
+    assert "removed " + where in text and not Path(where).exists()
+
+
+def test_readme_links_the_notebook():
+    readme = (NOTEBOOK.parents[1] / "README.md").read_text()
+    assert "(notebooks/tour.ipynb)" in readme

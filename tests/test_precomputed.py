@@ -52,7 +52,7 @@ def test_image_raw_two_scales(repo, tmp_path, sharded):
     data = np.random.default_rng(1).integers(0, 255, SHAPE, dtype=np.uint8)
     arr = repo.create_array("img", "uint8", SHAPE, chunks=(32, 32, 32), max_scale=1)
     arr[...] = data
-    info = export_precomputed(arr, tmp_path / "vol", sharded=sharded, resolution=(4, 6, 40),
+    info = export_precomputed(arr, tmp_path / "vol", sharded=sharded, voxel_size=(40, 6, 4),
                               progress=False)
     assert info["type"] == "image" and info["data_type"] == "uint8"
     assert [s["size"] for s in info["scales"]] == [[160, 128, 96], [80, 64, 48]]
@@ -177,8 +177,12 @@ def test_bad_arguments(repo, tmp_path):
         export_precomputed(img16, tmp_path / "a", encoding="gzip", progress=False)
     with pytest.raises(InvalidArgumentError, match="scales"):
         export_precomputed(img16, tmp_path / "a", scales=[1], progress=False)
-    with pytest.raises(InvalidArgumentError, match="resolution"):
-        export_precomputed(img16, tmp_path / "a", resolution=(8, 8), progress=False)
+    with pytest.raises(InvalidArgumentError, match="voxel_size"):
+        export_precomputed(img16, tmp_path / "a", voxel_size=(8, 8), progress=False)
+    with pytest.raises(InvalidArgumentError, match=r"voxel_size=\(40, 4, 4\)"):
+        export_precomputed(img16, tmp_path / "a", resolution=(4, 4, 40), progress=False)
+    with pytest.raises(InvalidArgumentError, match="unit"):
+        export_precomputed(img16, tmp_path / "a", unit="furlong", progress=False)
     flat = repo.create_array("flat", "uint8", (32, 32))
     with pytest.raises(InvalidArgumentError, match="3-D"):
         export_precomputed(flat, tmp_path / "a", progress=False)

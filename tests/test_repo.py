@@ -936,7 +936,7 @@ def test_reopen_in_new_store_object(store_location, store, repo):
     try:
         r = again.open_repo("fly")
         assert r.uuid == repo.uuid and r.description == "a test repo"
-        assert r.current_uuid == root.uuid  # a reopened repo starts at the master leaf
+        assert r.current_uuid == head  # a reopened repo starts where the head was left
         assert r.version(root.uuid).log[0].endswith("imported")
         assert r.version(root.uuid).locked and not r.version(head).locked
         arr = r.version(head).array("img")

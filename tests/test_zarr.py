@@ -44,7 +44,7 @@ def _keys(store, method, prefix=""):
 # --- the store view ----------------------------------------------------------------------------
 
 def test_view_reads_like_the_array(image):
-    z = zarr.open_array(store=zarr_store(image), mode="r")
+    z = zarr.open_array(store=zarr_store(image, group=False), mode="r")
     assert z.shape == image.shape and z.dtype == image.dtype and z.chunks == image.chunks
     assert z.fill_value == 7
     np.testing.assert_array_equal(z[...], image[...])
@@ -54,7 +54,7 @@ def test_view_reads_like_the_array(image):
 
 
 def test_metadata_document(image):
-    store = zarr_store(image)
+    store = zarr_store(image, group=False)
     meta = json.loads(asyncio.run(store.get("zarr.json")).to_bytes())
     assert meta["zarr_format"] == 3 and meta["node_type"] == "array"
     assert meta["shape"] == [100, 70, 50] and meta["data_type"] == "uint16"
@@ -67,7 +67,7 @@ def test_metadata_document(image):
 
 
 def test_chunk_keys_listing_and_bytes(image):
-    store = zarr_store(image)
+    store = zarr_store(image, group=False)
     stored = sorted(image.stored_chunks())
     chunk_keys = ["c/" + "/".join(map(str, c)) for c in stored]
     assert _keys(store, "list") == ["zarr.json", *chunk_keys]
@@ -89,7 +89,7 @@ def test_chunk_keys_listing_and_bytes(image):
 
 
 def test_view_is_read_only(image):
-    store = zarr_store(image)
+    store = zarr_store(image, group=False)
     assert store.read_only and not store.supports_writes and store.supports_listing
     with pytest.raises(ValueError):
         asyncio.run(store.set("c/0/0/0", None))
@@ -97,12 +97,13 @@ def test_view_is_read_only(image):
         zarr.open_array(store=store, mode="r")[0, 0, 0] = 1
     with pytest.raises(InvalidArgumentError):
         store.with_read_only(False)
-    assert store == zarr_store(image) and store != zarr_store(image, scale=0, supervoxels=True)
+    assert store == zarr_store(image, group=False)
+    assert store != zarr_store(image, scale=0, supervoxels=True, group=False)
 
 
 def test_dask_reads_the_view(image):
     da = pytest.importorskip("dask.array")
-    x = da.from_zarr(zarr.open_array(store=zarr_store(image), mode="r"))
+    x = da.from_zarr(zarr.open_array(store=zarr_store(image, group=False), mode="r"))
     assert x.chunksize == image.chunks
     np.testing.assert_array_equal(x.compute(), image[...])
     assert int(x[:40, :40, :40].sum().compute()) == int(image[:40, :40, :40].sum())
@@ -113,8 +114,8 @@ def test_pinned_old_version(repo, image):
     first = repo.commit("first")
     repo.newversion()
     image[...] = 1
-    old = zarr.open_array(store=zarr_store(image, version=first.uuid), mode="r")
-    new = zarr.open_array(store=zarr_store(image), mode="r")
+    old = zarr.open_array(store=zarr_store(image, version=first.uuid, group=False), mode="r")
+    new = zarr.open_array(store=zarr_store(image, group=False), mode="r")
     np.testing.assert_array_equal(old[...], before)
     assert (new[...] == 1).all()
     view_of_old = zarr_store(repo.version(first.uuid).array("img"))
@@ -129,8 +130,8 @@ def test_labels_view_bodies_and_supervoxels(repo):
     seg[:, :, 40:] = 3
     lab[...] = seg
     lab.merge(1, [2])
-    bodies = zarr.open_array(store=zarr_store(lab), mode="r")[...]
-    svs = zarr.open_array(store=zarr_store(lab, supervoxels=True), mode="r")[...]
+    bodies = zarr.open_array(store=zarr_store(lab, group=False), mode="r")[...]
+    svs = zarr.open_array(store=zarr_store(lab, supervoxels=True, group=False), mode="r")[...]
     np.testing.assert_array_equal(svs, seg)
     np.testing.assert_array_equal(bodies, lab[...])
     assert set(np.unique(bodies)) == {1, 3}
@@ -140,10 +141,10 @@ def test_pyramid_level_and_float_nan_fill(repo):
     arr = repo.create_array("f", "float32", (64, 64, 64), chunks=(16, 16, 16),
                             fill_value=float("nan"), max_scale=1)
     arr[0:16, 0:16, 0:16] = 2.0
-    z1 = zarr.open_array(store=zarr_store(arr, scale=1), mode="r")
+    z1 = zarr.open_array(store=zarr_store(arr, scale=1, group=False), mode="r")
     assert z1.shape == (32, 32, 32)
     np.testing.assert_array_equal(z1[...], arr.scale(1)[...])
-    z0 = zarr.open_array(store=zarr_store(arr), mode="r")
+    z0 = zarr.open_array(store=zarr_store(arr, group=False), mode="r")
     assert math.isnan(z0[40, 40, 40])
     assert json_fill_value(float("nan"), np.dtype("f4")) == "NaN"
     assert json_fill_value(complex(1, float("inf")), np.dtype("c8")) == [1.0, "Infinity"]
@@ -152,19 +153,26 @@ def test_pyramid_level_and_float_nan_fill(repo):
 def test_two_dimensional_bool_array(repo):
     arr = repo.create_array("mask", "bool", (300, 200), chunks=(128, 128))
     arr[10:20, 150:] = True
-    z = zarr.open_array(store=DicedZarrStore(arr), mode="r")
+    z = zarr.open_array(store=DicedZarrStore(arr, group=False), mode="r")
     np.testing.assert_array_equal(z[...], arr[...])
 
 
 def test_group_view_for_xarray(image):
-    store = zarr_store(image, group=True)
+    store = zarr_store(image)  # the default: a group, for xarray and zarr.open_group
     assert sorted(_keys(store, "list_dir", "")) == ["img", "zarr.json"]
     g = zarr.open_group(store=store, mode="r")
     np.testing.assert_array_equal(g["img"][...], image[...])
     xr = pytest.importorskip("xarray")
-    ds = xr.open_zarr(store, consolidated=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "consolidated metadata not found" fallback warning
+        ds = xr.open_zarr(zarr_store(image))  # no extra arguments
     assert ds["img"].dims == ("z", "y", "x")
     np.testing.assert_array_equal(ds["img"].values, image[...])
+    da = pytest.importorskip("dask.array")
+    np.testing.assert_array_equal(da.from_zarr(zarr_store(image), component="img").compute(),
+                                  image[...])
 
 
 # --- export / import ---------------------------------------------------------------------------
@@ -243,5 +251,5 @@ def test_view_over_a_memory_store():
     repo = store.create_repo("m")
     arr = repo.create_array("a", "float64", (20, 30), chunks=(8, 8))
     arr[3:17, 5:25] = np.arange(14 * 20).reshape(14, 20)
-    z = zarr.open_array(store=zarr_store(arr), mode="r")
+    z = zarr.open_array(store=zarr_store(arr, group=False), mode="r")
     np.testing.assert_array_equal(z[...], arr[...])

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from diced import errors
+from diced import _numba_cache, errors
 from diced.errors import DicedError
+
+_numba_cache.configure()  # before any kernel imports numba: no cache files in the source tree
 
 __version__ = "0.1.0"
 

@@ -82,6 +82,7 @@ class DicedArray(VersionedArray):
         self.abs[self._translate(index)] = value
 
     def get_numdims(self) -> int:
+        """Number of dimensions (DICED's name for ``ndim``)."""
         return self.ndim
 
     def get_extents(self) -> Any:
@@ -114,15 +115,19 @@ class DicedRepo(Repo):
 
     # versions
     def change_version(self, uuid: str) -> None:
+        """Move the repo to version ``uuid`` (``checkout``)."""
         self.checkout(uuid)
 
     def get_current_version(self) -> str:
+        """UUID of the current version (the head)."""
         return self.current_uuid
 
     def get_commit_log(self) -> list[tuple[str, str]]:
+        """``[(uuid, note), ...]`` of the first-parent history of the head, oldest first; open versions read ``"(open node)"``."""
         return [(v.uuid, v.note if v.locked else "(open node)") for v in self.log()]
 
     def lock_node(self, message: str) -> None:
+        """Lock (commit) the current version with ``message``."""
         self.commit(message)
 
     def create_branch(self, message: str) -> str:
@@ -158,6 +163,21 @@ class DicedRepo(Repo):
         return self.get_array(name)
 
     def get_array(self, name: str) -> DicedArray:
+        """The array ``name`` with DICED's interface (absolute coordinates, ``get_extents``).
+
+        Parameters
+        ----------
+        name : str
+
+        Returns
+        -------
+        DicedArray
+
+        Raises
+        ------
+        InstanceNotFoundError
+            No such array.
+        """
         inst = self[name]
         if not isinstance(inst, VersionedArray):
             raise InstanceNotFoundError(f"{name!r} is not an array")
@@ -166,9 +186,21 @@ class DicedRepo(Repo):
         return arr
 
     def delete_array(self, name: str) -> None:
+        """Delete the array ``name`` and its data from every version (irreversible)."""
         self.delete_instance(name)
 
     def list_instances(self, showhidden: bool = False) -> list[Any]:
+        """``[(name, type), ...]`` of the instances at the current version.
+
+        Parameters
+        ----------
+        showhidden : bool
+            Also list DICED's internal instances (``.meta``, ``.files``) and those it hides.
+
+        Returns
+        -------
+        list of tuple
+        """
         inst = self.instances()
         if showhidden:
             return [(n, t) for n, t in inst.items()]
@@ -187,20 +219,42 @@ class DicedRepo(Repo):
         return self[".files"]
 
     def upload_filedata(self, name: str, data: bytes | str) -> None:
+        """Store a file in the repo's ``.files`` keyvalue at the current (open) version.
+
+        Parameters
+        ----------
+        name : str
+        data : bytes or str
+            ``str`` is stored UTF-8 encoded.
+
+        Raises
+        ------
+        LockedNodeError
+            The current version is locked.
+        """
         if self.head.locked:
             raise LockedNodeError(f"version {self.current_uuid} is locked")
         self._files()[name] = data.encode() if isinstance(data, str) else data
 
     def download_filedata(self, name: str) -> bytes:
+        """A file stored with :meth:`upload_filedata`.
+
+        Raises
+        ------
+        NotFoundError
+            No such file at the current version.
+        """
         value = self._files().get(name)
         if value is None:
             raise NotFoundError(f"file {name!r} does not exist")
         return value
 
     def list_files(self) -> list[str]:
+        """Names of the files at the current version."""
         return self._files().keys()
 
     def delete_file(self, name: str) -> None:
+        """Delete a file at the current (open) version."""
         del self._files()[name]
 
 
@@ -232,6 +286,7 @@ class DicedStore(Store):
         return DicedRepo(self, repo.uuid, repo.current_uuid, readonly=readonly)
 
     def get_repouuid(self, name: str) -> str:
+        """The root UUID of the repo ``name``."""
         return self._repo_uuid(name, None)
 
     def _shutdown_store(self) -> None:

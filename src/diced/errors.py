@@ -81,10 +81,14 @@ class NotFoundError(DicedError, KeyError):
 
 
 class RepoNotFoundError(NotFoundError):
+    """No repo with that name or UUID in the store."""
+
     code = "repo_not_found"
 
 
 class VersionNotFoundError(NotFoundError):
+    """No version matches the UUID, prefix, branch or tag given."""
+
     code = "version_not_found"
 
 
@@ -95,10 +99,14 @@ class AmbiguousVersionError(DicedError, ValueError):
 
 
 class InstanceNotFoundError(NotFoundError):
+    """No data instance of that name is visible at the version."""
+
     code = "instance_not_found"
 
 
 class LabelNotFoundError(NotFoundError):
+    """The label does not exist at the version."""
+
     code = "label_not_found"
 
 

@@ -65,9 +65,41 @@ class Store:
 
     # --- repos -------------------------------------------------------------------------------
 
-    def create_repo(self, alias: str, description: str = "", *, uuid: str | None = None) -> Repo:
-        """Create a repo with a unique alias; its root version is open and is the head."""
+    def create_repo(self, alias: str, description: str = "", *, uuid: str | None = None,
+                    exist_ok: bool = False) -> Repo:
+        """Create a repo with a unique alias; its root version is open and is the head.
+
+        Parameters
+        ----------
+        alias : str
+            Repo name, unique in the store.
+        description : str, optional
+            Free text.
+        uuid : str, optional
+            Root version UUID (32 hex characters); default: a new random one.
+        exist_ok : bool, default False
+            If a repo ``alias`` exists, open it (as :meth:`open_repo` does: the head is where
+            it was left) instead of raising, so re-running a notebook cell works. The
+            description is not compared; a different ``uuid`` still raises.
+
+        Returns
+        -------
+        Repo
+
+        Raises
+        ------
+        DuplicateNameError
+            A repo ``alias`` exists (and ``exist_ok`` is false, or its root is not ``uuid``).
+        """
         _check_name(alias, "repo alias")
+        if exist_ok:
+            raw = self.backend.get(K.alias_key(alias))
+            if raw is not None:
+                if uuid is not None and raw.decode() != uuid:
+                    raise DuplicateNameError(
+                        f"a repo named {alias!r} already exists in {self.location} with root "
+                        f"{raw.decode()}, not {uuid}")
+                return self.open_repo(alias)
         root = uuid or new_uuid()
         now = time.time()
         doc = {
@@ -117,13 +149,39 @@ class Store:
                   version: str | None = None) -> Repo:
         """Open a repo by alias or by the UUID (prefix) of its root or any of its versions.
 
-        The head is the given ``version``, else the version named by ``uuid``, else the
-        newest version on the master branch.
+        Parameters
+        ----------
+        name : str, optional
+            The repo's alias.
+        uuid : str, optional
+            UUID (or unique prefix) of the repo's root or of any of its versions.
+        version : str, optional
+            Where to put the head (any version spec: UUID prefix, ``branch``, ``branch~N``, tag).
+
+        Returns
+        -------
+        Repo
+            Its head is ``version`` if given, else the version named by ``uuid``, else where
+            the head was last moved (by ``checkout``, ``branch``, ``newversion``, ``merge`` or
+            ``commit``, in any process; stored in the repo like git's ``HEAD``), else the
+            newest version on the master branch.
+
+        Raises
+        ------
+        RepoNotFoundError
+            No such repo.
         """
         root = self._repo_uuid(name, uuid)
         return Repo(self, root, version if version is not None else uuid)
 
     def repos(self) -> dict[str, Repo]:
+        """Every repo of the store, opened.
+
+        Returns
+        -------
+        dict
+            ``{alias: Repo}``.
+        """
         out = {}
         for r in self._repo_uuids():
             repo = Repo(self, r)
@@ -144,12 +202,14 @@ class Store:
         root = self._repo_uuid(name, uuid)
         repo = Repo(self, root)
         ak, rk = K.alias_key(repo.alias), K.repo_key(root)
-        update_docs(self.backend, [ak, rk], lambda cur: {ak: None, rk: None})
+        hk = K.head_key(root)
+        update_docs(self.backend, [ak, rk, hk], lambda cur: {ak: None, rk: None, hk: None})
         for rec in repo._doc["instances"].values():
             drop_instance_data(self.backend, rec)
         self.backend.delete_many(list(self.backend.list_keys(f"lock/{root}/")))
 
     def close(self) -> None:
+        """Release the backend (files, LMDB environment). The store is unusable afterwards."""
         self.backend.close()
 
     def __enter__(self) -> Self:

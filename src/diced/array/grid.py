@@ -33,6 +33,21 @@ def default_chunks(ndim: int) -> tuple[int, ...]:
 
 
 def check_dtype(dtype: Any) -> np.dtype:
+    """A numeric numpy dtype from anything ``np.dtype`` (or an enum with ``.value``) takes.
+
+    Parameters
+    ----------
+    dtype : dtype-like
+
+    Returns
+    -------
+    numpy.dtype
+
+    Raises
+    ------
+    DtypeError
+        Not a dtype, or not numeric.
+    """
     try:
         dt = np.dtype(dtype.value if hasattr(dtype, "value") and not isinstance(dtype, np.dtype)
                       else dtype)
@@ -44,6 +59,21 @@ def check_dtype(dtype: Any) -> np.dtype:
 
 
 def check_shape(shape: Iterable[int]) -> tuple[int, ...]:
+    """A validated array shape.
+
+    Parameters
+    ----------
+    shape : sequence of int
+
+    Returns
+    -------
+    tuple of int
+
+    Raises
+    ------
+    InvalidArgumentError
+        Not a non-empty sequence of non-negative integers.
+    """
     try:
         out = tuple(int(s) for s in shape)
     except (TypeError, ValueError) as exc:
@@ -56,6 +86,22 @@ def check_shape(shape: Iterable[int]) -> tuple[int, ...]:
 
 
 def check_chunks(chunks: Iterable[int] | None, ndim: int) -> tuple[int, ...]:
+    """A validated chunk shape for an ``ndim``-D array (``None``: diced's default).
+
+    Parameters
+    ----------
+    chunks : sequence of int or None
+    ndim : int
+
+    Returns
+    -------
+    tuple of int
+
+    Raises
+    ------
+    InvalidArgumentError
+        Wrong length or non-positive sides.
+    """
     if chunks is None:
         return default_chunks(ndim)
     try:
@@ -128,4 +174,17 @@ def _python_int(value: int, dtype: np.dtype) -> np.ndarray:
 
 
 def chunk_origin(coords: Sequence[int], chunks: Sequence[int]) -> tuple[int, ...]:
+    """Array index of the first element of the chunk at grid ``coords``.
+
+    Parameters
+    ----------
+    coords : sequence of int
+        Chunk grid coordinates.
+    chunks : sequence of int
+        Chunk shape.
+
+    Returns
+    -------
+    tuple of int
+    """
     return tuple(c * k for c, k in zip(coords, chunks, strict=True))

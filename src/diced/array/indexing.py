@@ -53,6 +53,7 @@ class DimSel(NamedTuple):
 
     @property
     def size(self) -> int:
+        """Number of indices this dimension selects."""
         return len(range(self.start, self.stop, self.step))
 
 
@@ -70,6 +71,7 @@ class Selection(NamedTuple):
 
     @property
     def result_shape(self) -> tuple[int, ...]:
+        """Shape of the result: selected sizes of kept axes, with ``None`` axes inserted."""
         shape = [d.size for d in self.dims if not d.drop]
         for pos in self.newaxes:
             shape.insert(pos, 1)

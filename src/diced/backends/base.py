@@ -89,18 +89,23 @@ class Backend(abc.ABC):
     # --- derived defaults ----------------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
+        """The value of ``key``, ``None`` if absent (one-key :meth:`get_many`)."""
         return self.get_many([key])[0]
 
     def set(self, key: str, value: bytes) -> None:
+        """Store one value (one-key :meth:`set_many`)."""
         self.set_many({key: value})
 
     def delete(self, key: str) -> None:
+        """Remove ``key`` if present (one-key :meth:`delete_many`)."""
         self.delete_many([key])
 
     def exists(self, key: str) -> bool:
+        """Whether ``key`` holds a value."""
         return self.get(key) is not None
 
     def list_prefix(self, prefix: str) -> list[str]:
+        """Every key starting with ``prefix``, sorted (:meth:`list_keys` as a list)."""
         return list(self.list_keys(prefix))
 
     def apply(self, changes: Mapping[str, bytes | None]) -> None:

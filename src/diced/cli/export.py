@@ -7,22 +7,35 @@ import argparse
 import json
 from typing import Any
 
+from diced.cli._args import floats as _floats
 from diced.cli._args import ints as _ints
 
 _STORE_HELP = "store location: a path (embedded LMDB store) or an fsspec URL (gs://..., s3://...)"
 _VERSION_HELP = ("version to export: a UUID, a unique UUID prefix, or 'branch~N' "
-                 "(default: the newest version on the master branch)")
+                 "or tag (default: the repo's head, marked * by 'diced log')")
 
 
 
-def _resolution(text: str) -> list[float]:
-    try:
-        out = [float(t) for t in text.split(",")]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected 3 comma-separated numbers, got {text!r}") from exc
-    if len(out) != 3 or any(v <= 0 for v in out):
-        raise argparse.ArgumentTypeError(f"expected 3 positive numbers (x,y,z), got {text!r}")
-    return out
+class _Replaced(argparse.Action):
+    """A flag that no longer exists: refuse it and name its replacement."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        text = values if isinstance(values, str) else ""
+        zyx = ",".join(reversed(text.split(","))) if text else "Z,Y,X"
+        parser.error(f"{option_string} (x,y,z) was replaced by --voxel-size in z,y,x order, "
+                     f"as everywhere in diced: use --voxel-size {zyx}")
+
+
+def _voxel_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--voxel-size", type=_floats, default=None, metavar="Z,Y,X",
+                   help="voxel size of level 0 in array axis order (z,y,x for 3-D, as "
+                        "everywhere in diced), in --unit (default 8 per spatial axis, DVID's "
+                        "default)")
+    p.add_argument("--unit", default="nanometer",
+                   help="unit of --voxel-size: nanometer (nm, default), micrometer (um), "
+                        "angstrom, millimeter")
+    p.add_argument("--resolution", action=_Replaced, help=argparse.SUPPRESS)
 
 
 def _common(p: argparse.ArgumentParser, what: str = "array") -> None:
@@ -40,7 +53,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         name, help="export a version of an array as neuroglancer precomputed or zarr",
         description="Write one version of an image or label array, with its whole "
                     "multiscale pyramid, to a directory or fsspec URL in another format.",
-        epilog="Run 'diced export precomputed --help' or 'diced export zarr --help'.")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  diced export precomputed ~/fly.diced fly grayscale /tmp/gray\n"
+               "  diced export zarr ~/fly.diced fly grayscale /tmp/gray.zarr\n\n"
+               "Run 'diced export precomputed --help' or 'diced export zarr --help'.")
     fmt = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
 
     pc = fmt.add_parser(
@@ -53,7 +70,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         epilog="examples:\n"
                "  diced export precomputed ~/fly.diced fly grayscale /tmp/gray --encoding jpeg\n"
                "  diced export precomputed ~/fly.diced fly segmentation gs://bucket/seg \\\n"
-               "      --version 3f2a --sharded --resolution 8,8,40")
+               "      --version 3f2a --sharded --voxel-size 40,8,8")
     _common(pc)
     pc.add_argument("dest", metavar="DEST",
                     help="output directory or URL (memory://, file://, gs://, s3://); must be "
@@ -67,8 +84,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                          "for images; jpeg is lossy and uint8 only)")
     pc.add_argument("--sharded", action="store_true",
                     help="write the sharded format (few large files; best for cloud storage)")
-    pc.add_argument("--resolution", type=_resolution, default=[8.0, 8.0, 8.0],
-                    help="voxel size of level 0 in nm, x,y,z order (default 8,8,8)")
+    _voxel_args(pc)
     pc.add_argument("--supervoxels", action="store_true",
                     help="label arrays: write supervoxel ids instead of body ids")
     pc.add_argument("--jpeg-quality", type=int, default=75, help="jpeg quality 0-100 (default 75)")
@@ -93,10 +109,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     zp.add_argument("--version", default=None, help=_VERSION_HELP)
     zp.add_argument("--scales", type=_ints, default=None,
                     help="comma-separated pyramid levels to write (default: all)")
-    zp.add_argument("--voxel-size", type=lambda t: [float(v) for v in t.split(",")],
-                    default=None,
-                    help="voxel size of level 0 in array axis order, e.g. 40,8,8 for z,y,x "
-                         "(OME-Zarr scale; default 1 per axis)")
+    _voxel_args(zp)
     zp.add_argument("--supervoxels", action="store_true",
                     help="label arrays: write supervoxel ids instead of body ids")
     zp.add_argument("--overwrite", action="store_true",
@@ -105,23 +118,58 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     zp.set_defaults(func=run_zarr)
 
 
+def _size(text: str) -> int:
+    """``"2GB"``, ``"512MiB"``, ``"1e9"`` -> bytes."""
+    units = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,
+             "mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12,
+             "tib": 2**40}
+    t = text.strip().lower()
+    num = t.rstrip("abcdefghijklmnopqrstuvwxyz")
+    try:
+        value = float(num) * units[t[len(num):].strip()]
+    except (ValueError, KeyError) as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 512MiB, 2GB or 1000000, got {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"the size must be positive, got {text!r}")
+    return int(value)
+
+
 def _add_shards(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(
         name, help="export a label array as DVID export-shards Arrow files",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Write the blocks of a label array at one scale as DVID 'export-shards' "
                     "files: per shard an Arrow IPC stream (.arrow) of compressed label blocks "
-                    "with their supervoxel and body ids, plus a CSV index (.csv). SPEC is the "
-                    "neuroglancer sharded 'info' that decides the shard layout (64^3 chunks).",
-        epilog="example:\n"
+                    "with their supervoxel and body ids, plus a CSV index (.csv), under "
+                    "DEST/s<scale>/. The shard layout is a neuroglancer sharded 'info' spec: "
+                    "give one as SPEC (a JSON file or URL, as DVID takes it), or let diced "
+                    "make it from --shard-bits/--minishard-bits/--preshift-bits or a target "
+                    "--shard-size (default: shards of at most 128 MiB of raw voxels); a spec "
+                    "made here is written to DEST/info.",
+        epilog="examples:\n"
+               "  diced export-shards ~/fly.diced fly segmentation /tmp/shards\n"
+               "  diced export-shards ~/fly.diced fly segmentation /tmp/shards --shard-size 1GB\n"
+               "  diced export-shards ~/fly.diced fly segmentation /tmp/shards \\\n"
+               "      --shard-bits 15 --minishard-bits 6 --preshift-bits 9 --scale 1\n"
                "  diced export-shards ~/fly.diced fly segmentation spec.json /tmp/shards \\\n"
-               "      --scale 0 --batch-size 256")
+               "      --version 3f2a --batch-size 256")
     _common(p, "labels")
-    p.add_argument("spec", metavar="SPEC",
-                   help="neuroglancer precomputed sharded info: a JSON file path or URL")
-    p.add_argument("dest", metavar="DEST", help="output directory or URL")
+    p.add_argument("paths", metavar="[SPEC] DEST", nargs="+",
+                   help="optional neuroglancer sharded info (JSON file path or URL), then the "
+                        "output directory or URL")
     p.add_argument("--version", default=None, help=_VERSION_HELP)
     p.add_argument("--scale", type=int, default=0, help="pyramid level to export (default 0)")
+    p.add_argument("--shard-bits", type=int, default=None, help="sharding: shard_bits")
+    p.add_argument("--minishard-bits", type=int, default=None, help="sharding: minishard_bits")
+    p.add_argument("--preshift-bits", type=int, default=None, help="sharding: preshift_bits")
+    p.add_argument("--shard-size", type=_size, default=None, metavar="BYTES",
+                   help="largest raw (uint64) size of one shard, e.g. 512MiB or 2GB")
+    p.add_argument("--shard-voxels", type=int, default=None, metavar="N",
+                   help="largest number of voxels in one shard")
+    p.add_argument("--voxel-size", type=_floats, default=None, metavar="Z,Y,X",
+                   help="voxel size written to a generated spec, z,y,x in --unit (default 8)")
+    p.add_argument("--unit", default="nanometer", help="unit of --voxel-size (default nanometer)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="blocks per Arrow record batch (default: the exporter's)")
     p.add_argument("--overwrite", action="store_true", help="replace existing shard files")
@@ -133,21 +181,23 @@ def _add_shards(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def _open_array(args: argparse.Namespace, name: str) -> Any:
-    import diced
+    from diced.cli._store import open_existing_store
 
-    repo = diced.Store(args.store).open_repo(args.repo)
+    repo = open_existing_store(args.store).open_repo(args.repo)
     if args.version:
         return repo.version(args.version).array(name)
     return repo.array(name)
 
 
 def run_precomputed(args: argparse.Namespace) -> int:
+    """Run ``diced export precomputed``."""
     from diced.export.precomputed import export_precomputed
 
     arr = _open_array(args, args.array)
     info = export_precomputed(
         arr, args.dest, scales=args.scales, encoding=args.encoding, sharded=args.sharded,
-        resolution=args.resolution, supervoxels=args.supervoxels, progress=not args.quiet,
+        voxel_size=args.voxel_size, unit=args.unit, supervoxels=args.supervoxels,
+        progress=not args.quiet,
         overwrite=args.overwrite, jpeg_quality=args.jpeg_quality)
     scales = ", ".join(f"{s['key']} {s['size']}" for s in info["scales"])
     print(f"wrote precomputed {info['type']} volume to {args.dest}: {scales}")
@@ -155,10 +205,12 @@ def run_precomputed(args: argparse.Namespace) -> int:
 
 
 def run_zarr(args: argparse.Namespace) -> int:
+    """Run ``diced export zarr``."""
     from diced.export.zarr_export import export_zarr
 
     arr = _open_array(args, args.array)
     group = export_zarr(arr, args.dest, scales=args.scales, voxel_size=args.voxel_size,
+                        unit=args.unit,
                         supervoxels=args.supervoxels, progress=not args.quiet,
                         overwrite=args.overwrite)
     levels = sorted(name for name, _ in group.arrays())
@@ -168,20 +220,28 @@ def run_zarr(args: argparse.Namespace) -> int:
 
 
 def run_shards(args: argparse.Namespace) -> int:
-    from diced.errors import BackendUnavailableError
-    from diced.export.arrow_shards import export_shards
+    """Run ``diced export-shards``."""
+    from diced.errors import InvalidArgumentError
+    from diced.export import export_shards
 
-    try:
-        from diced.export.label_source import LabelBlockSource
-    except ImportError as exc:  # pragma: no cover - until the adapter lands
-        raise BackendUnavailableError(
-            "export-shards needs diced.export.label_source, missing from this install") from exc
+    if len(args.paths) > 2:
+        raise InvalidArgumentError(f"expected [SPEC] DEST, got {len(args.paths)} paths")
+    spec, dest = (None, args.paths[0]) if len(args.paths) == 1 else args.paths
+    sharding = {"shard_bits": args.shard_bits, "minishard_bits": args.minishard_bits,
+                "preshift_bits": args.preshift_bits, "shard_bytes": args.shard_size,
+                "shard_voxels": args.shard_voxels, "voxel_size": args.voxel_size}
+    if spec is not None and any(v is not None for v in sharding.values()):
+        raise InvalidArgumentError(
+            "give SPEC or --shard-bits/--minishard-bits/--preshift-bits/--shard-size/"
+            "--shard-voxels/--voxel-size, not both")
     labels = _open_array(args, args.labels)
-    report = export_shards(LabelBlockSource(labels, supervoxels=args.supervoxels), args.spec,
-                           args.dest, scale=args.scale, batch_size=args.batch_size,
-                           overwrite=args.overwrite, progress=not args.quiet)
+    kwargs = {} if spec is not None else {**sharding, "unit": args.unit}
+    report = export_shards(labels, dest, spec, supervoxels=args.supervoxels,
+                           scale=args.scale, batch_size=args.batch_size,
+                           overwrite=args.overwrite, progress=not args.quiet, **kwargs)
+    made = "" if spec is not None else f"; spec written to {dest.rstrip('/')}/info"
     print(f"wrote {report.shards_written} shards ({report.blocks_written} blocks, "
-          f"{report.bytes_written / 1e6:.1f} MB) in {report.seconds:.1f} s to {report.dest}")
+          f"{report.bytes_written / 1e6:.1f} MB) in {report.seconds:.1f} s to {report.dest}{made}")
     return 0
 
 

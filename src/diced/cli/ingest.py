@@ -8,6 +8,7 @@ from diced.cli._args import ints as _ints
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    """Register ``ingest``."""
     p = sub.add_parser(
         name, help="import a volume from HDF5, TIFF, .npy or zarr into an array",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -19,11 +20,18 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                     "several), a .npy file, a multi-page TIFF (one page per z-plane), a "
                     "directory of single-page TIFFs or a quoted glob like '/data/z*.tif' "
                     "(sorted naturally, one file per z-plane), or a zarr array/group (a "
-                    "directory with zarr.json, or a URL such as gs://bucket/vol.zarr).",
+                    "directory with zarr.json, or a URL such as gs://bucket/vol.zarr).\n\n"
+                    "AXES: diced arrays are indexed z,y,x (t,c,z,y,x in general). A .npy, HDF5 "
+                    "or TIFF file does not say which of its axes is z, so its first axis is "
+                    "taken as z unless --axes names the source's order, e.g. --axes xyz for "
+                    "an array indexed [x, y, z] (it is transposed while streaming). OME-Zarr "
+                    "sources declare their axes and need no --axes.",
         epilog="examples:\n"
                "  diced ingest ~/fly.diced fly grayscale /data/raw.h5 --dataset /volumes/raw\n"
                "  diced ingest ~/fly.diced fly grayscale '/data/tiles/z*.tif' --offset 1000,0,0\n"
-               "  diced ingest ~/fly.diced fly segmentation seg.npy --labels --create-repo")
+               "  diced ingest ~/fly.diced fly segmentation seg.npy --labels --create-repo\n"
+               "  diced ingest ~/fly.diced fly grayscale fiji_export.npy --axes xyz\n"
+               "  diced ingest ~/fly.diced fly channels stack.h5 --axes zcyx")
     p.add_argument("store", metavar="STORE",
                    help="store location: a path (embedded LMDB store) or an fsspec URL")
     p.add_argument("repo", metavar="REPO", help="repo name (alias); its head must be open")
@@ -31,8 +39,13 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("source", metavar="SOURCE", help="file, directory, glob or URL to read")
     p.add_argument("--dataset", default=None,
                    help="HDF5 dataset path inside the file, e.g. /volumes/raw")
+    p.add_argument("--axes", default=None, metavar="ORDER",
+                   help="the SOURCE's axis order, letters from t,c,z,y,x: zyx (first axis "
+                        "is z), xyz (indexed [x,y,z]; transposed to z,y,x), czyx, zyxc, yx... "
+                        "(default: as the source declares, else zyx with a warning)")
     p.add_argument("--offset", type=_ints, default=None,
-                   help="array index of the source's first voxel, z,y,x (default 0,0,0)")
+                   help="array index of the source's first voxel in diced's order, z,y,x "
+                        "(default 0,0,0)")
     p.add_argument("--labels", action="store_true",
                    help="create a label array (uint64 segmentation with a label index)")
     p.add_argument("--dtype", default=None,
@@ -54,18 +67,24 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Ingest SOURCE into the repo's head."""
     import diced
+    from diced.cli._store import open_existing_store
     from diced.errors import RepoNotFoundError
     from diced.export.ingest import ingest
 
-    store = diced.Store(args.store)
+    if args.create_repo:
+        store = diced.Store(args.store)
+    else:
+        store = open_existing_store(args.store)
     try:
         repo = store.open_repo(args.repo)
-    except RepoNotFoundError:
+    except RepoNotFoundError as exc:
         if not args.create_repo:
-            raise
+            raise RepoNotFoundError(f"{exc}; pass --create-repo to make it") from exc
         repo = store.create_repo(args.repo)
-    report = ingest(args.source, repo, args.name, dataset=args.dataset, offset=args.offset,
+    report = ingest(args.source, repo, args.name, dataset=args.dataset, axes=args.axes,
+                    offset=args.offset,
                     create=not args.into_existing, dtype=args.dtype, labels=args.labels,
                     slab=args.slab, chunks=args.chunks, max_scale=args.max_scale,
                     progress=not args.quiet, resume=not args.no_resume)

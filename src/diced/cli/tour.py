@@ -10,15 +10,20 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    """Register ``tour``."""
     p = sub.add_parser(
         "tour", help="create a store, write, commit, branch, edit, diff and read old versions",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  diced tour\n  diced tour --store /tmp/tour.diced --keep   "
+               "# then: diced log /tmp/tour.diced tour",
         description="A guided tour on the embedded LMDB store: creates a repo, writes a "
                     "grayscale volume and a label volume, commits, branches, edits, merges, "
                     "diffs and reads an old version, printing each step.")
     p.add_argument("--store", default=None,
                    help="where to create the tour store (default: a temporary directory, "
                         "removed afterwards unless --keep)")
-    p.add_argument("--size", type=int, default=256, help="edge of the cubic volume (default 256)")
+    p.add_argument("--size", type=int, default=256,
+                   help="edge of the cubic volume, at least 128 (default 256)")
     p.add_argument("--keep", action="store_true", help="keep the store to explore it afterwards")
     p.set_defaults(func=run)
 
@@ -34,6 +39,7 @@ def _smooth_volume(n: int, seed: int = 0):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the tour, printing each step."""
     import numpy as np
 
     import diced
@@ -45,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         location = args.store
     n = args.size
+    if n < 128:
+        from diced.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"--size must be at least 128 (two chunks), got {n}")
     t0 = time.perf_counter()
 
     def say(msg: str) -> None:

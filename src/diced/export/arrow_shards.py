@@ -131,10 +131,12 @@ class ExportReport:
 
     @property
     def arrow_paths(self) -> list[str]:
+        """Paths of the ``.arrow`` files written, in shard order."""
         return [s.arrow_path for s in self.shards]
 
     @property
     def csv_paths(self) -> list[str]:
+        """Paths of the ``.csv`` index files written, in shard order."""
         return [s.csv_path for s in self.shards]
 
 

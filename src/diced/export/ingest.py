@@ -31,7 +31,7 @@ from diced.errors import (
     LockedNodeError,
     ShapeMismatchError,
 )
-from diced.export.sources import Source, natural_key, open_source
+from diced.export.sources import Source, natural_key, open_source, with_axes
 
 if TYPE_CHECKING:
     from diced.datatypes.keyvalue import KeyValue
@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PROGRESS_INSTANCE", "IngestReport", "Source", "ingest", "natural_key", "open_source"]
+__all__ = ["PROGRESS_INSTANCE", "IngestReport", "Source", "ingest", "natural_key", "open_source",
+           "with_axes"]
 
 #: keyvalue instance holding the progress records of unfinished ingests (key: array name)
 PROGRESS_INSTANCE = ".ingest"
@@ -83,10 +84,12 @@ class IngestReport:
 
     @property
     def resumed(self) -> bool:
+        """Whether this call continued an interrupted ingest."""
         return self.slabs_skipped > 0
 
     @property
     def mb_per_s(self) -> float:
+        """Throughput of this call in MB (10**6 bytes) of source data per second."""
         return self.bytes_written / max(self.seconds, 1e-9) / 1e6
 
 
@@ -158,6 +161,7 @@ def ingest(
     name: str,
     *,
     dataset: str | None = None,
+    axes: str | None = None,
     offset: Sequence[int] | None = None,
     create: bool = True,
     dtype: Any = None,
@@ -182,8 +186,17 @@ def ingest(
         Array to write.
     dataset : str, optional
         HDF5 dataset path (needed when the file holds several datasets).
+    axes : str, optional
+        **The source's axis order**, one letter per axis from ``t, c, z, y, x``: ``"zyx"``
+        (diced's order: first axis z), ``"xyz"`` (an array indexed ``[x, y, z]``, e.g.
+        written by Fortran/MATLAB/ImageJ-style tools), ``"czyx"``, ``"zyxc"``, ``"yx"``...
+        The array is created in ``t, c, z, y, x`` order, so ``"xyz"`` is transposed to
+        ``z, y, x`` while streaming. Default: the axes the source declares (OME-Zarr
+        ``axes``, zarr ``dimension_names``), else the source's own order, with a warning
+        for 3-D and larger sources, which cannot say which axis is z.
     offset : sequence of int, optional
-        Index in the array where the source's first voxel goes (default: all zeros).
+        Index in the array (diced's axis order, e.g. z, y, x) where the source's first
+        voxel goes (default: all zeros).
     create : bool
         Create the array with shape ``source.shape + offset`` (``True``, the default), or
         write into an existing array that is large enough (``False``).
@@ -214,7 +227,7 @@ def ingest(
     NotFoundError
         The source path does not exist.
     InvalidArgumentError
-        Bad offset or slab; a recorded unfinished ingest of ``name`` came from another
+        Bad axes, offset or slab; a recorded unfinished ingest of ``name`` came from another
         source (pass ``resume=False`` to restart).
     DuplicateNameError
         ``create=True`` and ``name`` exists with no unfinished ingest to resume.
@@ -242,13 +255,19 @@ def ingest(
     if head.locked:
         raise LockedNodeError(f"the head {head.uuid} of repo {repo.alias!r} is locked; "
                               "make a new version or branch to ingest into")
-    src = open_source(source, dataset)
+    opened = open_source(source, dataset)
     try:
+        declared = opened.axes
+        src = with_axes(opened, axes)
+        if axes is None and declared is None and len(src.shape) >= 3:
+            log.warning("%s declares no axis order; assuming %r (first axis z). Pass axes= "
+                        "(diced ingest --axes), e.g. 'xyz', if that is wrong", src.description,
+                        "tczyx"[-len(src.shape):] if len(src.shape) <= 5 else "its own order")
         return _ingest(src, repo, name, offset, create, dtype, labels, slab, chunks, max_scale,
                        fill_value, progress, resume, t0)
     finally:
-        if src is not source:
-            src.close()
+        if opened is not source:
+            opened.close()
 
 
 def _ingest(src: Source, repo: Repo, name: str, offset: Sequence[int] | None, create: bool,

@@ -12,6 +12,8 @@ Layout decisions
   ever transposed by hand.
 * Chunks: the precomputed chunk size is the diced chunk shape (reversed to x, y, z), and
   the ``voxel_offset`` is the array's origin, so both chunk grids coincide.
+* Voxel size: given like everywhere in diced in array axis order ``(z, y, x)`` with a unit
+  (:mod:`diced.export.voxels`); written as precomputed's ``resolution`` (x, y, z, nm).
 * Scales: pyramid level ``n`` of the array becomes a precomputed scale with resolution
   ``resolution * 2**n`` and key ``"<rx>_<ry>_<rz>"`` (TensorStore's default).
 * Sharding (``sharded=True``): identity hash over compressed Morton chunk ids, with the
@@ -40,6 +42,7 @@ from diced.errors import (
     DtypeError,
     InvalidArgumentError,
 )
+from diced.export.voxels import check_voxel_size, refuse_resolution, to_nanometers
 
 if TYPE_CHECKING:
     from diced.datatypes.array.array import VersionedArray
@@ -308,7 +311,7 @@ def check_scales(array: VersionedArray, scales: Sequence[int] | None) -> list[in
 
 
 def _check_args(array: VersionedArray, scales: Sequence[int] | None, encoding: str | None,
-                resolution: Sequence[float], is_labels: bool) -> tuple[list[int], str]:
+                is_labels: bool) -> tuple[list[int], str]:
     if array.ndim != 3:
         raise InvalidArgumentError(
             f"neuroglancer precomputed volumes are 3-D; {array.name!r} has {array.ndim} axes")
@@ -321,9 +324,6 @@ def _check_args(array: VersionedArray, scales: Sequence[int] | None, encoding: s
         hint = " (cast to a supported dtype first)" if enc == "raw" else ""
         raise DtypeError(f"encoding {enc!r} holds {', '.join(ENCODINGS[enc])}; "
                          f"{array.name!r} is {array.dtype}{hint}")
-    if len(tuple(resolution)) != 3 or any(float(r) <= 0 for r in resolution):
-        raise InvalidArgumentError(f"resolution must be 3 positive numbers (x, y, z), "
-                                   f"got {resolution!r}")
     return levels, enc
 
 
@@ -335,12 +335,14 @@ def export_precomputed(
     scales: Sequence[int] | None = None,
     encoding: str | None = None,
     sharded: bool | Mapping[str, Any] = False,
-    resolution: Sequence[float] = (8, 8, 8),
+    voxel_size: Sequence[float] | None = None,
+    unit: str = "nanometer",
     supervoxels: bool = False,
     progress: bool = True,
     overwrite: bool = False,
     jpeg_quality: int = 75,
     storage_options: Mapping[str, Any] | None = None,
+    resolution: Any = None,
 ) -> dict[str, Any]:
     """Write a version of a 3-D image or label array as a neuroglancer precomputed volume.
 
@@ -362,8 +364,13 @@ def export_precomputed(
     sharded : bool or mapping
         ``True`` writes the sharded format with :func:`default_sharding` parameters per
         scale; a mapping is used as the ``sharding`` spec of every scale.
-    resolution : 3 numbers
-        Voxel size of scale 0 in nanometres, in neuroglancer order **x, y, z**.
+    voxel_size : 3 numbers, optional
+        Voxel size of scale 0 in **array axis order z, y, x**, in ``unit`` (default 8, 8, 8
+        nanometres, DVID's default). Written to ``info`` as neuroglancer's x, y, z
+        ``resolution`` in nanometres. The same order as :func:`export_zarr`'s.
+    unit : str
+        Unit of ``voxel_size``: ``"nanometer"`` (default, or ``"nm"``), ``"micrometer"``
+        (``"um"``), ``"angstrom"``, ...
     supervoxels : bool
         Label arrays: export supervoxel ids instead of body ids (mapping applied).
     progress : bool
@@ -375,6 +382,8 @@ def export_precomputed(
         0..100, for ``encoding="jpeg"``.
     storage_options : mapping, optional
         fsspec options for remote ``dest``.
+    resolution
+        Refused: the old x, y, z argument, replaced by ``voxel_size`` (z, y, x).
 
     Returns
     -------
@@ -384,7 +393,8 @@ def export_precomputed(
     Raises
     ------
     InvalidArgumentError
-        Bad scales, encoding, resolution, or a non-empty ``dest`` without ``overwrite``.
+        Bad scales, encoding, voxel size or unit, ``resolution=`` given, or a non-empty
+        ``dest`` without ``overwrite``.
     DtypeError
         The dtype cannot be stored with the encoding.
     BackendUnavailableError
@@ -399,18 +409,20 @@ def export_precomputed(
     """
     from diced.datatypes.labels.labels import LabelArray
 
+    refuse_resolution(resolution)
     ts = _tensorstore()
     if version is not None:
         array = array.at(version)
     else:
         array = array.at(array.version.uuid)  # pin: a moving head must not change mid-export
     is_labels = isinstance(array, LabelArray)
-    levels, enc = _check_args(array, scales, encoding, resolution, is_labels)
+    levels, enc = _check_args(array, scales, encoding, is_labels)
+    res0 = list(reversed(to_nanometers(check_voxel_size(voxel_size, 3, "precomputed volume"),
+                                       unit)))  # x, y, z in nm
     if not 0 <= int(jpeg_quality) <= 100:
         raise InvalidArgumentError(f"jpeg_quality must be in 0..100, got {jpeg_quality!r}")
     if sharded and not isinstance(sharded, (bool, Mapping)):
         raise InvalidArgumentError("sharded must be a bool or a sharding spec mapping")
-    res0 = [float(r) for r in resolution]
     keys = [_scale_key([r * (1 << s) for r in res0]) for s in levels]
     target = _Destination(dest, storage_options)
     try:

@@ -18,7 +18,10 @@ import numpy as np
 
 from diced.errors import BackendUnavailableError, FormatError, NotFoundError
 
-__all__ = ["Source", "natural_key", "open_source"]
+__all__ = ["AXES", "Source", "natural_key", "open_source", "with_axes"]
+
+#: the axis letters ingest understands, in diced's array order (time, channel, z, y, x)
+AXES = "tczyx"
 
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".nc")
 _TIFF_SUFFIXES = (".tif", ".tiff")
@@ -26,15 +29,37 @@ _TIFF_SUFFIXES = (".tif", ".tiff")
 
 class Source:
     """A volume read in slabs along axis 0. Subclasses set ``shape``, ``dtype`` and
-    ``description`` and implement :meth:`read`."""
+    ``description`` and implement :meth:`read`; ``axes`` is the axis order the source
+    declares in its own metadata (e.g. OME-Zarr axes), ``None`` when it declares none."""
 
     shape: tuple[int, ...]
     dtype: np.dtype
     description: str
+    axes: str | None = None
 
     def read(self, z0: int, z1: int) -> np.ndarray:
         """Planes ``z0:z1`` as a numpy array of shape ``(z1 - z0, *shape[1:])``."""
         raise NotImplementedError
+
+    def read_along(self, axis: int, a: int, b: int) -> np.ndarray:
+        """Indices ``a:b`` of ``axis`` (all of every other axis).
+
+        The default reads the source slab by slab along axis 0 and keeps ``a:b`` of
+        ``axis`` from each, so memory stays one source slab plus the result; array-like
+        sources slice directly.
+        """
+        if axis == 0:
+            return self.read(a, b)
+        shape = list(self.shape)
+        shape[axis] = b - a
+        out = np.empty(shape, dtype=self.dtype)
+        step = max(1, (64 << 20) // max(1, self.nbytes // max(self.shape[0], 1)))
+        sel: list[slice] = [slice(None)] * len(self.shape)
+        sel[axis] = slice(a, b)
+        for z0 in range(0, self.shape[0], step):
+            z1 = min(self.shape[0], z0 + step)
+            out[z0:z1] = self.read(z0, z1)[tuple(sel)]
+        return out
 
     def identity(self) -> dict[str, Any]:
         """What identifies this source on resume (JSON-serialisable)."""
@@ -45,6 +70,7 @@ class Source:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the whole source in memory."""
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
 
@@ -69,6 +95,15 @@ class _ArraySource(Source):
         out = np.asarray(self.obj[z0:z1])
         if out.shape != (z1 - z0, *self.shape[1:]):
             raise FormatError(f"{self.description}: planes {z0}:{z1} came back with shape "
+                              f"{out.shape}")
+        return out
+
+    def read_along(self, axis: int, a: int, b: int) -> np.ndarray:
+        sel = (slice(None),) * axis + (slice(a, b),)
+        out = np.asarray(self.obj[sel])
+        want = (*self.shape[:axis], b - a, *self.shape[axis + 1:])
+        if out.shape != want:
+            raise FormatError(f"{self.description}: axis {axis} {a}:{b} came back with shape "
                               f"{out.shape}")
         return out
 
@@ -216,11 +251,28 @@ def _zarr_source(location: str, storage_options: dict[str, Any] | None = None) -
         node = zarr.open(location, mode="r", storage_options=storage_options)
     except Exception as exc:
         raise FormatError(f"{location}: not a readable zarr array or group ({exc})") from exc
+    declared = None
     if isinstance(node, zarr.Group):
+        declared = _ome_axes(dict(node.attrs))
         path = _group_level0(node, location)
         node = node[path]
         location = f"{location.rstrip('/')}/{path}"
-    return _ArraySource(node, location, {"kind": "zarr", "path": location})
+    src = _ArraySource(node, location, {"kind": "zarr", "path": location})
+    names = getattr(getattr(node, "metadata", None), "dimension_names", None)
+    if declared is None and names and all(isinstance(n, str) and n for n in names):
+        declared = "".join(n.lower() for n in names)
+    if declared is not None and len(declared) == len(src.shape) and set(declared) <= set(AXES):
+        src.axes = declared
+    return src
+
+
+def _ome_axes(attrs: dict[str, Any]) -> str | None:
+    ms = (attrs.get("ome") or {}).get("multiscales") or attrs.get("multiscales")
+    try:
+        names = [str(a["name"] if isinstance(a, dict) else a).lower() for a in ms[0]["axes"]]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return "".join(names) if all(len(n) == 1 for n in names) else None
 
 
 def _group_level0(group: Any, location: str) -> str:
@@ -325,3 +377,71 @@ def open_source(source: Any, dataset: str | None = None) -> Source:
 def _is_hdf5(path: str) -> bool:
     with open(path, "rb") as f:
         return f.read(8) == b"\x89HDF\r\n\x1a\n"
+
+
+class _AxesSource(Source):
+    """A source whose axes are reordered to diced's ``t, c, z, y, x`` order on read."""
+
+    def __init__(self, inner: Source, axes: str, perm: tuple[int, ...]) -> None:
+        self.inner, self.perm = inner, perm
+        self.shape = tuple(inner.shape[p] for p in perm)
+        self.dtype = inner.dtype
+        target = "".join(axes[p] for p in perm)
+        self.axes = target
+        self.source_axes = axes
+        self.description = f"{inner.description} (axes {axes} -> {target})"
+
+    def read(self, z0: int, z1: int) -> np.ndarray:
+        data = self.inner.read_along(self.perm[0], z0, z1)
+        return np.ascontiguousarray(data.transpose(self.perm))
+
+    def identity(self) -> dict[str, Any]:
+        return {**self.inner.identity(), "axes": self.source_axes}
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def with_axes(src: Source, axes: str | None) -> Source:
+    """``src`` read in diced's axis order, given the source's axis order ``axes``.
+
+    Parameters
+    ----------
+    src : Source
+        The source, in its own axis order.
+    axes : str, optional
+        One letter per source axis from ``t, c, z, y, x`` (each at most once), in the
+        source's order: ``"zyx"`` (diced's own order), ``"xyz"`` (e.g. a Fortran-minded
+        exporter's ``[x, y, z]`` array), ``"czyx"``, ``"zyxc"``, ``"yx"``... The result's
+        axes are those letters in ``t, c, z, y, x`` order. ``None``: the axes the source
+        declares (OME-Zarr ``axes``, zarr ``dimension_names``), else the source's order as
+        is (its first axis becomes z for a 3-D source).
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``axes`` has repeated or unknown letters, or not one per source axis; or it
+        contradicts the axes the source declares.
+    """
+    from diced.errors import InvalidArgumentError
+
+    if axes is None:
+        axes = src.axes
+        if axes is None:
+            return src
+    text = str(axes).strip().lower()
+    if (len(text) != len(src.shape) or len(set(text)) != len(text)
+            or not set(text) <= set(AXES)):
+        raise InvalidArgumentError(
+            f"axes={axes!r} must name each of the source's {len(src.shape)} axes once with "
+            f"letters from {AXES!r} (e.g. 'zyx', 'xyz', 'czyx'); {src.description} has shape "
+            f"{src.shape}")
+    if src.axes is not None and src.axes != text:
+        raise InvalidArgumentError(
+            f"{src.description} declares axes {src.axes!r}, not {text!r}; leave axes unset "
+            "to use the declared order")
+    perm = tuple(sorted(range(len(text)), key=lambda i: AXES.index(text[i])))
+    if perm == tuple(range(len(text))):
+        src.axes = text
+        return src
+    return _AxesSource(src, text, perm)

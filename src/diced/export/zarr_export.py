@@ -23,6 +23,7 @@ import numpy as np
 
 from diced.errors import FormatError, InvalidArgumentError
 from diced.export.precomputed import box_reader, check_scales, iter_boxes
+from diced.export.voxels import check_unit, check_voxel_size
 
 if TYPE_CHECKING:
     from diced.datatypes.array.array import VersionedArray
@@ -86,13 +87,21 @@ def export_zarr(
     scales: Sequence[int] | None = None,
     supervoxels: bool = False,
     voxel_size: Sequence[float] | None = None,
-    unit: str | None = "nanometer",
+    unit: str = "nanometer",
     compressors: Any = "auto",
     progress: bool = True,
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
+    label_colors: Mapping[int, Sequence[int]] | None = None,
 ) -> Any:
     """Write a version of an array (and its pyramid) as a zarr v3 group.
+
+    Label arrays are written as OME-Zarr *label images*: besides ``multiscales``, the group's
+    ``ome`` attribute holds ``image-label`` (``colors``: label 0 transparent plus
+    ``label_colors``). Exported to ``<image.zarr>/labels/<name>`` where ``<image.zarr>`` is an
+    OME-Zarr image (for example one written by this function), the labels are also listed in
+    the ``labels`` group's ``ome.labels`` and ``image-label.source.image`` points at the
+    image (``"../../"``), so OME-Zarr viewers (napari, ome-zarr-py) overlay them on it.
 
     Parameters
     ----------
@@ -107,10 +116,12 @@ def export_zarr(
     supervoxels : bool
         Label arrays: write supervoxel ids instead of body ids.
     voxel_size : sequence of float, optional
-        Voxel size of level 0 **in array axis order** (e.g. ``(z, y, x)``), used for the
-        OME-Zarr scale transforms; default 1 per axis.
+        Voxel size of level 0 **in array axis order** (``z, y, x`` for 3-D), in ``unit``,
+        used for the OME-Zarr scale transforms; default 8 per spatial axis (DVID's default)
+        and 1 on channel/time axes. The same order as :func:`export_precomputed`'s.
     unit : str, optional
-        OME-Zarr unit of the spatial axes (default ``"nanometer"``).
+        Unit of ``voxel_size`` and OME-Zarr unit of the spatial axes: ``"nanometer"``
+        (default, or ``"nm"``), ``"micrometer"`` (``"um"``), ``"angstrom"``, ...
     compressors
         Passed to ``zarr.create_array`` (default: zarr's default, zstd).
     progress : bool
@@ -120,6 +131,9 @@ def export_zarr(
         non-empty ``dest`` raises :class:`~diced.errors.InvalidArgumentError`.
     storage_options : mapping, optional
         fsspec options for URLs.
+    label_colors : mapping of int to RGBA, optional
+        Label arrays: display colours (``{label: (r, g, b, a)}``, 0..255) written to
+        ``image-label.colors`` after the transparent background.
 
     Returns
     -------
@@ -140,10 +154,14 @@ def export_zarr(
     array = array.at(version if version is not None else array.version.uuid)
     is_labels = isinstance(array, LabelArray)
     levels = check_scales(array, scales)
-    vs = [1.0] * array.ndim if voxel_size is None else [float(v) for v in voxel_size]
-    if len(vs) != array.ndim or any(v <= 0 for v in vs):
-        raise InvalidArgumentError(
-            f"voxel_size needs {array.ndim} positive numbers in axis order, got {voxel_size!r}")
+    vs = check_voxel_size(voxel_size, array.ndim, f"array {array.name!r}")
+    unit = check_unit(unit)
+    image_label = _image_label(label_colors) if is_labels else None
+    if label_colors is not None and not is_labels:
+        raise InvalidArgumentError("label_colors= is for label arrays")
+    labels_group = _labels_group_of(os.fspath(dest), storage_options) if is_labels else None
+    if image_label is not None and labels_group is not None:
+        image_label["source"] = {"image": "../../"}
     try:
         group = zarr.open_group(os.fspath(dest), mode="w" if overwrite else "w-",
                                 storage_options=dict(storage_options) if storage_options
@@ -181,7 +199,11 @@ def export_zarr(
         ms = ome_multiscales(array.ndim, levels, vs, array.origin, unit=unit, name=array.name)
         if ms is not None:
             attrs["ome"] = {"version": "0.5", "multiscales": [ms]}
+            if image_label is not None:
+                attrs["ome"]["image-label"] = image_label
         group.attrs.update(attrs)
+        if labels_group is not None:
+            _register_label(labels_group, os.fspath(dest), storage_options)
     except BaseException:
         try:
             import asyncio
@@ -192,6 +214,59 @@ def export_zarr(
         raise
     log.info("exported %s levels %s to %s", array.name, levels, os.fspath(dest))
     return group
+
+
+def _image_label(colors: Mapping[int, Sequence[int]] | None) -> dict[str, Any]:
+    """OME-Zarr 0.5 ``image-label`` metadata: label 0 transparent, then ``colors``."""
+    out = [{"label-value": 0, "rgba": [0, 0, 0, 0]}]
+    for label, rgba in sorted((colors or {}).items()):
+        try:
+            value = [int(c) for c in rgba]
+            key = int(label)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError(
+                f"label_colors must map integer labels to (r, g, b, a), got {label!r}: "
+                f"{rgba!r}") from exc
+        if len(value) != 4 or any(not 0 <= c <= 255 for c in value) or key < 0:
+            raise InvalidArgumentError(
+                f"label_colors[{label!r}] must be 4 integers in 0..255, got {rgba!r}")
+        if key == 0:
+            out[0]["rgba"] = value
+        else:
+            out.append({"label-value": key, "rgba": value})
+    return {"colors": out}
+
+
+def _labels_group_of(dest: str, storage_options: Mapping[str, Any] | None) -> str | None:
+    """``<image>/labels`` if ``dest`` is ``<image>/labels/<name>`` and ``<image>`` is an
+    OME-Zarr image (has ``multiscales``), else ``None``."""
+    import zarr
+
+    parts = dest.rstrip("/").rsplit("/", 2)
+    if len(parts) != 3 or parts[1] != "labels" or not parts[0]:
+        return None
+    try:
+        image = zarr.open_group(parts[0], mode="r", storage_options=dict(storage_options)
+                                if storage_options else None)
+    except Exception:  # noqa: BLE001 - not a zarr group: a plain path that happens to match
+        return None
+    attrs = dict(image.attrs)
+    if not ((attrs.get("ome") or {}).get("multiscales") or attrs.get("multiscales")):
+        return None
+    return f"{parts[0]}/labels"
+
+
+def _register_label(labels_group: str, dest: str,
+                    storage_options: Mapping[str, Any] | None) -> None:
+    """Add ``dest``'s name to the OME-Zarr ``labels`` group's list."""
+    import zarr
+
+    name = dest.rstrip("/").rsplit("/", 1)[1]
+    g = zarr.open_group(labels_group, mode="a", zarr_format=3,
+                        storage_options=dict(storage_options) if storage_options else None)
+    ome = dict(g.attrs.get("ome") or {})
+    names = [n for n in ome.get("labels", []) if n != name] + [name]
+    g.attrs.update({"ome": {**ome, "version": "0.5", "labels": names}})
 
 
 def import_zarr(

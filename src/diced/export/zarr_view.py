@@ -1,9 +1,15 @@
 """A read-only zarr v3 store that serves one version of a diced array, decoded on demand.
 
-``zarr.open_array(store=zarr_store(arr), mode="r")`` gives a zarr array; dask
-(``dask.array.from_zarr``) and xarray read diced through it without copying anything to disk.
+``xarray.open_zarr(zarr_store(arr))`` gives a dataset with one variable named after the
+array (dimensions ``z, y, x``); ``zarr.open_group(zarr_store(arr), mode="r")[arr.name]`` a
+zarr array; ``dask.array.from_zarr(zarr_store(arr), component=arr.name)`` a dask array; none
+copies anything to disk. ``zarr_store(arr, group=False)`` serves the bare array at the root
+instead (``zarr.open_array(store=zarr_store(arr, group=False), mode="r")``).
 
-The store holds two kinds of keys:
+By default (``group=True``) the root is a zarr group, with the array's metadata also
+consolidated into the group's ``zarr.json`` (zarr-python's inline consolidated metadata, so
+xarray opens it without falling back or warning), and the array under its name
+(``<name>/zarr.json``, ``<name>/c/...``). The array keys are:
 
 * ``zarr.json``: zarr v3 array metadata (shape, ``data_type``, a regular chunk grid with the
   array's chunks, the default ``"/"`` chunk key encoding, the fill value, and a single
@@ -12,9 +18,6 @@ The store holds two kinds of keys:
 * ``c/<i>/<j>/...``: one per *stored* chunk of that version, whose value is the decoded chunk
   as raw little-endian C-order bytes (full chunk shape, as zarr expects for edge chunks).
   Chunks that are not stored are absent, so zarr fills them with the fill value.
-
-With ``group=True`` the root is a zarr group and the array sits under its name
-(``<name>/zarr.json``, ``<name>/c/...``): the layout xarray's ``open_zarr`` expects.
 
 The view is pinned to one version. Label arrays are served as body ids (the supervoxel →
 body mapping, read once when the view is made, is applied) unless ``supervoxels=True``.
@@ -125,13 +128,15 @@ class DicedZarrStore(Store):
         Pyramid level to serve (``0..array.max_scale``).
     supervoxels : bool
         Label arrays: serve supervoxel ids instead of body ids.
-    group : bool
-        Serve a group at the root holding the array under its name (for xarray:
-        ``xarray.open_zarr(DicedZarrStore(arr, group=True))``).
+    group : bool, default True
+        Serve a group at the root holding the array under its name, with consolidated
+        metadata (what ``xarray.open_zarr`` and ``zarr.open_group`` open); ``False`` serves the
+        bare array at the root (what ``zarr.open_array`` opens).
 
     Examples
     --------
-    >>> z = zarr.open_array(store=DicedZarrStore(arr), mode="r")  # doctest: +SKIP
+    >>> ds = xarray.open_zarr(DicedZarrStore(arr))  # doctest: +SKIP
+    >>> z = zarr.open_array(store=DicedZarrStore(arr, group=False), mode="r")  # doctest: +SKIP
     >>> dask.array.from_zarr(z).mean().compute()  # doctest: +SKIP
     """
 
@@ -140,7 +145,7 @@ class DicedZarrStore(Store):
     supports_listing: bool = True
 
     def __init__(self, array: VersionedArray, *, version: str | Version | None = None,
-                 scale: int = 0, supervoxels: bool = False, group: bool = False) -> None:
+                 scale: int = 0, supervoxels: bool = False, group: bool = True) -> None:
         super().__init__(read_only=True)
         from diced.datatypes.labels.labels import LabelArray
 
@@ -168,8 +173,10 @@ class DicedZarrStore(Store):
         self._meta_bytes = json.dumps(meta, indent=2).encode()
         self._group = bool(group)
         self._prefix = f"{base.name}/" if group else ""
-        self._group_bytes = json.dumps({"zarr_format": 3, "node_type": "group",
-                                        "attributes": attrs}, indent=2).encode()
+        self._group_bytes = json.dumps({
+            "zarr_format": 3, "node_type": "group", "attributes": attrs,
+            "consolidated_metadata": {"kind": "inline", "must_understand": False,
+                                      "metadata": {base.name: meta}}}, indent=2).encode()
         self._chunk_nbytes = int(np.prod(self.chunks)) * self.dtype.itemsize
 
     # --- identity -------------------------------------------------------------------------
@@ -323,10 +330,31 @@ class DicedZarrStore(Store):
 
 
 def zarr_store(array: VersionedArray, *, version: str | Version | None = None, scale: int = 0,
-               supervoxels: bool = False, group: bool = False) -> DicedZarrStore:
+               supervoxels: bool = False, group: bool = True) -> DicedZarrStore:
     """A read-only zarr v3 store view of ``array`` at ``version`` (see :class:`DicedZarrStore`).
 
-    >>> z = zarr.open_array(store=zarr_store(arr), mode="r")  # doctest: +SKIP
+    Parameters
+    ----------
+    array : VersionedArray or LabelArray
+        The array.
+    version : str or Version, optional
+        Version to serve (default: the one the handle reads now).
+    scale : int
+        Pyramid level.
+    supervoxels : bool
+        Label arrays: serve supervoxel ids instead of body ids.
+    group : bool, default True
+        Root is a group holding the array under its name (xarray, ``zarr.open_group``);
+        ``False``: the bare array (``zarr.open_array``).
+
+    Returns
+    -------
+    DicedZarrStore
+
+    Examples
+    --------
+    >>> ds = xarray.open_zarr(zarr_store(arr))  # doctest: +SKIP
+    >>> z = zarr.open_array(store=zarr_store(arr, group=False), mode="r")  # doctest: +SKIP
     """
     return DicedZarrStore(array, version=version, scale=scale, supervoxels=supervoxels,
                           group=group)

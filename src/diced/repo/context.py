@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from diced.repo.meta import next_counter
 from diced.repo.resolve import VersionCtx, VersionedSpace
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ class InstanceContext:
 
     def next_counter(self, name: str) -> int:
         """The next value of a store-wide counter (never handed out twice, across processes)."""
-        return self.repo.store._next_counter(name)
+        return next_counter(self.repo.backend, name)
 
     def __repr__(self) -> str:
         where = "head" if self.vid is None else f"version id {self.vid}"

@@ -57,10 +57,18 @@ class Node:
     tag: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The node as the JSON record stored in the repo document."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Node:
+        """A node from its stored record.
+
+        Raises
+        ------
+        CorruptMetadataError
+            The record has missing or unknown fields.
+        """
         try:
             return cls(**d)
         except TypeError as exc:
@@ -68,6 +76,7 @@ class Node:
 
     @property
     def branch_name(self) -> str:
+        """The node's branch, ``'master'`` for the default branch."""
         return self.branch or MASTER
 
 
@@ -105,6 +114,7 @@ class DAG:
 
     @property
     def root(self) -> Node:
+        """The root node (the smallest id)."""
         return self.nodes[min(self.nodes)]
 
     def ancestors(self, vid: int) -> frozenset[int]:
@@ -178,13 +188,16 @@ class DAG:
         return node.branch
 
     def branches(self) -> dict[str, Node]:
+        """``{branch name: leaf node}`` for every branch, ``'master'`` included."""
         names = {n.branch for n in self.nodes.values() if n.tag is None}
         return {(b or MASTER): self.branch_leaf(b) for b in sorted(names)}
 
     def tags(self) -> dict[str, Node]:
+        """``{tag name: tag node}``."""
         return {n.tag: n for n in self.nodes.values() if n.tag is not None}
 
     def topological(self) -> Iterator[Node]:
+        """Every node, parents before children."""
         for i in nx.topological_sort(self.graph):
             yield self.nodes[i]
 

@@ -49,6 +49,13 @@ class Diff:
         return bool(self.created or self.deleted or any(self.instances.values()))
 
     def summary(self) -> str:
+        """A few lines for people: instances created and deleted, and per changed instance
+        how many keys were added, changed and removed.
+
+        Returns
+        -------
+        str
+        """
         lines = [f"diff {self.a[:8]} -> {self.b[:8]}"]
         for name in self.created:
             lines.append(f"  + instance {name}")

@@ -6,6 +6,7 @@ Layout (all ASCII, fixed-width lowercase hex so that string order is numeric ord
     meta/repo/<repo uuid>                    repo document (JSON): DAG, instances, alias, log
     meta/alias/<hex(alias)>                  repo uuid owning an alias (unique)
     meta/counter/<name>                      store-wide counters (instance ids, ...)
+    meta/head/<repo uuid>                    UUID of the version the repo's head was last moved to
     lock/<repo uuid>/<version id>            present once the version is locked
     d/<inst>/<ckey>/<version id><m>          a value written at a version; m = "d" data, "t" tombstone
     w/<inst>/<version id>/<ckey>/<m>         per-version index of what the version wrote
@@ -34,6 +35,7 @@ __all__ = [
     "counter_key",
     "data_key",
     "data_prefix",
+    "head_key",
     "index_key",
     "index_prefix",
     "kv_ckey",
@@ -52,30 +54,42 @@ TOMB = "t"
 
 
 def repo_key(repo_uuid: str) -> str:
+    """Key of a repo's metadata document."""
     return f"meta/repo/{repo_uuid}"
 
 
 def alias_key(alias: str) -> str:
+    """Key mapping a repo alias to its root UUID."""
     return f"meta/alias/{alias.encode().hex()}"
 
 
+def head_key(repo_uuid: str) -> str:
+    """Where a repo remembers its head (as git's ``HEAD``): the UUID last checked out."""
+    return f"meta/head/{repo_uuid}"
+
+
 def counter_key(name: str) -> str:
+    """Key of a store-wide counter."""
     return f"meta/counter/{name}"
 
 
 def lock_key(repo_uuid: str, vid: int) -> str:
+    """Key present once version ``vid`` of the repo is locked."""
     return f"lock/{repo_uuid}/{vid:08x}"
 
 
 def data_prefix(inst: int) -> str:
+    """Prefix of every stored value of key space ``inst``."""
     return f"d/{inst:08x}/"
 
 
 def chunk_prefix(inst: int, ckey: str) -> str:
+    """Prefix of every version of logical key ``ckey`` in space ``inst``."""
     return f"d/{inst:08x}/{ckey}/"
 
 
 def data_key(inst: int, ckey: str, vid: int, mark: str = DATA) -> str:
+    """Key of the value (``mark`` DATA) or tombstone (TOMB) of ``ckey`` written at ``vid``."""
     return f"d/{inst:08x}/{ckey}/{vid:08x}{mark}"
 
 
@@ -86,10 +100,12 @@ def parse_data_key(key: str) -> tuple[str, int, str]:
 
 
 def index_prefix(inst: int, vid: int | None = None) -> str:
+    """Prefix of the per-version index of space ``inst`` (of version ``vid`` if given)."""
     return f"w/{inst:08x}/" if vid is None else f"w/{inst:08x}/{vid:08x}/"
 
 
 def index_key(inst: int, vid: int, ckey: str, mark: str = DATA) -> str:
+    """Per-version index entry: ``vid`` wrote (DATA) or deleted (TOMB) ``ckey`` in space ``inst``."""
     return f"w/{inst:08x}/{vid:08x}/{ckey}/{mark}"
 
 
@@ -102,16 +118,20 @@ def parse_index_key(key: str) -> tuple[int, str, str]:
 
 
 def chunk_ckey(coords: Sequence[int]) -> str:
+    """Logical key of the chunk at grid ``coords`` (8-hex-digit numbers joined by ``.``)."""
     return ".".join(f"{int(c):08x}" for c in coords)
 
 
 def parse_chunk_ckey(ckey: str) -> tuple[int, ...]:
+    """Grid coordinates of a chunk key (inverse of :func:`chunk_ckey`)."""
     return tuple(int(p, 16) for p in ckey.split("."))
 
 
 def kv_ckey(key: str) -> str:
+    """Logical key of a keyvalue key (hex of its UTF-8 bytes)."""
     return "k" + key.encode().hex()
 
 
 def parse_kv_ckey(ckey: str) -> str:
+    """The keyvalue key of a logical key (inverse of :func:`kv_ckey`)."""
     return bytes.fromhex(ckey[1:]).decode()

@@ -20,6 +20,13 @@ _CAS_RETRIES = 50
 
 
 def load_doc(raw: bytes | None, what: str) -> dict[str, Any] | None:
+    """Decode a metadata document (``None`` stays ``None``).
+
+    Raises
+    ------
+    CorruptMetadataError
+        Not a JSON object; the message names ``what``.
+    """
     if raw is None:
         return None
     try:
@@ -32,6 +39,7 @@ def load_doc(raw: bytes | None, what: str) -> dict[str, Any] | None:
 
 
 def dump_doc(doc: dict[str, Any]) -> bytes:
+    """Encode a metadata document (compact, sorted keys)."""
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from diced.datatypes.registry import get_datatype
 from diced.errors import (
+    BackendError,
     CorruptMetadataError,
     DuplicateNameError,
     InstanceNotFoundError,
@@ -78,23 +79,32 @@ class Version:
 
     @property
     def node(self) -> Node:
+        """The version's DAG node as currently known (refreshed with the repo)."""
         return self.repo._dag.nodes.get(self._node.id, self._node)
 
-    uuid = property(lambda self: self._node.uuid)
-    id = property(lambda self: self._node.id)
-    locked = property(lambda self: self.node.locked)
-    note = property(lambda self: self.node.note)
-    log = property(lambda self: list(self.node.log))
-    branch = property(lambda self: self.node.branch_name)
-    tag = property(lambda self: self.node.tag)
-    created = property(lambda self: self.node.created)
+    uuid = property(lambda self: self._node.uuid,
+                    doc="The version's 32-hex UUID (a tag's name for tags).")
+    id = property(lambda self: self._node.id, doc="The version's small id, local to its repo.")
+    locked = property(lambda self: self.node.locked,
+                      doc="Whether the version is locked (committed): its data never changes.")
+    note = property(lambda self: self.node.note, doc="The version's note (commit message).")
+    log = property(lambda self: list(self.node.log),
+                   doc="The version's log lines (timestamped), oldest first.")
+    branch = property(lambda self: self.node.branch_name,
+                      doc="Name of the branch the version is on (``'master'`` by default).")
+    tag = property(lambda self: self.node.tag,
+                   doc="The tag name if this version is a tag, else None.")
+    created = property(lambda self: self.node.created,
+                       doc="Creation time, seconds since the epoch.")
 
     @property
     def parents(self) -> list[str]:
+        """UUIDs of the parent versions (two or more for a merge, none for the root)."""
         return [self.repo._dag.nodes[p].uuid for p in self.node.parents]
 
     @property
     def children(self) -> list[str]:
+        """UUIDs of the child versions (tags included)."""
         return [self.repo._dag.nodes[c].uuid for c in self.repo._dag.children.get(self.id, [])]
 
     def instance(self, name: str) -> Any:
@@ -102,14 +112,79 @@ class Version:
         return self.repo._instance(name, _Ref(self.repo, self.id))
 
     __getitem__ = instance
-    array = instance
-    keyvalue = instance
-    labels = instance
+
+    def array(self, name: str) -> Any:
+        """The array ``name`` pinned to this version (same as :meth:`instance`).
+
+        Parameters
+        ----------
+        name : str
+            Instance name.
+
+        Returns
+        -------
+        VersionedArray or LabelArray
+            A handle that always reads this version.
+
+        Raises
+        ------
+        InstanceNotFoundError
+            No instance ``name`` is visible at this version.
+        """
+        return self.instance(name)
+
+    def labels(self, name: str) -> Any:
+        """The label array ``name`` pinned to this version (same as :meth:`instance`).
+
+        Parameters
+        ----------
+        name : str
+            Instance name.
+
+        Returns
+        -------
+        LabelArray
+        """
+        return self.instance(name)
+
+    def keyvalue(self, name: str) -> Any:
+        """The keyvalue ``name`` pinned to this version (same as :meth:`instance`).
+
+        Parameters
+        ----------
+        name : str
+            Instance name.
+
+        Returns
+        -------
+        KeyValue
+        """
+        return self.instance(name)
 
     def instances(self) -> dict[str, str]:
+        """Names and types of the data instances visible at this version.
+
+        Returns
+        -------
+        dict
+            ``{name: "array" | "labels" | "keyvalue"}``, sorted by name.
+        """
         return self.repo.instances(self.uuid)
 
     def commit(self, note: str = "", log: Iterable[str] = ()) -> Version:
+        """Lock this version (see :meth:`Repo.commit`).
+
+        Parameters
+        ----------
+        note : str
+            The version's note.
+        log : iterable of str
+            Log lines, stored with a timestamp.
+
+        Returns
+        -------
+        Version
+        """
         return self.repo.commit(note, log, uuid=self.uuid)
 
     def __eq__(self, other: object) -> bool:
@@ -140,8 +215,29 @@ class Repo:
         self._raw: bytes | None = None
         self._dag = DAG([])
         self.refresh()
-        node = self._dag.resolve(head) if head else self._dag.branch_leaf(MASTER)
+        node = self._dag.resolve(head) if head else self._saved_head()
         self._head_id = node.id
+
+    def _saved_head(self) -> Node:
+        """The head stored by the last handle that moved it (as git's ``HEAD``), or the
+        newest version on the master branch when none was stored or it no longer exists."""
+        raw = self.backend.get(K.head_key(self.uuid))
+        if raw:
+            node = self._dag.by_uuid.get(raw.decode("ascii", "replace"))
+            if node is not None:
+                return node
+            log.warning("repo %s: stored head %r is not a version; opening master", self.uuid, raw)
+        return self._dag.branch_leaf(MASTER)
+
+    def _move_head(self, vid: int) -> None:
+        """Make ``vid`` the head and remember it in the store for the next ``open_repo``."""
+        self._head_id = vid
+        uuid = self._dag.nodes[vid].uuid
+        try:
+            self.backend.set(K.head_key(self.uuid), uuid.encode())
+        except (BackendError, OSError, PermissionError) as exc:  # read-only stores still move
+            log.warning("repo %s: could not store the head (%s); it moves for this handle only",
+                        self.alias, exc)
 
     # --- metadata --------------------------------------------------------------------------
 
@@ -206,26 +302,36 @@ class Repo:
 
     @property
     def alias(self) -> str:
+        """The repo's name in its store."""
         return self._doc.get("alias", "")
 
     @property
     def description(self) -> str:
+        """The repo's free-text description."""
         return self._doc.get("description", "")
 
     @property
     def root(self) -> Version:
+        """The repo's root version (its UUID is the repo's UUID)."""
         return Version(self, self._dag.root)
 
     @property
     def head(self) -> Version:
+        """The head: the version unpinned handles read and write.
+
+        Moved by ``checkout``, ``branch``, ``newversion`` and ``merge``, and stored in the
+        store, so the next ``store.open_repo`` starts there.
+        """
         return Version(self, self._dag.nodes[self._head_id])
 
     @property
     def current_uuid(self) -> str:
+        """UUID of the head version."""
         return self._dag.nodes[self._head_id].uuid
 
     @property
     def dag(self) -> DAG:
+        """The version DAG (a snapshot: :meth:`refresh` re-reads it)."""
         return self._dag
 
     # --- refs ------------------------------------------------------------------------------
@@ -266,16 +372,36 @@ class Repo:
                  tag: str | None = None) -> Version:
         """Move the head (what unpinned handles read and write) to another version."""
         node = self._node(uuid, branch=branch, tag=tag)
-        self._head_id = node.id
+        self._move_head(node.id)
         return Version(self, node)
 
     def versions(self) -> list[Version]:
+        """Every version of the repo, parents before children.
+
+        Returns
+        -------
+        list of Version
+        """
         return [Version(self, n) for n in self._dag.topological()]
 
     def branches(self) -> dict[str, Version]:
+        """The branches and their newest versions.
+
+        Returns
+        -------
+        dict
+            ``{branch name: leaf Version}``, ``"master"`` included.
+        """
         return {name: Version(self, n) for name, n in self._dag.branches().items()}
 
     def tags(self) -> dict[str, Version]:
+        """The tags.
+
+        Returns
+        -------
+        dict
+            ``{tag name: tag Version}``; a tag's parent is the version it names.
+        """
         return {name: Version(self, n) for name, n in self._dag.tags().items()}
 
     def log(self, uuid: str | Version | None = None) -> list[Version]:
@@ -304,6 +430,8 @@ class Repo:
             return {K.lock_key(self.uuid, vid): b"1"}
 
         self._mutate(fn, [K.lock_key(self.uuid, vid)])
+        if vid == self._head_id:
+            self._move_head(vid)  # remember it: reopening lands on the committed head
         return Version(self, self._dag.nodes[vid])
 
     lock = commit
@@ -341,7 +469,7 @@ class Repo:
             self.backend.set(K.lock_key(self.uuid, created["id"]), b"1")
         node = self._dag.nodes[created["id"]]
         if move_head and tag is None:
-            self._head_id = node.id
+            self._move_head(node.id)
         return Version(self, node)
 
     def newversion(self, note: str = "", *, uuid: str | None = None,
@@ -459,16 +587,63 @@ class Repo:
         return _datatype(rec["type"]).open(InstanceContext(self, name, rec, ref.vid))
 
     def __getitem__(self, name: str) -> Any:
+        """``repo[name]``: the instance ``name`` at the head (see :meth:`array`)."""
         return self._instance(name, _Ref(self, None))
 
-    array = __getitem__
-    keyvalue = __getitem__
-    labels = __getitem__
+    def array(self, name: str) -> Any:
+        """The array (or label array) ``name``, following the head.
+
+        Parameters
+        ----------
+        name : str
+            Instance name.
+
+        Returns
+        -------
+        VersionedArray or LabelArray
+            A handle that reads and writes whatever version is the head at each call
+            (``repo.version(v).array(name)`` gives one pinned to ``v``).
+
+        Raises
+        ------
+        InstanceNotFoundError
+            No instance ``name`` is visible at the head.
+        """
+        return self[name]
+
+    def labels(self, name: str) -> Any:
+        """The label array ``name``, following the head (same as :meth:`array`).
+
+        Parameters
+        ----------
+        name : str
+            Instance name.
+
+        Returns
+        -------
+        LabelArray
+        """
+        return self[name]
+
+    def keyvalue(self, name: str) -> Any:
+        """The keyvalue ``name``, following the head (same as :meth:`array`).
+
+        Parameters
+        ----------
+        name : str
+            Instance name.
+
+        Returns
+        -------
+        KeyValue
+        """
+        return self[name]
 
     def __contains__(self, name: str) -> bool:
         return name in self.instances()
 
-    def create_instance(self, name: str, typename: str, **options: Any) -> Any:
+    def create_instance(self, name: str, typename: str, *, exist_ok: bool = False,
+                        **options: Any) -> Any:
         """Create a data instance of any registered datatype at the head.
 
         Parameters
@@ -479,6 +654,8 @@ class Repo:
             The datatype: diced's name (``"array"``, ``"labels"``, ``"keyvalue"``, or a
             registered one) or DVID's (``"uint8blk"``, ``"labelmap"``, ...); see
             :func:`diced.datatypes.get_datatype`.
+        exist_ok : bool, default False
+            Return the existing instance ``name`` if it has this type and configuration.
         **options
             The datatype's creation options (validated by its ``configure``).
 
@@ -497,10 +674,45 @@ class Repo:
             The head is locked.
         """
         dt = get_datatype(typename)
-        return self._create_instance(name, dt.name, dt.configure(self._head_id, **options))
+        return self._create_instance(name, dt.name, dt.configure(self._head_id, **options),
+                                     exist_ok=exist_ok)
 
-    def _create_instance(self, name: str, typename: str, config: dict[str, Any]) -> Any:
+    def _existing_instance(self, name: str, typename: str, config: dict[str, Any]) -> Any:
+        """For ``exist_ok=True``: the instance ``name`` if it exists with this configuration,
+        ``None`` if it does not exist; :class:`DuplicateNameError` if it differs."""
+        self.refresh()
+        rec = self._doc["instances"].get(name)
+        if rec is None:
+            return None
+        where = f"repo {self.alias!r} already has an instance {name!r}"
+        if rec["type"] != typename:
+            raise DuplicateNameError(f"{where} of type {rec['type']!r}, not {typename!r}")
+        if rec["created"] not in self._dag.ancestors(self._head_id):
+            raise DuplicateNameError(
+                f"{where}, created on another branch (not visible at the head "
+                f"{self.current_uuid[:12]}); names are unique per repo")
+        inst = self[name]
+        have = rec.get("config", {})
+        wanted = {k: v for k, v in config.items() if k not in ("shapes", "allocate")}
+        diffs = [f"{k}={have.get(k)!r} (asked {v!r})" for k, v in sorted(wanted.items())
+                 if dump_doc({"v": have.get(k)}) != dump_doc({"v": v})]  # NaN == NaN here
+        shapes = config.get("shapes")
+        if shapes:
+            asked = tuple(next(iter(shapes.values())))
+            if tuple(inst.shape) != asked:
+                diffs.insert(0, f"shape={tuple(inst.shape)} (asked {asked})")
+        if diffs:
+            raise DuplicateNameError(f"{where} with a different configuration: "
+                                     f"{', '.join(diffs)}")
+        return inst
+
+    def _create_instance(self, name: str, typename: str, config: dict[str, Any],
+                         exist_ok: bool = False) -> Any:
         _check_name(name, "instance name")
+        if exist_ok:
+            found = self._existing_instance(name, typename, config)
+            if found is not None:
+                return found
         head = self._dag.nodes[self._head_id]
         if head.locked:
             raise LockedNodeError(f"version {head.uuid} is locked; new instances need an open version")
@@ -531,23 +743,91 @@ class Repo:
     def create_array(self, name: str, dtype: Any, shape: Iterable[int] | None = None, *,
                      chunks: Iterable[int] | None = None, fill_value: Any = 0,
                      codec: Any = None, origin: Iterable[int] | None = None,
-                     max_scale: int = 0) -> Any:
-        """Create an nD array at the head. See :class:`diced.VersionedArray`.
+                     max_scale: int = 0, exist_ok: bool = False) -> Any:
+        """Create an nD array at the head.
 
-        ``max_scale > 0`` (3-D only) keeps a mean-downsampled pyramid of that many levels,
-        updated on every write and read with ``arr.scale(n)[...]``.
+        Parameters
+        ----------
+        name : str
+            Instance name, unique in the repo (letters, digits, ``_``, ``-``, ``.``).
+        dtype : dtype-like
+            Any numeric numpy dtype.
+        shape : sequence of int
+            Array shape.
+        chunks : sequence of int, optional
+            Chunk shape (default: 64³ in 3-D, 512² in 2-D, 262144 in 1-D).
+        fill_value : scalar, default 0
+            What unwritten voxels read as.
+        codec : str or dict, optional
+            Chunk codec (default blosc zstd level 1 with shuffle).
+        origin : sequence of int, optional
+            Absolute coordinate of index 0 on each axis (see ``arr.abs``).
+        max_scale : int, default 0
+            ``> 0`` (3-D only) keeps a mean-downsampled pyramid of that many levels, updated
+            on every write and read with ``arr.scale(n)[...]``.
+        exist_ok : bool, default False
+            Return the existing array ``name`` if it has this configuration (so re-running a
+            notebook cell works); a different configuration still raises.
+
+        Returns
+        -------
+        VersionedArray
+            A handle following the repo head.
+
+        Raises
+        ------
+        DuplicateNameError
+            ``name`` exists (with ``exist_ok=True``: exists with another type or configuration).
+        LockedNodeError
+            The head is locked (and the array does not exist yet).
         """
         return self.create_instance(name, "array", dtype=dtype, shape=shape, chunks=chunks,
                                     fill_value=fill_value, codec=codec, origin=origin,
-                                    max_scale=max_scale)
+                                    max_scale=max_scale, exist_ok=exist_ok)
 
-    def create_labels(self, name: str, shape: Iterable[int] | None = None, **kwargs: Any) -> Any:
-        """Create a uint64 label array stored as DVID compressed label blocks."""
-        return self.create_instance(name, "labels", shape=shape, **kwargs)
+    def create_labels(self, name: str, shape: Iterable[int] | None = None, *,
+                      exist_ok: bool = False, **kwargs: Any) -> Any:
+        """Create a uint64 label array stored as DVID compressed label blocks.
 
-    def create_keyvalue(self, name: str) -> Any:
-        """Create a versioned dict of bytes (DVID keyvalue)."""
-        return self.create_instance(name, "keyvalue")
+        Parameters
+        ----------
+        name : str
+            Instance name, unique in the repo.
+        shape : sequence of int
+            3-D shape (z, y, x).
+        exist_ok : bool, default False
+            Return the existing label array ``name`` if it has this configuration.
+        **kwargs
+            ``chunks`` (multiples of 8, default 64³), ``max_scale``, ``codec``, ``origin``.
+
+        Returns
+        -------
+        LabelArray
+            A handle following the repo head.
+
+        Raises
+        ------
+        DuplicateNameError
+            ``name`` exists (with ``exist_ok=True``: exists with another type or configuration).
+        """
+        return self.create_instance(name, "labels", shape=shape, exist_ok=exist_ok, **kwargs)
+
+    def create_keyvalue(self, name: str, *, exist_ok: bool = False) -> Any:
+        """Create a versioned dict of bytes (DVID keyvalue).
+
+        Parameters
+        ----------
+        name : str
+            Instance name, unique in the repo.
+        exist_ok : bool, default False
+            Return the existing keyvalue ``name`` instead of raising.
+
+        Returns
+        -------
+        KeyValue
+            A handle following the repo head.
+        """
+        return self.create_instance(name, "keyvalue", exist_ok=exist_ok)
 
     def delete_instance(self, name: str) -> None:
         """Delete an instance and its data from every version (irreversible, as in DVID)."""

@@ -38,6 +38,7 @@ class VersionCtx:
 
     @property
     def strict_ancestors(self) -> frozenset[int]:
+        """Ids of the version's ancestors, itself excluded."""
         return self.ancestors - {self.vid}
 
 
@@ -250,6 +251,7 @@ class VersionedSpace:
         self.modify(ctx, ck, lambda c, _base: items[c], parent_values)
 
     def delete(self, ctx: VersionCtx, ckeys: Iterable[str]) -> None:
+        """Write tombstones for ``ckeys`` at version ``ctx``."""
         self.write(ctx, dict.fromkeys(ckeys))
 
     # --- listings ------------------------------------------------------------------------

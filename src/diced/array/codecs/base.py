@@ -37,6 +37,12 @@ class ChunkCodec(abc.ABC):
         """
 
     def to_dict(self) -> dict[str, Any]:
+        """The codec's JSON configuration, ``{"name": ..., **options}``, as stored in the repo.
+
+        Returns
+        -------
+        dict
+        """
         return {"name": self.name, **self._config()}
 
     def _config(self) -> dict[str, Any]:
@@ -44,6 +50,17 @@ class ChunkCodec(abc.ABC):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ChunkCodec:
+        """Build the codec from its options (``to_dict`` without ``name``).
+
+        Parameters
+        ----------
+        config : mapping
+            Codec options.
+
+        Returns
+        -------
+        ChunkCodec
+        """
         return cls(**config)
 
     def __eq__(self, other: object) -> bool:

@@ -445,6 +445,17 @@ class LabelBlockCodec(ChunkCodec):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LabelBlockCodec:
+        """Build the codec from its options (``outer``, ``level``).
+
+        Parameters
+        ----------
+        config : mapping
+            Codec options.
+
+        Returns
+        -------
+        LabelBlockCodec
+        """
         return cls(**config)
 
     def encode(self, chunk: np.ndarray) -> bytes:

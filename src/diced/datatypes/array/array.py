@@ -145,18 +145,22 @@ class VersionedArray:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The array's shape at the handle's version (``resize`` changes it per version)."""
         return self._shape_at(self._ref.ctx())
 
     @property
     def ndim(self) -> int:
+        """Number of dimensions."""
         return len(self.chunks)
 
     @property
     def size(self) -> int:
+        """Number of elements (a Python int: may exceed 2**63)."""
         return int(np.prod(self.shape, dtype=object))
 
     @property
     def nbytes(self) -> int:
+        """Bytes the array would take dense in memory (nothing like what is stored)."""
         return self.size * self.dtype.itemsize
 
     def __len__(self) -> int:
@@ -164,10 +168,12 @@ class VersionedArray:
 
     @property
     def version(self) -> Version:
+        """The version this handle reads now (the head, for handles that follow it)."""
         return self._ref.version()
 
     @property
     def locked(self) -> bool:
+        """Whether that version is locked (writes raise ``LockedNodeError``)."""
         return self._ref.ctx().locked
 
     def at(self, version: str | Version) -> VersionedArray:
@@ -175,6 +181,14 @@ class VersionedArray:
         return self._ref.open_at(version)
 
     def info(self) -> dict[str, Any]:
+        """The array's configuration as a plain dict.
+
+        Returns
+        -------
+        dict
+            ``name``, ``type``, ``dtype``, ``shape``, ``chunks``, ``fill_value``, ``origin``,
+            ``codec`` and ``version`` (UUID).
+        """
         return {"name": self.name, "type": self.typename, "dtype": str(self.dtype),
                 "shape": self.shape, "chunks": self.chunks, "fill_value": self.fill_value.item(),
                 "origin": self.origin, "codec": self.codec.to_dict(),

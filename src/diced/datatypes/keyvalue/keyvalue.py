@@ -45,6 +45,7 @@ class KeyValue:
 
     @property
     def version(self) -> Version:
+        """The version this handle reads now."""
         return self._ref.version()
 
     def _writable(self):
@@ -60,10 +61,31 @@ class KeyValue:
         return value
 
     def get(self, key: str, default: bytes | None = None) -> bytes | None:
+        """The value of ``key``, or ``default`` when absent.
+
+        Parameters
+        ----------
+        key : str
+        default : bytes, optional
+
+        Returns
+        -------
+        bytes or None
+        """
         got = self._space.read_many([K.kv_ckey(_check_key(key))], self._ref.ctx())[0]
         return default if got is None else got
 
     def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """Values of ``keys`` in order (``None`` where absent), in one batch.
+
+        Parameters
+        ----------
+        keys : list of str
+
+        Returns
+        -------
+        list
+        """
         return self._space.read_many([K.kv_ckey(_check_key(k)) for k in keys], self._ref.ctx())
 
     def __setitem__(self, key: str, value: bytes) -> None:
@@ -98,11 +120,23 @@ class KeyValue:
         return [K.parse_kv_ckey(c) for c in self._space.live_keys(self._ref.ctx(), lo, hi)]
 
     def items(self, start: str | None = None, stop: str | None = None) -> list[tuple[str, bytes]]:
+        """``(key, value)`` pairs, sorted, within the inclusive range ``start..stop``.
+
+        Parameters
+        ----------
+        start, stop : str, optional
+            Inclusive bounds, as :meth:`keys`.
+
+        Returns
+        -------
+        list of tuple
+        """
         keys = self.keys(start, stop)
         values = self.get_many(keys)
         return [(k, v) for k, v in zip(keys, values, strict=True) if v is not None]
 
     def values(self) -> list[bytes]:
+        """Every value, in key order."""
         return [v for _, v in self.items()]
 
     def __iter__(self) -> Iterator[str]:

@@ -53,6 +53,22 @@ SPACES = ("index", "mapping", "members")
 def labels_config(shape: Iterable[int] | None, vid: int, *, chunks: Iterable[int] | None = None,
                   max_scale: int = 0, codec: Any = None, origin: Iterable[int] | None = None
                   ) -> dict[str, Any]:
+    """Validated instance configuration of a new label array (uint64, 3-D, chunk sides
+    multiples of 8, labelblock codec by default), as stored in the repo document.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        z, y, x.
+    vid : int
+        Id of the version creating it.
+    chunks, max_scale, codec, origin
+        As for :meth:`diced.Repo.create_labels`.
+
+    Returns
+    -------
+    dict
+    """
     cfg = array_config("uint64", shape, chunks or (64, 64, 64), 0, codec, origin, vid,
                        default_codec={"name": "labelblock", "outer": "zstd", "level": 1},
                        max_scale=max_scale)
@@ -401,6 +417,19 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
         return out, lo
 
     def coords(self, label: int, *, supervoxels: bool = False) -> np.ndarray:
+        """Coordinates of every voxel of ``label`` (``sparsevol(format="coords")``).
+
+        Parameters
+        ----------
+        label : int
+            Body id (or supervoxel id with ``supervoxels=True``).
+        supervoxels : bool
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, 3)`` int array of z, y, x.
+        """
         return self.sparsevol(label, supervoxels=supervoxels, format="coords")
 
     def label_at(self, point: Sequence[int], *, supervoxels: bool = False) -> int:
