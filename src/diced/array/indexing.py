@@ -83,9 +83,11 @@ class Selection(NamedTuple):
         return not self.ellipsis and not self.newaxes and all(d.drop for d in self.dims)
 
     def project(self, chunks: Sequence[int], shape: Sequence[int]) -> Iterator[ChunkProjection]:
+        """Yield a :class:`ChunkProjection` for every chunk the selection meets."""
         return project(self, chunks, shape)
 
     def count_chunks(self, chunks: Sequence[int], shape: Sequence[int]) -> int:
+        """Number of chunks the selection meets (no I/O)."""
         return count_chunks(self, chunks, shape)
 
 
@@ -296,18 +298,23 @@ class OrthogonalSelection(NamedTuple):
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Selected size on every array axis (dropped axes have size 1)."""
         return tuple(a.size if isinstance(a, DimSel) else len(a) for a in self.axes)
 
     @property
     def result_shape(self) -> tuple[int, ...]:
+        """Shape of the result: the selected sizes of the axes that are kept."""
         return tuple(a.size if isinstance(a, DimSel) else len(a) for a in self.axes
                      if not (isinstance(a, DimSel) and a.drop))
 
     @property
     def scalar(self) -> bool:
+        """True when every axis is a single integer and there is no ``...``."""
         return not self.ellipsis and all(isinstance(a, DimSel) and a.drop for a in self.axes)
 
     def project(self, chunks: Sequence[int], shape: Sequence[int]) -> Iterator[ChunkProjection]:
+        """Yield a :class:`ChunkProjection` for every chunk the selection meets; axes with
+        index arrays give open-mesh (``np.ix_``) selections inside the chunk and the buffer."""
         per_dim = []
         for a, c, n in zip(self.axes, chunks, shape, strict=True):
             if isinstance(a, DimSel):
@@ -330,6 +337,7 @@ class OrthogonalSelection(NamedTuple):
             yield ChunkProjection(coords, np.ix_(*ins), np.ix_(*outs), False, True)
 
     def count_chunks(self, chunks: Sequence[int], shape: Sequence[int]) -> int:
+        """Number of chunks the selection meets (no I/O)."""
         n = 1
         for a, c, e in zip(self.axes, chunks, shape, strict=True):
             if isinstance(a, DimSel):
@@ -348,13 +356,17 @@ class CoordinateSelection(NamedTuple):
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of the flat buffer the points are read into: ``(P,)``."""
         return (len(self.points),)
 
     @property
     def scalar(self) -> bool:
+        """Always False: a coordinate selection returns an array, as numpy's fancy indexing."""
         return False
 
     def project(self, chunks: Sequence[int], shape: Sequence[int]) -> Iterator[ChunkProjection]:
+        """Yield one :class:`ChunkProjection` per chunk holding at least one point, the points
+        grouped by chunk in a stable order (a repeated point is written last-one-wins)."""
         pts = self.points
         if not len(pts):
             return
@@ -371,6 +383,7 @@ class CoordinateSelection(NamedTuple):
             yield ChunkProjection(coords, tuple(local.T), (group,), False, True)
 
     def count_chunks(self, chunks: Sequence[int], shape: Sequence[int]) -> int:
+        """Number of distinct chunks holding the points (no I/O)."""
         if not len(self.points):
             return 0
         cc = self.points // np.asarray(chunks, dtype=np.int64)
