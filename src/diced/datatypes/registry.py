@@ -28,6 +28,7 @@ _BUILTIN = {
     "array": "diced.datatypes.array",
     "labels": "diced.datatypes.labels",
     "keyvalue": "diced.datatypes.keyvalue",
+    "annotation": "diced.datatypes.annotation",
 }
 #: DVID names of the built-in types (known before their modules are imported)
 _BUILTIN_ALIASES = {
@@ -36,6 +37,7 @@ _BUILTIN_ALIASES = {
     "imageblk": "array",
     "labelmap": "labels",
     "keyvalue": "keyvalue",
+    "annotation": "annotation",
 }
 
 _TYPES: dict[str, Datatype] = {}

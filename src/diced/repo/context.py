@@ -73,6 +73,14 @@ class InstanceContext:
 
         return self.repo._instance(self.name, _Ref(self.repo, self.repo._node(version).id))
 
+    def instance(self, name: str, version: Any = None) -> Any:
+        """Another instance of the same repo (a synced one), pinned to this context's current
+        version or to ``version``."""
+        from diced.repo.repo import _Ref
+
+        vid = self.ctx().vid if version is None else self.repo._node(version).id
+        return self.repo._instance(name, _Ref(self.repo, vid))
+
     # --- storage -----------------------------------------------------------------------------
 
     @property

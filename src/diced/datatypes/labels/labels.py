@@ -158,6 +158,7 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
             if self._try_write_blocks(ctx, items, ckeys):
                 if self.max_scale and pyramid:
                     self._update_pyramid(ctx, [c for c, _ in items])
+                self._notify_synced(ctx, [tuple(int(x) for x in c) for c, _ in items])
                 return
         raise ConcurrencyError(f"{self.name!r}: blocks kept changing under a concurrent writer")
 
@@ -463,6 +464,46 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
 
                 out = relabel(out, keys, values)
         return out
+
+    def _supervoxels_at(self, points: Any, ctx: VersionCtx) -> np.ndarray:
+        """Supervoxel ids at ``(n, 3)`` (z, y, x) voxels at ``ctx`` (0 outside the array),
+        reading each touched block once; for synced instances, which may read at a merge
+        node that is not published yet."""
+        pts = np.asarray(points, dtype=np.int64).reshape(-1, 3)
+        out = np.zeros(len(pts), dtype=np.uint64)
+        inside = ((pts >= 0) & (pts < np.array(self._shape_at(ctx)))).all(axis=1)
+        if not inside.any():
+            return out
+        idx = np.flatnonzero(inside)
+        ch = np.array(self.chunks)
+        blocks, inverse = np.unique(pts[idx] // ch, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        vals = self._space.read_many([K.chunk_ckey(b) for b in blocks], ctx)
+        for i, v in enumerate(vals):
+            if v is None:
+                continue
+            blk = self._decode(v)
+            sel = idx[inverse == i]
+            local = pts[sel] - blocks[i] * ch
+            out[sel] = blk[local[:, 0], local[:, 1], local[:, 2]]
+        return out
+
+    def _notify_synced(self, ctx: VersionCtx, coords: list[tuple[int, ...]]) -> None:
+        """Tell the instances synced to this one (annotations) which blocks changed at
+        ``ctx``. Instances deleted, not visible there or synced elsewhere are skipped."""
+        names = self._cfg.get("synced_by")
+        if not names:
+            return
+        from diced.errors import InstanceNotFoundError
+
+        for name in names:
+            try:
+                inst = self._ref.instance(name, ctx.uuid)
+            except InstanceNotFoundError:
+                continue
+            hook = getattr(inst, "_labels_changed", None)
+            if hook is not None and getattr(inst, "synced", None) == self.name:
+                hook(ctx, coords, self)
 
     def labels_in(self, selection: Any = Ellipsis, *, supervoxels: bool = False) -> np.ndarray:
         """Sorted distinct non-zero labels in a box."""
