@@ -29,6 +29,9 @@ _BUILTIN = {
     "labels": "diced.datatypes.labels",
     "keyvalue": "diced.datatypes.keyvalue",
     "annotation": "diced.datatypes.annotation",
+    "roi": "diced.datatypes.roi",
+    "neuronjson": "diced.datatypes.neuronjson",
+    "labelgraph": "diced.datatypes.labelgraph",
 }
 #: DVID names of the built-in types (known before their modules are imported)
 _BUILTIN_ALIASES = {
@@ -38,6 +41,9 @@ _BUILTIN_ALIASES = {
     "labelmap": "labels",
     "keyvalue": "keyvalue",
     "annotation": "annotation",
+    "roi": "roi",
+    "neuronjson": "neuronjson",
+    "labelgraph": "labelgraph",
 }
 
 _TYPES: dict[str, Datatype] = {}
