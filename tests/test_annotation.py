@@ -360,3 +360,17 @@ def test_sync_model(repo, seed):
     for tag in "abc":
         assert _positions(ann.tag(tag)) == sorted(tuple(e["Pos"]) for e in ann.all()
                                                    if tag in e["Tags"])
+
+
+def test_cli_info_lists_annotations(tmp_path, capsys):
+    from diced.cli import main
+
+    path = str(tmp_path / "a.diced")
+    with diced.Store(path) as store:
+        repo = store.create_repo("fly")
+        repo.create_instance("syn", "annotation").post(_syn((1, 1, 1), (2, 2, 2)))
+        repo.commit("c")
+    assert main(["info", path]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if " syn " in x)
+    assert "annotation" in line and "2 items" in line
+    assert "stored: 3 values" in line  # 2 elements + the tag index entry of the PreSyn
