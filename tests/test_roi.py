@@ -229,21 +229,20 @@ def test_versioning_branch_merge_diff(repo):
     with pytest.raises(LockedNodeError):
         repo.version(root.uuid)["r"].put([[1, 1, 1, 1]])
     repo.branch("left")
-    repo["r"].add([[0, 0, 10, 11], [7, 7, 7, 7]])  # rows (0,0) and (7,7)
+    repo["r"].add([[0, 0, 10, 11], [7, 7, 7, 7]])  # planes 0 and 7
     left = repo.commit("left")
     repo.branch("right", parent=root.uuid)
     r = repo["r"]
-    r.put(np.concatenate([r.get()[r.get()[:, 0] != 5], [[9, 9, 9, 9]]]))  # drop (5,5), add (9,9)
+    r.put(np.concatenate([r.get()[r.get()[:, 0] != 5], [[9, 9, 9, 9]]]))  # drop 5, add 9
     right = repo.commit("right")
     assert repo.version(root.uuid)["r"].to_json() == [[0, 0, 0, 3], [0, 1, 0, 3], [5, 5, 5, 5]]
     d = repo.diff(left.uuid, right.uuid)["r"]
-    assert sorted(d.added) == [(9, 9)] and sorted(d.removed) == [(5, 5), (7, 7)]
-    assert d.changed == [(0, 0)]
+    assert d.added == [9] and d.removed == [5, 7] and d.changed == [0]
     repo.merge(left.uuid, right.uuid)
     assert repo["r"].to_json() == [[0, 0, 0, 3], [0, 0, 10, 11], [0, 1, 0, 3], [7, 7, 7, 7],
                                    [9, 9, 9, 9]]
     m = repo.commit("merged")
-    # both sides change row (0, 1): a conflict keyed by the row
+    # both sides change plane 0: a conflict keyed by the plane
     repo.branch("x")
     repo["r"].add([[0, 1, 20, 20]])
     x = repo.commit("x")
@@ -253,9 +252,11 @@ def test_versioning_branch_merge_diff(repo):
     with pytest.raises(MergeConflictError) as exc:
         repo.merge(x.uuid, y.uuid)
     (c,) = exc.value.conflicts
-    assert (c.instance, c.key) == ("r", (0, 1))
+    assert (c.instance, c.key) == ("r", 0)
     repo.merge(x.uuid, y.uuid, strategy=y.uuid)
     assert repo["r"].ptquery([[30 * 32, 32, 0], [20 * 32, 32, 0]]) == [True, False]
+    # another plane changed on one side only merges cleanly next to the conflict's choice
+    assert repo["r"].ptquery([[7 * 32, 7 * 32, 7 * 32]]) == [True]
 
 
 def test_labels_read_with_roi(repo):
@@ -306,3 +307,33 @@ def test_annotation_in_roi(repo):
     assert ann.in_roi(repo.create_instance("e", "roi")) == []
     with pytest.raises(InvalidArgumentError):
         ann.in_roi(ann)
+
+
+def test_large_coordinates_keep_their_order():
+    """Row keys cover the whole int32 range (no overflow in the sweep or the lookups)."""
+    big = (1 << 31) - 1
+    small = -(1 << 31)
+    spans = [[big, small, small, small + 5], [small, big, big - 3, big], [0, 0, -1, 1],
+             [big, small, small + 7, small + 9]]
+    n = S.normalize(spans)
+    assert n.tolist() == [[small, big, big - 3, big], [0, 0, -1, 1],
+                          [big, small, small, small + 5], [big, small, small + 7, small + 9]]
+    q = np.array([[big, small, small + 6], [small, big, big], [0, 0, 2], [0, 0, -1]])
+    assert S.contains_blocks(n, q).tolist() == [False, True, False, True]
+    assert S.difference(n, [[0, 0, 0, 0]]).tolist()[1:3] == [[0, 0, -1, -1], [0, 0, 1, 1]]
+
+
+@pytest.mark.parametrize("dense_limit", [1, 1 << 24])
+def test_contains_points_kernel_and_numpy_paths_agree(monkeypatch, dense_limit):
+    monkeypatch.setattr(S, "_DENSE_ROWS", dense_limit)
+    rng = np.random.default_rng(4)
+    d = rng.random((9, 11, 13)) < 0.3
+    z, y, x = np.nonzero(d)
+    spans = S.normalize(np.stack([z - 4, y - 5, x - 6, x - 6], 1))
+    pts = rng.integers(-60, 60, size=(5000, 3))
+    bs = (4, 3, 5)
+    want = []
+    for px, py, pz in pts.tolist():
+        i = (pz // bs[2] + 4, py // bs[1] + 5, px // bs[0] + 6)
+        want.append(all(0 <= c < n for c, n in zip(i, d.shape, strict=True)) and bool(d[i]))
+    assert S.contains_points(spans, pts, bs).tolist() == want

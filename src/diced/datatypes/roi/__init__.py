@@ -9,7 +9,7 @@ from typing import Any
 
 from diced.datatypes.base import Datatype
 from diced.datatypes.registry import register_datatype
-from diced.datatypes.roi.roi import ROI, parse_row_ckey
+from diced.datatypes.roi.roi import ROI, parse_plane_ckey
 from diced.errors import InvalidArgumentError
 from diced.repo.context import InstanceContext
 
@@ -20,8 +20,8 @@ class RoiType(Datatype):
     """``repo.create_instance(name, "roi", block_size=32)``.
 
     Options: ``block_size``, the side (or ``(x, y, z)`` sides) of an ROI block in voxels
-    (default 32, DVID's ``DefaultBlockSize``). One key per block row ``(z, y)``: merges
-    compare and conflict per row (a conflict's key is ``(z, y)``), diffs list rows.
+    (default 32, DVID's ``DefaultBlockSize``). One key per plane of blocks: merges compare
+    and conflict per plane (a conflict's key is the block ``z``), diffs list planes.
     """
 
     name = "roi"
@@ -44,7 +44,7 @@ class RoiType(Datatype):
         return ROI(context)
 
     def describe_key(self, ckey: str, suffix: str = "") -> Any:
-        return parse_row_ckey(ckey)
+        return parse_plane_ckey(ckey)
 
 
 register_datatype(RoiType)

@@ -1,9 +1,9 @@
 """ROI: a region of interest as DVID's ``roi`` datatype keeps it, versioned.
 
-Storage: one key per block row ``(z, y)`` (``<z><y>`` as biased 8-hex-digit numbers, so keys
-sort by z then y), holding that row's normal-form spans as little-endian int32 ``x0, x1``
-pairs. A point query reads only the rows its points fall in; a box mask reads the key range
-of each z in the box; merges compare and conflict per row.
+Storage: one key per plane of blocks ``z`` (a biased 8-hex-digit number, so keys sort by
+z), holding that plane's normal-form spans as little-endian int32 ``(y, x0, x1)`` triples
+(a few KB for a brain-region ROI). A point query reads only the planes its points fall in;
+a box mask reads one key range; merges compare and conflict per plane.
 
 Coordinates: points and boxes are voxel ``(x, y, z)``, as in DVID's ``ptquery`` and the
 annotation datatype; spans are ``[z, y, x0, x1]`` in ROI blocks; masks are ``(z, y, x)``
@@ -25,45 +25,44 @@ if TYPE_CHECKING:
     from diced.repo.repo import Version
     from diced.repo.resolve import VersionCtx
 
-__all__ = ["ROI", "row_ckey", "parse_row_ckey"]
+__all__ = ["ROI", "parse_plane_ckey", "plane_ckey"]
 
 _BIAS = 1 << 31
 #: write at most this many row keys per backend transaction
 _WRITE_BATCH = 4096
 
 
-def row_ckey(z: int, y: int) -> str:
-    """Key of the block row ``(z, y)``."""
-    return f"{int(z) + _BIAS:08x}{int(y) + _BIAS:08x}"
+def plane_ckey(z: int) -> str:
+    """Key of the block plane ``z``."""
+    return f"{int(z) + _BIAS:08x}"
 
 
-def parse_row_ckey(ckey: str) -> tuple[int, int]:
-    """``(z, y)`` of a row key (inverse of :func:`row_ckey`)."""
-    return int(ckey[:8], 16) - _BIAS, int(ckey[8:16], 16) - _BIAS
+def parse_plane_ckey(ckey: str) -> int:
+    """``z`` of a plane key (inverse of :func:`plane_ckey`)."""
+    return int(ckey[:8], 16) - _BIAS
 
 
-def _encode_rows(spans: np.ndarray) -> dict[str, bytes]:
-    """Normal-form spans -> ``{row key: int32 x0, x1 pairs}``."""
+def _encode_planes(spans: np.ndarray) -> dict[str, bytes]:
+    """Normal-form spans -> ``{plane key: int32 (y, x0, x1) triples}``."""
     if not len(spans):
         return {}
-    cut = np.nonzero(np.any(spans[1:, :2] != spans[:-1, :2], axis=1))[0] + 1
-    out = {}
-    for part in np.split(spans, cut):
-        out[row_ckey(part[0, 0], part[0, 1])] = part[:, 2:].astype("<i4").tobytes()
-    return out
+    cut = np.nonzero(spans[1:, 0] != spans[:-1, 0])[0] + 1
+    return {plane_ckey(part[0, 0]): part[:, 1:].astype("<i4").tobytes()
+            for part in np.split(spans, cut)}
 
 
-def _decode_rows(keys: Sequence[str], values: Sequence[bytes | None]) -> np.ndarray:
-    parts = []
+def _decode_planes(keys: Sequence[str], values: Sequence[bytes | None]) -> np.ndarray:
+    zs, parts = [], []
     for k, v in zip(keys, values, strict=True):
-        if not v:
-            continue
-        xs = np.frombuffer(v, dtype="<i4").astype(np.int64).reshape(-1, 2)
-        z, y = parse_row_ckey(k)
-        row = np.empty((len(xs), 4), np.int64)
-        row[:, 0], row[:, 1], row[:, 2:] = z, y, xs
-        parts.append(row)
-    return np.concatenate(parts) if parts else np.zeros((0, 4), np.int64)
+        if v:
+            parts.append(np.frombuffer(v, dtype="<i4").reshape(-1, 3))
+            zs.append(np.full(len(parts[-1]), parse_plane_ckey(k), np.int64))
+    if not parts:
+        return np.zeros((0, 4), np.int64)
+    out = np.empty((sum(len(p) for p in parts), 4), np.int64)
+    out[:, 0] = np.concatenate(zs)
+    out[:, 1:] = np.concatenate(parts)
+    return out
 
 
 def _points(points: Any, what: str = "points") -> np.ndarray:
@@ -137,7 +136,7 @@ class ROI:
         (sorted by z, y, x0; touching spans merged). DVID's GET ``roi``."""
         ctx = self._ref.ctx()
         keys = self._space.live_keys(ctx)
-        return _decode_rows(keys, self._space.read_many(keys, ctx))
+        return _decode_planes(keys, self._space.read_many(keys, ctx))
 
     spans = get
 
@@ -145,18 +144,16 @@ class ROI:
         """The spans as DVID's JSON list."""
         return self.get().tolist()
 
-    def _rows_between(self, ctx: VersionCtx, z0: int, z1: int, y0: int, y1: int) -> np.ndarray:
-        """Spans of the rows ``z0 <= z < z1``, ``y0 <= y < y1`` (one key range per z)."""
-        keys: list[str] = []
-        for z in range(z0, z1):
-            keys += self._space.live_keys(ctx, row_ckey(z, y0), row_ckey(z, y1))
-        return _decode_rows(keys, self._space.read_many(keys, ctx))
+    def _planes(self, ctx: VersionCtx, z0: int, z1: int) -> np.ndarray:
+        """Spans of the planes ``z0 <= z < z1`` (one key range)."""
+        keys = self._space.live_keys(ctx, plane_ckey(z0), plane_ckey(z1))
+        return _decode_planes(keys, self._space.read_many(keys, ctx))
 
     def put(self, spans: Any) -> None:
         """Replace the ROI with ``spans`` (DVID's POST ``roi``: ``[[z, y, x0, x1], ...]``,
         x1 inclusive). Spans are validated first (``x1 < x0`` is an error, as in DVID); then
-        stored in normal form, rows no longer present deleted, in one batch per 4096 rows."""
-        new = _encode_rows(S.normalize(spans))
+        stored in normal form, planes no longer present deleted, in batches of 4096 planes."""
+        new = _encode_planes(S.normalize(spans))
         ctx = self._writable()
         old = self._space.live_keys(ctx)
         items: dict[str, bytes | None] = {k: None for k in old if k not in new}
@@ -172,15 +169,14 @@ class ROI:
             self._space.write(ctx, part)
 
     def add(self, spans: Any) -> None:
-        """Add blocks (union with ``spans``), rewriting only the rows they touch."""
+        """Add blocks (union with ``spans``), rewriting only the planes they touch."""
         s = S.normalize(spans)
         if not len(s):
             return
         ctx = self._writable()
-        rows = np.unique(s[:, :2], axis=0)
-        keys = [row_ckey(z, y) for z, y in rows.tolist()]
-        cur = _decode_rows(keys, self._space.read_many(keys, ctx))
-        self._write(ctx, dict(_encode_rows(S.union(cur, s))))
+        keys = [plane_ckey(z) for z in np.unique(s[:, 0]).tolist()]
+        cur = _decode_planes(keys, self._space.read_many(keys, ctx))
+        self._write(ctx, dict(_encode_planes(S.union(cur, s))))
 
     def delete(self) -> None:
         """Delete every span at this version (DVID's DELETE ``roi``)."""
@@ -205,15 +201,11 @@ class ROI:
 
     # --- queries -------------------------------------------------------------------------------
 
-    def _blocks_of(self, pts: np.ndarray) -> np.ndarray:
-        bx, by, bz = self.block_size
-        return np.stack([pts[:, 2] // bz, pts[:, 1] // by, pts[:, 0] // bx], axis=1)
-
     def contains(self, points: Any) -> np.ndarray:
         """Whether each voxel point ``[x, y, z]`` lies in the ROI (boolean array).
 
-        Reads only the block rows the points fall in; the test itself is vectorised (binary
-        searches over the rows' spans). Float coordinates are floored.
+        Reads only the block planes the points fall in; the test itself is vectorised
+        (binary searches over the planes' spans). Float coordinates are floored.
 
         Parameters
         ----------
@@ -226,12 +218,11 @@ class ROI:
         pts = _points(points)
         if not len(pts):
             return np.zeros(0, bool)
-        blocks = self._blocks_of(pts)
         ctx = self._ref.ctx()
-        rows = np.unique(blocks[:, :2], axis=0)
-        keys = [row_ckey(z, y) for z, y in rows.tolist()]
-        spans = _decode_rows(keys, self._space.read_many(keys, ctx))
-        return S.contains_blocks(spans, blocks)
+        zs = np.unique(pts[:, 2] // self.block_size[2])
+        keys = [plane_ckey(z) for z in zs.tolist()]
+        spans = _decode_planes(keys, self._space.read_many(keys, ctx))
+        return S.contains_points(spans, pts, self.block_size)
 
     def ptquery(self, points: Any) -> list[bool]:
         """DVID's POST ``ptquery``: ``[[x, y, z], ...]`` -> ``[true, false, ...]``."""
@@ -242,7 +233,7 @@ class ROI:
         inside the ROI (DVID's ``mask/0_1_2/<size>/<offset>`` with ``offset=lo``,
         ``size=hi-lo``, as bool instead of u8).
 
-        Reads the rows of the box's blocks only (one key range per z block).
+        Reads the planes of the box's blocks only (one key range).
         """
         a, b = _box(lo, hi)
         bs = np.array(self.block_size, np.int64)  # x, y, z
@@ -252,12 +243,13 @@ class ROI:
         blo = a // bs
         bhi = (b - 1) // bs + 1
         ctx = self._ref.ctx()
-        spans = self._rows_between(ctx, int(blo[2]), int(bhi[2]), int(blo[1]), int(bhi[1]))
+        spans = self._planes(ctx, int(blo[2]), int(bhi[2]))
         bm = S.block_mask(spans, (blo[2], blo[1], blo[0]), (bhi[2], bhi[1], bhi[0]))
-        iz = np.arange(a[2], b[2]) // bs[2] - blo[2]
-        iy = np.arange(a[1], b[1]) // bs[1] - blo[1]
-        ix = np.arange(a[0], b[0]) // bs[0] - blo[0]
-        return bm[np.ix_(iz, iy, ix)]
+        # voxels per block along each axis (partial blocks at the box faces); np.repeat
+        # copies runs, so the expansion is memory-bandwidth bound
+        counts = [np.minimum(b[i], (np.arange(blo[i], bhi[i]) + 1) * bs[i])
+                  - np.maximum(a[i], np.arange(blo[i], bhi[i]) * bs[i]) for i in range(3)]
+        return bm.repeat(counts[0], axis=2).repeat(counts[1], axis=1).repeat(counts[2], axis=0)
 
     def mask_zyx(self, box: Sequence[Sequence[int]]) -> np.ndarray:
         """:meth:`mask` for a ``(z, y, x)`` box ``[[z0, y0, x0], [z1, y1, x1]]`` (hi exclusive),

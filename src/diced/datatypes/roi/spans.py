@@ -26,6 +26,7 @@ __all__ = [
     "as_spans",
     "block_mask",
     "contains_blocks",
+    "contains_points",
     "difference",
     "intersection",
     "normalize",
@@ -71,10 +72,24 @@ def as_spans(spans: Any) -> np.ndarray:
     return arr
 
 
+def _zy_key(zy: np.ndarray) -> np.ndarray:
+    """Order-preserving uint64 key of ``(z, y)`` rows (int32 coordinates)."""
+    z = (zy[:, 0] + _XBIAS).astype(np.uint64)
+    y = (zy[:, 1] + _XBIAS).astype(np.uint64)
+    return (z << np.uint64(32)) | y
+
+
 def _row_keys(spans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Dense row ids of ``spans`` and the ``(z, y)`` of each id (sorted)."""
-    rows, inv = np.unique(spans[:, :2], axis=0, return_inverse=True)
-    return inv.reshape(-1).astype(np.int64), rows.reshape(-1, 2)
+    """Dense row ids of ``spans`` and the sorted unique row keys (:func:`_zy_key`)."""
+    rows, inv = np.unique(_zy_key(spans[:, :2]), return_inverse=True)
+    return inv.reshape(-1).astype(np.int64), rows
+
+
+def _unkey(rows: np.ndarray) -> np.ndarray:
+    """``(z, y)`` of row keys."""
+    z = (rows >> np.uint64(32)).astype(np.int64) - _XBIAS
+    y = (rows & np.uint64(0xFFFFFFFF)).astype(np.int64) - _XBIAS
+    return np.stack([z, y], axis=1)
 
 
 def _sweep(operands: Sequence[np.ndarray], keep: Callable[..., np.ndarray]) -> np.ndarray:
@@ -115,21 +130,21 @@ def _sweep(operands: Sequence[np.ndarray], keep: Callable[..., np.ndarray]) -> n
     ends = key[ends_idx]  # exclusive; state is false after the final event (all closed)
     rid = starts // _ROW
     out = np.empty((len(starts), 4), np.int64)
-    out[:, :2] = rows[rid]
+    out[:, :2] = _unkey(rows[rid])
     out[:, 2] = starts - rid * _ROW - _XBIAS
     out[:, 3] = ends - rid * _ROW - _XBIAS - 1
     return out
 
 
 def _rows_lookup(rows: np.ndarray, zy: np.ndarray) -> np.ndarray:
-    """Index of each ``(z, y)`` of ``zy`` in the sorted unique ``rows`` (-1 when absent)."""
+    """Index of each ``(z, y)`` of ``zy`` in the sorted unique row keys ``rows`` (-1 when
+    absent)."""
     if not len(rows):
         return np.full(len(zy), -1, np.int64)
-    rk = (rows[:, 0] + _XBIAS) * _ROW + rows[:, 1] + _XBIAS
-    qk = (zy[:, 0] + _XBIAS) * _ROW + zy[:, 1] + _XBIAS
-    idx = np.searchsorted(rk, qk)
-    idx_c = np.minimum(idx, len(rk) - 1)
-    return np.where(rk[idx_c] == qk, idx_c, -1).astype(np.int64)
+    qk = _zy_key(zy)
+    idx = np.searchsorted(rows, qk)
+    idx_c = np.minimum(idx, len(rows) - 1)
+    return np.where(rows[idx_c] == qk, idx_c, -1).astype(np.int64)
 
 
 def normalize(spans: Any) -> np.ndarray:
@@ -172,6 +187,38 @@ def contains_blocks(spans: np.ndarray, blocks: np.ndarray) -> np.ndarray:
     ok &= (skey[ic] // _ROW) == rid_q[hit]
     ok &= blocks[hit, 2] <= x1[ic]
     out[hit] = ok
+    return out
+
+
+#: largest dense row table (rows of the spans' bounding z x y range) the kernel path uses
+_DENSE_ROWS = 1 << 24
+
+
+def contains_points(spans: np.ndarray, points: np.ndarray, block_size: Sequence[int]
+                    ) -> np.ndarray:
+    """Whether each voxel ``(x, y, z)`` of ``points`` (``(n, 3)`` int64) lies in a block of
+    the normal-form ``spans`` (blocks of ``block_size`` = ``(x, y, z)`` voxels).
+
+    Uses a numba kernel over a dense table of the spans' rows when that table is small
+    (fewer than 2**24 rows between the lowest and highest ``(z, y)``), otherwise the numpy
+    path of :func:`contains_blocks`."""
+    out = np.zeros(len(points), dtype=bool)
+    if not len(spans) or not len(points):
+        return out
+    bx, by, bz = (int(b) for b in block_size)
+    zmin, zmax = int(spans[:, 0].min()), int(spans[:, 0].max())
+    ymin, ymax = int(spans[:, 1].min()), int(spans[:, 1].max())
+    nz, ny = zmax - zmin + 1, ymax - ymin + 1
+    if nz * ny > _DENSE_ROWS:
+        blocks = np.stack([points[:, 2] // bz, points[:, 1] // by, points[:, 0] // bx], axis=1)
+        return contains_blocks(spans, blocks)
+    from diced.datatypes.roi._roi_kernels import points_in_rows
+
+    row = (spans[:, 0] - zmin) * ny + (spans[:, 1] - ymin)  # nondecreasing (normal form)
+    row_start = np.searchsorted(row, np.arange(nz * ny + 1))
+    points_in_rows(np.ascontiguousarray(points, dtype=np.int64), bx, by, bz, zmin, ymin, nz,
+                   ny, row_start.astype(np.int64), np.ascontiguousarray(spans[:, 2]),
+                   np.ascontiguousarray(spans[:, 3]), out)
     return out
 
 
