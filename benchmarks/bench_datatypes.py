@@ -65,9 +65,9 @@ def bench_roi(repo, rng, args, rows) -> None:
     roi.put(spans)
     dt = time.perf_counter() - t
     stored = roi.get()
-    rows.append(("ROI put (replace)", dt,
-                 f"{len(spans):,} spans in, {len(stored):,} stored, "
-                 f"{len(np.unique(stored[:, :2], axis=0)):,} row keys, {len(roi):,} blocks"))
+    note = (f"{len(spans):,} spans in, {len(stored):,} stored, "
+            f"{len(np.unique(stored[:, 0])):,} plane keys, {len(roi):,} blocks")
+    rows.append(("ROI put (replace)", dt, note))
     dt, _ = best(roi.get, args.repeat)
     rows.append(("ROI get (all spans)", dt, ""))
     lo, hi = roi.bounds()
@@ -105,9 +105,9 @@ def bench_adjacency(repo, args, rows) -> None:
                  f"{len(np.unique(vol)):,} labels, {vol.dtype}"))
     contact_graph(vol[:8, :8, :8])  # compile / load the numba cache
     dt, (edges, areas) = best(lambda: contact_graph(vol), args.repeat)
-    rows.append(("contact graph of the numpy volume", dt,
-                 f"{len(edges):,} edges, {int(areas.sum()):,} contact faces, "
-                 f"{vol.size / dt / 1e6:,.0f} Mvoxel/s"))
+    note = (f"{len(edges):,} edges, {int(areas.sum()):,} contact faces, "
+            f"{vol.size / dt / 1e6:,.0f} Mvoxel/s")
+    rows.append(("contact graph of the numpy volume", dt, note))
     seg = repo.create_labels("pinky", shape=vol.shape, chunks=(64, 64, 64))
     t = time.perf_counter()
     for z in range(0, vol.shape[0], 64):

@@ -105,10 +105,8 @@ def table_arrays(table):
     n = len(table)
     edges = np.empty((n, 2), dtype=np.uint64)
     areas = np.empty(n, dtype=np.int64)
-    i = 0
-    for key, v in table.items():
+    for i, (key, v) in enumerate(table.items()):
         edges[i, 0] = key[0]
         edges[i, 1] = key[1]
         areas[i] = v
-        i += 1
     return edges, areas

@@ -37,7 +37,7 @@ SHOW = (None, "user", "time", "all")
 
 def is_meta(field: str) -> bool:
     """Whether a field is a stamp (``*_user`` or ``*_time``)."""
-    return field.endswith("_user") or field.endswith("_time")
+    return field.endswith(("_user", "_time"))
 
 
 def now_rfc3339() -> str:
