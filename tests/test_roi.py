@@ -323,9 +323,10 @@ def test_large_coordinates_keep_their_order():
     assert S.difference(n, [[0, 0, 0, 0]]).tolist()[1:3] == [[0, 0, -1, -1], [0, 0, 1, 1]]
 
 
-@pytest.mark.parametrize("dense_limit", [1, 1 << 24])
-def test_contains_points_kernel_and_numpy_paths_agree(monkeypatch, dense_limit):
+@pytest.mark.parametrize(("dense_limit", "parallel"), [(1, 1), (1 << 24, 10**9), (1 << 24, 1)])
+def test_contains_points_kernel_and_numpy_paths_agree(monkeypatch, dense_limit, parallel):
     monkeypatch.setattr(S, "_DENSE_ROWS", dense_limit)
+    monkeypatch.setattr(S, "_PARALLEL", parallel)
     rng = np.random.default_rng(4)
     d = rng.random((9, 11, 13)) < 0.3
     z, y, x = np.nonzero(d)

@@ -12,8 +12,7 @@ from numba import njit, prange
 _NB = {"cache": True, "nogil": True}
 
 
-@njit(parallel=True, **_NB)
-def points_in_rows(points, bx, by, bz, zmin, ymin, nz, ny, row_start, x0, x1, out):
+def _points_in_rows(points, bx, by, bz, zmin, ymin, nz, ny, row_start, x0, x1, out):
     """``out[i]``: whether voxel ``points[i] = (x, y, z)`` lies in a span of the table."""
     for i in prange(points.shape[0]):
         z = points[i, 2] // bz - zmin
@@ -33,3 +32,9 @@ def points_in_rows(points, bx, by, bz, zmin, ymin, nz, ny, row_start, x0, x1, ou
             else:
                 hi = mid
         out[i] = lo > row_start[r] and x <= x1[lo - 1]
+
+
+#: for large batches: threads over the points
+points_in_rows_parallel = njit(parallel=True, **_NB)(_points_in_rows)
+#: for small batches (no thread start-up; the machine may be busy)
+points_in_rows = njit(**_NB)(_points_in_rows)

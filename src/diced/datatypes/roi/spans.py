@@ -190,6 +190,8 @@ def contains_blocks(spans: np.ndarray, blocks: np.ndarray) -> np.ndarray:
     return out
 
 
+#: batches of at least this many points use the threaded kernel
+_PARALLEL = 100_000
 #: largest dense row table (rows of the spans' bounding z x y range) the kernel path uses
 _DENSE_ROWS = 1 << 24
 
@@ -212,13 +214,14 @@ def contains_points(spans: np.ndarray, points: np.ndarray, block_size: Sequence[
     if nz * ny > _DENSE_ROWS:
         blocks = np.stack([points[:, 2] // bz, points[:, 1] // by, points[:, 0] // bx], axis=1)
         return contains_blocks(spans, blocks)
-    from diced.datatypes.roi._roi_kernels import points_in_rows
+    from diced.datatypes.roi import _roi_kernels as KK
 
+    kernel = KK.points_in_rows_parallel if len(points) >= _PARALLEL else KK.points_in_rows
     row = (spans[:, 0] - zmin) * ny + (spans[:, 1] - ymin)  # nondecreasing (normal form)
     row_start = np.searchsorted(row, np.arange(nz * ny + 1))
-    points_in_rows(np.ascontiguousarray(points, dtype=np.int64), bx, by, bz, zmin, ymin, nz,
-                   ny, row_start.astype(np.int64), np.ascontiguousarray(spans[:, 2]),
-                   np.ascontiguousarray(spans[:, 3]), out)
+    kernel(np.ascontiguousarray(points, dtype=np.int64), bx, by, bz, zmin, ymin, nz, ny,
+           row_start.astype(np.int64), np.ascontiguousarray(spans[:, 2]),
+           np.ascontiguousarray(spans[:, 3]), out)
     return out
 
 
