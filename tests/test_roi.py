@@ -228,8 +228,15 @@ def test_versioning_branch_merge_diff(repo):
     root = repo.commit("root")
     with pytest.raises(LockedNodeError):
         repo.version(root.uuid)["r"].put([[1, 1, 1, 1]])
+    pinned = repo.version(root.uuid)["r"]
+    for _ in range(2):  # the second round answers from the handle's copy of the locked ROI
+        assert pinned.ptquery([[0, 0, 0], [0, 32, 0], [160, 160, 160], [128, 0, 0]]) == [
+            True, True, True, False]
+        assert np.array_equal(pinned.mask((0, 0, 0), (200, 64, 64)),
+                              voxel_mask(pinned.get(), (0, 0, 0), (200, 64, 64), (32, 32, 32)))
     repo.branch("left")
     repo["r"].add([[0, 0, 10, 11], [7, 7, 7, 7]])  # planes 0 and 7
+    assert pinned.ptquery([[320, 0, 0]]) == [False] and repo["r"].ptquery([[320, 0, 0]]) == [True]
     left = repo.commit("left")
     repo.branch("right", parent=root.uuid)
     r = repo["r"]

@@ -108,6 +108,7 @@ class ROI:
         self._space = context.space()
         #: block size ``(x, y, z)`` in voxels
         self.block_size: tuple[int, int, int] = tuple(context.config["block_size"])  # type: ignore[assignment]
+        self._locked: dict[int, np.ndarray] = {}
 
     # --- description ---------------------------------------------------------------------------
 
@@ -134,11 +135,21 @@ class ROI:
     def get(self) -> np.ndarray:
         """Every span, ``(n, 4)`` int64 ``[z, y, x0, x1]`` (x1 inclusive) in normal form
         (sorted by z, y, x0; touching spans merged). DVID's GET ``roi``."""
-        ctx = self._ref.ctx()
-        keys = self._space.live_keys(ctx)
-        return _decode_planes(keys, self._space.read_many(keys, ctx))
+        return self._all(self._ref.ctx()).copy()
 
     spans = get
+
+    def _all(self, ctx: VersionCtx) -> np.ndarray:
+        """Every span at ``ctx``; kept per handle for locked versions (which never change)."""
+        hit = self._locked.get(ctx.vid) if ctx.locked else None
+        if hit is not None:
+            return hit
+        keys = self._space.live_keys(ctx)
+        spans = _decode_planes(keys, self._space.read_many(keys, ctx))
+        if ctx.locked:
+            spans.setflags(write=False)
+            self._locked = {ctx.vid: spans}  # the newest locked version read
+        return spans
 
     def to_json(self) -> list[list[int]]:
         """The spans as DVID's JSON list."""
@@ -146,6 +157,9 @@ class ROI:
 
     def _planes(self, ctx: VersionCtx, z0: int, z1: int) -> np.ndarray:
         """Spans of the planes ``z0 <= z < z1`` (one key range)."""
+        if ctx.locked and ctx.vid in self._locked:
+            s = self._locked[ctx.vid]
+            return s[(s[:, 0] >= z0) & (s[:, 0] < z1)]
         keys = self._space.live_keys(ctx, plane_ckey(z0), plane_ckey(z1))
         return _decode_planes(keys, self._space.read_many(keys, ctx))
 
@@ -204,8 +218,9 @@ class ROI:
     def contains(self, points: Any) -> np.ndarray:
         """Whether each voxel point ``[x, y, z]`` lies in the ROI (boolean array).
 
-        Reads only the block planes the points fall in; the test itself is vectorised
-        (binary searches over the planes' spans). Float coordinates are floored.
+        Reads only the block planes the points fall in (at a locked version, the whole ROI
+        once per handle, kept for the next calls); the test itself is a numba kernel over
+        the planes' spans. Float coordinates are floored.
 
         Parameters
         ----------
@@ -219,9 +234,12 @@ class ROI:
         if not len(pts):
             return np.zeros(0, bool)
         ctx = self._ref.ctx()
-        zs = np.unique(pts[:, 2] // self.block_size[2])
-        keys = [plane_ckey(z) for z in zs.tolist()]
-        spans = _decode_planes(keys, self._space.read_many(keys, ctx))
+        if ctx.locked:
+            spans = self._all(ctx)
+        else:
+            zs = np.unique(pts[:, 2] // self.block_size[2])
+            keys = [plane_ckey(z) for z in zs.tolist()]
+            spans = _decode_planes(keys, self._space.read_many(keys, ctx))
         return S.contains_points(spans, pts, self.block_size)
 
     def ptquery(self, points: Any) -> list[bool]:
