@@ -36,41 +36,47 @@ def count_block(vol, nz, ny, nx, table):
     """Add the contacts of ``vol`` whose lower voxel lies in ``vol[:nz, :ny, :nx]`` (the
     block proper; the rest of ``vol`` is a one-voxel border of the next blocks) to
     ``table``. The neighbour of ``(z, y, x)`` along an axis is the voxel one further along
-    it, when inside ``vol``."""
+    it, when inside ``vol``. One pass over the voxels, a pending run per axis."""
     dz, dy, dx = vol.shape
     zero = vol.dtype.type(0)
-    for axis in range(3):
-        for z in range(nz):
-            if axis == 0 and z + 1 >= dz:
-                break
-            for y in range(ny):
-                if axis == 1 and y + 1 >= dy:
-                    break
-                ra = zero
-                rb = zero
-                run = 0
-                for x in range(nx):
-                    if axis == 2 and x + 1 >= dx:
-                        break
-                    a = vol[z, y, x]
+    # pending runs: labels and lengths, per axis (z, y, x)
+    ra = np.zeros(3, dtype=vol.dtype)
+    rb = np.zeros(3, dtype=vol.dtype)
+    run = np.zeros(3, dtype=np.int64)
+    for z in range(nz):
+        has_z = z + 1 < dz
+        for y in range(ny):
+            has_y = y + 1 < dy
+            for x in range(nx):
+                a = vol[z, y, x]
+                if a == zero:
+                    continue
+                for axis in range(3):
                     if axis == 0:
+                        if not has_z:
+                            continue
                         b = vol[z + 1, y, x]
                     elif axis == 1:
+                        if not has_y:
+                            continue
                         b = vol[z, y + 1, x]
                     else:
+                        if x + 1 >= dx:
+                            continue
                         b = vol[z, y, x + 1]
-                    if a == b or a == zero or b == zero:
+                    if a == b or b == zero:
                         continue
-                    if run and a == ra and b == rb:
-                        run += 1
+                    if run[axis] and a == ra[axis] and b == rb[axis]:
+                        run[axis] += 1
                         continue
-                    if run:
-                        _add(table, np.uint64(ra), np.uint64(rb), run)
-                    ra = a
-                    rb = b
-                    run = 1
-                if run:
-                    _add(table, np.uint64(ra), np.uint64(rb), run)
+                    if run[axis]:
+                        _add(table, np.uint64(ra[axis]), np.uint64(rb[axis]), run[axis])
+                    ra[axis] = a
+                    rb[axis] = b
+                    run[axis] = 1
+    for axis in range(3):
+        if run[axis]:
+            _add(table, np.uint64(ra[axis]), np.uint64(rb[axis]), run[axis])
 
 
 @njit(**_NB)
