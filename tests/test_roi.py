@@ -50,6 +50,14 @@ def test_normal_form_covers_the_same_blocks(spans):
     assert np.array_equal(S.normalize(n), n)
 
 
+@given(span_lists())
+def test_block_mask_roundtrip(spans):
+    n = S.normalize(spans)
+    m = S.block_mask(n, ORIGIN.tolist(), (ORIGIN + GRID).tolist())
+    assert np.array_equal(m, dense_from_spans(spans))
+    assert np.array_equal(S.from_block_mask(m, ORIGIN.tolist()), n)
+
+
 @given(span_lists(), span_lists())
 def test_set_operations_match_numpy(a, b):
     da, db = dense_from_spans(a), dense_from_spans(b)

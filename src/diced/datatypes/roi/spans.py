@@ -28,6 +28,7 @@ __all__ = [
     "contains_blocks",
     "contains_points",
     "difference",
+    "from_block_mask",
     "intersection",
     "normalize",
     "partition",
@@ -244,6 +245,22 @@ def block_mask(spans: np.ndarray, blo: Sequence[int], bhi: Sequence[int]) -> np.
         np.add.at(edges, (z, y, x0), 1)
         np.add.at(edges, (z, y, x1), -1)
     return np.cumsum(edges, axis=2)[:, :, :-1] > 0
+
+
+def from_block_mask(mask: Any, offset: Sequence[int] = (0, 0, 0)) -> np.ndarray:
+    """Normal-form spans of a boolean ``(z, y, x)`` block mask whose index 0 is block
+    ``offset`` (``(z, y, x)``); the inverse of :func:`block_mask`."""
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 3:
+        raise InvalidArgumentError(f"a block mask is 3-d (z, y, x), got {m.ndim}-d")
+    oz, oy, ox = (int(o) for o in offset)
+    pad = np.zeros(m.shape[:2] + (m.shape[2] + 2,), np.int8)
+    pad[:, :, 1:-1] = m
+    d = np.diff(pad, axis=2)
+    zs, ys, x0 = np.nonzero(d == 1)
+    _, _, x1 = np.nonzero(d == -1)  # same (z, y, x) order: one end per start
+    out = np.stack([zs + oz, ys + oy, x0 + ox, x1 - 1 + ox], axis=1).astype(np.int64)
+    return as_spans(out) if len(out) else np.zeros((0, 4), np.int64)
 
 
 def _pad(lo: int, hi: int, batch: int) -> tuple[int, int]:
