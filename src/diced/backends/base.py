@@ -103,6 +103,10 @@ class Backend(abc.ABC):
     def list_prefix(self, prefix: str) -> list[str]:
         return list(self.list_keys(prefix))
 
+    def is_empty(self) -> bool:
+        """Whether the store holds no key at all (backends make this one cheap call)."""
+        return next(iter(self.list_keys()), None) is None
+
     def apply(self, changes: Mapping[str, bytes | None]) -> None:
         """Write and delete in one call (``None`` deletes). Atomic where ``set_many`` is."""
         puts = {k: v for k, v in changes.items() if v is not None}

@@ -21,6 +21,8 @@ _COMMANDS = {
     "ingest": "diced.cli.ingest",
     "export": "diced.cli.export",
     "export-shards": "diced.cli.export",
+    "verify": "diced.cli.verify",
+    "migrate": "diced.cli.migrate",
 }
 
 
