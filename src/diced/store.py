@@ -153,6 +153,8 @@ class Store:
     def _repo_uuid(self, alias: str | None, uuid: str | None) -> str:
         if (alias is None) == (uuid is None):
             raise InvalidArgumentError("give exactly one of a repo name or uuid=")
+        if uuid is not None and (not isinstance(uuid, str) or not uuid):
+            raise InvalidArgumentError(f"uuid= must be a non-empty UUID or prefix, got {uuid!r}")
         if alias is not None:
             raw = self.backend.get(K.alias_key(alias)) if isinstance(alias, str) and alias else None
             if raw is None:

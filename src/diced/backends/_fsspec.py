@@ -292,11 +292,11 @@ class _LocalObjects:
         return os.path.join(self.root, *parts)
 
     def is_empty(self) -> bool:
-        try:
-            with os.scandir(self.root) as it:
-                return not any(_RESERVED not in e.name for e in it)
-        except _ABSENT:
-            return True
+        """No file but diced's own (deleting keys leaves empty directories behind)."""
+        for _, _, files in os.walk(self.root):
+            if any(_RESERVED not in f for f in files):
+                return False
+        return True
 
     # --- locking ---------------------------------------------------------------------------
 

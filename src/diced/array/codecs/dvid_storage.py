@@ -20,6 +20,8 @@ import numpy as np
 from diced.errors import CorruptDataError, InvalidArgumentError
 
 __all__ = [
+    "MAX_STREAM_BLOCK_BYTES",
+    "MAX_STREAM_BYTES",
     "dvid_deserialize",
     "dvid_serialize",
     "parse_block_stream",

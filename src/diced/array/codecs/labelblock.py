@@ -45,6 +45,8 @@ import numpy as np
 from diced.array.codecs import _labelblock_kernels as _k
 from diced.array.codecs.base import ChunkCodec, register_codec
 from diced.array.codecs.dvid_storage import (
+    MAX_STREAM_BLOCK_BYTES,
+    MAX_STREAM_BYTES,
     BytesLike,
     _gzip_compress,
     _gzip_decompress,
@@ -60,6 +62,8 @@ from diced.errors import CorruptDataError, DtypeError, InvalidArgumentError
 
 __all__ = [
     "MAX_DECODE_VOXELS",
+    "MAX_STREAM_BLOCK_BYTES",
+    "MAX_STREAM_BYTES",
     "LabelBlockCodec",
     "block_label_counts",
     "block_labels",
