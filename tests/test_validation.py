@@ -42,15 +42,14 @@ def _state(store):
                                   "a/b", "", "log"])
 def test_bad_names_are_refused(store, repo, name):
     before = _state(store)
-    for make in (lambda: repo.create_array(name, "uint8", (4,)),
-                 lambda: repo.create_keyvalue(name),
-                 lambda: store.create_repo(name)):
+    for make in (lambda n: repo.create_array(n, "uint8", (4,)), repo.create_keyvalue,
+                 store.create_repo):
         with pytest.raises(InvalidArgumentError):
-            make()
+            make(name)
     repo.commit("c")
-    for make in (lambda: repo.branch(name), lambda: repo.tag(name)):
+    for make in (repo.branch, repo.tag):
         with pytest.raises(InvalidArgumentError):
-            make()
+            make(name)
     after = _state(store)
     changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
     assert changed <= {K.repo_key(repo.uuid), K.lock_key(repo.uuid, 1)}  # the commit
@@ -98,11 +97,10 @@ def test_empty_uuid_is_refused(store, repo):
 def test_failed_duplicate_create_consumes_no_instance_id(store, repo):
     first = repo.create_keyvalue("kv")
     counter = store.backend.get(K.counter_key("instance"))
-    for make in (lambda: repo.create_keyvalue("kv"),
-                 lambda: repo.create_array("kv", "uint8", (4,)),
-                 lambda: repo.create_labels("kv", (64, 64, 64))):
+    for make in (repo.create_keyvalue, lambda n: repo.create_array(n, "uint8", (4,)),
+                 lambda n: repo.create_labels(n, (64, 64, 64))):
         with pytest.raises(DuplicateNameError):
-            make()
+            make("kv")
     assert store.backend.get(K.counter_key("instance")) == counter
     second = repo.create_keyvalue("kv2")
     assert second._rec["id"] == first._rec["id"] + 1
@@ -144,22 +142,20 @@ def test_keyvalue_key_limit_is_the_same_on_every_backend(repo):
     del kv[wide]
     assert kv.keys() == sorted([longest, path], key=str.encode)
     for too_long in ("k" * (KEY_MAX_BYTES + 1), "é" * (KEY_MAX_BYTES // 2 + 1), "x" * 5000):
-        for call in (lambda: kv.__setitem__(too_long, b"v"), lambda: kv.get(too_long),
-                     lambda: kv.__contains__(too_long), lambda: kv.delete(too_long)):
+        for call in (kv.__setitem__, kv.get, kv.__contains__, kv.delete):
             with pytest.raises(InvalidArgumentError, match=str(KEY_MAX_BYTES)):
-                call()
+                call(too_long, b"v") if call == kv.__setitem__ else call(too_long)
 
 
 @pytest.mark.parametrize("key", ["\ud800", "a\udfffb", "a\x00b"])
 def test_keys_writes_refuse_are_refused_everywhere(repo, key):
     kv = repo.create_keyvalue("kv")
     kv["fine"] = b"1"
-    for call in (lambda: kv.__setitem__(key, b"v"), lambda: kv.get(key),
-                 lambda: kv.__contains__(key), lambda: kv.delete(key),
-                 lambda: kv.__getitem__(key), lambda: kv.update({key: b"v"}),
-                 lambda: kv.keys(key, "z")):
+    calls = [lambda k: kv.__setitem__(k, b"v"), kv.get, kv.__contains__, kv.delete,
+             kv.__getitem__, lambda k: kv.update({k: b"v"}), lambda k: kv.keys(k, "z")]
+    for call in calls:
         with pytest.raises(InvalidArgumentError):
-            call()
+            call(key)
     assert kv.keys() == ["fine"]
 
 

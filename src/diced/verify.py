@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -158,18 +158,17 @@ def verify_store(store: Store, repo: str | None = None, version: str | None = No
                 spaces[sid] = _Space(r, name, role, handle)
                 scopes[sid] = scope
     # 1. every value: checksum, and decodability of what has a format
+    groups: list[list[str]]  # prefixes listed together (a space's values and manifests)
     if repo is None:
-        prefixes: Iterable[str] = [""]
+        groups = [[""]]
     else:
         r = repos[0]
-        prefixes = [K.repo_key(r.uuid), f"lock/{r.uuid}/"]
-        for sid in spaces:
-            prefixes += [K.data_prefix(sid), K.index_prefix(sid)]
-        for rec in r._doc["instances"].values():
-            prefixes.append(f"meta/label/{rec['id']:08x}/")
+        groups = [[K.repo_key(r.uuid)], [f"lock/{r.uuid}/"]]
+        groups += [[K.data_prefix(sid), K.index_prefix(sid)] for sid in spaces]
+        groups += [[f"meta/label/{rec['id']:08x}/"] for rec in r._doc["instances"].values()]
     raw = store.raw_backend
-    for prefix in prefixes:
-        keys = list(raw.list_keys(prefix))
+    for group in groups:
+        keys = [k for prefix in group for k in raw.list_keys(prefix)]
         if repo is not None and version is not None:
             keys = [k for k in keys if _in_scope(k, spaces, scopes)]
         _check_values(store, keys, spaces, report)
