@@ -62,6 +62,8 @@ class NoChecksums(ChecksummedBackend):
         return self.raw.update(keys, fn)
 
     def compare_and_set(self, key, expected, new) -> bool:
+        if key == K.FORMAT_KEY:
+            return super().compare_and_set(key, expected, new)
         return self.raw.compare_and_set(key, expected, new)
 
 

@@ -459,6 +459,9 @@ def test_verify_one_version(store_location):
     gray = repo.array("gray")
     _flip(store.raw_backend, _written_at(store, gray._space, edit.id)[0])
     assert store.verify("fly", first.uuid).ok  # the corruption is not in its history
+    repo.checkout("edit")
+    repo.create_labels("late", (64, 64, 64))[0:8, 0:8, 0:8] = 3  # not visible at first
+    assert store.verify("fly", first.uuid).ok
     report = store.verify("fly", "edit")
     assert [p.version for p in report.problems] == [edit.uuid]
     with pytest.raises(diced.errors.InvalidArgumentError):

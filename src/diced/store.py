@@ -84,7 +84,8 @@ class Store:
         if raw is None:
             if create is False:
                 raise StoreNotFoundError(f"no store at {self.location}")
-            if create is not True and not self.raw_backend.is_empty():
+            if create is not True and not self.raw_backend.is_empty() \
+                    and self.raw_backend.get(K.FORMAT_KEY) is None:  # not made meanwhile
                 raise StoreLocationError(
                     f"{self.location} is not empty and holds no diced store; use a new or "
                     "empty location (or pass create=True to make a store there anyway)")

@@ -111,7 +111,7 @@ class _Space:
     repo: Repo
     instance: str
     role: str  # "data", "scale N", "index", "mapping", "members"
-    handle: Any  # the instance at the repo's head (codec, chunks, dtype)
+    handle: Any  # the instance where it was created (codec, chunks, dtype)
 
 
 def verify_store(store: Store, repo: str | None = None, version: str | None = None,
@@ -128,6 +128,7 @@ def verify_store(store: Store, repo: str | None = None, version: str | None = No
         Remove corrupt values written at open versions and rebuild their label indexes.
     """
     from diced.errors import InvalidArgumentError
+    from diced.repo.repo import _Ref
 
     if version is not None and repo is None:
         raise InvalidArgumentError("verify: give the repo of the version too")
@@ -150,7 +151,7 @@ def verify_store(store: Store, repo: str | None = None, version: str | None = No
         scope = None if version is None else r._dag.ancestors(r._node(version).id)
         for name, rec in r._doc["instances"].items():
             try:
-                handle = r._instance(name, _head(r))
+                handle = r._instance(name, _Ref(r, rec["created"]))
             except DicedError as exc:
                 report.problems.append(Problem("metadata", str(exc), repo=r.alias, instance=name))
                 continue
@@ -186,12 +187,6 @@ def verify_store(store: Store, repo: str | None = None, version: str | None = No
     if repair:
         _repair(store, spaces, report, index_problems)
     return report
-
-
-def _head(repo: Repo) -> Any:
-    from diced.repo.repo import _Ref
-
-    return _Ref(repo, repo._head_id)
 
 
 def _roles(rec: dict[str, Any]) -> list[tuple[str, int]]:
@@ -328,7 +323,8 @@ def _label_versions(repo: Repo, rec: dict[str, Any], version: str | None) -> lis
     """Versions whose label index view can differ from their parent's: those that wrote
     blocks or index entries, and merges (or just ``version``)."""
     if version is not None:
-        return [repo._node(version).id]
+        vid = repo._node(version).id
+        return [vid] if rec["created"] in repo._dag.ancestors(vid) else []
     from diced.repo.resolve import VersionedSpace
 
     spaces = [rec["id"], rec["config"]["spaces"]["index"]]

@@ -427,7 +427,7 @@ def _check_location(path: Path, create: bool | None) -> None:
         return
     if create is False:
         raise StoreNotFoundError(f"no store at {path}")
-    if names and create is not True:
+    if names and create is not True and set(names) != {"lock.mdb"}:  # (a store being made)
         raise StoreLocationError(
             f"{path} is a non-empty directory that holds no diced store; use a new or empty "
             "directory (or pass create=True to make a store among its files)")
