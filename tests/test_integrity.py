@@ -56,6 +56,7 @@ def _chunk_keys(store, inst: int) -> list[str]:
 # --- item 7: every value checksummed, checked on read ---------------------------------------
 
 
+@pytest.mark.all_backends
 def test_every_stored_value_carries_a_checksum(store_location):
     store = _open(store_location)
     _fill(store)
@@ -67,6 +68,7 @@ def test_every_stored_value_carries_a_checksum(store_location):
     store.close()
 
 
+@pytest.mark.all_backends
 def test_a_flipped_bit_in_a_chunk_is_an_error_not_wrong_data(store_location):
     store = _open(store_location)
     repo, first = _fill(store)

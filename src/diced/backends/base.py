@@ -5,12 +5,14 @@ Three surfaces are kept apart:
 * what a backend author implements: :meth:`Backend.get_many`, :meth:`Backend.set_many`,
   :meth:`Backend.delete_many`, :meth:`Backend.list_keys` and :meth:`Backend.close`;
 * what the base class derives from that core (single-key calls, prefix listing,
-  ``find_last_many``, a non-atomic ``update``); a backend overrides these only to be faster
-  or to make them atomic, and says so in its :class:`Capabilities`;
+  ``is_empty``, ``find_last_many``, a non-atomic ``update``); a backend overrides these only
+  to be faster or to make them atomic, and says so in its :class:`Capabilities`;
 * what the rest of diced calls: everything public here.
 
 Keys are ASCII ``str`` (diced builds them from fixed-width hex so that lexicographic order is
-meaningful); values are ``bytes``.
+meaningful) of at most 511 bytes (LMDB's limit; every backend holds keys that long); values
+are ``bytes``. Backends store values as they are given: the CRC32C of every value is added
+and checked one layer up, by :class:`diced.backends.checksum.ChecksummedBackend`.
 """
 
 from __future__ import annotations
