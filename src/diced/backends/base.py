@@ -154,6 +154,14 @@ class Backend(abc.ABC):
             if hit is not None:
                 visit(i, *hit)
 
+    def visit_many(self, keys: Sequence[str],
+                   visit: Callable[[int, bytes | memoryview], None]) -> None:
+        """:meth:`get_many` handing each present value to ``visit(index, value)``; the value
+        may be a view valid only during the call (decode it there; do not keep it)."""
+        for i, value in enumerate(self.get_many(keys)):
+            if value is not None:
+                visit(i, value)
+
     def update(self, keys: Sequence[str], fn: UpdateFn) -> dict[str, bytes | None]:
         """Read ``keys``, let ``fn`` compute changes, write them; return the changes.
 

@@ -9,8 +9,9 @@ one place, without any call site knowing. A mismatch raises
 :class:`~diced.errors.ChecksumError` naming the backend key;
 :class:`~diced.repo.resolve.VersionedSpace` adds the instance, version and chunk.
 
-On LMDB the zero-copy read path stays zero-copy: the checksum is computed over the memory
-map and the caller gets a view of the value without its trailer. The ``crc32c`` package
+Array reads stay zero-copy: the checksum is computed over the value as the backend returns
+it (on LMDB, over the memory map) and the decoder gets a view without the trailer
+(:meth:`ChecksummedBackend.visit_last_many`, :meth:`ChecksummedBackend.visit_many`). The ``crc32c`` package
 computes it with SSE4.2/ARMv8 instructions (about 25 GB/s here, 6x ``google-crc32c``).
 """
 
@@ -128,6 +129,15 @@ class ChecksummedBackend(Backend):
             visit(i, key, unframe_view(key, value, where))
 
         self.raw.visit_last_many(requests, accept, checked)
+
+    def visit_many(self, keys: Sequence[str],
+                   visit: Callable[[int, bytes | memoryview], None]) -> None:
+        where = self.url
+
+        def checked(i: int, value: Any) -> None:
+            visit(i, unframe_view(keys[i], value, where))
+
+        self.raw.visit_many(keys, checked)
 
     def update(self, keys: Sequence[str], fn: UpdateFn) -> dict[str, bytes | None]:
         made: dict[str, bytes | None] = {}

@@ -46,7 +46,7 @@ class VersionCtx:
         if self.uuid_of is not None:
             try:
                 return self.uuid_of(vid)
-            except (KeyError, LookupError):
+            except LookupError:
                 pass
         return f"id {vid}"
 
@@ -286,8 +286,7 @@ class VersionedSpace:
                 raise self.locate(exc, ctx, ckeys[i], vid) from exc
 
         if not self.ordered:
-            for i, v in enumerate(self.reader(ctx)(ckeys)):
-                call(i, v)
+            self._visit_manifest(ckeys, ctx, call)
             return
         anc = ctx.ancestors
         inst = self.inst
@@ -307,6 +306,32 @@ class VersionedSpace:
         for i, s in enumerate(seen):
             if not s:
                 call(i, None)
+
+    def _visit_manifest(self, ckeys: Sequence[str], ctx: VersionCtx,
+                        call: Callable[[int, bytes | memoryview | None, int | None], None]
+                        ) -> None:
+        """:meth:`visit` on stores without ordered scans: writers from the manifests, then
+        one batched read whose values go to ``call`` as views (no copy to strip checksums)."""
+        writers = self._writers(ckeys, ctx, ctx.ancestors, False)
+        data = [i for i, w in enumerate(writers) if w is not None and w[1] == K.DATA]
+        keys = [K.data_key(self.inst, ckeys[i], writers[i][0]) for i in data]  # type: ignore[index]
+        seen = [False] * len(ckeys)
+
+        def hit(j: int, value: bytes | memoryview) -> None:
+            i = data[j]
+            seen[i] = True
+            call(i, value, writers[i][0])  # type: ignore[index]
+
+        with self._naming(ctx):
+            self.backend.visit_many(keys, hit)
+        for i in data:
+            if not seen[i]:
+                raise self.locate(CorruptDataError(
+                    "the version's manifest names this value but it is missing (interrupted "
+                    "write on a non-atomic backend?)"), ctx, ckeys[i], writers[i][0])  # type: ignore[index]
+        for i, w in enumerate(writers):
+            if not seen[i]:
+                call(i, None, None if w is None else w[0])
 
     def read_many(self, ckeys: Sequence[str], ctx: VersionCtx) -> list[bytes | None]:
         """Payload visible at ``ctx`` for each key, ``None`` for absent or deleted."""
