@@ -60,6 +60,9 @@ class NoChecksums(ChecksummedBackend):
     def visit_last_many(self, requests, accept, visit) -> None:
         self.raw.visit_last_many(requests, accept, visit)
 
+    def visit_many(self, keys, visit) -> None:
+        self.raw.visit_many(keys, visit)
+
     def update(self, keys, fn):
         if list(keys) == [K.FORMAT_KEY]:
             return super().update(keys, fn)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from diced.errors import (
     StoreNotFoundError,
 )
 from diced.repo import keys as K
+from diced.testing.backend_conformance import BackendConformance
 
 DATA = Path(__file__).parent / "data"
 
@@ -172,6 +174,24 @@ def test_checksummed_backend_keeps_atomic_update_and_cas(tmp_path):
     assert backend.compare_and_set("a", b"1!", b"2") and not backend.compare_and_set("a", b"x", b"3")
     assert backend.raw.get("a") == frame(b"2")
     backend.close()
+
+
+class TestChecksummedConformance(BackendConformance):
+    """The checksum layer is a backend like any other: the whole conformance suite."""
+
+    @pytest.fixture(params=["lmdb", "memory", "file"])
+    def backend(self, request, tmp_path):
+        from diced.backends import open_backend
+
+        loc = {"lmdb": str(tmp_path / "s"), "memory": f"memory://crc-{uuid.uuid4().hex}",
+               "file": (tmp_path / "f").as_uri()}[request.param]
+        b = ChecksummedBackend(open_backend(loc))
+        yield b
+        b.close()
+
+    @pytest.fixture
+    def many_keys_count(self) -> int:
+        return 2000
 
 
 # --- item 7: format bump and migration --------------------------------------------------------
