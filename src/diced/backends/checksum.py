@@ -65,10 +65,14 @@ def unframe(key: str, raw: bytes, where: str = "the store") -> bytes:
 
 def unframe_view(key: str, raw: Any, where: str = "the store") -> memoryview:
     """:func:`unframe` without copying: a view of ``raw`` (valid as long as ``raw`` is)."""
-    if not verify_value(raw):
-        raise _fail(key, raw, where)
     view = memoryview(raw)
-    return view[:len(view) - TRAILER]
+    n = len(view) - TRAILER
+    if n < 0:
+        raise _fail(key, raw, where)
+    body = view[:n]
+    if crc32c(body) != int.from_bytes(view[n:], "little"):
+        raise _fail(key, raw, where)
+    return body
 
 
 class ChecksummedBackend(Backend):
