@@ -272,14 +272,15 @@ def decode_block(data: BytesLike, shape: tuple[int, int, int] | None = None,
             raise CorruptDataError(
                 f"corrupt DVID label block: block shape {header_shape} differs from {what} "
                 f"shape {tuple(expected)}")
-    nvox = header_shape[0] * header_shape[1] * header_shape[2]
-    if shape is None and out is None and max_voxels is not None and nvox > max_voxels:
-        raise CorruptDataError(
-            f"DVID label block declares {header_shape} = {nvox} voxels, more than the "
-            f"{max_voxels} allowed (pass shape= or max_voxels= to decode larger blocks)")
-    err, detail = _k.validate_block(buf)  # every length against the input, before allocating
-    if err != _k.OK:
-        _raise(err, detail)
+    if shape is None and out is None:  # the header alone would size the allocation
+        nvox = header_shape[0] * header_shape[1] * header_shape[2]
+        if max_voxels is not None and nvox > max_voxels:
+            raise CorruptDataError(
+                f"DVID label block declares {header_shape} = {nvox} voxels, more than the "
+                f"{max_voxels} allowed (pass shape= or max_voxels= to decode larger blocks)")
+        err, detail = _k.validate_block(buf)  # every length against the input first
+        if err != _k.OK:
+            _raise(err, detail)
     direct = (out is not None and out.dtype == np.uint64 and out.flags.c_contiguous
               and out.flags.writeable)
     target = out if direct else np.empty(header_shape, dtype=np.uint64)
