@@ -530,3 +530,17 @@ def test_cli_migrate(tmp_path, capsys):
     assert main(["migrate", str(path)]) == 0
     assert "already" in capsys.readouterr().out
     assert main(["verify", str(path)]) == 0
+
+
+def test_corrupt_label_index_met_by_a_write_is_named(store_location):
+    store = _open(store_location)
+    repo, _ = _fill(store)
+    repo.branch("b")
+    seg = repo.labels("seg")
+    idx = _chunk_keys(store, seg._index.inst)[0]
+    store.backend.set(idx, b"123")  # a good checksum over bytes that are no index entry
+    with pytest.raises(CorruptDataError) as exc:
+        seg[0:32, 0:32, 0:32] = 5  # the write updates label 7's index entry
+    assert exc.value.instance == "seg (label index)" and exc.value.key == 7
+    assert not isinstance(exc.value, ChecksumError)
+    store.close()

@@ -459,7 +459,10 @@ def modify_parts(ctx: VersionCtx, parts: Sequence[Part], extra_keys: Sequence[st
                     base = None
                 else:
                     base = None if p is None else p[1]
-                new = part.fn(c, base)
+                try:
+                    new = part.fn(c, base)
+                except CorruptDataError as exc:  # the stored base does not decode
+                    raise part.space.locate(exc, ctx, c) from exc
                 ik_d, ik_t = K.index_key(inst, vid, c, K.DATA), K.index_key(inst, vid, c, K.TOMB)
                 if new is not None:
                     changes.update({dk: bytes(new), ik_d: b"", tk: None, ik_t: None})
