@@ -260,6 +260,17 @@ class BackendConformance:
 
     # --- batches -------------------------------------------------------------------------
 
+    def test_values_ending_in_line_breaks(self, backend: Backend) -> None:
+        # multipart uploads must not take a value's last bytes for the boundary's line break
+        tails = [b"\r", b"\n", b"\r\n", b"\n\n", b" ", b"\t", b"--", b"\r\n--x--\r\n"]
+        items = {f"t/{i}": b"abc" + t for i, t in enumerate(tails)}
+        items["t/only"] = b"\r"
+        backend.set_many(items)
+        assert backend.get_many(list(items)) == list(items.values())
+        for key, value in items.items():
+            backend.set(key, value)
+            assert backend.get(key) == value, key
+
     def test_long_keys(self, backend: Backend) -> None:
         # 490 characters with a 300-character segment: within LMDB's 511-byte keys, past
         # the 255-byte file names of local filesystems
