@@ -1,6 +1,8 @@
 """Make a tiny format-1 store with diced at commit b261217 (before checksums)."""
 import sys
+
 import numpy as np
+
 import diced
 
 path = sys.argv[1]
