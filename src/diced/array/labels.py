@@ -34,6 +34,7 @@ from diced.array.label_edits import LabelEditsMixin
 from diced.array.label_merge import LabelMergeMixin
 from diced.errors import (
     ConcurrencyError,
+    CorruptDataError,
     InvalidArgumentError,
     LabelNotFoundError,
     LockedNodeError,
@@ -86,9 +87,12 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
     def __init__(self, repo, name, record, ref) -> None:
         super().__init__(repo, name, record, ref)
         spaces = record["config"]["spaces"]
-        self._index = VersionedSpace(repo.backend, spaces["index"])
-        self._mapping = VersionedSpace(repo.backend, spaces["mapping"])
-        self._members = VersionedSpace(repo.backend, spaces["members"])
+        self._index = VersionedSpace(repo.backend, spaces["index"], f"{name} (label index)",
+                                     "label")
+        self._mapping = VersionedSpace(repo.backend, spaces["mapping"], f"{name} (mapping)",
+                                       "label")
+        self._members = VersionedSpace(repo.backend, spaces["members"], f"{name} (members)",
+                                       "label")
         self._meta_prefix = f"meta/label/{record['id']:08x}/"
 
     # --- reads -----------------------------------------------------------------------------
@@ -306,7 +310,13 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
 
     def _index_of(self, labels: Sequence[int], ctx: VersionCtx) -> dict[int, dict]:
         vals = self._index.read_many([_lkey(x) for x in labels], ctx)
-        return {int(x): _decode_index(v) for x, v in zip(labels, vals, strict=True)}
+        out = {}
+        for x, v in zip(labels, vals, strict=True):
+            try:
+                out[int(x)] = _decode_index(v)
+            except CorruptDataError as exc:
+                raise self._index.locate(exc, ctx, _lkey(x)) from exc
+        return out
 
     def _svs(self, label: int, supervoxels: bool) -> np.ndarray:
         if supervoxels:

@@ -34,6 +34,8 @@ _COMMANDS = {
     "ingest": "diced.cli.ingest",
     "export": "diced.cli.export",
     "export-shards": "diced.cli.export",
+    "verify": "diced.cli.verify",
+    "migrate": "diced.cli.migrate",
 }
 
 #: Python-argument hints in library messages -> the flags that do the same here
