@@ -21,6 +21,8 @@ _COMMANDS = {
     "ingest": "diced.cli.ingest",
     "export": "diced.cli.export",
     "export-shards": "diced.cli.export",
+    "convert-shards": "diced.cli.convert",
+    "verify-export": "diced.cli.convert",
 }
 
 

@@ -1296,17 +1296,17 @@ def convert_shards(
         out = outs[n]
         stride = z_compress + 1 if n == 0 else 1
         existing = set(_list_output(dfs, droot, out.key))
-        if existing and not (only_missing or overwrite):
+        if existing and not (only_missing or overwrite or dry_run):
             raise InvalidArgumentError(
                 f"{_url(dfs, posixpath.join(droot, out.key))} already holds {len(existing)} shard "
-                "file(s); pass only_missing=True to complete it or overwrite=True to rewrite")
+                "file(s); complete it with only_missing=True (--only-missing) or rewrite it "
+                "with overwrite=True (--overwrite)")
         tasks, skipped = _plan_direct(common, sfs, sroot, out, stride, shards_filter, workers,
-                                      existing if only_missing else set())
+                                      existing if (only_missing or dry_run) else set())
         plans.append(("direct", out, tasks, skipped))
     for n in down:
         plans.append(("downres", outs[n], [], 0))
 
-    wrote_any = False
     info_written = False
 
     def write_info() -> None:
@@ -1328,12 +1328,13 @@ def convert_shards(
                 summaries.append(ScaleSummary(n, mode, failed=1))
                 continue
             existing = set(_list_output(dfs, droot, out.key))
-            if existing and not (only_missing or overwrite):
+            if existing and not (only_missing or overwrite or dry_run):
                 raise InvalidArgumentError(
                     f"{_url(dfs, posixpath.join(droot, out.key))} already holds shard files; "
-                    "pass only_missing=True or overwrite=True")
+                    "complete it with only_missing=True (--only-missing) or rewrite it with "
+                    "overwrite=True (--overwrite)")
             tasks, skipped = _plan_downres(common, dfs, droot, out, prev, shards_filter,
-                                           existing if only_missing else set())
+                                           existing if (only_missing or dry_run) else set())
         summary = ScaleSummary(n, mode, skipped=skipped, planned=len(tasks))
         tiers = _tiers(tasks, workers, memory_limit)
         summary.tiers = {k: len(v) for k, v in tiers.items()}
@@ -1341,8 +1342,6 @@ def convert_shards(
         if dry_run:
             summary.chunks = sum(getattr(t, "chunks", 0) for t in tasks)
             continue
-        if tasks:
-            write_info()
         func = _convert_direct if mode == "direct" else _convert_downres
         with tqdm(total=len(tasks), unit="shard", disable=not progress,
                   desc=f"{mode} s{n}") as bar:
@@ -1364,7 +1363,8 @@ def convert_shards(
 
             for k, tier in tiers.items():
                 _run_tier(func, tier, k if workers > 1 else 1, scheduler, done)
-        wrote_any = wrote_any or summary.shards > 0
+        if summary.shards or summary.skipped:
+            write_info()  # only once a scale has whole shards: a failed run leaves DEST as it was
         summary.seconds = time.perf_counter() - t0
         logger.info("scale %d (%s): %d shards, %d chunks, %d bytes, %d failed, %.1f s", n, mode,
                     summary.shards, summary.chunks, summary.bytes, summary.failed,
