@@ -73,6 +73,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--memory-limit", type=float, default=None, metavar="GIB",
                    help="memory all running shards may use together, in GiB (default: half "
                         "of RAM); shards are tiered so that none runs out")
+    p.add_argument("--gzip-level", type=int, default=6, metavar="L",
+                   help="zlib level 0-9 of gzip data and minishard indexes (default 6, as "
+                        "TensorStore; 1 is ~3x faster and ~15%% larger)")
     p.add_argument("--json-report", default=None, metavar="FILE",
                    help="also write the report as JSON to FILE")
     p.set_defaults(func=run_convert)
@@ -125,7 +128,7 @@ def run_convert(args: argparse.Namespace) -> int:
             only_missing=args.only_missing, overwrite=args.overwrite, dry_run=args.dry_run,
             shards=args.shards, workers=args.workers, scheduler=client or args.scheduler,
             memory_limit=int(args.memory_limit * (1 << 30)) if args.memory_limit else None,
-            progress=not args.quiet, raise_on_failure=False)
+            gzip_level=args.gzip_level, progress=not args.quiet, raise_on_failure=False)
     except ConversionError as exc:  # pragma: no cover - raise_on_failure=False
         report = exc.report
     finally:

@@ -26,6 +26,7 @@ import tempfile
 import uuid
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import fsspec
 import numpy as np
@@ -48,9 +49,24 @@ def tmp_name(path: str) -> str:
     return posixpath.join(head, f".{tail}.tmp-{uuid.uuid4().hex}")
 
 
+_ZLIB: Any = None
+
+
+def _zlib() -> Any:
+    """zlib-ng's drop-in zlib when installed (the same format and levels, ~2x faster)."""
+    global _ZLIB
+    if _ZLIB is None:
+        try:
+            from zlib_ng import zlib_ng as impl
+        except ImportError:
+            impl = zlib
+        _ZLIB = impl
+    return _ZLIB
+
+
 def gzip_bytes(data: bytes | memoryview, level: int) -> bytes:
-    """gzip member with mtime 0 (deterministic output)."""
-    return zlib.compress(data, level, wbits=31)
+    """gzip member with mtime 0 (deterministic output for a given zlib implementation)."""
+    return _zlib().compress(data, level, wbits=31)
 
 
 def gunzip_bytes(data: bytes, what: str) -> bytes:
