@@ -218,19 +218,31 @@ def dvid_to_cseg(buf, table, sx, sy, sz, out):
                         out[1 + pos + w] = 0
                     ibits = _bits_for(c)
                     vp = vpos_of[sb]
-                    k = 0
                     vmax = 0
-                    for _row in range(64):
+                    rowbits = 8 * obits  # 8, 16, 32, 64 or 128: rows never straddle words
+                    ob = np.uint64(obits)
+                    for row in range(64):
                         _unpack_row(buf, vp, ibits, vals)
                         vp += ibits
-                        for xx in range(8):
+                        packed = np.uint64(0)
+                        for xx in range(7, -1, -1):
                             v = vals[xx]
                             if v > vmax:
                                 vmax = v
-                            bit = k * obits
-                            w = 1 + voff + (bit >> 5)
-                            out[w] |= np.uint32(remap[v & 511]) << np.uint32(bit & 31)
-                            k += 1
+                            packed = (packed << ob) | np.uint64(remap[v & 511])
+                        bit = row * rowbits
+                        w = 1 + voff + (bit >> 5)
+                        if rowbits < 32:
+                            out[w] |= np.uint32(packed) << np.uint32(bit & 31)
+                        elif rowbits == 32:
+                            out[w] = np.uint32(packed)
+                        elif rowbits == 64:
+                            out[w] = np.uint32(packed & np.uint64(0xFFFFFFFF))
+                            out[w + 1] = np.uint32(packed >> np.uint64(32))
+                        else:  # 16 bits per value: 8 values do not fit in 64 bits
+                            for xx in range(8):
+                                half = np.uint32(remap[vals[xx] & 511])
+                                out[w + (xx >> 1)] |= half << np.uint32(16 * (xx & 1))
                     if vmax >= c:
                         return ERR_VALUE_RANGE, sb, 0
                     pos += nwords
