@@ -427,3 +427,32 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(InvalidArgumentError, match="info differs"):
         convert_shards(src, tmp_path / "ng", other, scales=[1], only_missing=True,
                        progress=False)
+
+
+def test_dvid_csv_with_schema_size_zero_is_read(tmp_path):
+    """DVID writes the schema lazily, so its CSVs say schema_size=0 and the first row's range
+    starts at byte 0 and covers the schema message too."""
+    src = _real_source(tmp_path)
+    csv = src / "s1" / f"{STEM}.csv"
+    lines = csv.read_text().splitlines()
+    assert lines[0] == "# schema_size=688"
+    x, y, z, offset, size, b = lines[2].split(",")
+    lines[0] = "# schema_size=0"
+    lines[2] = ",".join([x, y, z, "0", str(int(offset) + int(size)), b])
+    csv.write_text("\n".join(lines) + "\n")
+    dest = tmp_path / "ng"
+    convert_shards(src, dest, MCNS, scales=[1], progress=False)
+    reference = tmp_path / "ref"
+    convert_shards(_real_source(tmp_path / "again"), reference, MCNS, scales=[1], progress=False)
+    assert _files(dest) == _files(reference)
+
+
+def test_dask_distributed_cluster(pinky, reference, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  resources={"memory": 1 << 30}, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        report = convert_shards(pinky["src"], tmp_path / "ng", pinky["spec"], scales=[0, 1],
+                                downres=[2], workers=2, scheduler=client, progress=False)
+    assert report.ok and [s.shards for s in report.scales] == [8, 1, 1]
+    assert _files(tmp_path / "ng") == _files(reference)

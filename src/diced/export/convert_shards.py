@@ -1091,7 +1091,13 @@ def _run_tier(func: Callable[[Any], _Result], tasks: list[Any], concurrency: int
     if hasattr(scheduler, "map") and hasattr(scheduler, "gather"):  # distributed.Client
         from distributed import as_completed
 
-        futures = scheduler.map(func, tasks, pure=False)
+        # workers that declare a "memory" resource (dask worker --resources memory=BYTES) run
+        # only as many tasks at once as their estimates fit in
+        workers = scheduler.scheduler_info().get("workers", {}).values()
+        use_memory = bool(workers) and all("memory" in w.get("resources", {}) for w in workers)
+        futures = [scheduler.submit(func, t, pure=False,
+                                    resources={"memory": t.est_bytes} if use_memory else None)
+                   for t in tasks]
         results = []
         for fut in as_completed(futures):
             r = fut.result()
