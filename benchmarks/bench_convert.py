@@ -85,7 +85,8 @@ class _SyntheticSource:
     def __init__(self, path: str) -> None:
         from diced.array.codecs.labelblock import encode_block
 
-        vol = np.load(gzip.open(path)).transpose(2, 1, 0).astype(np.uint64)
+        with gzip.open(path) as f:
+            vol = np.load(f).transpose(2, 1, 0).astype(np.uint64)
         base = {}
         for z in range(8):
             for y in range(8):

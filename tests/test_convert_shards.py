@@ -102,6 +102,11 @@ def _pinky_spec(size: tuple[int, int, int] = (256, 256, 256), nscales: int = 3,
             "num_channels": 1, "type": "segmentation", "batch_size": 4, "scales": scales}
 
 
+def _pinky_volume() -> np.ndarray:
+    with gzip.open(DATA / "pinky40-256-zyx.npy.gz") as f:
+        return np.load(f).astype(np.uint64)
+
+
 def _labels(vol_zyx: np.ndarray, max_scale: int) -> diced.Repo:
     store = diced.Store(f"memory://convert-{uuid.uuid4().hex}")
     repo = store.create_repo("pinky")
@@ -113,7 +118,7 @@ def _labels(vol_zyx: np.ndarray, max_scale: int) -> diced.Repo:
 @pytest.fixture(scope="module")
 def pinky(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A 256^3 pinky40 piece exported by diced at scales 0 and 1 into 8 + 1 DVID shards."""
-    vol = np.load(gzip.open(DATA / "pinky40-256-zyx.npy.gz")).astype(np.uint64)
+    vol = _pinky_volume()
     seg = _labels(vol, max_scale=1)
     spec = _pinky_spec()
     root = tmp_path_factory.mktemp("pinky")
@@ -295,8 +300,7 @@ def test_s3_source_and_destination(pinky, reference, s3_emulator):
 
 @pytest.mark.parametrize("chunk_z", [32, 64])
 def test_z_compress_restores_native_z(tmp_path, chunk_z):
-    vol = np.load(gzip.open(DATA / "pinky40-256-zyx.npy.gz"))[:128, :128, :128]
-    vol = vol.astype(np.uint64)
+    vol = _pinky_volume()[:128, :128, :128]
     doubled = np.repeat(vol, 2, axis=0)  # a z-doubled export of vol
     seg = _labels(doubled, max_scale=0)
     src_spec = _pinky_spec(size=(128, 128, 256), nscales=1)
@@ -385,7 +389,7 @@ def test_csv_disagreeing_with_its_arrow_file_fails_that_shard(tmp_path):
     lines[3] = ",".join(a[:3] + b[3:])
     csv.write_text("\n".join(lines) + "\n")
     dest = tmp_path / "ng"
-    with pytest.raises(ConversionError, match=rf"CSV disagrees with the Arrow file") as info:
+    with pytest.raises(ConversionError, match=r"CSV disagrees with the Arrow file") as info:
         convert_shards(src, dest, MCNS, scales=[1], progress=False)
     failure = info.value.report.failures[0]
     assert f"{STEM}.arrow" in failure.reason and "--only-missing" in failure.retry

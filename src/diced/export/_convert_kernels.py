@@ -227,8 +227,7 @@ def dvid_to_cseg(buf, table, sx, sy, sz, out):
                         packed = np.uint64(0)
                         for xx in range(7, -1, -1):
                             v = vals[xx]
-                            if v > vmax:
-                                vmax = v
+                            vmax = max(vmax, v)
                             packed = (packed << ob) | np.uint64(remap[v & 511])
                         bit = row * rowbits
                         w = 1 + voff + (bit >> 5)
