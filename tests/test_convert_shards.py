@@ -178,6 +178,11 @@ def test_bodies_and_supervoxels_differ_on_the_real_shard(tmp_path):
     # the same chunks, with different ids: the mapping was applied
     assert _files(tmp_path / "b")["16x16x16/0fe9.shard"] != \
         _files(tmp_path / "s")["16x16x16/0fe9.shard"]
+    # verify's sample catches chunks that decode to the wrong ids
+    wrong = verify_export(src, tmp_path / "s", MCNS, sample=10, progress=False)
+    assert not wrong.ok and wrong.scales[0].mismatched > 0
+    assert "differs from its DVID block" in wrong.failures[0].reason
+    assert "--overwrite --shards 30720_24576_28672" in wrong.failures[0].retry
 
 
 # --- multi-shard exports -----------------------------------------------------------------
@@ -277,22 +282,25 @@ def test_killed_run_leaves_whole_shards_and_resumes(pinky, reference, tmp_path):
                          progress=False).ok
 
 
-def test_s3_source_and_destination(pinky, reference, s3_emulator):
+@pytest.mark.parametrize("protocol", ["s3", "gs"])
+def test_object_store_source_and_destination(pinky, reference, request, protocol):
     import fsspec
 
-    fs = fsspec.filesystem("s3", **s3_emulator.options)
-    base = f"{s3_emulator.bucket}/convert-{uuid.uuid4().hex}"
+    emulator = request.getfixturevalue("s3_emulator" if protocol == "s3" else "gcs_emulator")
+    fs = fsspec.filesystem(protocol, **emulator.options)
+    base = f"{emulator.bucket}/convert-{uuid.uuid4().hex}"
     fs.put(str(pinky["src"]) + "/", f"{base}/export/", recursive=True)
     fs.pipe(f"{base}/spec.json", json.dumps(pinky["spec"]).encode())
-    src, dest = f"s3://{base}/export", f"s3://{base}/ng"
-    report = convert_shards(src, dest, f"s3://{base}/spec.json", scales=[0, 1], downres=[2],
-                            workers=2, progress=False, storage_options=s3_emulator.options)
+    src, dest = f"{protocol}://{base}/export", f"{protocol}://{base}/ng"
+    spec = f"{protocol}://{base}/spec.json"
+    report = convert_shards(src, dest, spec, scales=[0, 1], downres=[2], workers=2,
+                            progress=False, storage_options=emulator.options)
     assert report.ok and [s.shards for s in report.scales] == [8, 1, 1]
     ref = _files(reference)
     for rel, data in ref.items():
         assert fs.cat(f"{base}/ng/{rel}") == data, rel
-    verify = verify_export(src, dest, f"s3://{base}/spec.json", sample=4, progress=False,
-                           storage_options=s3_emulator.options)
+    verify = verify_export(src, dest, spec, sample=4, progress=False,
+                           storage_options=emulator.options)
     assert verify.ok, verify.summary()
     leftovers = [p for p in fs.find(f"{base}/ng") if ".tmp-" in p]
     assert not leftovers
