@@ -468,3 +468,35 @@ def test_dask_distributed_cluster(pinky, reference, tmp_path):
                                 downres=[2], workers=2, scheduler=client, progress=False)
     assert report.ok and [s.shards for s in report.scales] == [8, 1, 1]
     assert _files(tmp_path / "ng") == _files(reference)
+
+
+@pytest.mark.parametrize("variant", ["raw", "cseg16"])
+def test_other_chunk_encodings(tmp_path, variant):
+    """raw chunks and compressed_segmentation with 16^3 blocks go through the voxel path."""
+    src = _real_source(tmp_path)
+    spec = json.loads(json.dumps(MCNS))
+    scale = spec["scales"][1]
+    if variant == "raw":
+        scale["encoding"] = "raw"
+    else:
+        scale["compressed_segmentation_block_size"] = [16, 16, 16]
+    scale["sharding"]["data_encoding"] = "gzip"
+    dest = tmp_path / "ng"
+    convert_shards(src, dest, spec, scales=[1], supervoxels=True, progress=False)
+    store = ts.open({"driver": "neuroglancer_precomputed",
+                     "kvstore": {"driver": "file", "path": str(dest)},
+                     "scale_index": 1}).result()
+    for row in _dvid_records(DVID / f"{STEM}.arrow")[::37]:
+        x, y, z = (row[f"chunk_{a}"] * 64 for a in "xyz")
+        got = store[x:x + 64, y:y + 64, z:z + 64, 0].read().result().transpose(2, 1, 0)
+        want = row["voxels"][:got.shape[0], :got.shape[1], :got.shape[2]]
+        np.testing.assert_array_equal(got, want)
+    assert verify_export(src, dest, spec, supervoxels=True, sample=5, progress=False).ok
+
+
+def test_help_texts(capsys):
+    for cmd in ("convert-shards", "verify-export"):
+        with pytest.raises(SystemExit) as exc:
+            main([cmd, "--help"])
+        assert exc.value.code == 0
+        assert "examples:" in capsys.readouterr().out
