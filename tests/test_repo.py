@@ -1022,6 +1022,7 @@ ERROR_CODES = {
     "BackendError": ("backend_error", OSError),
     "BackendUnavailableError": ("backend_unavailable", OSError),
     "ConcurrencyError": ("concurrency_error", RuntimeError),
+    "ConversionError": ("conversion_failed", RuntimeError),
     "CorruptDataError": ("corrupt_data", ValueError),
     "CorruptMetadataError": ("corrupt_metadata", ValueError),
     "NotFoundError": ("not_found", KeyError),

@@ -52,6 +52,7 @@ import fsspec
 import numpy as np
 
 from diced.errors import (
+    ConversionError,
     CorruptDataError,
     DicedError,
     FormatError,
@@ -68,10 +69,12 @@ from diced.export.shard_reader import ShardIndex
 from diced.export.sharding import ShardedScale, parse_spec
 
 __all__ = [
+    "ConversionError",
     "ConvertReport",
     "ScaleSummary",
     "ShardFailure",
     "VerifyReport",
+    "VerifyScale",
     "convert_shards",
     "verify_export",
 ]
@@ -269,17 +272,11 @@ class ConvertReport:
         return "\n".join(lines)
 
 
-class ConversionError(DicedError, RuntimeError):
-    """Some shards failed to convert; ``.report`` holds the details and retry commands."""
-
-    code = "conversion_failed"
-
-    def __init__(self, report: ConvertReport) -> None:
-        reasons = "; ".join(f"s{f.scale} {f.shard}: {f.reason}" for f in report.failures[:5])
-        more = len(report.failures) - 5
-        super().__init__(f"{len(report.failures)} shard(s) failed: {reasons}"
-                         + (f"; and {more} more" if more > 0 else ""))
-        self.report = report
+def _conversion_error(report: ConvertReport) -> ConversionError:
+    reasons = "; ".join(f"s{f.scale} {f.shard}: {f.reason}" for f in report.failures[:5])
+    more = len(report.failures) - 5
+    return ConversionError(f"{len(report.failures)} shard(s) failed: {reasons}"
+                           + (f"; and {more} more" if more > 0 else ""), report)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1076,7 +1073,7 @@ def convert_shards(
     report = ConvertReport(_url(dfs, droot), summaries, failures, dry_run,
                            time.perf_counter() - t_run)
     if failures and raise_on_failure:
-        raise ConversionError(report)
+        raise _conversion_error(report)
     return report
 
 
