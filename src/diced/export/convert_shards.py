@@ -776,14 +776,15 @@ def _run_tier(func: Callable[[Any], _Result], tasks: list[Any], concurrency: int
               scheduler: Any, on_done: Callable[[_Result], None]) -> list[_Result]:
     if not tasks:
         return []
-    if concurrency <= 1 or scheduler == "sync":
+    is_client = hasattr(scheduler, "map") and hasattr(scheduler, "gather")
+    if not is_client and (concurrency <= 1 or scheduler == "sync"):
         results = []
         for t in tasks:
             r = func(t)
             on_done(r)
             results.append(r)
         return results
-    if hasattr(scheduler, "map") and hasattr(scheduler, "gather"):  # distributed.Client
+    if is_client:  # distributed.Client: the cluster decides concurrency
         from distributed import as_completed
 
         # workers that declare a "memory" resource (dask worker --resources memory=BYTES) run
