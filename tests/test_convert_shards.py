@@ -283,7 +283,7 @@ def test_killed_run_leaves_whole_shards_and_resumes(pinky, reference, tmp_path):
 
 
 @pytest.mark.parametrize("protocol", ["s3", "gs"])
-def test_object_store_source_and_destination(pinky, reference, request, protocol):
+def test_object_store_source_and_destination(pinky, reference, request, protocol, tmp_path):
     import fsspec
 
     emulator = request.getfixturevalue("s3_emulator" if protocol == "s3" else "gcs_emulator")
@@ -300,8 +300,10 @@ def test_object_store_source_and_destination(pinky, reference, request, protocol
     for rel, data in ref.items():
         assert fs.cat(f"{base}/ng/{rel}") == data, rel
     verify = verify_export(src, dest, spec, sample=4, progress=False,
-                           storage_options=emulator.options)
+                           storage_options=emulator.options,
+                           json_report=tmp_path / "report.json")
     assert verify.ok, verify.summary()
+    assert json.loads((tmp_path / "report.json").read_text())["ok"] is True
     leftovers = [p for p in fs.find(f"{base}/ng") if ".tmp-" in p]
     assert not leftovers
 

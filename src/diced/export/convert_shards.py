@@ -1393,6 +1393,8 @@ def verify_export(
         results.append(vs)
     report = VerifyReport(_url(dfs, droot), results, failures)
     if json_report is not None:
-        with fsspec.open(os.fspath(json_report), "w", **dopts) as f:
+        target = os.fspath(json_report)
+        same = fsspec.utils.get_protocol(target) == fsspec.utils.get_protocol(dest_url)
+        with fsspec.open(target, "w", **(dopts if same else {})) as f:
             json.dump(report.to_dict(), f, indent=2)
     return report
