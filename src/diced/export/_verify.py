@@ -10,6 +10,7 @@ import os
 import posixpath
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -187,12 +188,14 @@ def verify_export(
 
     def scale_index(out: _OutScale) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         if out.index not in found_ids:
-            idx = {}
-            for name in _list_output(dfs, droot, out.key):
-                path = posixpath.join(droot, out.key, name)
-                idx[name] = read_shard_index(dfs, path, out.sc.minishard_bits,
-                                             out.sc.minishard_index_encoding)
-            found_ids[out.index] = idx
+            names = list(_list_output(dfs, droot, out.key))
+
+            def read(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                return read_shard_index(dfs, posixpath.join(droot, out.key, name),
+                                        out.sc.minishard_bits, out.sc.minishard_index_encoding)
+
+            with ThreadPoolExecutor(16) as pool:  # two small range reads per shard file
+                found_ids[out.index] = dict(zip(names, pool.map(read, names), strict=True))
         return found_ids[out.index]
 
     def read_out_chunk(out: _OutScale, coords: np.ndarray) -> np.ndarray | None:
