@@ -75,7 +75,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                         "of RAM); shards are tiered so that none runs out")
     p.add_argument("--gzip-level", type=int, default=6, metavar="L",
                    help="zlib level 0-9 of gzip data and minishard indexes (default 6, as "
-                        "TensorStore; 1 is ~3x faster and ~15%% larger)")
+                        "TensorStore; 1 is ~2.5x faster and ~20%% larger)")
     p.add_argument("--json-report", default=None, metavar="FILE",
                    help="also write the report as JSON to FILE")
     p.set_defaults(func=run_convert)
