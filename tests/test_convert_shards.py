@@ -220,8 +220,10 @@ def test_downres_of_scale0_equals_the_dvid_pyramid(pinky, tmp_path):
     convert_shards(pinky["src"], dest, pinky["spec"], scales=[0], downres=[1, 2], workers=2,
                    progress=False)
     np.testing.assert_array_equal(_read_ts(str(dest), 1), pinky["s1"])
-    assert verify_export(pinky["src"], dest, pinky["spec"], scales=[2], sample=3,
-                         progress=False).ok
+    report = verify_export(pinky["src"], dest, pinky["spec"], downres=[1], sample=3,
+                           progress=False)
+    assert report.ok, report.summary()
+    assert [s.mode for s in report.scales] == ["direct", "downres", "downres"]
 
 
 def test_memory_tiers_and_dry_run(pinky, tmp_path):

@@ -96,6 +96,9 @@ def _add_verify(sub: argparse._SubParsersAction, name: str) -> None:
     _shared(p)
     p.add_argument("--scales", type=_ints, default=None,
                    help="scales to check (default: all with DVID shards or output files)")
+    p.add_argument("--downres", type=_ints, default=None,
+                   help="scales that were made with --downres: checked against the scale "
+                        "below, not against DVID shards of that scale")
     p.add_argument("--sample", type=int, default=0, metavar="K",
                    help="compare K random chunks per scale with their source (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random sample")
@@ -154,7 +157,8 @@ def run_verify(args: argparse.Namespace) -> int:
     from diced.export.convert_shards import verify_export
 
     report = verify_export(
-        args.source, args.dest, args.spec, scales=args.scales, z_compress=args.z_compress,
+        args.source, args.dest, args.spec, scales=args.scales, downres=args.downres,
+        z_compress=args.z_compress,
         supervoxels=args.supervoxels, sample=args.sample, seed=args.seed,
         json_report=args.json_report, progress=not args.quiet)
     print(report.summary())

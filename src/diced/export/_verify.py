@@ -127,6 +127,7 @@ def verify_export(
     spec: Mapping[str, Any] | str | os.PathLike | bytes,
     *,
     scales: Sequence[int] | None = None,
+    downres: Sequence[int] | None = None,
     z_compress: int = 0,
     supervoxels: bool = False,
     sample: int = 0,
@@ -151,6 +152,9 @@ def verify_export(
         As for :func:`convert_shards`.
     scales : sequence of int, optional
         Default: every scale of the spec that has DVID shards or output shard files.
+    downres : sequence of int, optional
+        Scales that were made by downres although the source has DVID shards for them: they
+        are checked against the scale below instead of the DVID shards.
     z_compress, supervoxels :
         As the conversion used them.
     sample : int
@@ -178,6 +182,7 @@ def verify_export(
     dfs, droot = _fs(dest_url, dopts)
     if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
         raise InvalidArgumentError(f"sample must be an int >= 0, got {sample!r}")
+    made_by_downres = set(_check_scales(downres, "downres", len(outs)))
     chosen = _check_scales(scales, "scales", len(outs)) if scales is not None else [
         o.index for o in outs
         if sfs.isdir(posixpath.join(sroot, f"s{o.index}")) or _list_output(dfs, droot, o.key)]
@@ -219,7 +224,7 @@ def verify_export(
         out = outs[n]
         t0 = time.perf_counter()
         stride = z_compress + 1 if n == 0 else 1
-        shards = _list_source(sfs, sroot, n)
+        shards = [] if n in made_by_downres else _list_source(sfs, sroot, n)
         mode = "direct" if shards else "downres"
         vs = VerifyScale(n, mode)
         retry = _retry_command(source_url, dest_url, spec_path, n, mode, supervoxels, z_compress)
