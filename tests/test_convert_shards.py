@@ -504,3 +504,13 @@ def test_help_texts(capsys):
             main([cmd, "--help"])
         assert exc.value.code == 0
         assert "examples:" in capsys.readouterr().out
+
+
+def test_cloud_volume_reads_the_result(pinky, reference):
+    cloudvolume = pytest.importorskip("cloudvolume")
+    cv = cloudvolume.CloudVolume(reference.as_uri(), mip=0, progress=False)
+    np.testing.assert_array_equal(np.asarray(cv[:, :, :])[..., 0].transpose(2, 1, 0),
+                                  pinky["vol"])
+    cv = cloudvolume.CloudVolume(reference.as_uri(), mip=1, progress=False)
+    np.testing.assert_array_equal(np.asarray(cv[:, :, :])[..., 0].transpose(2, 1, 0),
+                                  pinky["s1"])
