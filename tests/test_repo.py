@@ -1127,6 +1127,7 @@ ERROR_CODES = {
     "BackendError": ("backend_error", OSError),
     "BackendUnavailableError": ("backend_unavailable", OSError),
     "ConcurrencyError": ("concurrency_error", RuntimeError),
+    "ConversionError": ("conversion_failed", RuntimeError),
     "CorruptDataError": ("corrupt_data", ValueError),
     "CorruptMetadataError": ("corrupt_metadata", ValueError),
     "ChecksumError": ("checksum_mismatch", ValueError),

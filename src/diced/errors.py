@@ -14,6 +14,7 @@ __all__ = [
     "BackendUnavailableError",
     "ChecksumError",
     "ConcurrencyError",
+    "ConversionError",
     "CorruptDataError",
     "CorruptMetadataError",
     "DicedError",
@@ -67,6 +68,16 @@ class ConcurrencyError(DicedError, RuntimeError):
     """A compare-and-set lost a race with another writer; retry or re-read."""
 
     code = "concurrency_error"
+
+
+class ConversionError(DicedError, RuntimeError):
+    """A conversion finished with failed parts; ``report`` says which and how to retry them."""
+
+    code = "conversion_failed"
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class CorruptDataError(DicedError, ValueError):

@@ -57,6 +57,7 @@ class Problem:
     repaired: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """The problem as a JSON-ready dict (chunk coordinates as a list)."""
         out = asdict(self)
         if isinstance(out["key"], tuple):
             out["key"] = list(out["key"])
@@ -89,12 +90,14 @@ class VerifyReport:
         return all(p.repaired for p in self.problems)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict (what ``diced verify --json`` prints)."""
         return {"location": self.location, "ok": self.ok, "repair": self.repair,
                 "values": self.values, "chunks": self.chunks,
                 "label_versions": self.label_versions,
                 "problems": [p.to_dict() for p in self.problems]}
 
     def summary(self) -> str:
+        """A few lines for people: counts, then each problem."""
         left = sum(not p.repaired for p in self.problems)
         fixed = len(self.problems) - left
         head = (f"{self.location}: {self.values} values, {self.chunks} chunks decoded, "
