@@ -34,6 +34,10 @@ _COMMANDS = {
     "ingest": "diced.cli.ingest",
     "export": "diced.cli.export",
     "export-shards": "diced.cli.export",
+    "verify": "diced.cli.verify",
+    "migrate": "diced.cli.migrate",
+    "convert-shards": "diced.cli.convert",
+    "verify-export": "diced.cli.convert",
 }
 
 #: Python-argument hints in library messages -> the flags that do the same here
