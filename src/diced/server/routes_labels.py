@@ -311,12 +311,29 @@ def _abs_runs(arr: Any, label: int, supervoxels: bool, scale: int) -> np.ndarray
     """Runs ``[x, y, z, len]`` in absolute coordinates at ``scale``."""
     view, extra = scale_view(arr, scale)
     if extra:
-        raise bad(f"sparsevol at scale {scale}: {arr.name!r} stores scales 0..{arr.max_scale}")
+        return _computed_runs(arr, label, supervoxels, scale)
     runs = arr.runs(label, supervoxels=supervoxels, scale=scale).astype(np.int64)
     lo, _ = array_extent(arr, scale)
     if len(runs):
         runs[:, :3] += np.array(zyx(lo))
     return runs
+
+
+def _computed_runs(arr: Any, label: int, supervoxels: bool, scale: int) -> np.ndarray:
+    """Runs at a scale past the stored pyramid: the label's block-accurate box read at that
+    scale (downsampled on the fly, as ``raw`` does) and masked."""
+    from diced.array.sparsevol import mask_to_runs
+
+    blocks = _abs_blocks(arr, label, supervoxels)
+    if not len(blocks):
+        return np.zeros((0, 4), np.int64)
+    ch = np.array(arr.chunks)
+    lo = (blocks.min(0) * ch) >> scale
+    hi = (((blocks.max(0) + 1) * ch) + (1 << scale) - 1) >> scale
+    vol = read_box(arr, zyx(tuple(int(v) for v in lo)), zyx(tuple(int(v) for v in hi - lo)),
+                   scale=scale, supervoxels=supervoxels)
+    runs = mask_to_runs(vol == np.uint64(label), tuple(int(v) for v in lo))
+    return np.asarray(runs, dtype=np.int64).reshape(-1, 4)
 
 
 def _clip_runs(runs: np.ndarray, bounds: tuple[list[int | None], list[int | None]],
