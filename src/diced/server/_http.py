@@ -27,9 +27,9 @@ __all__ = [
     "text_response",
 ]
 
-#: Largest number of voxels one raw/isotropic/blocks request may cover (2 Gi voxels = 16 GiB
-#: of uint64 would be silly; 512 Mi voxels = 512 MiB uint8 / 4 GiB uint64 is the cap).
-MAX_VOXELS = 1 << 29
+#: Largest number of voxels one raw/isotropic/blocks request may cover: 64 Mi voxels, i.e.
+#: 512 MiB of uint64 labels or a 400³ uint8 cube (DVID's default MaxDataRequest is similar).
+MAX_VOXELS = 1 << 26
 #: Largest absolute coordinate accepted (DVID's block keys hold 32-bit block coordinates).
 MAX_COORD = 1 << 31
 #: Labels are u64 in DVID but JSON clients use doubles; accept the full u64 range.

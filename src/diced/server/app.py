@@ -181,7 +181,7 @@ class _GuardMiddleware:
                  b"Authorization, Content-Type, Range, X-Requested-With"),
                 (b"access-control-max-age", b"600")])
             return
-        if method in _MUTATING and scope.get("path", "").startswith("/api"):
+        if method in _MUTATING:
             if st.read_only:
                 await self._send_plain(send, 403, b"this server is read-only: "
                                        b"mutations are refused\n", cors)
