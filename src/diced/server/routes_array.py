@@ -163,7 +163,7 @@ def _raw_get(req: InstanceRequest) -> Response:
     if len(axes) == 3 and fmt in (None, "", "raw", "octet-stream", "nd"):
         if req.method == "HEAD":
             return Response(b"", media_type="application/octet-stream")
-        return Response(_le_bytes(vol), media_type="application/octet-stream")
+        return array_response(vol)
     if len(axes) == 3:
         if fmt.split(":")[0] not in ("jpg", "jpeg"):
             raise bad(f"3-D raw supports no format or 'jpeg', got {fmt!r}")
@@ -171,6 +171,28 @@ def _raw_get(req: InstanceRequest) -> Response:
         return image_response(img, fmt)
     plane = vol.reshape([s for i, s in enumerate(zyx(size)) if 2 - i in axes])
     return image_response(plane, fmt or "png")
+
+
+#: Chunk size of streamed array bodies.
+STREAM_CHUNK = 1 << 22
+
+
+def array_response(vol: np.ndarray, media_type: str = "application/octet-stream") -> Response:
+    """A (z, y, x) array as little-endian bytes, streamed in chunks straight from the array's
+    memory (no copy of the whole body), with its Content-Length."""
+    v = vol if vol.dtype.byteorder in ("<", "|") or (vol.dtype.byteorder == "=" and
+                                                      np.little_endian) else vol.astype(
+        vol.dtype.newbyteorder("<"))
+    flat = memoryview(np.ascontiguousarray(v).reshape(-1).view(np.uint8))
+    if len(flat) <= STREAM_CHUNK:
+        return Response(bytes(flat), media_type=media_type)
+
+    def chunks():
+        for i in range(0, len(flat), STREAM_CHUNK):
+            yield flat[i:i + STREAM_CHUNK]
+
+    return StreamingResponse(chunks(), media_type=media_type,
+                             headers={"Content-Length": str(len(flat))})
 
 
 def _le_bytes(vol: np.ndarray) -> bytes:

@@ -35,6 +35,7 @@ from diced.server.geometry import array_extent, read_box, scale_view, zyx
 from diced.server.registry import Endpoint, InstanceRequest, InstanceType, register
 from diced.server.routes_array import (
     _extended_common,
+    array_response,
     _geometry,
     _le_bytes,
     common_endpoints,
@@ -105,8 +106,8 @@ def compress_labels(vol: np.ndarray, compression: str) -> Response:
     """A label volume in one of DVID's ``compression`` forms (``writeCompressedToHTTP``)."""
     headers: dict[str, str] = {}
     if compression in ("", "none", "uncompressed"):
-        body = _le_bytes(vol)
-    elif compression == "lz4":
+        return array_response(vol)
+    if compression == "lz4":
         import lz4.block
 
         body = lz4.block.compress(_le_bytes(vol), store_size=False)
