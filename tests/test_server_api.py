@@ -20,8 +20,8 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-import diced  # noqa: E402
-from diced.server import serve  # noqa: E402
+import diced
+from diced.server import serve
 
 DATA = Path(__file__).parent / "data" / "dvid"
 N = 128
@@ -661,7 +661,7 @@ def test_label_edits_over_http(srv: Served) -> None:
     from diced.array.sparsevol import encode_rles
 
     c = srv.client
-    root, v = _edit_repo(srv, "edits")
+    root, _ = _edit_repo(srv, "edits")
     seg = f"/api/node/{root}/seg"
     assert c.post(seg + "/merge?u=alice&app=test", json=[2, 4, 5]).json() == {"MutationID": 1}
     r = c.request("GET", seg + "/mapping", content=b"[2, 4, 5, 3]")
@@ -713,7 +713,7 @@ def test_labelmap_post_raw_lz4(srv: Served) -> None:
     import lz4.block
 
     c = srv.client
-    root, v = _edit_repo(srv, "rawlz4")
+    root, _ = _edit_repo(srv, "rawlz4")
     blk = np.full((64, 64, 64), 31337, np.uint64)
     body = lz4.block.compress(blk.tobytes(), store_size=False)
     r = c.post(f"/api/node/{root}/seg/raw/0_1_2/64_64_64/64_64_64?compression=lz4", content=body)
@@ -767,7 +767,7 @@ def test_keyvalue_reads(srv: Served) -> None:
     assert r.json() == {"b/c.json": {"x": 1}, "c": [1, 2]}
     with tarfile.open(fileobj=io.BytesIO(c.get(kv + "/keyrangevalues/a/b?tar=true").content)) as t:
         assert {m.name: t.extractfile(m).read() for m in t.getmembers()} == {"a": b"hello"}
-    Keys, KeyValues = _kv_classes()
+    _, KeyValues = _kv_classes()
     got = KeyValues()
     got.ParseFromString(c.get(kv + "/keyrangevalues/a/c").content)
     assert [(x.key, x.value) for x in got.kvs] == [("a", b"hello"), ("b/c.json", b'{"x": 1}'),
@@ -805,7 +805,7 @@ def test_keyvalue_keyvalues_protobuf_and_json(srv: Served) -> None:
 
 
 def test_keyvalue_writes(srv: Served) -> None:
-    Keys, KeyValues = _kv_classes()
+    _, KeyValues = _kv_classes()
     c = srv.client
     root = c.post("/api/repos", json={"alias": "kvw"}).json()["root"]
     c.post(f"/api/repo/{root}/instance", json={"typename": "keyvalue", "dataname": "kv"})

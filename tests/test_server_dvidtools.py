@@ -20,8 +20,8 @@ dvid = pytest.importorskip("dvid", reason="dvidtools is not installed (pip insta
 if not hasattr(dvid, "get_sparsevol"):  # another package named 'dvid'
     pytest.skip("the installed 'dvid' module is not dvidtools", allow_module_level=True)
 
-import diced  # noqa: E402
-from diced.server import serve  # noqa: E402
+import diced
+from diced.server import serve
 
 SWC = "# test skeleton\n1 0 10 20 30 2 -1\n2 0 12 22 32 2 1\n3 0 14 24 34 2 2\n"
 
@@ -58,7 +58,7 @@ def node(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_projects_and_branch_history(node) -> None:
-    url, repo, first = node
+    _, repo, first = node
     projects = dvid.list_projects()
     assert list(projects["Alias"]) == ["hemibrain-mini"]
     assert dvid.get_branch_history(repo.uuid) == [repo.current_uuid, first]
@@ -119,7 +119,7 @@ def test_keyvalue_companions(node) -> None:
 def test_last_mod_after_merge(node) -> None:
     import requests
 
-    url, repo, first = node
+    url, repo, _ = node
     r = requests.post(f"{url}/api/node/{repo.current_uuid}/segmentation/merge?u=tester",
                       json=[11, 33], timeout=30)
     r.raise_for_status()

@@ -15,7 +15,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-import diced  # noqa: E402
+import diced
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -97,10 +97,10 @@ def test_cli_serve_bad_arguments(tmp_path) -> None:
     short = tmp_path / "short"
     short.write_text("abc")
     proc = _run_cli([str(tmp_path / "s.diced"), "--token-file", str(short)])
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and b"shorter than 8" in err
     proc = _run_cli([str(tmp_path / "s.diced"), "--port", "70000"])
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and b"--port" in err
 
 

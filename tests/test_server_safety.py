@@ -15,10 +15,10 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-import diced  # noqa: E402
-from diced.server import serve  # noqa: E402
-from diced.server.app import create_app, is_loopback  # noqa: E402
-from diced.server.run import check_binding  # noqa: E402
+import diced
+from diced.server import serve
+from diced.server.app import create_app, is_loopback
+from diced.server.run import check_binding
 
 
 def _store(name: str) -> tuple[diced.Store, diced.Repo]:
@@ -149,7 +149,7 @@ def test_keyvalue_keys_cannot_escape(tmp_path) -> None:
             assert r.status_code in (200, 400), (key, r.status_code)
     assert not outside.exists()
     assert not any(p.name == "escaped" for p in tmp_path.rglob("*") if root not in p.parents)
-    assert all(k.startswith(("normal/", "/")) or ".." not in k for k in repo.keyvalue("kv").keys())
+    assert all(k.startswith(("normal/", "/")) or ".." not in k for k in repo.keyvalue("kv"))
 
 
 # --- fuzz --------------------------------------------------------------------------------------
@@ -249,7 +249,7 @@ def test_fuzz_no_server_errors() -> None:
                     "d": lambda: rng.choice(dims), "p": lambda: _point(rng),
                     "n": lambda: rng.choice([_word(rng), str(rng.randrange(0, 5))]),
                     "w": lambda: _word(rng)}
-            path = re.sub(r"\{(\w)\}", lambda m: fill[m.group(1)](), tmpl)
+            path = re.sub(r"\{(\w)\}", lambda m, fill=fill: fill[m.group(1)](), tmpl)
             params = {k: _word(rng) for k in rng.sample(_QUERY_KEYS, rng.randrange(0, 4))}
             headers = {}
             if rng.random() < 0.1:

@@ -14,8 +14,8 @@ from typing import Any
 from starlette.responses import Response
 
 __all__ = [
-    "HTTPError",
     "MAX_VOXELS",
+    "HTTPError",
     "json_body",
     "json_response",
     "parse_bool",
@@ -97,9 +97,7 @@ def as_label(value: Any, what: str = "label") -> int:
         raise bad(f"{what} must be an integer label, got {value!r}")
     if isinstance(value, int):
         v = value
-    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        v = int(value)
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer() or isinstance(value, str) and value.strip().isdigit():
         v = int(value)
     else:
         raise bad(f"{what} must be an integer label, got {value!r}")

@@ -22,11 +22,10 @@ import numpy as np
 if TYPE_CHECKING:
     from starlette.datastructures import QueryParams
     from starlette.requests import Request
-    from starlette.responses import Response
 
     from diced.server.catalog import Catalog, Located
 
-__all__ = ["Endpoint", "InstanceRequest", "InstanceType", "TYPES", "dvid_typename", "register"]
+__all__ = ["TYPES", "Endpoint", "InstanceRequest", "InstanceType", "dvid_typename", "register"]
 
 Handler = "Callable[[InstanceRequest], Response]"
 

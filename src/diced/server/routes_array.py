@@ -428,7 +428,7 @@ def common_endpoints() -> dict[str, Endpoint]:
 def _create_array(repo: Any, name: str, settings: dict[str, str], dtype: str) -> Any:
     from diced.server.settings import block_size, create_props
 
-    bs = block_size(settings, 32 if dtype == "uint8" else 32)
+    bs = block_size(settings, 32)  # DVID imageblk default
     arr = repo.create_array(name, dtype, shape=zyx(bs), chunks=zyx(bs))
     create_props(repo, name, settings)
     return arr

@@ -35,9 +35,9 @@ from diced.server.geometry import array_extent, read_box, scale_view, zyx
 from diced.server.registry import Endpoint, InstanceRequest, InstanceType, register
 from diced.server.routes_array import (
     _extended_common,
-    array_response,
     _geometry,
     _le_bytes,
+    array_response,
     common_endpoints,
     grow_to,
     image_response,
@@ -167,7 +167,7 @@ def _raw_post(req: InstanceRequest) -> Response:
             raise bad(f"POST raw compression must be lz4 or gzip, got {comp!r}")
     except HTTPError:
         raise
-    except Exception as exc:  # lz4/gzip errors on a corrupt body
+    except Exception as exc:  # noqa: BLE001 - lz4/gzip errors on a corrupt body
         raise bad(f"cannot decompress the {comp} body: {exc}") from None
     if len(data) != n * 8:
         raise bad(f"POST raw body has {len(data)} bytes; size {size} of uint64 needs {n * 8}")
@@ -310,7 +310,7 @@ def _has_bounds(b: tuple[list[int | None], list[int | None]]) -> bool:
 
 def _abs_runs(arr: Any, label: int, supervoxels: bool, scale: int) -> np.ndarray:
     """Runs ``[x, y, z, len]`` in absolute coordinates at ``scale``."""
-    view, extra = scale_view(arr, scale)
+    _, extra = scale_view(arr, scale)
     if extra:
         return _computed_runs(arr, label, supervoxels, scale)
     runs = arr.runs(label, supervoxels=supervoxels, scale=scale).astype(np.int64)
@@ -414,7 +414,7 @@ def _binary_blocks(arr: Any, label: int, sv: bool, scale: int,
                    bounds: tuple[list[int | None], list[int | None]]) -> bytes | None:
     from diced.array.sparsevol import encode_binary_blocks
 
-    view, extra = scale_view(arr, scale)
+    _, extra = scale_view(arr, scale)
     if extra:
         raise bad(f"sparsevol at scale {scale}: {arr.name!r} stores scales 0..{arr.max_scale}")
     lo, _ = array_extent(arr, scale)
