@@ -67,7 +67,13 @@ Labels (``labelmap``): ``raw`` as above with ``?compression=lz4|gzip|google|goog
 bytes (R = lowest byte). ``label/{x_y_z}`` -> ``{"Label": n}``; ``labels`` (GET with JSON body
 ``[[x,y,z],...]``) -> ``[n, ...]``; ``blocks``, ``sparsevol``, ``size``, ``supervoxels``,
 ``mapping``, ``maxlabel``, ``nextlabel``, ``merge``, ``cleave``, ``mutations``, ``index``, ...
-as DVID (see ``/api/help/labelmap``).
+as DVID (see ``/api/help/labelmap``). ``blocks?compression=blocks`` sends each stored block
+re-gzipped (same labels as DVID's verbatim copy, not the same gzip bytes).
+
+Differences from DVID worth knowing: instances created through the API start with the extent
+of one block and grow as data is written (DVID has no extent); ``u=``/``app=`` are accepted
+but not recorded; POST ``index``/``indices``/``mappings``/``maxlabel``, annotation and ROI
+types answer 400.
 
 Keyvalue: ``keys`` -> ``[key, ...]``; ``key/{key}`` GET/POST/DELETE/HEAD (raw bytes);
 ``keyrange/{k1}/{k2}``; ``keyvalues`` (protobuf or ``?json=true``).

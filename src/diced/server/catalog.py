@@ -49,6 +49,15 @@ class Located:
         return self.node.uuid
 
 
+def _resolve(repo: Repo, spec: str) -> Node | None:
+    try:
+        return repo._dag.resolve(spec)
+    except (VersionNotFoundError, NotFoundError):
+        return None
+    except (AmbiguousVersionError, InvalidArgumentError) as exc:
+        raise bad(str(exc)) from None
+
+
 class Catalog:
     """The store's repos, with DVID's UUID resolution."""
 
@@ -112,28 +121,40 @@ class Catalog:
         raise not_found(f"no version matches UUID {spec!r}")
 
     def _search(self, spec: str, *, refresh: bool) -> Located | None:
+        """Resolve against the cached DAGs (no backend reads), then re-check the one repo that
+        matched against its current metadata (one read); ``refresh`` re-reads every repo."""
         roots = self.roots(refresh=refresh)
         if spec.startswith(":") and len(roots) != 1:
             raise bad(f"{spec!r}: a bare ':branch' needs a server with exactly one repo "
                       f"(this one has {len(roots)}); give 'uuidprefix:branch'")
         hits: list[Located] = []
         for root in roots:
-            try:
-                repo = self.repo(root)
-            except HTTPError:
-                continue
-            try:
-                node = repo._dag.resolve(spec)
-            except (VersionNotFoundError, NotFoundError):
-                continue
-            except AmbiguousVersionError as exc:
-                raise bad(str(exc)) from None
-            except InvalidArgumentError as exc:
-                raise bad(str(exc)) from None
-            hits.append(Located(repo, node))
+            repo = None if refresh else self._cached(root)
+            if repo is None:
+                try:
+                    repo = self.repo(root)
+                except HTTPError:
+                    continue
+            node = _resolve(repo, spec)
+            if node is not None:
+                hits.append(Located(repo, node))
         if len(hits) > 1:
             raise bad(f"UUID {spec!r} matches versions in {len(hits)} repos; give more characters")
-        return hits[0] if hits else None
+        if not hits:
+            return None
+        hit = hits[0]
+        if refresh:
+            return hit
+        current = self.repo(hit.repo.uuid)  # one read: is the cached DAG still current?
+        if current is hit.repo:
+            return hit
+        node = _resolve(current, spec)
+        return Located(current, node) if node is not None else None
+
+    def _cached(self, root: str) -> Repo | None:
+        with self._lock:
+            hit = self._repos.get(root)
+        return hit[1] if hit is not None else None
 
     def fresh(self, loc: Located) -> Repo:
         """A new, private repo handle whose head is ``loc``'s version (for mutations)."""
