@@ -133,3 +133,14 @@ def test_repo_view_prints_url_without_display(monkeypatch, capsys) -> None:
     handle = repo.view(port=0, open_browser=True)
     handle.stop()
     assert opened == [f"{handle.url}/?repo={repo.uuid}"]
+
+
+def test_serve_reports_a_busy_port() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(diced.errors.BackendError, match="could not start"):
+            diced.Store("memory://server-launch-busy").serve(port=port)
+    with pytest.raises(diced.errors.InvalidArgumentError):
+        diced.Store("memory://server-launch-busy").serve(port=70000)
