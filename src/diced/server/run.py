@@ -94,7 +94,13 @@ def serve(store: Any, host: str = "127.0.0.1", port: int = 8000, *, read_only: b
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="off",
                             access_log=False, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"diced-serve-{port}", daemon=True)
+    def run() -> None:
+        try:
+            server.run()
+        except SystemExit:  # uvicorn exits its thread when it cannot bind; reported below
+            log.debug("uvicorn exited on %s:%s", host, port)
+
+    thread = threading.Thread(target=run, name=f"diced-serve-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
     while not server.started:
