@@ -164,6 +164,17 @@ class Store:
             self.backend.delete_many(list(self.backend.list_keys(f"meta/label/{rec['id']:08x}/")))
         self.backend.delete_many(list(self.backend.list_keys(f"lock/{root}/")))
 
+    def serve(self, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> Any:
+        """Serve this store over DVID's HTTP API from a background thread.
+
+        Returns a :class:`diced.server.ServerHandle` (``.url``, ``.stop()``, context manager).
+        ``options``: ``read_only``, ``token``, ``cors_origins``, ``max_body_bytes`` (see
+        :func:`diced.server.serve`). Needs ``pip install 'diced[server]'``.
+        """
+        from diced.server.run import serve
+
+        return serve(self, host=host, port=port, **options)
+
     def close(self) -> None:
         self.backend.close()
 

@@ -21,6 +21,7 @@ _COMMANDS = {
     "ingest": "diced.cli.ingest",
     "export": "diced.cli.export",
     "export-shards": "diced.cli.export",
+    "serve": "diced.cli.serve",
 }
 
 
