@@ -1,7 +1,7 @@
 // The diced web page: repos, the version DAG, a version's instances, note and log, and a
 // slice viewer or key list for the chosen instance, with a link to a local Neuroglancer.
 // State lives in the URL fragment (#repo=…&node=…&inst=…&pos=x,y,z&zoom=…&scale=…), so a view
-// can be bookmarked and shared.
+// can be bookmarked and shared; the same keys are read from the query string.
 
 import * as api from "./api.js";
 import { renderDag, branchName } from "./dag.js";
@@ -20,7 +20,11 @@ const state = {
   viewer: null,
   nodeInfos: {},    // instance name -> info JSON at the chosen version (or Error)
   loadSeq: 0,
+  hashTimer: 0,
 };
+
+// For the browser console (and tests): the page's state, read-only by convention.
+window.diced = { state };
 
 function setStatus(text, error = false) {
   const s = $("status");
@@ -29,7 +33,9 @@ function setStatus(text, error = false) {
 }
 
 function readHash() {
-  const q = new URLSearchParams(location.hash.slice(1));
+  // The fragment, or the query string (Repo.view() opens "/?repo=<root>").
+  const q = new URLSearchParams(location.search);
+  for (const [k, v] of new URLSearchParams(location.hash.slice(1))) q.set(k, v);
   const view = {};
   if (q.get("pos")) {
     const p = q.get("pos").split(",").map(Number);
@@ -103,7 +109,8 @@ function selectRepo(root, node = null, inst = null) {
     head.appendChild(d);
   }
   const nodes = repo.DAG.Nodes;
-  selectNode(node && nodes[node] ? node : defaultNode(repo), inst);
+  const match = node ? Object.keys(nodes).filter((u) => u.startsWith(node)) : [];
+  selectNode(nodes[node] ? node : match.length === 1 ? match[0] : defaultNode(repo), inst);
 }
 
 // --- version ----------------------------------------------------------------------------------
@@ -203,17 +210,20 @@ function renderInstances() {
 // --- instance view ----------------------------------------------------------------------------
 
 function neuroglancerUrl(info, vol) {
+  // Neuroglancer's state: one dvid:// layer of this server at the chosen version, centred on
+  // the slice viewer's point at its zoom (crossSectionScale = voxels per screen pixel).
   const source = `dvid://${location.origin}/${state.node}/${state.inst}`;
   const vs = vol.voxelSize.map((x) => Number(x) * 1e-9);
   const viewer = state.viewer;
-  const position = viewer ? viewer.pos.map(Math.floor).map((x) => x + 0.5) : vol.min.map((m, i) => (m + vol.max[i] + 1) / 2);
+  const zoom = viewer ? viewer.zoom || viewer.fitZoom() : 1;
+  const position = viewer ? viewer.pos.map((x) => Math.floor(x) + 0.5)
+    : vol.min.map((m, i) => (m + vol.max[i] + 1) / 2);
   const ngState = {
     dimensions: { x: [vs[0], "m"], y: [vs[1], "m"], z: [vs[2], "m"] },
     position,
-    crossSectionScale: viewer && viewer.zoom ? Math.max(1 / viewer.zoom, 0.05) : 1,
-    projectionScale: Math.max(...vol.max.map((m, i) => m - vol.min[i] + 1)) * 2,
+    crossSectionScale: Math.min(64, Math.max(1 / 64, 1 / zoom)),
+    projectionScale: Math.max(...vol.max.map((m, i) => m - vol.min[i] + 1)) * 2.5,
     layers: [{ type: vol.labels ? "segmentation" : "image", source, name: state.inst }],
-    selectedLayer: { layer: state.inst, visible: true },
     layout: "4panel",
   };
   const base = new URL(state.config.neuroglancer_path, location.href);
@@ -279,11 +289,8 @@ function selectInstance(name) {
     ng.title = "the same data in Neuroglancer's 3-D viewer, served by this server";
     ng.target = "_blank";
     ng.rel = "noopener";
-    ng.href = neuroglancerUrl(info, vol);
-    // the link follows the slice viewer's point and zoom
-    ng.addEventListener("pointerdown", () => { ng.href = neuroglancerUrl(info, vol); });
-    ng.addEventListener("focus", () => { ng.href = neuroglancerUrl(info, vol); });
   }
+  const ngLink = () => { if (!problem) ng.href = neuroglancerUrl(info, vol); };
   const spacer = document.createElement("span");
   spacer.style.marginLeft = "auto";
   head.append(spacer, scale, ng);
@@ -291,9 +298,11 @@ function selectInstance(name) {
     uuid: state.node, name, vol, initial: state.view,
     onChange: (view) => {
       state.view = { pos: view.pos.map((x) => x + 0.5), zoom: view.zoom, scale: view.scale };
-      writeHash(view);
+      clearTimeout(state.hashTimer);  // browsers throttle rapid history updates
+      state.hashTimer = setTimeout(() => { writeHash(view); ngLink(); }, 200);
     },
   });
+  ngLink();  // and follows the slice viewer's point and zoom (above)
   scale.addEventListener("change", () => state.viewer.setScale(scale.value === "auto" ? "auto" : Number(scale.value)));
   document.body.dataset.view = vol.labels ? "labels" : "image";
 }
@@ -343,7 +352,9 @@ async function start() {
     return;
   }
   let root = want.repo && state.repos[want.repo] ? want.repo : null;
-  if (!root && want.node) root = roots.find((r) => state.repos[r].DAG.Nodes[want.node]) || null;
+  if (!root && want.node) {
+    root = roots.find((r) => Object.keys(state.repos[r].DAG.Nodes).some((u) => u.startsWith(want.node))) || null;
+  }
   selectRepo(root || roots.sort((a, b) => (state.repos[a].Alias || "").localeCompare(state.repos[b].Alias || ""))[0], want.node, want.inst);
 }
 
