@@ -358,4 +358,15 @@ async function start() {
   selectRepo(root || roots.sort((a, b) => (state.repos[a].Alias || "").localeCompare(state.repos[b].Alias || ""))[0], want.node, want.inst);
 }
 
+// A fragment typed or pasted by hand (the page's own updates use replaceState, which fires
+// no hashchange) selects that repo, version and instance.
+window.addEventListener("hashchange", () => {
+  const want = readHash();
+  if (!Object.keys(state.repos).length) return;
+  state.view = want.view;
+  state.node = null;
+  const root = want.repo && state.repos[want.repo] ? want.repo : state.repo;
+  selectRepo(root, want.node, want.inst);
+});
+
 start();
