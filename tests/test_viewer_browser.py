@@ -231,6 +231,8 @@ def site():
     repo.checkout(first.uuid)
     repo.newversion("more imaging")
     repo["grayscale"][0:4] = 0
+    later = repo.create_array("later", dtype="float32", shape=(8, 16, 32))  # not in `first`
+    later[:] = np.arange(8 * 16 * 32, dtype=np.float32).reshape(8, 16, 32) * 0.25 - 100
     imaging = repo.commit("blank top")
     merged = repo.merge(imaging.uuid, proof.uuid, note="merge proofreading")
     scale1 = np.asarray(repo.version(merged.uuid).instance("segmentation").scale(1)[:])
@@ -335,7 +337,14 @@ def test_page_shows_the_dag(browser, site):
     assert sum(found[c] for c in locked_blue) > 3 * 150  # three filled discs
     text = browser.js("document.getElementById('node').innerText")
     assert s["merged"] in text and "merge proofreading" in text and "open" in text
+    listed = "[...document.querySelectorAll('#inst-table tr.inst')].map((t) => t.dataset.name)"
+    assert browser.js(listed) == ["grayscale", "later", "notes", "segmentation"]
     assert not browser.errors()
+    # an instance created after a version is not listed there
+    browser.open(f"{site['url']}/#node={s['first']}")
+    browser.wait_for(f"{listed}.length > 0")
+    assert browser.js(listed) == ["grayscale", "notes", "segmentation"]
+    assert "first import" in browser.js("document.getElementById('node').innerText")
 
 
 def test_image_slices_show_the_array_values(browser, site):
@@ -381,6 +390,53 @@ def test_label_slices_show_distinct_colours(browser, site):
         assert len(nonzero) >= 5
         assert len(set(colour_of.values())) == len(nonzero), "different labels, different colours"
     assert not browser.errors()
+
+
+def test_labels_over_an_image(browser, site):
+    open_view(browser, site, f"node={site['merged']}&inst=grayscale&overlay=segmentation")
+    browser.wait_for("document.querySelectorAll('.pane[data-overlay=\"1\"]').length === 3")
+    time.sleep(0.3)
+    geo = json.loads(geometry(browser))
+    shot = browser.screenshot("page-overlay.png")
+    gray, lab = site["gray"].copy(), site["lab"].copy()
+    gray[0:4] = 0
+    lab[0:8, 0:8, 0:8] = 5
+    tinted = plain = 0
+    for vox, (sx, sy) in samples(geo, "xy", (128, 96, 64)):
+        px = [int(t) for t in shot[int(sy), int(sx)]]
+        g, label = int(gray[vox[2], vox[1], vox[0]]), int(lab[vox[2], vox[1], vox[0]])
+        if label == 0:  # background stays the image
+            assert abs(px[0] - g) <= 1 and px[0] == px[1] == px[2], (vox, px, g)
+            plain += 1
+        else:  # segments tint it
+            assert max(px) - min(px) > 15, (vox, px)
+            tinted += 1
+    assert tinted > 50 and plain > 20
+    x, y = voxel_on_screen(geo, "xy", (70, 40, 32))
+    browser.mouse("mouseMoved", x, y)
+    text = browser.wait_for("document.querySelector('.pane.info .hover').textContent"
+                            ".includes('segmentation') && document.querySelector('.pane.info .hover').textContent")
+    assert f"value {gray[32, 40, 70]}" in text and f"label {lab[32, 40, 70]}  segmentation" in text
+    # Neuroglancer gets both layers
+    href = browser.js("document.getElementById('open-neuroglancer').href")
+    state = json.loads(__import__("urllib.parse").parse.unquote(href.split("#!", 1)[1]))
+    assert [(l["type"], l["name"]) for l in state["layers"]] == [
+        ("image", "grayscale"), ("segmentation", "segmentation")]
+
+
+def test_float_array(browser, site):
+    """Other dtypes: float32, windowed from the slice's min to max."""
+    open_view(browser, site, f"node={site['merged']}&inst=later")
+    geo = json.loads(geometry(browser))
+    shot = browser.screenshot()
+    got = sorted((vox[1] * 32 + vox[0], int(shot[int(sy), int(sx)][0]))
+                 for vox, (sx, sy) in samples(geo, "xy", (32, 16, 8), step=1))
+    greys = [g for _, g in got]  # the values grow with y * 32 + x: so must the greys
+    assert len(greys) > 200 and greys == sorted(greys) and greys[-1] - greys[0] > 200
+    x, y = voxel_on_screen(geo, "xy", (9, 5, 4))
+    browser.mouse("mouseMoved", x, y)
+    want = (4 * 16 * 32 + 5 * 32 + 9) * 0.25 - 100
+    browser.wait_for(f"document.querySelector('.pane.info .hover').textContent.endsWith('value {want:g}')", 10)
 
 
 def test_hover_reads_the_voxel(browser, site):

@@ -45,6 +45,7 @@ function readHash() {
   if (q.get("scale") && q.get("scale") !== "auto" && Number.isInteger(Number(q.get("scale")))) {
     view.scale = Number(q.get("scale"));
   }
+  if (q.get("overlay")) view.overlay = q.get("overlay");
   return { repo: q.get("repo"), node: q.get("node"), inst: q.get("inst"), view };
 }
 
@@ -58,6 +59,7 @@ function writeHash(view = null) {
     q.set("zoom", +view.zoom.toPrecision(4));
     if (view.scale !== "auto") q.set("scale", view.scale);
   }
+  if (state.view.overlay) q.set("overlay", state.view.overlay);
   history.replaceState(null, "", "#" + q.toString());
 }
 
@@ -180,7 +182,7 @@ function describe(info) {
 function renderInstances() {
   const div = $("inst-table");
   const infos = state.nodeInfos;
-  const names = Object.keys(infos).filter((n) => !(infos[n] instanceof Error));
+  const names = Object.keys(infos).filter((n) => !(infos[n] instanceof Error)).sort();
   if (!names.length) {
     div.textContent = "no instances at this version";
     return;
@@ -226,6 +228,11 @@ function neuroglancerUrl(info, vol) {
     layers: [{ type: vol.labels ? "segmentation" : "image", source, name: state.inst }],
     layout: "4panel",
   };
+  const over = state.view.overlay;
+  const overInfo = over && state.nodeInfos[over];
+  if (overInfo && !(overInfo instanceof Error) && !neuroglancerProblem(overInfo, volumeFromInfo(overInfo))) {
+    ngState.layers.push({ type: "segmentation", source: `dvid://${location.origin}/${state.node}/${over}`, name: over });
+  }
   const base = new URL(state.config.neuroglancer_path, location.href);
   return `${base.href}#!${encodeURIComponent(JSON.stringify(ngState))}`;
 }
@@ -279,30 +286,58 @@ function selectInstance(name) {
   const ng = document.createElement("a");
   ng.className = "button primary";
   ng.id = "open-neuroglancer";
-  ng.textContent = "Open in Neuroglancer";
+  ng.textContent = "Neuroglancer ↗";
   const problem = neuroglancerProblem(info, vol);
   if (problem) {
     ng.classList.add("disabled");
     ng.setAttribute("aria-disabled", "true");
     ng.title = problem;
   } else {
-    ng.title = "the same data in Neuroglancer's 3-D viewer, served by this server";
+    ng.title = "open the same data in Neuroglancer's 3-D viewer (served by this server, offline)";
     ng.target = "_blank";
     ng.rel = "noopener";
   }
   const ngLink = () => { if (!problem) ng.href = neuroglancerUrl(info, vol); };
   const spacer = document.createElement("span");
   spacer.style.marginLeft = "auto";
-  head.append(spacer, scale, ng);
+  head.append(spacer);
+  // an image can show a label array of the same version over it
+  const labelNames = vol.labels ? [] : Object.keys(state.nodeInfos).filter((n) => {
+    const i = state.nodeInfos[n];
+    return !(i instanceof Error) && volumeFromInfo(i).labels && !volumeFromInfo(i).error;
+  });
+  let overlay = null;
+  if (labelNames.length) {
+    overlay = document.createElement("select");
+    overlay.id = "overlay";
+    overlay.title = "a label array drawn over the image";
+    overlay.innerHTML = '<option value="">labels: none</option>' +
+      labelNames.map((n) => `<option value="${escapeHtml(n)}">labels: ${escapeHtml(n)}</option>`).join("");
+    head.append(overlay);
+  }
+  head.append(scale, ng);
   state.viewer = new SliceViewer(body, {
     uuid: state.node, name, vol, initial: state.view,
     onChange: (view) => {
-      state.view = { pos: view.pos.map((x) => x + 0.5), zoom: view.zoom, scale: view.scale };
+      state.view = { ...state.view, pos: view.pos.map((x) => x + 0.5), zoom: view.zoom, scale: view.scale };
       clearTimeout(state.hashTimer);  // browsers throttle rapid history updates
       state.hashTimer = setTimeout(() => { writeHash(view); ngLink(); }, 200);
     },
   });
   ngLink();  // and follows the slice viewer's point and zoom (above)
+  if (overlay) {
+    const apply = () => {
+      const name = overlay.value;
+      state.view.overlay = name || undefined;
+      state.viewer.setOverlay(name || null, name ? volumeFromInfo(state.nodeInfos[name]) : null);
+      const v = state.viewer;
+      writeHash(v.zoom ? { pos: v.pos.map(Math.floor), zoom: v.zoom, scale: v.scaleMode } : null);
+      ngLink();
+    };
+    if (state.view.overlay && labelNames.includes(state.view.overlay)) overlay.value = state.view.overlay;
+    overlay.addEventListener("change", apply);
+    if (overlay.value) apply();
+  }
   scale.addEventListener("change", () => state.viewer.setScale(scale.value === "auto" ? "auto" : Number(scale.value)));
   document.body.dataset.view = vol.labels ? "labels" : "image";
 }

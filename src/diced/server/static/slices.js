@@ -1,8 +1,9 @@
 // Orthogonal slice viewer: XY, ZY and XZ panes through one point of a 3-D image or label array.
 // Each pane asks the server for a one-voxel-thick 3-D raw box covering what it shows (plus a
 // margin), at the scale that fits the zoom (or the one chosen), and decodes the octet-stream
-// by dtype: images are windowed to grey, labels get hashed colours. Drag pans, click moves the
-// point, the wheel steps through slices, Ctrl/Shift+wheel or +/- zooms, hover reads a voxel.
+// by dtype: images are windowed to grey, labels get hashed colours. A label array can be laid
+// over an image (half transparent, background clear). Drag pans, click moves the point, the
+// wheel steps through slices, Ctrl/Shift+wheel or +/- zooms, hover reads a voxel.
 
 import { getBytes, rawUrl } from "./api.js";
 import { labelColor, labelText } from "./colors.js";
@@ -73,7 +74,7 @@ function decode(buf, vol, count) {
   const isFloat = vol.dtype.startsWith("float");
   return {
     num: (i) => a[i],
-    text: (i) => (isFloat ? Number(a[i]).toPrecision(6) : String(a[i])),
+    text: (i) => (isFloat ? String(Number(a[i].toPrecision(7))) : String(a[i])),
   };
 }
 
@@ -83,6 +84,8 @@ export class SliceViewer {
     this.uuid = uuid;
     this.name = name;
     this.vol = vol;
+    // layer 0: the array viewed; layer 1: an optional label array drawn over it
+    this.layers = [{ name, vol, alpha: 1 }, null];
     this.onHover = onHover || (() => {});
     this.onChange = onChange || (() => {});
     this.scaleMode = initial.scale ?? "auto";
@@ -108,7 +111,7 @@ export class SliceViewer {
     this.destroyed = true;
     this.resize.disconnect();
     document.removeEventListener("keydown", this.keyHandler);
-    for (const p of this.panes) if (p.pending) p.pending.controller.abort();
+    for (const p of this.panes) for (const q of p.pending) if (q) q.controller.abort();
     this.grid.remove();
   }
 
@@ -124,7 +127,7 @@ export class SliceViewer {
     err.className = "perr";
     div.append(canvas, label, err);
     this.grid.appendChild(div);
-    const pane = { plane, div, canvas, label, err, tile: null, pending: null, k };
+    const pane = { plane, div, canvas, label, err, tiles: [null, null], pending: [null, null], k };
     this.bindPointer(pane);
     return pane;
   }
@@ -149,10 +152,10 @@ export class SliceViewer {
   }
 
   // The box a pane needs at scale s, clipped to the array: {s, f, n, h0, h1, v0, v1} or null.
-  need(pane, margin) {
+  need(pane, margin, vol = this.vol) {
     const { h, v, n } = pane.plane;
-    const { min, max } = this.vol;
-    const s = this.scaleFor(), f = 2 ** s;
+    const { min, max } = vol;
+    const s = Math.min(this.scaleFor(), vol.maxScale), f = 2 ** s;
     const W = pane.canvas.clientWidth, H = pane.canvas.clientHeight;
     const halfH = (W / 2 / this.zoom) * (1 + 2 * margin), halfV = (H / 2 / this.zoom) * (1 + 2 * margin);
     const nIdx = Math.floor(Math.floor(this.pos[n]) / f);
@@ -167,55 +170,68 @@ export class SliceViewer {
 
   // --- data -------------------------------------------------------------------------------
 
-  ensureTile(pane) {
-    const want = this.need(pane, 0);
+  ensureTile(pane, li) {
+    const layer = this.layers[li];
+    if (!layer) return;
+    const want = this.need(pane, 0, layer.vol);
     if (want === null) return;
-    const t = pane.tile;
-    if (t && t.s === want.s && t.n === want.n && t.h0 <= want.h0 && t.h1 >= want.h1 &&
-        t.v0 <= want.v0 && t.v1 >= want.v1) return;
-    const box = this.need(pane, MARGIN);
-    const key = `${box.s}|${box.n}|${box.h0}|${box.h1}|${box.v0}|${box.v1}`;
-    const p = pane.pending;
+    const covers = (b) => b.s === want.s && b.n === want.n && b.h0 <= want.h0 && b.h1 >= want.h1 &&
+      b.v0 <= want.v0 && b.v1 >= want.v1;
+    const t = pane.tiles[li];
+    if (t && covers(t)) return;
+    const p = pane.pending[li];
     if (p) {
-      const b = p.box;
-      if (b.s === want.s && b.n === want.n && b.h0 <= want.h0 && b.h1 >= want.h1 &&
-          b.v0 <= want.v0 && b.v1 >= want.v1) return;
+      if (covers(p.box)) return;
       p.controller.abort();
     }
-    this.fetchTile(pane, box, key);
+    const box = this.need(pane, MARGIN, layer.vol);
+    this.fetchTile(pane, li, box, `${layer.name}|${box.s}|${box.n}|${box.h0}|${box.h1}|${box.v0}|${box.v1}`);
   }
 
-  async fetchTile(pane, box, key) {
+  async fetchTile(pane, li, box, key) {
     const { h, v, n } = pane.plane;
+    const layer = this.layers[li];
     const size = [1, 1, 1], offset = [0, 0, 0];
     size[h] = box.h1 - box.h0; offset[h] = box.h0;
     size[v] = box.v1 - box.v0; offset[v] = box.v0;
     offset[n] = box.n;
     const controller = new AbortController();
-    pane.pending = { key, box, controller };
+    pane.pending[li] = { key, box, controller };
     try {
-      const buf = await getBytes(rawUrl(this.uuid, this.name, size, offset, box.s), { signal: controller.signal });
+      const buf = await getBytes(rawUrl(this.uuid, layer.name, size, offset, box.s), { signal: controller.signal });
       const count = size[0] * size[1] * size[2];
-      const data = decode(buf, this.vol, count);
+      const data = decode(buf, layer.vol, count);
       const strides = [1, size[0], size[0] * size[1]];
-      const tile = { ...box, size, data, sh: strides[h], sv: strides[v] };
-      tile.canvas = this.paint(tile);
-      if (this.destroyed || pane.pending?.key !== key) return;
-      pane.pending = null;
-      pane.tile = tile;
+      const tile = { ...box, size, data, sh: strides[h], sv: strides[v], layer };
+      tile.canvas = this.paint(tile, layer.vol, li > 0);
+      if (this.destroyed || pane.pending[li]?.key !== key) return;
+      pane.pending[li] = null;
+      pane.tiles[li] = tile;
       pane.err.textContent = "";
-      pane.div.dataset.loaded = "1";
+      pane.div.dataset[li ? "overlay" : "loaded"] = "1";
       this.redraw();
     } catch (e) {
       if (e.name === "AbortError" || this.destroyed) return;
-      if (pane.pending?.key === key) pane.pending = null;
-      pane.err.textContent = `${e.message}`;
-      pane.div.dataset.loaded = "error";
+      if (pane.pending[li]?.key === key) pane.pending[li] = null;
+      pane.err.textContent = `${layer.name}: ${e.message}`;
+      pane.div.dataset[li ? "overlay" : "loaded"] = "error";
     }
   }
 
+  // Lays a label array over the slices (null: none).
+  setOverlay(name, vol) {
+    for (const p of this.panes) {
+      if (p.pending[1]) p.pending[1].controller.abort();
+      p.pending[1] = null;
+      p.tiles[1] = null;
+      delete p.div.dataset.overlay;
+    }
+    this.layers[1] = name ? { name, vol, alpha: 0.5 } : null;
+    this.redraw();
+  }
+
   // An off-screen canvas with one pixel per voxel of the tile.
-  paint(tile) {
+  paint(tile, vol, overlay = false) {
     const w = tile.h1 - tile.h0, hgt = tile.v1 - tile.v0;
     const c = document.createElement("canvas");
     c.width = w;
@@ -223,18 +239,20 @@ export class SliceViewer {
     const img = c.getContext("2d").createImageData(w, hgt);
     const px = img.data;
     const { data, sh, sv } = tile;
-    if (this.vol.labels) {
+    if (vol.labels) {
       for (let j = 0; j < hgt; j++) {
         for (let i = 0; i < w; i++) {
           const idx = i * sh + j * sv, o = 4 * (j * w + i);
-          const [r, g, b] = labelColor(data.lo(idx), data.hi(idx));
-          px[o] = r; px[o + 1] = g; px[o + 2] = b; px[o + 3] = 255;
+          const lo = data.lo(idx), hi = data.hi(idx);
+          const [r, g, b] = labelColor(lo, hi);
+          px[o] = r; px[o + 1] = g; px[o + 2] = b;
+          px[o + 3] = overlay && lo === 0 && hi === 0 ? 0 : 255;  // background clear over images
         }
       }
     } else {
       let lo = 0, hi = 255;
-      if (this.vol.dtype === "bool") hi = 1;
-      else if (this.vol.dtype !== "uint8") {
+      if (vol.dtype === "bool") hi = 1;
+      else if (vol.dtype !== "uint8") {
         lo = Infinity; hi = -Infinity;
         for (let j = 0; j < hgt; j++) for (let i = 0; i < w; i++) {
           const x = data.num(i * sh + j * sv);
@@ -283,14 +301,19 @@ export class SliceViewer {
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.fillStyle = "#000";
     ctx.fillRect(0, 0, W, H);
-    this.ensureTile(pane);
     const sx = (c) => W / 2 + (c - this.pos[h]) * this.zoom;
     const sy = (c) => H / 2 + (c - this.pos[v]) * this.zoom;
-    const t = pane.tile;
-    if (t && this.need(pane, 0) !== null) {
-      ctx.imageSmoothingEnabled = false;
+    ctx.imageSmoothingEnabled = false;
+    this.layers.forEach((layer, li) => {
+      if (!layer) return;
+      this.ensureTile(pane, li);
+      const t = pane.tiles[li];
+      if (!t || this.need(pane, 0, layer.vol) === null) return;
+      ctx.globalAlpha = layer.alpha;
       ctx.drawImage(t.canvas, sx(t.h0 * t.f), sy(t.v0 * t.f), (t.h1 - t.h0) * t.f * this.zoom, (t.v1 - t.v0) * t.f * this.zoom);
-    }
+      ctx.globalAlpha = 1;
+    });
+    const t = pane.tiles[0];
     const { min, max } = this.vol;
     ctx.strokeStyle = "rgba(160,170,190,.55)";
     ctx.lineWidth = 1;
@@ -319,6 +342,7 @@ export class SliceViewer {
     meta.innerHTML = `<div><b>${escapeHtml(this.name)}</b> <span class="muted">${escapeHtml(vol.type)} · ${escapeHtml(vol.dtype)}</span></div>` +
       `<div class="muted">extent x ${vol.min[0]}…${vol.max[0]}, y ${vol.min[1]}…${vol.max[1]}, z ${vol.min[2]}…${vol.max[2]}</div>` +
       `<div class="muted">voxel ${vs} ${escapeHtml(vol.units[0] || "")} · scale ${s} of 0…${vol.maxScale}</div>` +
+      (this.layers[1] ? `<div class="muted">labels over it: ${escapeHtml(this.layers[1].name)}</div>` : "") +
       `<div class="mono">point ${p[0]}, ${p[1]}, ${p[2]} · zoom ${this.zoom >= 1 ? this.zoom.toFixed(2) : "1/" + (1 / this.zoom).toFixed(2)}</div>`;
     const keys = document.createElement("div");
     keys.className = "keys";
@@ -375,18 +399,19 @@ export class SliceViewer {
     let text = `x ${vox[0]}  y ${vox[1]}  z ${vox[2]}`;
     if (vox.some((x, i) => x < min[i] || x > max[i])) {
       text += "\noutside the array";
-    } else {
-      const t = pane.tile;
-      const { h, v } = pane.plane;
-      if (t) {
-        const i = Math.floor(vox[h] / t.f) - t.h0, j = Math.floor(vox[v] / t.f) - t.v0;
-        if (i >= 0 && j >= 0 && i < t.h1 - t.h0 && j < t.v1 - t.v0) {
-          const value = t.data.text(i * t.sh + j * t.sv);
-          text += this.vol.labels ? `\nlabel ${value}` : `\nvalue ${value}`;
-          if (t.s > 0) text += `  (scale ${t.s})`;
-        }
-      }
     }
+    const { h, v } = pane.plane;
+    this.layers.forEach((layer, li) => {
+      const t = pane.tiles[li];
+      if (!layer || !t) return;
+      if (vox.some((x, i) => x < layer.vol.min[i] || x > layer.vol.max[i])) return;
+      const i = Math.floor(vox[h] / t.f) - t.h0, j = Math.floor(vox[v] / t.f) - t.v0;
+      if (i < 0 || j < 0 || i >= t.h1 - t.h0 || j >= t.v1 - t.v0) return;
+      const value = t.data.text(i * t.sh + j * t.sv);
+      text += layer.vol.labels ? `\nlabel ${value}` : `\nvalue ${value}`;
+      if (t.s > 0) text += `  (scale ${t.s})`;
+      if (li > 0) text += `  ${layer.name}`;
+    });
     this.hoverText = text;
     this.onHover(text);
     this.drawInfo();
