@@ -160,7 +160,7 @@ def _raw_get(req: InstanceRequest) -> Response:
     scale = query_int(req.query, "scale", 0, lo=0, hi=20)
     arr = req.instance()
     vol = read_box(arr, offset, size, scale=scale)
-    if len(axes) == 3 and fmt in (None, "", "raw", "octet-stream"):
+    if len(axes) == 3 and fmt in (None, "", "raw", "octet-stream", "nd"):
         if req.method == "HEAD":
             return Response(b"", media_type="application/octet-stream")
         return Response(_le_bytes(vol), media_type="application/octet-stream")

@@ -12,7 +12,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from diced.errors import DicedError
 from diced.server._http import HTTPError, bad, json_body, json_response, not_found
 from diced.server._run import blocking
 from diced.server.catalog import Located
@@ -199,12 +198,7 @@ async def instance_endpoint(request: Request) -> Response:
     req = InstanceRequest(request=request, catalog=st.catalog, loc=loc, name=name,
                           record=record, typename=typename, keyword=keyword, parts=parts,
                           body=body, state=st)
-    try:
-        return await blocking(handler, req)
-    except DicedError:
-        raise
-    except HTTPError:
-        raise
+    return await blocking(handler, req)
 
 
 def routes() -> list[Route]:
