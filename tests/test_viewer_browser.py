@@ -222,6 +222,7 @@ def site():
     repo.create_array("grayscale", dtype="uint8", shape=gray.shape)[:] = gray
     seg = repo.create_labels("segmentation", shape=lab.shape, max_scale=1)
     seg[:] = lab
+    repo.create_labels("nopyramid", shape=lab.shape)[:] = lab  # max_scale=0
     repo.create_keyvalue("notes")["readme.txt"] = b"hello"
     first = repo.commit("first import", log=["imported grayscale and segmentation"])
     tag = repo.tag("v1.0")
@@ -338,12 +339,12 @@ def test_page_shows_the_dag(browser, site):
     text = browser.js("document.getElementById('node').innerText")
     assert s["merged"] in text and "merge proofreading" in text and "open" in text
     listed = "[...document.querySelectorAll('#inst-table tr.inst')].map((t) => t.dataset.name)"
-    assert browser.js(listed) == ["grayscale", "later", "notes", "segmentation"]
+    assert browser.js(listed) == ["grayscale", "later", "nopyramid", "notes", "segmentation"]
     assert not browser.errors()
     # an instance created after a version is not listed there
     browser.open(f"{site['url']}/#node={s['first']}")
     browser.wait_for(f"{listed}.length > 0")
-    assert browser.js(listed) == ["grayscale", "notes", "segmentation"]
+    assert browser.js(listed) == ["grayscale", "nopyramid", "notes", "segmentation"]
     assert "first import" in browser.js("document.getElementById('node').innerText")
 
 
@@ -526,8 +527,9 @@ def neuroglancer_link(browser: Chromium, site: dict, inst: str) -> str:
 
 
 @needs_ng
-def test_neuroglancer_shows_the_segmentation(browser, site):
-    browser.open(neuroglancer_link(browser, site, "segmentation"))
+@pytest.mark.parametrize("inst", ["segmentation", "nopyramid"])
+def test_neuroglancer_shows_the_segmentation(browser, site, inst):
+    browser.open(neuroglancer_link(browser, site, inst))
     deadline = time.monotonic() + 90
     while True:
         time.sleep(2)
@@ -538,10 +540,10 @@ def test_neuroglancer_shows_the_segmentation(browser, site):
         segs = [c for c in found if max(c) - min(c) > 50 and not (c[0] > 200 and c[1] > 200 and c[2] < 80)]
         if len(segs) >= 5 or time.monotonic() > deadline:
             break
-    browser.screenshot("neuroglancer-segmentation.png")
+    browser.screenshot(f"neuroglancer-{inst}.png")
     assert len(segs) >= 5, f"segmentation colours in Neuroglancer: {segs}; errors {browser.errors()}"
     urls = browser.requested()
-    assert any("/segmentation/raw/0_1_2/64_64_64/" in u and "compression=googlegzip" in u for u in urls)
+    assert any(f"/{inst}/raw/0_1_2/64_64_64/" in u and "compression=googlegzip" in u for u in urls)
     assert all(u.startswith(site["url"] + "/") or u.startswith(("data:", "blob:")) for u in urls), \
         [u for u in urls if not u.startswith(site["url"])]
 
