@@ -16,6 +16,7 @@ import base64
 import io
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -42,6 +43,7 @@ pytestmark = [
                               "(apt-get install -y chromium), which is not installed"),
 ]
 WIDTH, HEIGHT = 1400, 900
+LONG = 430  # versions in the second repo: more than the DAG drawing shows (dag.js MAX_NODES)
 SHOTS = os.environ.get("DICED_VIEWER_SCREENSHOTS")
 
 
@@ -237,11 +239,15 @@ def site():
     imaging = repo.commit("blank top")
     merged = repo.merge(imaging.uuid, proof.uuid, note="merge proofreading")
     scale1 = np.asarray(repo.version(merged.uuid).instance("segmentation").scale(1)[:])
+    long = store.create_repo("long", description="a long history")
+    for i in range(LONG - 1):
+        long.commit(f"step {i}")
+        long.newversion()
     with store.serve(port=0) as handle:
         yield {
             "url": handle.url, "repo": repo, "gray": gray, "lab": lab, "scale1": scale1,
             "first": first.uuid, "tag": tag.uuid, "proof": proof.uuid,
-            "imaging": imaging.uuid, "merged": merged.uuid,
+            "imaging": imaging.uuid, "merged": merged.uuid, "long": long.uuid,
         }
 
 
@@ -560,3 +566,70 @@ def test_neuroglancer_shows_the_image(browser, site):
             break
     assert len(greys) > 60, "grey levels of the image in Neuroglancer"
     assert any("/grayscale/" in u and ("/jpeg" in u or "subvolblocks" in u) for u in browser.requested())
+
+
+def test_navigation(browser, site):
+    """Keys and the wheel step through slices, +/- and Ctrl+wheel zoom, dragging pans,
+    clicking moves the point; the view is kept in the URL fragment."""
+    open_view(browser, site, f"node={site['merged']}&inst=grayscale&pos=64,48,32")
+    geo = json.loads(geometry(browser))
+    left, top, w, h = geo["panes"]["xy"]
+    cx, cy = left + w / 2, top + h / 2
+    pos = lambda: browser.js("diced.state.viewer.pos.map(Math.floor)")  # noqa: E731
+    zoom = lambda: browser.js("diced.state.viewer.zoom")  # noqa: E731
+
+    def key(k: str) -> None:
+        for kind in ("keyDown", "keyUp"):
+            browser.call("Input.dispatchKeyEvent", session=True, type=kind, key=k,
+                         code={"ArrowDown": "ArrowDown", "+": "Equal", "-": "Minus"}[k],
+                         windowsVirtualKeyCode={"ArrowDown": 40, "+": 187, "-": 189}[k])
+
+    browser.mouse("mouseMoved", cx + 20, cy + 20)  # the XY pane has the focus
+    key("ArrowDown")
+    key("ArrowDown")
+    assert pos() == [64, 48, 34]
+    browser.call("Input.dispatchMouseEvent", session=True, type="mouseWheel", x=cx + 20,
+                 y=cy + 20, deltaX=0, deltaY=-100)
+    assert pos() == [64, 48, 33]
+    browser.wait_for("document.querySelector('.pane[data-plane=xy] .plabel').textContent"
+                     ".startsWith('XY  z=33')", 10)
+    z0 = zoom()
+    key("+")
+    assert zoom() == pytest.approx(z0 * 1.25)
+    key("-")
+    assert zoom() == pytest.approx(z0)
+    browser.call("Input.dispatchMouseEvent", session=True, type="mouseWheel", x=cx + 20,
+                 y=cy + 20, deltaX=0, deltaY=-100, modifiers=2)  # Ctrl
+    assert zoom() == pytest.approx(z0 * 1.25)
+    z1 = zoom()
+    # drag 10 voxels to the left: the view moves 10 voxels right
+    browser.mouse("mousePressed", cx, cy)
+    for k in range(1, 6):
+        browser.mouse("mouseMoved", cx - 2 * k * z1, cy)
+    browser.mouse("mouseReleased", cx - 10 * z1, cy)
+    assert pos() == [74, 48, 33]
+    # a click moves the point to the voxel under the mouse (the other panes follow)
+    browser.click(cx - 6 * z1, cy + 3 * z1)  # the centre of voxel (68, 51)
+    assert pos() == [68, 51, 33]
+    browser.wait_for("document.querySelector('.pane[data-plane=zy] .plabel').textContent"
+                     ".startsWith('ZY  x=68')", 10)
+    browser.wait_for("location.hash.includes('pos=68%2C51%2C33') || location.hash.includes('pos=68,51,33')", 10)
+    assert not browser.errors()
+
+
+def test_long_history_and_repo_from_the_query(browser, site):
+    """Repo.view() opens /?repo=<root>; a long history draws its newest versions only."""
+    browser.open(f"{site['url']}/?repo={site['long']}")
+    browser.wait_for("document.body.dataset.dag === 'ready'")
+    assert browser.js("document.querySelector('#repo-list li.sel').dataset.root") == site["long"]
+    assert browser.js("document.querySelectorAll('#repo-list li').length") == 2
+    drawn = browser.js("document.querySelectorAll('#dag g.node').length")
+    from diced.server.viewer import STATIC_DIR
+
+    max_nodes = int(re.search(r"MAX_NODES = (\d+)", (STATIC_DIR / "dag.js").read_text())[1])
+    assert drawn == max_nodes < LONG
+    assert browser.js("document.getElementById('dag').textContent").count(
+        f"{LONG - max_nodes} older versions not drawn") == 1
+    newest = max(site["repo"].store.open_repo("long").versions(), key=lambda v: v.node.id)
+    assert browser.js("document.querySelector('#dag g.node.sel').dataset.uuid") == newest.uuid
+    assert not browser.errors()

@@ -132,7 +132,7 @@ async function selectNode(uuid, inst = null) {
   const byId = new Map(Object.values(repo.DAG.Nodes).map((n) => [n.VersionID, n]));
   const link = (id) => {
     const n = byId.get(id);
-    return n ? `<a href="#" data-uuid="${n.UUID}" class="mono">${n.UUID.slice(0, 8)}</a>` : String(id);
+    return n ? `<a href="#" data-uuid="${escapeHtml(n.UUID)}" class="mono">${escapeHtml(n.UUID.slice(0, 8))}</a>` : String(id);
   };
   const box = $("node");
   box.innerHTML = `<h3><span class="mono">${escapeHtml(uuid)}</span></h3>` +
