@@ -12,8 +12,8 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-import diced  # noqa: E402
-from diced.server import viewer  # noqa: E402
+import diced
+from diced.server import viewer
 
 JS = "text/javascript; charset=utf-8"
 
@@ -23,9 +23,8 @@ def server():
     store = diced.Store("memory://viewer-routes")
     repo = store.create_repo("r", description="routes")
     repo.create_array("img", dtype="uint8", shape=(4, 4, 4))[:] = 7
-    with store.serve(port=0) as handle:
-        with httpx.Client(base_url=handle.url, timeout=30) as client:
-            yield client
+    with store.serve(port=0) as handle, httpx.Client(base_url=handle.url, timeout=30) as client:
+        yield client
 
 
 def test_page_is_served(server):
@@ -143,15 +142,14 @@ def test_bad_neuroglancer_paths_are_404(server, path):
 def test_without_neuroglancer(monkeypatch):
     """No neuroglancer package: 404s with an install hint, and the page is told."""
     monkeypatch.setattr(viewer, "neuroglancer_client_dir", lambda: None)
-    with diced.Store("memory://viewer-no-ng").serve(port=0) as handle:
-        with httpx.Client(base_url=handle.url, timeout=30) as client:
-            assert client.get("/viewer/config").json()["neuroglancer"] is False
-            for path in ("/neuroglancer/", "/neuroglancer/v/diced/",
-                         "/neuroglancer/v/diced/main.js"):
-                r = client.get(path, follow_redirects=False)
-                assert r.status_code == 404
-                assert "pip install" in r.text
-            assert client.get("/").status_code == 200
+    with diced.Store("memory://viewer-no-ng").serve(port=0) as handle, \
+            httpx.Client(base_url=handle.url, timeout=30) as client:
+        assert client.get("/viewer/config").json()["neuroglancer"] is False
+        for path in ("/neuroglancer/", "/neuroglancer/v/diced/", "/neuroglancer/v/diced/main.js"):
+            r = client.get(path, follow_redirects=False)
+            assert r.status_code == 404
+            assert "pip install" in r.text
+        assert client.get("/").status_code == 200
 
 
 def test_neuroglancer_client_found_without_importing_it():

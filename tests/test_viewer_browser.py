@@ -13,6 +13,8 @@ Set ``DICED_VIEWER_SCREENSHOTS=<dir>`` to keep the screenshots (docs/img/ holds 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import io
 import json
 import os
@@ -32,8 +34,8 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 Image = pytest.importorskip("PIL.Image")
 
-import diced  # noqa: E402
-from diced.server import viewer  # noqa: E402
+import diced
+from diced.server import viewer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [
@@ -59,11 +61,6 @@ class Chromium:
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
 
-        def pipes() -> None:  # in the child: chromium reads commands on fd 3, answers on fd 4
-            a, b = os.dup(to_child_r), os.dup(from_child_w)
-            os.dup2(a, 3, inheritable=True)
-            os.dup2(b, 4, inheritable=True)
-
         args = [binary, "--headless", "--no-sandbox", "--disable-gpu",
                 "--enable-unsafe-swiftshader", "--use-angle=swiftshader",  # WebGL for Neuroglancer
                 "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -72,11 +69,15 @@ class Chromium:
                 "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
                 f"--user-data-dir={self.profile.name}", f"--window-size={WIDTH},{HEIGHT}",
                 "--remote-debugging-pipe", "about:blank"]
-        self.proc = subprocess.Popen(args, preexec_fn=pipes, close_fds=False,
+        # chromium reads commands on fd 3 and answers on fd 4: the shell puts the pipes there
+        # (from numbers above 4, so that moving one does not close the other)
+        r, w = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_child_r, from_child_w))
+        shell = f'exec "$0" "$@" 3<&{r} 4>&{w} {r}<&- {w}>&-'
+        self.proc = subprocess.Popen(["bash", "-c", shell, *args], pass_fds=(r, w),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        os.close(to_child_r)
-        os.close(from_child_w)
+        for fd in (to_child_r, from_child_w, r, w):
+            os.close(fd)
         try:
             target = self.call("Target.createTarget", url="about:blank")["targetId"]
             self.session = self.call("Target.attachToTarget", targetId=target,
@@ -182,10 +183,8 @@ class Chromium:
                 if e.get("method") == "Network.requestWillBeSent"]
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # it may be gone already
             self.call("Browser.close")
-        except Exception:  # noqa: BLE001 - already gone
-            pass
         try:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -305,7 +304,7 @@ def samples(geo: dict[str, Any], plane: str, shape_xyz: tuple[int, int, int], st
 
 
 def colours(shot: np.ndarray, box: list[float], min_pixels: int) -> dict[tuple, int]:
-    left, top, w, h = (int(round(t)) for t in box)
+    left, top, w, h = (round(t) for t in box)
     region = shot[top:top + h, left:left + w].reshape(-1, 3)
     values, counts = np.unique(region, axis=0, return_counts=True)
     return {tuple(int(c) for c in val): int(n) for val, n in zip(values, counts) if n >= min_pixels}
@@ -471,7 +470,7 @@ def test_any_version(browser, site):
 
 
 def test_click_a_version_in_the_dag(browser, site):
-    open_view(browser, site, f"node={site['merged']}&inst=segmentation")
+    open_view(browser, site, f"node={site['merged']}&inst=segmentation&pos=10,20,30")
     for uuid in (site["proof"], site["tag"], site["first"]):
         x, y = json.loads(browser.js(
             f"JSON.stringify((() => {{ const r = document.querySelector('#dag [data-uuid=\"{uuid}\"]')"
@@ -484,6 +483,8 @@ def test_click_a_version_in_the_dag(browser, site):
         assert browser.js(f"!!document.querySelector('#dag g.sel[data-uuid=\"{uuid}\"]') || "
                           f"!!document.querySelector('#dag g.tag[data-uuid=\"{uuid}\"]')")
         assert f"node={uuid}" in browser.js("location.hash")
+        # the same place at the other version
+        assert browser.js("diced.state.viewer.pos.map(Math.floor)") == [10, 20, 30]
 
 
 def test_scale_choice(browser, site):
@@ -513,7 +514,7 @@ def test_keyvalue_instance_lists_keys(browser, site):
 def test_the_page_loads_nothing_from_elsewhere(browser, site):
     open_view(browser, site, f"node={site['merged']}&inst=grayscale")
     urls = browser.requested()
-    assert urls and all(u.startswith(site["url"] + "/") or u.startswith("data:") for u in urls), \
+    assert urls and all(u.startswith((site["url"] + "/", "data:")) for u in urls), \
         [u for u in urls if not u.startswith(site["url"])]
 
 
@@ -550,7 +551,7 @@ def test_neuroglancer_shows_the_segmentation(browser, site, inst):
     assert len(segs) >= 5, f"segmentation colours in Neuroglancer: {segs}; errors {browser.errors()}"
     urls = browser.requested()
     assert any(f"/{inst}/raw/0_1_2/64_64_64/" in u and "compression=googlegzip" in u for u in urls)
-    assert all(u.startswith(site["url"] + "/") or u.startswith(("data:", "blob:")) for u in urls), \
+    assert all(u.startswith((site["url"] + "/", "data:", "blob:")) for u in urls), \
         [u for u in urls if not u.startswith(site["url"])]
 
 
@@ -575,8 +576,8 @@ def test_navigation(browser, site):
     geo = json.loads(geometry(browser))
     left, top, w, h = geo["panes"]["xy"]
     cx, cy = left + w / 2, top + h / 2
-    pos = lambda: browser.js("diced.state.viewer.pos.map(Math.floor)")  # noqa: E731
-    zoom = lambda: browser.js("diced.state.viewer.zoom")  # noqa: E731
+    pos = lambda: browser.js("diced.state.viewer.pos.map(Math.floor)")
+    zoom = lambda: browser.js("diced.state.viewer.zoom")
 
     def key(k: str) -> None:
         for kind in ("keyDown", "keyUp"):

@@ -126,7 +126,6 @@ function drawDag() {
 async function selectNode(uuid, inst = null) {
   const repo = state.repos[state.repo];
   const node = repo.DAG.Nodes[uuid];
-  if (state.node && state.node !== uuid) state.view = {};
   state.node = uuid;
   drawDag();
   const byId = new Map(Object.values(repo.DAG.Nodes).map((n) => [n.VersionID, n]));
@@ -251,6 +250,8 @@ function selectInstance(name) {
     state.viewer.destroy();
     state.viewer = null;
   }
+  // another version of the same instance keeps the view (compare versions in place)
+  if (state.inst && state.inst !== name) state.view = {};
   state.inst = name;
   document.querySelectorAll("#inst-table tr.inst").forEach((tr) => tr.classList.toggle("sel", tr.dataset.name === name));
   const head = $("view-head"), body = $("view-body");
