@@ -225,6 +225,8 @@ def site():
     seg[:] = lab
     repo.create_labels("nopyramid", shape=lab.shape)[:] = lab  # max_scale=0
     repo.create_keyvalue("notes")["readme.txt"] = b"hello"
+    huge = repo.create_array("huge", dtype="uint8", shape=(20000, 30000, 40000))  # sparse
+    huge[10000:10004, 15000:15010, 20000:20020] = 200
     first = repo.commit("first import", log=["imported grayscale and segmentation"])
     tag = repo.tag("v1.0")
     repo.branch("proofreading", note="proofreading edits")
@@ -344,12 +346,12 @@ def test_page_shows_the_dag(browser, site):
     text = browser.js("document.getElementById('node').innerText")
     assert s["merged"] in text and "merge proofreading" in text and "open" in text
     listed = "[...document.querySelectorAll('#inst-table tr.inst')].map((t) => t.dataset.name)"
-    assert browser.js(listed) == ["grayscale", "later", "nopyramid", "notes", "segmentation"]
+    assert browser.js(listed) == ["grayscale", "huge", "later", "nopyramid", "notes", "segmentation"]
     assert not browser.errors()
     # an instance created after a version is not listed there
     browser.open(f"{site['url']}/#node={s['first']}")
     browser.wait_for(f"{listed}.length > 0")
-    assert browser.js(listed) == ["grayscale", "nopyramid", "notes", "segmentation"]
+    assert browser.js(listed) == ["grayscale", "huge", "nopyramid", "notes", "segmentation"]
     assert "first import" in browser.js("document.getElementById('node').innerText")
 
 
@@ -634,3 +636,30 @@ def test_long_history_and_repo_from_the_query(browser, site):
     newest = max(site["repo"].store.open_repo("long").versions(), key=lambda v: v.node.id)
     assert browser.js("document.querySelector('#dag g.node.sel').dataset.uuid") == newest.uuid
     assert not browser.errors()
+
+
+def test_huge_array(browser, site):
+    """A sparse 40000 x 30000 x 20000 array: the panes never ask for more than MAX_TILE_VOXELS
+    per slice (zoomed out too far they say so), and "go to" finds the written voxels."""
+    open_view(browser, site, f"node={site['merged']}&inst=huge")
+    max_tile = 1 << int(re.search(r"MAX_TILE_VOXELS = 1 << (\d+)",
+                                  (viewer.STATIC_DIR / "slices.js").read_text())[1])
+    browser.js("diced.state.viewer.zoomBy(1 / 16)")
+    browser.wait_for("[...document.querySelectorAll('.pane .perr')]"
+                     ".every((e) => e.textContent.startsWith('zoomed out too far to read scale 0'))", 10)
+    browser.js("document.getElementById('goto').focus()")
+    browser.call("Input.insertText", session=True, text="20005, 15002, 10001")
+    for kind in ("keyDown", "keyUp"):
+        browser.call("Input.dispatchKeyEvent", session=True, type=kind, key="Enter", code="Enter",
+                     windowsVirtualKeyCode=13)
+    assert browser.js("diced.state.viewer.pos.map(Math.floor)") == [20005, 15002, 10001]
+    browser.js("diced.state.viewer.zoomBy(64)")
+    browser.wait_for("[...document.querySelectorAll('.pane')].slice(0, 3)"
+                     ".every((p) => p.dataset.loaded === '1' && !p.querySelector('.perr').textContent)")
+    geo = json.loads(geometry(browser))
+    x, y = voxel_on_screen(geo, "xy", (20005, 15002, 10001))
+    browser.mouse("mouseMoved", x, y)
+    browser.wait_for("document.querySelector('.pane.info .hover').textContent.endsWith('value 200')", 10)
+    sizes = [re.search(r"/raw/0_1_2/(\d+)_(\d+)_(\d+)/", u) for u in browser.requested()]
+    voxels = [int(m[1]) * int(m[2]) * int(m[3]) for m in sizes if m]
+    assert voxels and max(voxels) <= max_tile

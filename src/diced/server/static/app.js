@@ -316,7 +316,20 @@ function selectInstance(name) {
       labelNames.map((n) => `<option value="${escapeHtml(n)}">labels: ${escapeHtml(n)}</option>`).join("");
     head.append(overlay);
   }
-  head.append(scale, ng);
+  const goto = document.createElement("input");
+  goto.id = "goto";
+  goto.placeholder = "go to x, y, z";
+  goto.title = "centre the slices on a voxel: x, y, z (Enter)";
+  goto.size = 14;
+  goto.addEventListener("keydown", (ev) => {
+    if (ev.key !== "Enter") return;
+    const p = goto.value.split(/[\s,]+/).filter(Boolean).map(Number);
+    const ok = p.length === 3 && p.every(Number.isFinite);
+    goto.setCustomValidity(ok ? "" : "three numbers: x, y, z");
+    goto.reportValidity();
+    if (ok) state.viewer.goTo(p);
+  });
+  head.append(goto, scale, ng);
   state.viewer = new SliceViewer(body, {
     uuid: state.node, name, vol, initial: state.view,
     onChange: (view) => {

@@ -21,6 +21,9 @@ const TYPED = {
 };
 const LABEL_TYPES = new Set(["labelmap", "labelarray", "labelblk", "labels64"]);
 const MARGIN = 0.25;
+// Largest slice box a pane asks for (voxels): zoomed out further than the coarsest scale
+// allows, a pane says so instead of asking the server for a huge read.
+export const MAX_TILE_VOXELS = 1 << 21;
 
 // What the viewer needs from an instance's info JSON, or {error} when it cannot be shown.
 export function volumeFromInfo(info) {
@@ -140,15 +143,20 @@ export class SliceViewer {
     return Math.min(Math.max(0, s), this.vol.maxScale);
   }
 
+  // The zoom that shows the whole array, or, for an array too large for that at its coarsest
+  // scale, the smallest zoom whose slices the panes can still read.
   fitZoom() {
     const { min, max } = this.vol;
-    let z = Infinity;
+    let z = Infinity, floor = 0;
+    const f = 2 ** this.vol.maxScale;
     for (const p of this.panes) {
       const W = p.canvas.clientWidth || 300, H = p.canvas.clientHeight || 300;
       const { h, v } = p.plane;
       z = Math.min(z, (W * 0.92) / (max[h] - min[h] + 1), (H * 0.92) / (max[v] - min[v] + 1));
+      // (with room for the rounding of box edges)
+      floor = Math.max(floor, Math.sqrt((W * H * (1 + 2 * MARGIN) ** 2) / (0.8 * MAX_TILE_VOXELS)) / f);
     }
-    return Number.isFinite(z) && z > 0 ? z : 1;
+    return Number.isFinite(z) && z > 0 ? Math.max(z, floor) : 1;
   }
 
   // The box a pane needs at scale s, clipped to the array: {s, f, n, h0, h1, v0, v1} or null.
@@ -185,6 +193,13 @@ export class SliceViewer {
       p.controller.abort();
     }
     const box = this.need(pane, MARGIN, layer.vol);
+    if ((box.h1 - box.h0) * (box.v1 - box.v0) > MAX_TILE_VOXELS) {
+      if (p) p.controller.abort();
+      pane.pending[li] = null;
+      pane.err.textContent = `zoomed out too far to read scale ${box.s}: zoom in` +
+        (box.s < layer.vol.maxScale ? " or choose a coarser scale" : "");
+      return;
+    }
     this.fetchTile(pane, li, box, `${layer.name}|${box.s}|${box.n}|${box.h0}|${box.h1}|${box.v0}|${box.v1}`);
   }
 
@@ -373,6 +388,13 @@ export class SliceViewer {
 
   zoomBy(k) {
     this.zoom = Math.min(64, Math.max(1 / 256, this.zoom * k));
+    this.changed();
+  }
+
+  // Centres the panes on a voxel (x, y, z), clamped to the array.
+  goTo(xyz) {
+    const { min, max } = this.vol;
+    this.pos = xyz.map((c, i) => Math.min(max[i], Math.max(min[i], Math.floor(c))) + 0.5);
     this.changed();
   }
 
