@@ -635,6 +635,10 @@ def test_long_history_and_repo_from_the_query(browser, site):
         f"{LONG - max_nodes} older versions not drawn") == 1
     newest = max(site["repo"].store.open_repo("long").versions(), key=lambda v: v.node.id)
     assert browser.js("document.querySelector('#dag g.node.sel').dataset.uuid") == newest.uuid
+    # scrolled to the newest versions, the chosen one in sight
+    assert browser.js("""(() => { const d = document.getElementById('dag').getBoundingClientRect();
+        const r = document.querySelector('#dag g.node.sel').getBoundingClientRect();
+        return r.left >= d.left && r.right <= d.right; })()""")
     assert not browser.errors()
 
 

@@ -119,7 +119,12 @@ function selectRepo(root, node = null, inst = null) {
 
 function drawDag() {
   const repo = state.repos[state.repo];
-  renderDag($("dag"), repo.DAG.Nodes, { selected: state.node, onSelect: (u) => selectNode(u) });
+  const box = $("dag");
+  const layout = renderDag(box, repo.DAG.Nodes, { selected: state.node, onSelect: (u) => selectNode(u) });
+  const sel = layout.placed.find((p) => p.node.UUID === state.node);
+  if (sel && (sel.x < box.scrollLeft || sel.x > box.scrollLeft + box.clientWidth - 40)) {
+    box.scrollLeft = Math.max(0, sel.x - box.clientWidth / 2);  // keep the chosen version in sight
+  }
   document.body.dataset.dag = "ready";
 }
 
