@@ -667,3 +667,12 @@ def test_huge_array(browser, site):
     sizes = [re.search(r"/raw/0_1_2/(\d+)_(\d+)_(\d+)/", u) for u in browser.requested()]
     voxels = [int(m[1]) * int(m[2]) * int(m[3]) for m in sizes if m]
     assert voxels and max(voxels) <= max_tile
+
+
+def test_empty_store(browser):
+    with diced.Store("memory://viewer-browser-empty").serve(port=0) as handle:
+        browser.open(handle.url + "/")
+        text = browser.wait_for("document.getElementById('node').innerText")
+        assert "no repos yet" in text
+        assert browser.js("document.getElementById('repo-list').innerText") == "no repos in this store"
+        assert not browser.errors()

@@ -219,7 +219,9 @@ function neuroglancerUrl(info, vol) {
   // Neuroglancer's state: one dvid:// layer of this server at the chosen version, centred on
   // the slice viewer's point at its zoom (crossSectionScale = voxels per screen pixel).
   const source = `dvid://${location.origin}/${state.node}/${state.inst}`;
-  const vs = vol.voxelSize.map((x) => Number(x) * 1e-9);
+  const unit = (u) => ({ nanometers: 1e-9, nanometer: 1e-9, nm: 1e-9, micrometers: 1e-6, microns: 1e-6,
+    micrometer: 1e-6, um: 1e-6, millimeters: 1e-3, mm: 1e-3, meters: 1, m: 1 })[String(u || "").toLowerCase()] || 1e-9;
+  const vs = vol.voxelSize.map((x, i) => Number(x) * unit(vol.units[i]));
   const viewer = state.viewer;
   const zoom = viewer ? viewer.zoom || viewer.fitZoom() : 1;
   const position = viewer ? viewer.pos.map((x) => Math.floor(x) + 0.5)
