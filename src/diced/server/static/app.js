@@ -277,7 +277,8 @@ function selectInstance(name) {
   title.textContent = name;
   const sub = document.createElement("span");
   sub.className = "muted";
-  sub.textContent = `${info.Base.TypeName} at ${state.node.slice(0, 8)}`;
+  sub.textContent = info.Base.TypeName;
+  sub.title = `${info.Base.TypeName} at version ${state.node}`;
   head.append(title, sub);
   if (info.Base.TypeName === "keyvalue") return showKeys(name, body);
   const vol = volumeFromInfo(info);
@@ -325,7 +326,7 @@ function selectInstance(name) {
   }
   const goto = document.createElement("input");
   goto.id = "goto";
-  goto.placeholder = "go to x, y, z";
+  goto.placeholder = "go to x,y,z";
   goto.title = "centre the slices on a voxel: x, y, z (Enter)";
   goto.size = 14;
   goto.addEventListener("keydown", (ev) => {
