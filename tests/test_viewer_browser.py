@@ -447,6 +447,23 @@ def test_float_array(browser, site):
     browser.wait_for(f"document.querySelector('.pane.info .hover').textContent.endsWith('value {want:g}')", 10)
 
 
+@pytest.mark.parametrize("query", ["inst=segmentation", "inst=grayscale&overlay=segmentation"])
+def test_label_at_the_point(browser, site, query):
+    """The info pane names the label at the point and its size (label/ and size/ of the API)."""
+    lab = site["lab"].copy()
+    lab[0:8, 0:8, 0:8] = 5
+    open_view(browser, site, f"node={site['merged']}&{query}&pos=70,40,32")
+    want = int(lab[32, 40, 70])
+    count = int((lab == want).sum())
+    browser.wait_for(f"document.querySelector('.pane.info .point')?.textContent === "
+                     f"'at the point: label {want} · {count:,} voxels'", 15)
+    # moving the point updates it; background has no size
+    browser.js("diced.state.viewer.goTo([1, 90, 60])")
+    assert lab[60, 90, 1] == 0
+    browser.wait_for("document.querySelector('.pane.info .point')?.textContent === "
+                     "'at the point: label 0'", 15)
+
+
 def test_hover_reads_the_voxel(browser, site):
     open_view(browser, site, f"node={site['merged']}&inst=segmentation&pos=64,48,32")
     geo = json.loads(geometry(browser))

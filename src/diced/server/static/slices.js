@@ -5,7 +5,7 @@
 // over an image (half transparent, background clear). Drag pans, click moves the point, the
 // wheel steps through slices, Ctrl/Shift+wheel or +/- zooms, hover reads a voxel.
 
-import { getBytes, rawUrl } from "./api.js";
+import { getBytes, nodeUrl, rawUrl } from "./api.js";
 import { labelColor, labelText } from "./colors.js";
 
 export const PLANES = [
@@ -108,10 +108,12 @@ export class SliceViewer {
     this.keyHandler = (ev) => this.onKey(ev);
     document.addEventListener("keydown", this.keyHandler);
     this.redraw();
+    this.readPoint();
   }
 
   destroy() {
     this.destroyed = true;
+    clearTimeout(this.pointTimer);
     this.resize.disconnect();
     document.removeEventListener("keydown", this.keyHandler);
     for (const p of this.panes) for (const q of p.pending) if (q) q.controller.abort();
@@ -242,7 +244,9 @@ export class SliceViewer {
       delete p.div.dataset.overlay;
     }
     this.layers[1] = name ? { name, vol, alpha: 0.5 } : null;
+    this.pointText = "";
     this.redraw();
+    this.readPoint();
   }
 
   // An off-screen canvas with one pixel per voxel of the tile.
@@ -358,7 +362,8 @@ export class SliceViewer {
       `<div class="muted">extent x ${vol.min[0]}…${vol.max[0]}, y ${vol.min[1]}…${vol.max[1]}, z ${vol.min[2]}…${vol.max[2]}</div>` +
       `<div class="muted">voxel ${vs} ${escapeHtml(vol.units[0] || "")} · scale ${s} of 0…${vol.maxScale}</div>` +
       (this.layers[1] ? `<div class="muted">labels over it: ${escapeHtml(this.layers[1].name)}</div>` : "") +
-      `<div class="mono">point ${p[0]}, ${p[1]}, ${p[2]} · zoom ${this.zoom >= 1 ? this.zoom.toFixed(2) : "1/" + (1 / this.zoom).toFixed(2)}</div>`;
+      `<div class="mono">point ${p[0]}, ${p[1]}, ${p[2]} · zoom ${this.zoom >= 1 ? this.zoom.toFixed(2) : "1/" + (1 / this.zoom).toFixed(2)}</div>` +
+      (this.pointText ? `<div class="point mono">${escapeHtml(this.pointText)}</div>` : "");
     const keys = document.createElement("div");
     keys.className = "keys";
     keys.innerHTML = "drag: pan · click: move the point · wheel, <kbd>↑</kbd><kbd>↓</kbd>: slices · " +
@@ -371,6 +376,33 @@ export class SliceViewer {
   changed() {
     this.redraw();
     this.onChange({ pos: this.pos.map(Math.floor), zoom: this.zoom, scale: this.scaleMode });
+    clearTimeout(this.pointTimer);
+    this.pointTimer = setTimeout(() => this.readPoint(), 250);
+  }
+
+  // The label at the point and its size, from the label array shown (or laid over the image).
+  async readPoint() {
+    const layer = this.layers.find((l) => l && l.vol.labels);
+    if (!layer || this.destroyed) return;
+    const p = this.pos.map(Math.floor);
+    const seq = (this.pointSeq = (this.pointSeq || 0) + 1);
+    let text = "";
+    try {
+      const r = await fetch(nodeUrl(this.uuid, layer.name, `label/${p.join("_")}`));
+      const m = r.ok ? (await r.text()).match(/"Label"\s*:\s*(\d+)/) : null;  // digits kept exact
+      if (m) {
+        text = `at the point: label ${m[1]}`;
+        if (m[1] !== "0") {
+          const size = await fetch(nodeUrl(this.uuid, layer.name, `size/${m[1]}`));
+          if (size.ok) text += ` · ${(await size.json()).voxels.toLocaleString("en-US")} voxels`;
+        }
+      }
+    } catch (e) {
+      text = "";
+    }
+    if (seq !== this.pointSeq || this.destroyed) return;
+    this.pointText = text;
+    this.drawInfo();
   }
 
   setScale(mode) {
