@@ -289,6 +289,17 @@ class Store:
 
         return verify_store(self, repo, version, repair)
 
+    def serve(self, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> Any:
+        """Serve this store over DVID's HTTP API from a background thread.
+
+        Returns a :class:`diced.server.ServerHandle` (``.url``, ``.stop()``, context manager).
+        ``options``: ``read_only``, ``token``, ``cors_origins``, ``max_body_bytes`` (see
+        :func:`diced.server.serve`). Needs ``pip install 'diced[server]'``.
+        """
+        from diced.server.run import serve
+
+        return serve(self, host=host, port=port, **options)
+
     def close(self) -> None:
         """Release the backend (files, LMDB environment). The store is unusable afterwards."""
         self.backend.close()

@@ -38,6 +38,7 @@ _COMMANDS = {
     "migrate": "diced.cli.migrate",
     "convert-shards": "diced.cli.convert",
     "verify-export": "diced.cli.convert",
+    "serve": "diced.cli.serve",
 }
 
 #: Python-argument hints in library messages -> the flags that do the same here

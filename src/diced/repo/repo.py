@@ -855,6 +855,19 @@ class Repo:
         self._mutate(fn)
         drop_instance_data(self.backend, rec)
 
+    def view(self, host: str = "127.0.0.1", port: int = 8000, *, open_browser: bool | None = None,
+             **options: Any) -> Any:
+        """Serve the store and show this repo's web page (``<url>/?repo=<root uuid>``).
+
+        The page opens in a browser when one can be shown (a display exists), else the URL is
+        printed. Returns the :class:`diced.server.ServerHandle`; call ``.stop()`` when done.
+        """
+        from diced.server.run import serve, show_url
+
+        handle = serve(self.store, host=host, port=port, **options)
+        show_url(f"{handle.url}/?repo={self.uuid}", open_browser)
+        return handle
+
     def __repr__(self) -> str:
         return f"<Repo {self.alias!r} root={self.uuid[:12]} head={self.current_uuid[:12]}>"
 
