@@ -150,12 +150,45 @@ def bench_neuronjson(repo, rng, args, rows) -> None:
     rows.append(("neuronjson query (list OR + regex) over 20,000", dt, f"{len(got)} matches"))
 
 
+def bench_labelsz(repo, rng, args, rows) -> None:
+    n = 256
+    seg = repo.create_labels("cubes", shape=(n, n, n), chunks=(64, 64, 64))
+    idx = np.arange(n) // 32  # 512 bodies of 32³
+    for z in range(0, n, 64):
+        seg[z:z + 64] = (idx[z:z + 64, None, None] * 64 + idx[None, :, None] * 8
+                         + idx[None, None, :] + 1).astype(np.uint64)
+    ann = repo.create_instance("syn", "annotation")
+    ann.sync("cubes")
+    pos = rng.integers(0, n, size=(args.synapses, 3)).tolist()
+    kinds = ("PreSyn", "PostSyn")
+    for i in range(0, len(pos), 10_000):
+        ann.post([{"Pos": p, "Kind": kinds[(i + j) % 2]} for j, p in enumerate(pos[i:i + 10_000])])
+    lsz = repo.create_instance("syn_labelsz", "labelsz")
+    lsz.sync("syn")
+    dt, got = best(lambda: lsz.top(10, "PreSyn"), args.repeat)
+    rows.append((f"labelsz top(10) over {args.synapses:,} synapses (open version)", dt,
+                 f"best body {got[0]['PreSyn']} PreSyn"))
+    dt, got = best(lambda: lsz.count(got[0]["Label"], "AllSyn"), args.repeat)
+    rows.append(("labelsz count(body, AllSyn)", dt, f"{got['AllSyn']} elements"))
+    v = repo.commit("labelsz")
+    repo.newversion()
+    pinned = repo.version(v.uuid)["syn_labelsz"]
+    pinned.top(10, "PreSyn")
+    dt, _ = best(lambda: pinned.threshold(60, "PreSyn"), args.repeat)
+    rows.append(("labelsz threshold at a locked version (table kept)", dt, ""))
+    seg = repo["cubes"]
+    seg.merge(1, list(range(2, 65)))
+    dt, got = best(lambda: lsz.count(1, "AllSyn"), args.repeat)
+    rows.append(("labelsz count of a body merged from 64", dt, f"{got['AllSyn']} elements"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--points", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--pinky", default="/work/shared/data/real/pinky40-segmentation-512.npy.gz")
     ap.add_argument("--skip-pinky", action="store_true")
+    ap.add_argument("--synapses", type=int, default=50_000)
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     rows: list[tuple[str, float, str]] = []
@@ -164,6 +197,7 @@ def main() -> None:
         repo = store.create_repo("bench")
         bench_roi(repo, rng, args, rows)
         bench_neuronjson(repo, rng, args, rows)
+        bench_labelsz(repo, rng, args, rows)
         if not args.skip_pinky:
             bench_adjacency(repo, args, rows)
         store.close()

@@ -369,7 +369,7 @@ def test_entry_point_datatype(tmp_path):
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got == {"types": ["annotation", "array", "box", "keyvalue", "labelgraph", "labels",
-                             "neuronjson", "roi"], "type": "box",
+                             "labelsz", "neuronjson", "roi"], "type": "box",
                    "old": {"x": 1}, "new": {"x": 2}, "diff": ["k"],
                    "module": "diced_testplugin"}
     assert "broken" in proc.stderr  # the broken entry point is logged, the others work

@@ -32,6 +32,7 @@ _BUILTIN = {
     "roi": "diced.datatypes.roi",
     "neuronjson": "diced.datatypes.neuronjson",
     "labelgraph": "diced.datatypes.labelgraph",
+    "labelsz": "diced.datatypes.labelsz",
 }
 #: DVID names of the built-in types (known before their modules are imported)
 _BUILTIN_ALIASES = {
@@ -44,6 +45,7 @@ _BUILTIN_ALIASES = {
     "roi": "roi",
     "neuronjson": "neuronjson",
     "labelgraph": "labelgraph",
+    "labelsz": "labelsz",
 }
 
 _TYPES: dict[str, Datatype] = {}
