@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         s = repo.labels("segmentation")
         c = n // 2
         a = int(s[c, c, c])  # indices count from the origin
-        row = s[c, c, c:]
+        row = s[c, c, :]
         b = int(row[row != a][0])
         s.merge(a, [b])
         say(f"proofread the segmentation: merged body {b} into {a} (a mapping change; no voxel "
