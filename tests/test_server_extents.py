@@ -14,9 +14,10 @@ from diced.server import extents
 
 
 @pytest.fixture(scope="module")
-def site():
+def site(tmp_path_factory):
     extents.clear_cache()
-    store = diced.Store("memory://server-extents")
+    # the embedded LMDB store (ordered keys: the listing can stop early)
+    store = diced.Store(str(tmp_path_factory.mktemp("extents") / "s.diced"))
     repo = store.create_repo("r")
     big = repo.create_array("big", dtype="uint8", shape=(20000, 30000, 40000))  # sparse
     big[1000:1100, 2000:2010, 3000:3300] = 9
@@ -84,10 +85,13 @@ def test_locked_versions_are_cached_open_ones_are_not(site, monkeypatch):
 
 
 def test_too_many_chunks_answers_the_declared_extent(site, monkeypatch):
+    """The listing stops early: the chunks are never all listed."""
     extents.clear_cache()
     monkeypatch.setattr(extents, "MAX_CHUNKS", 5)
+    monkeypatch.setattr(diced.VersionedArray, "stored_chunks",
+                        lambda self: pytest.fail("listed every chunk"))
     w = get(site, site["first"], "big").json()
-    assert w["Complete"] is False and w["Chunks"] == 18
+    assert w["Complete"] is False and w["Chunks"] == 6  # counting stopped at MAX_CHUNKS + 1
     assert w["MinPoint"] == [0, 0, 0] and w["MaxPoint"] == [39999, 29999, 19999]
     extents.clear_cache()
 
@@ -96,3 +100,21 @@ def test_checksum_is_reported(site):
     for name in ("big", "seg", "kv"):
         base = site["c"].get(f"/api/node/{site['first']}/{name}/info").json()["Base"]
         assert base["Checksum"] == "CRC32C checksum"
+
+
+def test_too_many_chunks_without_ordered_keys(monkeypatch):
+    """Backends without ordered keys list the version's manifests, then apply the bound."""
+    extents.clear_cache()
+    store = diced.Store("memory://server-extents-unordered")
+    repo = store.create_repo("r")
+    arr = repo.create_array("a", dtype="uint8", shape=(256, 256, 256))
+    arr[:] = 1
+    monkeypatch.setattr(extents, "MAX_CHUNKS", 5)
+    w = extents.written_extents(arr, repo_root=repo.uuid, instance_id=1,
+                                version_uuid=repo.head.uuid, locked=False)
+    assert w["Complete"] is False and w["Chunks"] == 64 and w["MaxPoint"] == [255, 255, 255]
+    monkeypatch.setattr(extents, "MAX_CHUNKS", 64)
+    w = extents.written_extents(arr, repo_root=repo.uuid, instance_id=1,
+                                version_uuid=repo.head.uuid, locked=False)
+    assert w["Complete"] is True and w["MinPoint"] == [0, 0, 0]
+    store.close()

@@ -10,7 +10,10 @@ The box is computed from the coordinates of the stored chunks at the version
 (:meth:`diced.VersionedArray.stored_chunks`, as :meth:`diced.compat.DicedArray.get_extents`),
 so it is chunk-aligned and clipped to the array's extent. Cost and bounds:
 
-* one listing of the instance's stored chunk keys, O(stored chunks);
+* one listing of the instance's stored chunk keys, O(stored chunks), bounded: on backends
+  with ordered keys (LMDB, files, memory) the keys are first counted lazily and the listing
+  stops after :data:`MAX_CHUNKS` (counting every stored version of a chunk); on backends that
+  keep per-version manifests instead, the version's manifests are read (O(stored chunks));
 * cached per (repo, instance, version) for **locked** versions, whose data cannot change
   (at most :data:`CACHE_SIZE` entries, least recently used dropped first); open versions are
   listed on every request;
@@ -45,9 +48,26 @@ def clear_cache() -> None:
         _cache.clear()
 
 
+def _too_many(arr: Any, limit: int) -> int | None:
+    """The number of stored keys if it is known to exceed ``limit`` (counted lazily, stopping
+    at ``limit + 1``), else ``None``. Ordered-key backends only; ``None`` for the others."""
+    from itertools import islice
+
+    from diced.repo import keys as K
+
+    space = getattr(arr, "_space", None)
+    if space is None or not getattr(space, "ordered", False):
+        return None
+    n = sum(1 for _ in islice(space.backend.list_keys(K.data_prefix(space.inst)), limit + 1))
+    return n if n > limit else None
+
+
 def _compute(arr: Any, max_chunks: int) -> dict[str, Any]:
     lo, hi = array_extent(arr)
     declared = {"MinPoint": list(zyx(lo)), "MaxPoint": [h - 1 for h in zyx(hi)]}
+    many = _too_many(arr, max_chunks)
+    if many is not None:  # "Chunks": at least this many
+        return {**declared, "Chunks": many, "Complete": False, "Declared": declared}
     coords = arr.stored_chunks()
     if not coords:
         return {"MinPoint": None, "MaxPoint": None, "Chunks": 0, "Complete": True,
