@@ -1140,6 +1140,7 @@ ERROR_CODES = {
     "AmbiguousVersionError": ("ambiguous_version", ValueError),
     "InstanceNotFoundError": ("instance_not_found", KeyError),
     "LabelNotFoundError": ("label_not_found", KeyError),
+    "UnknownDatatypeError": ("unknown_datatype", KeyError),
     "DuplicateNameError": ("duplicate_name", ValueError),
     "LockedNodeError": ("locked_node", PermissionError),
     "UnlockedNodeError": ("unlocked_node", ValueError),

@@ -34,6 +34,7 @@ __all__ = [
     "StoreFormatError",
     "StoreLocationError",
     "StoreNotFoundError",
+    "UnknownDatatypeError",
     "UnlockedNodeError",
     "VersionNotFoundError",
 ]
@@ -161,6 +162,12 @@ class LabelNotFoundError(NotFoundError):
     """The label does not exist at the version."""
 
     code = "label_not_found"
+
+
+class UnknownDatatypeError(NotFoundError):
+    """No datatype of that name is built in, registered or installed (entry point)."""
+
+    code = "unknown_datatype"
 
 
 class DuplicateNameError(DicedError, ValueError):

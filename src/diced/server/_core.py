@@ -1,6 +1,6 @@
 """The few places the server reaches below diced's public label API, kept in one module.
 
-Each function here wraps a private attribute of :class:`diced.array.labels.LabelArray`
+Each function here wraps a private attribute of :class:`diced.datatypes.labels.LabelArray`
 because the public API has no equivalent yet (listed in the server's report as wanted public
 API): the stored DVID block bytes (to stream ``blocks`` without decoding and re-encoding every
 block) and the supervoxel → body mapping table (for ``mappings`` and mapped block streams).

@@ -1,6 +1,6 @@
 """Labelmap endpoints (DVID ``labelmap``; dvid-reference §4.5, §4.6, §5, §8).
 
-Label arrays are diced :class:`~diced.array.labels.LabelArray` instances. JSON answers are
+Label arrays are diced :class:`~diced.datatypes.labels.LabelArray` instances. JSON answers are
 written with the exact text DVID's handlers print (``{"Label": 23}``, ``{"voxels": 12}``, ...),
 block streams and sparse volumes byte for byte in DVID's formats.
 """
