@@ -1,0 +1,185 @@
+"""numba kernels of :mod:`diced.datatypes.array.slicing` (oblique planes through chunks).
+
+A plane is ``h x w`` samples; sample ``(i, j)`` sits at ``c + (i - (h-1)/2) du + (j - (w-1)/2) dv``
+in voxel coordinates (z, y, x; voxel ``k`` is centred at ``k``). Nearest sampling takes voxel
+``floor(p + 0.5)`` per axis; trilinear takes ``floor(p)`` and ``floor(p) + 1`` weighted by the
+fraction, skipping a neighbour whose weight is exactly 0 (so an axis-aligned plane on integer
+coordinates needs one chunk layer, not two). Voxels outside the array count as ``fill``
+(scipy's ``mode="grid-constant"``).
+
+Chunks are named by a linear id inside the plane's chunk bounding box ``lo + [0, dims)``;
+``chunk_ids`` lists the ids the samples need, ``sample_*`` read them from a stack of decoded
+chunks through ``slots`` (sorted ids -> slot in the stack, ``-1``: stored as nothing (fill),
+``-2``: in another group of chunks, skipped in this pass).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["chunk_ids", "sample_linear", "sample_nearest"]
+
+
+@njit(cache=True, nogil=True)
+def _pos(center, du, dv, h, w, i, j, ax):
+    return center[ax] + (i - (h - 1) * 0.5) * du[ax] + (j - (w - 1) * 0.5) * dv[ax]
+
+
+@njit(cache=True, nogil=True)
+def _find(ids, key):
+    """Index of ``key`` in sorted ``ids`` (``-1`` if absent)."""
+    lo, hi = 0, ids.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if ids[mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < ids.shape[0] and ids[lo] == key:
+        return lo
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def _neighbours(p, n, linear, idx, wts):
+    """Voxel indices (inside ``0..n-1`` or not) and weights one axis contributes; count."""
+    if linear:
+        k0 = np.floor(p)
+        f = p - k0
+        k = np.int64(k0)
+        if f == 0.0:
+            idx[0] = k
+            wts[0] = 1.0
+            return 1
+        idx[0] = k
+        wts[0] = 1.0 - f
+        idx[1] = k + 1
+        wts[1] = f
+        return 2
+    idx[0] = np.int64(np.floor(p + 0.5))
+    wts[0] = 1.0
+    return 1
+
+
+@njit(cache=True, nogil=True)
+def chunk_ids(center, du, dv, h, w, shape, chunks, lo, dims, linear, out):
+    """Write the linear ids of the chunks the samples read into ``out``; return the count
+    (``-1`` if ``out`` is too small). Ids repeat at most a few times (a small cache of the
+    last ids written drops most repeats); the caller sorts and dedupes."""
+    iz = np.empty(2, np.int64)
+    iy = np.empty(2, np.int64)
+    ix = np.empty(2, np.int64)
+    wz = np.empty(2, np.float64)
+    wy = np.empty(2, np.float64)
+    wx = np.empty(2, np.float64)
+    recent = np.full(16, -1, np.int64)
+    r = 0
+    count = 0
+    cap = out.shape[0]
+    for i in range(h):
+        for j in range(w):
+            nz = _neighbours(_pos(center, du, dv, h, w, i, j, 0), shape[0], linear, iz, wz)
+            ny = _neighbours(_pos(center, du, dv, h, w, i, j, 1), shape[1], linear, iy, wy)
+            nx = _neighbours(_pos(center, du, dv, h, w, i, j, 2), shape[2], linear, ix, wx)
+            for a in range(nz):
+                if iz[a] < 0 or iz[a] >= shape[0]:
+                    continue
+                cz = iz[a] // chunks[0] - lo[0]
+                for b in range(ny):
+                    if iy[b] < 0 or iy[b] >= shape[1]:
+                        continue
+                    cy = iy[b] // chunks[1] - lo[1]
+                    for c in range(nx):
+                        if ix[c] < 0 or ix[c] >= shape[2]:
+                            continue
+                        cx = ix[c] // chunks[2] - lo[2]
+                        cid = (cz * dims[1] + cy) * dims[2] + cx
+                        seen = False
+                        for q in range(16):
+                            if recent[q] == cid:
+                                seen = True
+                                break
+                        if seen:
+                            continue
+                        if count >= cap:
+                            return -1
+                        out[count] = cid
+                        count += 1
+                        recent[r] = cid
+                        r = (r + 1) & 15
+    return count
+
+
+@njit(cache=True, nogil=True)
+def _slot(ids, slots, cid, last):
+    """Slot of chunk ``cid`` (``last`` caches the previous lookup: [cid, slot])."""
+    if last[0] == cid:
+        return last[1]
+    k = _find(ids, cid)
+    s = slots[k] if k >= 0 else -1
+    last[0] = cid
+    last[1] = s
+    return s
+
+
+@njit(cache=True, nogil=True)
+def sample_nearest(center, du, dv, h, w, shape, chunks, lo, dims, ids, slots, data, out, hit):
+    """Nearest-neighbour samples from the chunks of this group into ``out``; ``hit[i, j] = 1``
+    where the value came from a stored chunk (the rest keep their value: the fill)."""
+    last = np.full(2, -3, np.int64)
+    for i in range(h):
+        for j in range(w):
+            z = np.int64(np.floor(_pos(center, du, dv, h, w, i, j, 0) + 0.5))
+            y = np.int64(np.floor(_pos(center, du, dv, h, w, i, j, 1) + 0.5))
+            x = np.int64(np.floor(_pos(center, du, dv, h, w, i, j, 2) + 0.5))
+            if z < 0 or z >= shape[0] or y < 0 or y >= shape[1] or x < 0 or x >= shape[2]:
+                continue
+            cz, cy, cx = z // chunks[0], y // chunks[1], x // chunks[2]
+            cid = ((cz - lo[0]) * dims[1] + (cy - lo[1])) * dims[2] + (cx - lo[2])
+            s = _slot(ids, slots, cid, last)
+            if s >= 0:
+                out[i, j] = data[s, z - cz * chunks[0], y - cy * chunks[1], x - cx * chunks[2]]
+                hit[i, j] = 1
+
+
+@njit(cache=True, nogil=True)
+def sample_linear(center, du, dv, h, w, shape, chunks, lo, dims, ids, slots, data, fill,
+                  first, acc):
+    """Add to ``acc`` the trilinear contributions of the voxels in this group's chunks; with
+    ``first``, also those of voxels outside the array or in absent chunks (``fill``)."""
+    iz = np.empty(2, np.int64)
+    iy = np.empty(2, np.int64)
+    ix = np.empty(2, np.int64)
+    wz = np.empty(2, np.float64)
+    wy = np.empty(2, np.float64)
+    wx = np.empty(2, np.float64)
+    last = np.full(2, -3, np.int64)
+    for i in range(h):
+        for j in range(w):
+            nz = _neighbours(_pos(center, du, dv, h, w, i, j, 0), shape[0], True, iz, wz)
+            ny = _neighbours(_pos(center, du, dv, h, w, i, j, 1), shape[1], True, iy, wy)
+            nx = _neighbours(_pos(center, du, dv, h, w, i, j, 2), shape[2], True, ix, wx)
+            total = acc[i, j]
+            for a in range(nz):
+                z = iz[a]
+                zin = 0 <= z < shape[0]
+                for b in range(ny):
+                    y = iy[b]
+                    yin = 0 <= y < shape[1]
+                    for c in range(nx):
+                        x = ix[c]
+                        wt = wz[a] * wy[b] * wx[c]
+                        if not (zin and yin and 0 <= x < shape[2]):
+                            if first:
+                                total += wt * fill
+                            continue
+                        cz, cy, cx = z // chunks[0], y // chunks[1], x // chunks[2]
+                        cid = ((cz - lo[0]) * dims[1] + (cy - lo[1])) * dims[2] + (cx - lo[2])
+                        s = _slot(ids, slots, cid, last)
+                        if s >= 0:
+                            total += wt * data[s, z - cz * chunks[0], y - cy * chunks[1],
+                                               x - cx * chunks[2]]
+                        elif s == -1 and first:
+                            total += wt * fill
+            acc[i, j] = total
