@@ -38,11 +38,13 @@ class AnnotationType(Datatype):
 
     def configure(self, vid: int, *, block_size: Any = 64) -> dict[str, Any]:
         sides = [block_size] * 3 if not isinstance(block_size, (list, tuple)) else block_size
+        if any(isinstance(s, bool) for s in sides):
+            raise InvalidArgumentError(f"block_size must be integers, got {block_size!r}")
         try:
             sides = [operator.index(s) for s in sides]
         except TypeError:
             raise InvalidArgumentError(f"block_size must be integers, got {block_size!r}") from None
-        if len(sides) != 3 or any(isinstance(s, bool) or not 1 <= s <= 1 << 20 for s in sides):
+        if len(sides) != 3 or any(not 1 <= s <= 1 << 20 for s in sides):
             raise InvalidArgumentError(
                 f"block_size is one or three positive integers, got {block_size!r}")
         return {"block_size": sides}

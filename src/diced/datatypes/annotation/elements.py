@@ -101,10 +101,12 @@ def public_element(el: dict[str, Any], relationships: bool = True) -> dict[str, 
 
 
 def dump(el: dict[str, Any]) -> bytes:
+    """Stored bytes of a canonical element (compact JSON, as DVID stores plain JSON)."""
     return json.dumps(el, separators=(",", ":")).encode()
 
 
 def load(raw: bytes) -> dict[str, Any]:
+    """A stored element back from its bytes."""
     return json.loads(raw)
 
 
@@ -115,6 +117,7 @@ def pos_key(pos: Iterable[int]) -> str:
 
 
 def parse_pos_key(key: str) -> Pos:
+    """The position ``(x, y, z)`` of a :func:`pos_key`."""
     z, y, x = (int(p, 16) - _BIAS for p in key.split("."))
     return x, y, z
 
