@@ -124,15 +124,20 @@ def _slot(ids, slots, cid, last):
 
 
 @njit(cache=True, nogil=True)
-def sample_nearest(center, du, dv, h, w, shape, chunks, lo, dims, ids, slots, data, out, hit):
-    """Nearest-neighbour samples from the chunks of this group into ``out``; ``hit[i, j] = 1``
-    where the value came from a stored chunk (the rest keep their value: the fill)."""
+def sample_nearest(center, du, dv, h, w, shape, chunks, lo, dims, ids, slots, data, out, hit,
+                   i0, i1):
+    """Nearest-neighbour samples of rows ``i0:i1`` from the chunks of this group into ``out``;
+    ``hit[i, j] = 1`` where the value came from a stored chunk (the rest keep their value:
+    the fill)."""
     last = np.full(2, -3, np.int64)
-    for i in range(h):
+    for i in range(i0, i1):
+        pz = _pos(center, du, dv, h, w, i, 0, 0) + 0.5
+        py = _pos(center, du, dv, h, w, i, 0, 1) + 0.5
+        px = _pos(center, du, dv, h, w, i, 0, 2) + 0.5
         for j in range(w):
-            z = np.int64(np.floor(_pos(center, du, dv, h, w, i, j, 0) + 0.5))
-            y = np.int64(np.floor(_pos(center, du, dv, h, w, i, j, 1) + 0.5))
-            x = np.int64(np.floor(_pos(center, du, dv, h, w, i, j, 2) + 0.5))
+            z = np.int64(np.floor(pz + j * dv[0]))
+            y = np.int64(np.floor(py + j * dv[1]))
+            x = np.int64(np.floor(px + j * dv[2]))
             if z < 0 or z >= shape[0] or y < 0 or y >= shape[1] or x < 0 or x >= shape[2]:
                 continue
             cz, cy, cx = z // chunks[0], y // chunks[1], x // chunks[2]
@@ -145,9 +150,11 @@ def sample_nearest(center, du, dv, h, w, shape, chunks, lo, dims, ids, slots, da
 
 @njit(cache=True, nogil=True)
 def sample_linear(center, du, dv, h, w, shape, chunks, lo, dims, ids, slots, data, fill,
-                  first, acc):
-    """Add to ``acc`` the trilinear contributions of the voxels in this group's chunks; with
-    ``first``, also those of voxels outside the array or in absent chunks (``fill``)."""
+                  first, acc, i0, i1):
+    """Add to ``acc`` (rows ``i0:i1``) the trilinear contributions of the voxels in this
+    group's chunks; with ``first``, also those of voxels outside the array or in absent
+    chunks (``fill``). Samples whose 8 neighbours lie in one chunk (most of them) take a
+    fast path with one chunk lookup."""
     iz = np.empty(2, np.int64)
     iy = np.empty(2, np.int64)
     ix = np.empty(2, np.int64)
@@ -155,22 +162,49 @@ def sample_linear(center, du, dv, h, w, shape, chunks, lo, dims, ids, slots, dat
     wy = np.empty(2, np.float64)
     wx = np.empty(2, np.float64)
     last = np.full(2, -3, np.int64)
-    for i in range(h):
+    for i in range(i0, i1):
+        qz = _pos(center, du, dv, h, w, i, 0, 0)
+        qy = _pos(center, du, dv, h, w, i, 0, 1)
+        qx = _pos(center, du, dv, h, w, i, 0, 2)
         for j in range(w):
-            nz = _neighbours(_pos(center, du, dv, h, w, i, j, 0), shape[0], True, iz, wz)
-            ny = _neighbours(_pos(center, du, dv, h, w, i, j, 1), shape[1], True, iy, wy)
-            nx = _neighbours(_pos(center, du, dv, h, w, i, j, 2), shape[2], True, ix, wx)
+            pz, py, px = qz + j * dv[0], qy + j * dv[1], qx + j * dv[2]
+            fz, fy, fx = np.floor(pz), np.floor(py), np.floor(px)
+            z, y, x = np.int64(fz), np.int64(fy), np.int64(fx)
+            if 0 <= z and z + 1 < shape[0] and 0 <= y and y + 1 < shape[1] and 0 <= x \
+                    and x + 1 < shape[2]:
+                cz, cy, cx = z // chunks[0], y // chunks[1], x // chunks[2]
+                lz, ly, lx = z - cz * chunks[0], y - cy * chunks[1], x - cx * chunks[2]
+                if lz + 1 < chunks[0] and ly + 1 < chunks[1] and lx + 1 < chunks[2]:
+                    cid = ((cz - lo[0]) * dims[1] + (cy - lo[1])) * dims[2] + (cx - lo[2])
+                    s = _slot(ids, slots, cid, last)
+                    if s == -2 or (s == -1 and not first):
+                        continue
+                    tz, ty, tx = pz - fz, py - fy, px - fx
+                    if s == -1:
+                        acc[i, j] += fill
+                        continue
+                    d = data[s]
+                    c00 = d[lz, ly, lx] * (1.0 - tx) + d[lz, ly, lx + 1] * tx
+                    c01 = d[lz, ly + 1, lx] * (1.0 - tx) + d[lz, ly + 1, lx + 1] * tx
+                    c10 = d[lz + 1, ly, lx] * (1.0 - tx) + d[lz + 1, ly, lx + 1] * tx
+                    c11 = d[lz + 1, ly + 1, lx] * (1.0 - tx) + d[lz + 1, ly + 1, lx + 1] * tx
+                    acc[i, j] += ((c00 * (1.0 - ty) + c01 * ty) * (1.0 - tz)
+                                  + (c10 * (1.0 - ty) + c11 * ty) * tz)
+                    continue
+            nz = _neighbours(pz, shape[0], True, iz, wz)
+            ny = _neighbours(py, shape[1], True, iy, wy)
+            nx = _neighbours(px, shape[2], True, ix, wx)
             total = acc[i, j]
             for a in range(nz):
                 z = iz[a]
-                zin = 0 <= z < shape[0]
+                zin = z >= 0 and z < shape[0]
                 for b in range(ny):
                     y = iy[b]
-                    yin = 0 <= y < shape[1]
+                    yin = y >= 0 and y < shape[1]
                     for c in range(nx):
                         x = ix[c]
                         wt = wz[a] * wy[b] * wx[c]
-                        if not (zin and yin and 0 <= x < shape[2]):
+                        if not (zin and yin and x >= 0 and x < shape[2]):
                             if first:
                                 total += wt * fill
                             continue

@@ -280,11 +280,12 @@ def oblique(arr: VersionedArray, center: Any, u: Any, v: Any, size: Any, step: f
         present = _fetch(arr, ctx, gcoords, data)
         slots[g0:g0 + len(gcoords)] = np.where(present, np.arange(len(gcoords)), -1)
         if ordr == 1:
-            _k.sample_linear(c, du, dv, h, w, shape, chunks, lo, dims, ids, slots, data,
-                             fill_acc, g0 == 0, acc)
+            _rows(h, w, lambda i0, i1: _k.sample_linear(
+                c, du, dv, h, w, shape, chunks, lo, dims, ids, slots, data, fill_acc, g0 == 0,
+                acc, i0, i1))
         else:
-            _k.sample_nearest(c, du, dv, h, w, shape, chunks, lo, dims, ids, slots, data, out,
-                              hit)
+            _rows(h, w, lambda i0, i1: _k.sample_nearest(
+                c, du, dv, h, w, shape, chunks, lo, dims, ids, slots, data, out, hit, i0, i1))
     if ordr == 1:
         _store_interpolated(acc, out)
     else:
@@ -295,6 +296,19 @@ def oblique(arr: VersionedArray, center: Any, u: Any, v: Any, size: Any, step: f
             post(vals)
             out[mask] = vals
     return out
+
+
+def _rows(h: int, w: int, fn: Any) -> None:
+    """Run ``fn(i0, i1)`` (a nogil kernel) over row ranges on the reader threads."""
+    from diced.datatypes.array.array import _WORKERS, _pool
+
+    parts = min(_WORKERS, max(1, h * w >> 16), h)
+    if parts == 1:
+        fn(0, h)
+        return
+    bounds = [h * k // parts for k in range(parts + 1)]
+    for _ in _pool().map(lambda k: fn(bounds[k], bounds[k + 1]), range(parts)):
+        pass
 
 
 def _fetch(arr: VersionedArray, ctx: Any, coords: np.ndarray, data: np.ndarray) -> np.ndarray:
