@@ -67,7 +67,7 @@ def test_post_get_and_queries(ann):
     assert ann.get((0, 0, 0)) is None
     assert _positions(ann.all()) == [(1, 2, 3), (17, 17, 17), (40, 2, 3)]
     assert _positions(ann.box((0, 0, 0), (20, 20, 20))) == [(1, 2, 3), (17, 17, 17)]
-    assert _positions(ann.box((17, 17, 17), (18, 18, 18))) == [(17, 17, 17)]
+    assert _positions(ann.box((17, 17, 17), np.array([18, 18, 18]))) == [(17, 17, 17)]
     assert ann.box((18, 0, 0), (17, 5, 5)) == []
     assert _positions(ann.box((-1000, -1000, -1000), (1000, 1000, 1000))) == \
         [(1, 2, 3), (17, 17, 17), (40, 2, 3)]  # many blocks: one listing

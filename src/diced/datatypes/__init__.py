@@ -10,10 +10,14 @@ none of them)::
       array/         "array" (DVID uint8blk, uint16blk, ...): VersionedArray
       labels/        "labels" (DVID labelmap): LabelArray, its edits and merge support
       keyvalue/      "keyvalue": KeyValue
+      annotation/    "annotation": point annotations with tag and label (sync) indexes
 
 What every type shares (chunk grids, the indexing planner, codecs and numba kernels on plain
 numpy arrays, no I/O) stays in :mod:`diced.array`, the layer below. The repo gives each
 instance an :class:`InstanceContext` (its version, key spaces, record updates).
+
+One package per type (rather than one module) because a type is several topics: the
+instance object, its edits, its merge support, its element format.
 
 Write your own: subclass :class:`Datatype`, implement ``configure`` and ``open``, and
 register it (see the README, "Write your own datatype").

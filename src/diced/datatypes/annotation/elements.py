@@ -34,10 +34,13 @@ Pos = tuple[int, int, int]
 
 
 def _point(value: Any, what: str) -> Pos:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 3:
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        raise InvalidArgumentError(f"{what} must be [x, y, z], got {value!r}")
+    items = list(value)  # lists, tuples, numpy arrays
+    if len(items) != 3:
         raise InvalidArgumentError(f"{what} must be [x, y, z], got {value!r}")
     out = []
-    for v in value:
+    for v in items:
         if isinstance(v, bool):
             raise InvalidArgumentError(f"{what} must hold integers, got {value!r}")
         try:
