@@ -519,3 +519,32 @@ def test_bad_input(mem_store):
     with pytest.raises(InvalidArgumentError, match="order=0"):
         boolean.oblique(*ok, order=1)
     assert boolean.oblique(*ok).dtype == np.bool_
+
+
+def test_tile_cache_decodes_a_layer_once_and_is_never_stale(mem_store, monkeypatch):
+    from diced.datatypes.array import slicing
+
+    slicing._TILE_CACHE.clear()
+    vol = random_volume("uint8", (32, 32, 32), seed=15)
+    repo = new_repo(mem_store)
+    arr = repo.create_array("a", "uint8", vol.shape, chunks=CHUNKS)
+    arr[...] = vol
+    decoded = []
+    decode = arr._decode
+
+    def counting(data, out=None):
+        decoded.append(1)
+        return decode(data, out=out)
+
+    monkeypatch.setattr(arr, "_decode", counting)
+    for z in range(16):  # one chunk layer: 4 chunks decoded once
+        np.testing.assert_array_equal(arr.tile("xy", 0, 0, 0, z, size=32), vol[z])
+    assert len(decoded) == 4
+    old = repo.commit()
+    repo.newversion()
+    arr[3, 5:9, 20:30] = 255
+    new = vol.copy()
+    new[3, 5:9, 20:30] = 255
+    np.testing.assert_array_equal(arr.tile("xy", 0, 0, 0, 3, size=32), new[3])
+    np.testing.assert_array_equal(arr.at(old).tile("xy", 0, 0, 0, 3, size=32), vol[3])
+    np.testing.assert_array_equal(arr.tile("xz", 0, 0, 0, 7, size=32), new[:, 7])

@@ -45,7 +45,10 @@ Beyond the pyramid it is computed on the fly from the deepest level ``m``: the t
 ``(size · 2**(scale-m))²`` voxels are read and halved ``scale - m`` times in 2-D (images:
 floor of the 2x2 mean, as the 3-D pyramid rule; labels: every ``2**k``-th voxel), so each
 scale past the pyramid reads 4x the voxels and about 2x the chunks of that level.
-Edge tiles are padded to ``size x size`` with the fill value.
+Edge tiles are padded to ``size x size`` with the fill value. Tiles keep the chunks they
+decode in a small LRU cache (:data:`TILE_CACHE_BYTES`), each entry checked against the stored
+bytes read for the tile, so paging through the slices of one chunk layer decodes it once and
+a tile is never stale, at any version.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ from __future__ import annotations
 import logging
 import math
 import operator
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -382,18 +387,117 @@ def tile(arr: VersionedArray, plane: str, scale: Any, ty: Any, tx: Any, index: A
     mshape = view.shape
     rows = slice(r0 * f, min(r1 * f, mshape[keep[0]]))
     cols = slice(c0 * f, min(c1 * f, mshape[keep[1]]))
-    if labels and f > 1:
-        rows, cols = slice(rows.start, rows.stop, f), slice(cols.start, cols.stop, f)
-    sel: list[Any] = [None, None, None]
-    sel[fixed], sel[keep[0]], sel[keep[1]] = i0 >> m, rows, cols
-    img = view._get(tuple(sel), "basic", **read_options)
-    if not labels and f > 1:
-        img = _halve_2d(img, s - m)
+    img = _read_plane(view, fixed, keep, i0 >> m, rows, cols, read_options)
+    if f > 1:
+        img = img[::f, ::f] if labels else _halve_2d(img, s - m)
     if img.shape != (n, n):
         padded = np.full((n, n), arr.fill_value, dtype=arr.dtype)
         padded[:img.shape[0], :img.shape[1]] = img
         img = padded
     return img if fmt is None else _encode_image(img, fmt)
+
+
+class _ChunkCache:
+    """Decoded chunks by (instance, chunk key, format), each kept with the stored bytes it was
+    decoded from: a hit needs the bytes read now to be equal, so the cache is right at every
+    version, open or locked, without invalidation. Least recently used entries go first."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.nbytes = 0
+        self._items: OrderedDict[tuple, tuple[bytes, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, payload: Any) -> np.ndarray | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items.move_to_end(key)
+        stored, chunk = item
+        return chunk if len(stored) == len(payload) and stored == payload else None
+
+    def put(self, key: tuple, payload: Any, chunk: np.ndarray) -> None:
+        size = chunk.nbytes + len(payload)
+        if size > self.limit:
+            return
+        item = (bytes(payload), chunk)
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.nbytes -= old[1].nbytes + len(old[0])
+            self._items[key] = item
+            self.nbytes += size
+            while self.nbytes > self.limit:
+                _, (b, c) = self._items.popitem(last=False)
+                self.nbytes -= c.nbytes + len(b)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.nbytes = 0
+
+
+#: decoded chunks kept for :func:`tile` (a viewer paging through slices decodes each chunk
+#: layer once); ``_TILE_CACHE.limit`` may be changed, ``_TILE_CACHE.clear()`` frees it
+TILE_CACHE_BYTES = 256 << 20
+_TILE_CACHE = _ChunkCache(TILE_CACHE_BYTES)
+
+
+def _read_plane(view: VersionedArray, fixed: int, keep: tuple[int, int], index: int,
+                rows: slice, cols: slice, read_options: dict[str, Any]) -> np.ndarray:
+    """``view[...]`` of one plane region (plain slices), through the decoded-chunk cache."""
+    from diced.datatypes.array.array import _WORKERS, _pool
+
+    ctx = view._ref.ctx()
+    ch = view.chunks
+    out = np.empty((rows.stop - rows.start, cols.stop - cols.start), dtype=view.dtype)
+    if not out.size:
+        return out
+    cf, off = divmod(index, ch[fixed])
+    kr, kc = keep
+    coords, regions = [], []
+    for a in range(rows.start // ch[kr], (rows.stop - 1) // ch[kr] + 1):
+        r0, r1 = max(rows.start, a * ch[kr]), min(rows.stop, (a + 1) * ch[kr])
+        for b in range(cols.start // ch[kc], (cols.stop - 1) // ch[kc] + 1):
+            c0, c1 = max(cols.start, b * ch[kc]), min(cols.stop, (b + 1) * ch[kc])
+            cc = [0, 0, 0]
+            cc[fixed], cc[kr], cc[kc] = cf, a, b
+            coords.append(tuple(cc))
+            regions.append(((slice(r0 - rows.start, r1 - rows.start),
+                             slice(c0 - cols.start, c1 - cols.start)),
+                            (slice(r0 - a * ch[kr], r1 - a * ch[kr]),
+                             slice(c0 - b * ch[kc], c1 - b * ch[kc]))))
+    keys = [K.chunk_ckey(c) for c in coords]
+    post = view._read_post(ctx, **read_options)
+    fmt = (view._space.inst, view.dtype.str, ch, repr(view.codec.to_dict()))
+    per = max(1, -(-len(keys) // _WORKERS))
+
+    def work(start: int) -> None:
+        def fill(i: int, payload: Any) -> None:
+            dst, src = regions[start + i]
+            if payload is None:
+                out[dst] = view.fill_value
+                return
+            key = (fmt, keys[start + i])
+            chunk = _TILE_CACHE.get(key, payload)
+            if chunk is None:
+                chunk = view._decode(payload, out=np.empty(ch, dtype=view.dtype))
+                _TILE_CACHE.put(key, payload, chunk)
+            region = out[dst]
+            region[...] = np.take(chunk, off, axis=fixed)[src]
+            if post is not None:
+                post(region)
+
+        view._space.visit(keys[start:start + per], ctx, fill)
+
+    starts = range(0, len(keys), per)
+    if len(starts) == 1:
+        work(0)
+    else:
+        for _ in _pool().map(work, starts):
+            pass
+    return out
 
 
 def _halve_2d(img: np.ndarray, times: int) -> np.ndarray:
