@@ -12,7 +12,9 @@ Rows
        scipy   ``map_coordinates`` on the whole volume already in memory (no I/O at all)
   b  tiles per second for a viewer paging through 512² XY and XZ tiles at scales 0-2, at
      random tile positions and slices: from a pyramid (``max_scale=2``) and, for the same
-     data without a pyramid, downsampled on the fly from scale 0.
+     data without a pyramid, downsampled on the fly from scale 0 (the tile cache cleared
+     before each run, so every chunk is decoded); and paging through 64 consecutive XY
+     slices of one tile, where the tile cache decodes the chunk layer once.
 
 Every timing is the best of ``--repeat`` runs (page cache warm, numba kernels compiled by a
 first untimed call). diced opens LMDB with ``durable=False``.
@@ -125,7 +127,7 @@ def oblique_rows(name: str, arr: Any, vol: np.ndarray, order: int, repeat: int,
 
     diced_fn()  # compile
     t_d, out_d = best(diced_fn, repeat)
-    t_b, out_b = best(bbox_fn, max(1, repeat // 2))
+    t_b, _ = best(bbox_fn, max(1, repeat // 2))
     t_s, out_s = best(scipy_fn, max(1, repeat // 2))
     n_d = count_reads(arr, diced_fn)
     n_b = count_reads(arr, lambda: arr.read(bbox, **opts) if opts else arr[bbox])
@@ -137,6 +139,8 @@ def oblique_rows(name: str, arr: Any, vol: np.ndarray, order: int, repeat: int,
 
 
 def tile_rows(name: str, arr: Any, repeat: int, count: int) -> None:
+    from diced.datatypes.array.slicing import _TILE_CACHE
+
     rng = np.random.default_rng(1)
     for plane in ("xy", "xz"):
         cells = []
@@ -147,13 +151,23 @@ def tile_rows(name: str, arr: Any, repeat: int, count: int) -> None:
                      for _ in range(count)]
             arr.tile(plane, s, *picks[0][:2], picks[0][2])  # compile / warm
 
-            def run(picks=picks, s=s):
+            def run(picks=picks, s=s, plane=plane):
+                _TILE_CACHE.clear()  # random tiles: every chunk decoded anew
                 for ty, tx, idx in picks:
                     arr.tile(plane, s, ty, tx, idx)
 
             t, _ = best(run, repeat)
             cells.append(f"scale {s}: {count / t:6.1f} tiles/s ({t / count * 1e3:5.1f} ms)")
         print(f"  {name:<26} {plane}  " + " | ".join(cells))
+
+    def paging():
+        _TILE_CACHE.clear()
+        for idx in range(100, 164):  # one chunk layer: decoded by the first tile
+            arr.tile("xy", 0, 0, 0, idx)
+
+    t, _ = best(paging, repeat)
+    print(f"  {name:<26} xy  paging through 64 consecutive slices at scale 0 (tile cache): "
+          f"{64 / t:6.1f} tiles/s ({t / 64 * 1e3:5.1f} ms)")
 
 
 def main() -> None:
@@ -168,7 +182,7 @@ def main() -> None:
 
     print(f"# bench_slicing {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
           f"{platform.node()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, commit "
-          + subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+          + subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, check=False,
                            text=True, cwd=Path(__file__).parent).stdout.strip())
     tmp = Path(tempfile.mkdtemp(prefix="bench-slicing-", dir=args.dir))
     try:

@@ -284,13 +284,12 @@ def oblique(arr: VersionedArray, center: Any, u: Any, v: Any, size: Any, step: f
         data = np.empty((len(gcoords), *arr.chunks), dtype=arr.dtype)
         present = _fetch(arr, ctx, gcoords, data)
         slots[g0:g0 + len(gcoords)] = np.where(present, np.arange(len(gcoords)), -1)
+        head = (c, du, dv, h, w, shape, chunks, lo, dims, ids, slots, data)
         if ordr == 1:
-            _rows(h, w, lambda i0, i1: _k.sample_linear(
-                c, du, dv, h, w, shape, chunks, lo, dims, ids, slots, data, fill_acc, g0 == 0,
-                acc, i0, i1))
+            tail: tuple = (fill_acc, g0 == 0, acc)
+            _rows(h, w, lambda i0, i1, a=head + tail: _k.sample_linear(*a, i0, i1))
         else:
-            _rows(h, w, lambda i0, i1: _k.sample_nearest(
-                c, du, dv, h, w, shape, chunks, lo, dims, ids, slots, data, out, hit, i0, i1))
+            _rows(h, w, lambda i0, i1, a=head + (out, hit): _k.sample_nearest(*a, i0, i1))
     if ordr == 1:
         _store_interpolated(acc, out)
     else:
