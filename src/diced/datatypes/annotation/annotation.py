@@ -18,6 +18,12 @@ index update at all. What changes supervoxels under elements (block writes,
 split-supervoxel) is reported by the label array right after each write, at that version,
 and the index entries of the elements in the changed blocks are recomputed. At a version
 merge the derived spaces are recomputed for every element position touched on any side.
+
+Consistency: element edits and their tag/label entries are stored in one transaction
+(re-planned if an element changed meanwhile). A label write and its re-indexing are two
+transactions, so an element posted *while* another process rewrites the label blocks under
+it, or a crash between the two, can leave its label entry stale; :meth:`Annotation.reload`
+rebuilds the indexes of an open version.
 """
 
 from __future__ import annotations
