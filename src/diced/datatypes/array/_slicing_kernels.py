@@ -63,10 +63,11 @@ def _neighbours(p, n, linear, idx, wts):
 
 
 @njit(cache=True, nogil=True)
-def chunk_ids(center, du, dv, h, w, shape, chunks, lo, dims, linear, out):
-    """Write the linear ids of the chunks the samples read into ``out``; return the count
-    (``-1`` if ``out`` is too small). Ids repeat at most a few times (a small cache of the
-    last ids written drops most repeats); the caller sorts and dedupes."""
+def chunk_ids(center, du, dv, h, w, shape, chunks, lo, dims, linear, out, i0, i1):
+    """Write the linear ids of the chunks the samples of rows ``i0:i1`` read into ``out``;
+    return the count (``-1`` if ``out`` is too small). Ids repeat at most a few times (the
+    previous id and a small cache of the last ids written drop most repeats); the caller
+    sorts and dedupes."""
     iz = np.empty(2, np.int64)
     iy = np.empty(2, np.int64)
     ix = np.empty(2, np.int64)
@@ -76,8 +77,9 @@ def chunk_ids(center, du, dv, h, w, shape, chunks, lo, dims, linear, out):
     recent = np.full(16, -1, np.int64)
     r = 0
     count = 0
+    prev = -1
     cap = out.shape[0]
-    for i in range(h):
+    for i in range(i0, i1):
         for j in range(w):
             nz = _neighbours(_pos(center, du, dv, h, w, i, j, 0), shape[0], linear, iz, wz)
             ny = _neighbours(_pos(center, du, dv, h, w, i, j, 1), shape[1], linear, iy, wy)
@@ -95,6 +97,9 @@ def chunk_ids(center, du, dv, h, w, shape, chunks, lo, dims, linear, out):
                             continue
                         cx = ix[c] // chunks[2] - lo[2]
                         cid = (cz * dims[1] + cy) * dims[2] + cx
+                        if cid == prev:
+                            continue
+                        prev = cid
                         seen = False
                         for q in range(16):
                             if recent[q] == cid:

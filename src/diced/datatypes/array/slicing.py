@@ -255,14 +255,20 @@ def oblique(arr: VersionedArray, center: Any, u: Any, v: Any, size: Any, step: f
     lo = (lo_vox.astype(np.int64) // chunks).astype(np.int64)
     dims = (hi_vox.astype(np.int64) // chunks - lo + 1).astype(np.int64)
 
-    cap = min(h * w * 8, 1 << 16)
-    while True:
-        buf = np.empty(cap, dtype=np.int64)
-        n = _k.chunk_ids(c, du, dv, h, w, shape, chunks, lo, dims, ordr == 1, buf)
-        if n >= 0:
-            break
-        cap *= 4
-    ids = np.unique(buf[:n])
+    found: list[np.ndarray] = []
+
+    def find(i0: int, i1: int) -> None:
+        cap = min((i1 - i0) * w * 8, 1 << 16)
+        while True:
+            buf = np.empty(cap, dtype=np.int64)
+            n = _k.chunk_ids(c, du, dv, h, w, shape, chunks, lo, dims, ordr == 1, buf, i0, i1)
+            if n >= 0:
+                found.append(buf[:n])
+                return
+            cap *= 4
+
+    _rows(h, w, find)
+    ids = np.unique(np.concatenate(found))
     if not len(ids):
         return out
     coords = np.stack([ids // (dims[1] * dims[2]) + lo[0],
