@@ -49,7 +49,7 @@ scale past the pyramid reads 4x the voxels and about 2x the chunks of that level
 Edge tiles are padded to ``size x size`` with the fill value. Tiles keep the chunks they
 decode in a small LRU cache (:data:`TILE_CACHE_BYTES`), each entry checked against the stored
 bytes read for the tile, so paging through the slices of one chunk layer decodes it once and
-a tile is never stale, at any version.
+a tile is never stale, at any version (:func:`slice_plane` reads through the same cache).
 """
 
 from __future__ import annotations
@@ -164,9 +164,7 @@ def slice_plane(arr: VersionedArray, plane: str, index: Any, scale: int = 0, *,
     shape = view.shape
     i = _at_index(index, shape[fixed], f"{plane} plane index")
     rows, cols = _box(box, (shape[keep[0]], shape[keep[1]]))
-    sel: list[Any] = [None, None, None]
-    sel[fixed], sel[keep[0]], sel[keep[1]] = i, rows, cols
-    return view._get(tuple(sel), "basic", **read_options)
+    return _read_plane(view, fixed, keep, i, rows, cols, read_options)
 
 
 # --- oblique planes -------------------------------------------------------------------------
@@ -448,8 +446,9 @@ class _ChunkCache:
             self.nbytes = 0
 
 
-#: decoded chunks kept for :func:`tile` (a viewer paging through slices decodes each chunk
-#: layer once); ``_TILE_CACHE.limit`` may be changed, ``_TILE_CACHE.clear()`` frees it
+#: decoded chunks kept for :func:`slice_plane` and :func:`tile` (a viewer paging through
+#: slices decodes each chunk layer once); ``_TILE_CACHE.limit`` may be changed,
+#: ``_TILE_CACHE.clear()`` frees it
 TILE_CACHE_BYTES = 256 << 20
 _TILE_CACHE = _ChunkCache(TILE_CACHE_BYTES)
 
