@@ -521,6 +521,11 @@ def test_bad_input(mem_store):
     with pytest.raises(InvalidArgumentError, match="order=0"):
         boolean.oblique(*ok, order=1)
     assert boolean.oblique(*ok).dtype == np.bool_
+    mask = np.zeros(SHAPE, bool)
+    mask[2, ::3, ::2] = True
+    boolean[...] = mask
+    np.testing.assert_array_equal(boolean.tile("xy", 1, 0, 0, 2, size=32),  # subsampled
+                                  expected_tile(mask[2, ::2, ::2], 0, 0, 32, False))
 
 
 def test_tile_cache_decodes_a_layer_once_and_is_never_stale(mem_store, monkeypatch):

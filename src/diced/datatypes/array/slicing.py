@@ -44,8 +44,9 @@ Tiles
 the tile is a slice of that level at ``index >> scale``: one chunk layer of ``size²`` voxels.
 Beyond the pyramid it is computed on the fly from the deepest level ``m``: the tile's
 ``(size · 2**(scale-m))²`` voxels are read and halved ``scale - m`` times in 2-D (images:
-floor of the 2x2 mean, as the 3-D pyramid rule; labels: every ``2**k``-th voxel), so each
-scale past the pyramid reads 4x the voxels and about 2x the chunks of that level.
+floor of the 2x2 mean, as the 3-D pyramid rule; labels and bools: every ``2**k``-th
+voxel), so each scale past the pyramid reads 4x the voxels and about 2x the chunks of that
+level.
 Edge tiles are padded to ``size x size`` with the fill value. Tiles keep the chunks they
 decode in a small LRU cache (:data:`TILE_CACHE_BYTES`), each entry checked against the stored
 bytes read for the tile, so paging through the slices of one chunk layer decodes it once and
@@ -392,8 +393,8 @@ def tile(arr: VersionedArray, plane: str, scale: Any, ty: Any, tx: Any, index: A
     rows = slice(r0 * f, min(r1 * f, mshape[keep[0]]))
     cols = slice(c0 * f, min(c1 * f, mshape[keep[1]]))
     img = _read_plane(view, fixed, keep, i0 >> m, rows, cols, read_options)
-    if f > 1:
-        img = img[::f, ::f] if labels else _halve_2d(img, s - m)
+    if f > 1:  # labels and booleans subsample; numbers average
+        img = img[::f, ::f] if labels or arr.dtype.kind == "b" else _halve_2d(img, s - m)
     if img.shape != (n, n):
         padded = np.full((n, n), arr.fill_value, dtype=arr.dtype)
         padded[:img.shape[0], :img.shape[1]] = img
