@@ -374,3 +374,14 @@ def test_cli_info_lists_annotations(tmp_path, capsys):
     line = next(x for x in capsys.readouterr().out.splitlines() if " syn " in x)
     assert "annotation" in line and "2 items" in line
     assert "stored: 3 values" in line  # 2 elements + the tag index entry of the PreSyn
+
+
+def test_verify_accepts_annotations(store, repo):
+    seg = repo.create_labels("seg", shape=(16, 16, 16), chunks=(8, 8, 8))
+    seg[:] = 2
+    ann = repo.create_instance("syn", "annotation")
+    ann.sync("seg")
+    ann.post(_syn((1, 1, 1), (2, 2, 2)))
+    repo.commit("c")
+    report = store.verify()
+    assert report.ok, report.summary()

@@ -745,3 +745,71 @@ def test_import_diced_does_not_load_numba():
             "assert 'numba' not in sys.modules, 'numba imported'; "
             "assert 'diced.array.codecs.labelblock' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- decompression bombs (issue 7, item 10) -------------------------------------------------
+
+
+def _peak_bytes(fn) -> int:
+    """Peak memory numpy and Python allocated while ``fn`` ran (numpy reports to tracemalloc)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    except CorruptDataError:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_tiny_block_declaring_a_huge_shape_allocates_nothing():
+    # 40 bytes: a header declaring 128³ sub-blocks (1024³ voxels, 8 GiB), 3 labels, no more
+    bomb = struct.pack("<4I", 128, 128, 128, 3) + struct.pack("<3Q", 1, 2, 3)
+    assert len(bomb) == 40
+    with pytest.raises(CorruptDataError, match="truncated"):
+        lb.decode_block(bomb, max_voxels=None)
+    with pytest.raises(CorruptDataError, match="more than"):
+        lb.decode_block(bomb)
+    with pytest.raises(CorruptDataError, match="differs from expected"):
+        lb.decode_block(bomb, shape=(64, 64, 64))
+    assert _peak_bytes(lambda: lb.decode_block(bomb, max_voxels=None)) < 1 << 20
+    assert _peak_bytes(lambda: lb.decode_block(bomb)) < 1 << 20
+    # a valid solid block is 24 bytes at any size: only the voxel limit stops it
+    solid = struct.pack("<4I", 128, 128, 128, 1) + struct.pack("<Q", 5)
+    assert _peak_bytes(lambda: lb.decode_block(solid)) < 1 << 20
+    small = struct.pack("<4I", 1, 1, 1, 1) + struct.pack("<Q", 5)
+    assert (lb.decode_block(small) == 5).all()
+    assert (lb.decode_block(struct.pack("<4I", 8, 8, 8, 1) + struct.pack("<Q", 5),
+                            max_voxels=64 ** 3) == 5).all()
+
+
+def _gzip_zeros(n: int) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    step = bytes(1 << 20)
+    parts = [c.compress(step) for _ in range(n >> 20)]
+    parts.append(c.compress(bytes(n & ((1 << 20) - 1))))
+    return b"".join(parts) + c.flush()
+
+
+def test_block_stream_bomb_is_refused():
+    # one block: 261 KB of gzip that inflates to 256 MiB
+    payload = _gzip_zeros(256 << 20)
+    assert len(payload) < 300_000
+    stream = struct.pack("<4i", 0, 0, 0, len(payload)) + payload
+    with pytest.raises(CorruptDataError, match="block \\(0, 0, 0\\)"):
+        lb.parse_block_stream(stream)
+    assert _peak_bytes(lambda: lb.parse_block_stream(stream)) < 16 << 20
+    # many blocks, each within the per-block limit, 256 MiB together
+    one = _gzip_zeros(3 << 20)  # about a 64³ block's largest serialization
+    many = b"".join(struct.pack("<4i", i, 0, 0, len(one)) + one for i in range(80))
+    assert len(many) < 400_000
+    with pytest.raises(CorruptDataError, match="in total"):
+        lb.parse_block_stream(many)
+    assert _peak_bytes(lambda: lb.parse_block_stream(many)) < 96 << 20
+    # limits can be raised (or lifted) by the caller
+    assert len(lb.parse_block_stream(many[:2 * (16 + len(one))])) == 2
+    assert len(lb.parse_block_stream(stream, max_bytes=None, max_block_bytes=None)[0][1]) \
+        == 256 << 20

@@ -12,7 +12,9 @@ __all__ = [
     "AmbiguousVersionError",
     "BackendError",
     "BackendUnavailableError",
+    "ChecksumError",
     "ConcurrencyError",
+    "ConversionError",
     "CorruptDataError",
     "CorruptMetadataError",
     "DicedError",
@@ -29,6 +31,9 @@ __all__ = [
     "NotFoundError",
     "RepoNotFoundError",
     "ShapeMismatchError",
+    "StoreFormatError",
+    "StoreLocationError",
+    "StoreNotFoundError",
     "UnknownDatatypeError",
     "UnlockedNodeError",
     "VersionNotFoundError",
@@ -47,6 +52,13 @@ class BackendError(DicedError, OSError):
     code = "backend_error"
 
 
+class StoreLocationError(BackendError):
+    """A location cannot hold a store: a regular file, a path below a file, an unreadable
+    path, or a non-empty directory that is not a diced store."""
+
+    code = "store_location"
+
+
 class BackendUnavailableError(BackendError):
     """The backend for a URL needs an optional package that is not installed."""
 
@@ -59,16 +71,52 @@ class ConcurrencyError(DicedError, RuntimeError):
     code = "concurrency_error"
 
 
+class ConversionError(DicedError, RuntimeError):
+    """A conversion finished with failed parts; ``report`` says which and how to retry them."""
+
+    code = "conversion_failed"
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
 class CorruptDataError(DicedError, ValueError):
-    """Stored or supplied bytes do not decode (truncated, oversized, inconsistent)."""
+    """Stored or supplied bytes do not decode (truncated, oversized, inconsistent).
+
+    Raised on stored data, it says where: ``instance`` (name), ``version`` (UUID),
+    ``key`` (chunk coordinates, keyvalue key or label) and ``store_key`` (the backend key),
+    each ``None`` when unknown.
+    """
 
     code = "corrupt_data"
+
+    def __init__(self, message: str = "", *, instance: str | None = None,
+                 version: str | None = None, key: object = None,
+                 store_key: str | None = None) -> None:
+        super().__init__(message)
+        self.instance = instance
+        self.version = version
+        self.key = key
+        self.store_key = store_key
+
+
+class ChecksumError(CorruptDataError):
+    """A stored value fails its CRC32C check: the bytes changed after they were written."""
+
+    code = "checksum_mismatch"
 
 
 class CorruptMetadataError(CorruptDataError):
     """Store metadata (repos, DAG, instances) is unreadable or of an unknown format."""
 
     code = "corrupt_metadata"
+
+
+class StoreFormatError(CorruptMetadataError):
+    """The store was written in another storage format; migrate it (``diced migrate``)."""
+
+    code = "store_format"
 
 
 class NotFoundError(DicedError, KeyError):
@@ -78,6 +126,12 @@ class NotFoundError(DicedError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument; keep messages readable
         return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class StoreNotFoundError(NotFoundError):
+    """No store exists at a location that was opened with ``create=False``."""
+
+    code = "store_not_found"
 
 
 class RepoNotFoundError(NotFoundError):

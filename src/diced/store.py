@@ -8,12 +8,15 @@ import time
 from typing import Any, Self
 
 from diced.backends import Backend, open_backend
+from diced.backends.checksum import ChecksummedBackend
 from diced.errors import (
     AmbiguousVersionError,
-    CorruptMetadataError,
     DuplicateNameError,
     InvalidArgumentError,
     RepoNotFoundError,
+    StoreFormatError,
+    StoreLocationError,
+    StoreNotFoundError,
     VersionNotFoundError,
 )
 from diced.repo import keys as K
@@ -29,36 +32,86 @@ __all__ = ["Store"]
 class Store:
     """A place holding repos: a local path (embedded LMDB) or an fsspec URL.
 
+    Every value is stored with a CRC32C that is checked on every read
+    (:mod:`diced.backends.checksum`); :meth:`verify` checks a whole store.
+
     Parameters
     ----------
     location:
         ``"~/data/fly.diced"`` (LMDB), ``"memory://name"``, ``"file:///path"``,
         ``"gs://bucket/path"``, ``"s3://bucket/path"``, or an open :class:`Backend`.
+    create:
+        ``None`` (default): open the store at ``location``, or make one there if the
+        location is new or empty; a non-empty location that is not a store is refused.
+        ``False``: only open an existing store (read-only tools use this).
+        ``True``: also make a store in a non-empty directory.
+    migrate:
+        Upgrade a store written by an older diced to the current storage format in place
+        (see :func:`diced.migrate.migrate_store`); without it such a store is refused with
+        :class:`~diced.errors.StoreFormatError`.
     **options:
         Passed to the backend (fsspec storage options, or ``durable=`` for LMDB).
+
+    Raises
+    ------
+    StoreLocationError
+        ``location`` is a regular file, lies below one, cannot be read, or is a non-empty
+        location that holds no store.
+    StoreNotFoundError
+        ``create=False`` and there is no store at ``location``.
+    StoreFormatError
+        The store has another storage format (and ``migrate`` was not given).
     """
 
-    def __init__(self, location: str | os.PathLike[str] | Backend, **options: Any) -> None:
-        self.backend = open_backend(location, **options)
+    def __init__(self, location: str | os.PathLike[str] | Backend, *,
+                 create: bool | None = None, migrate: bool = False, **options: Any) -> None:
+        if create is not None and not isinstance(location, Backend):
+            options["create"] = create
+        backend = open_backend(location, **options)
+        if not isinstance(backend, ChecksummedBackend):
+            backend = ChecksummedBackend(backend)
+        self.backend: ChecksummedBackend = backend
         self.location = self.backend.url
-        self._check_format()
+        self._check_format(create, migrate)
 
-    def _check_format(self) -> None:
-        def body(cur: dict[str, bytes | None]) -> dict[str, bytes | None]:
-            doc = load_doc(cur[K.FORMAT_KEY], "store format record")
-            if doc is None:
-                return {K.FORMAT_KEY: dump_doc({"format": K.FORMAT_VERSION, "created": time.time()})}
-            if doc.get("format") != K.FORMAT_VERSION:
-                raise CorruptMetadataError(
-                    f"store {self.location} has format {doc.get('format')!r}; this diced reads "
-                    f"format {K.FORMAT_VERSION}")
-            return {}
+    @property
+    def raw_backend(self) -> Backend:
+        """The backend without checksum handling: values exactly as stored."""
+        return self.backend.raw
 
-        raw = self.backend.get(K.FORMAT_KEY)
+    def _check_format(self, create: bool | None, migrate: bool) -> None:
+        raw = self.raw_backend.get(K.FORMAT_KEY)
         if raw is None:
+            if create is False:
+                raise StoreNotFoundError(f"no store at {self.location}")
+            if create is not True and not self.raw_backend.is_empty() \
+                    and self.raw_backend.get(K.FORMAT_KEY) is None:  # not made meanwhile
+                raise StoreLocationError(
+                    f"{self.location} is not empty and holds no diced store; use a new or "
+                    "empty location (or pass create=True to make a store there anyway)")
+
+            def body(cur: dict[str, bytes | None]) -> dict[str, bytes | None]:
+                if cur[K.FORMAT_KEY] is not None:  # another process made it meanwhile
+                    return {}
+                return {K.FORMAT_KEY: dump_doc({"format": K.FORMAT_VERSION,
+                                                "created": time.time()})}
+
             update_docs(self.backend, [K.FORMAT_KEY], body)
-        else:
-            body({K.FORMAT_KEY: raw})
+            raw = self.raw_backend.get(K.FORMAT_KEY)
+        from diced.migrate import stored_format
+
+        found = stored_format(self.raw_backend, raw)
+        if found == K.FORMAT_VERSION:
+            return
+        if not migrate:
+            raise StoreFormatError(
+                f"store {self.location} has storage format {found!r}; this diced reads format "
+                f"{K.FORMAT_VERSION} (every value checksummed). Upgrade it in place, once, "
+                f"with `diced migrate {self.location}` or diced.Store(..., migrate=True); "
+                "no other process may use the store meanwhile")
+        from diced.migrate import migrate_store
+
+        migrate_store(self.raw_backend)
 
     def _next_counter(self, name: str) -> int:
         return next_counter(self.backend, name)
@@ -103,7 +156,7 @@ class Store:
         root = uuid or new_uuid()
         now = time.time()
         doc = {
-            "format": K.FORMAT_VERSION, "uuid": root, "alias": alias,
+            "format": K.REPO_FORMAT, "uuid": root, "alias": alias,
             "description": str(description), "created": now, "updated": now, "log": [],
             "properties": {}, "next_id": 2, "mutation_id": 0,
             "nodes": [Node(root, 1, [], "", "", [], False, now, now).to_dict()],
@@ -124,6 +177,8 @@ class Store:
     def _repo_uuid(self, alias: str | None, uuid: str | None) -> str:
         if (alias is None) == (uuid is None):
             raise InvalidArgumentError("give exactly one of a repo name or uuid=")
+        if uuid is not None and (not isinstance(uuid, str) or not uuid):
+            raise InvalidArgumentError(f"uuid= must be a non-empty UUID or prefix, got {uuid!r}")
         if alias is not None:
             raw = self.backend.get(K.alias_key(alias)) if isinstance(alias, str) and alias else None
             if raw is None:
@@ -207,6 +262,43 @@ class Store:
         for rec in repo._doc["instances"].values():
             drop_instance_data(self.backend, rec)
         self.backend.delete_many(list(self.backend.list_keys(f"lock/{root}/")))
+
+    def verify(self, repo: str | None = None, version: str | None = None,
+               repair: bool = False) -> Any:
+        """Check every stored value: checksums, that chunks and label indexes decode, and
+        that label indexes agree with the blocks; optionally repair open versions.
+
+        Parameters
+        ----------
+        repo:
+            Only this repo (default: the whole store).
+        version:
+            Only the history of this version of ``repo``.
+        repair:
+            Remove corrupt or undecodable values written at open versions (the version
+            then shows its parent's value) and rebuild label indexes of open versions.
+            Locked versions are never changed; their problems are reported.
+
+        Returns
+        -------
+        diced.verify.VerifyReport
+            ``.ok``, ``.problems`` (each naming repo, instance, version and chunk/key),
+            ``.summary()``, ``.to_dict()``.
+        """
+        from diced.verify import verify_store
+
+        return verify_store(self, repo, version, repair)
+
+    def serve(self, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> Any:
+        """Serve this store over DVID's HTTP API from a background thread.
+
+        Returns a :class:`diced.server.ServerHandle` (``.url``, ``.stop()``, context manager).
+        ``options``: ``read_only``, ``token``, ``cors_origins``, ``max_body_bytes`` (see
+        :func:`diced.server.serve`). Needs ``pip install 'diced[server]'``.
+        """
+        from diced.server.run import serve
+
+        return serve(self, host=host, port=port, **options)
 
     def close(self) -> None:
         """Release the backend (files, LMDB environment). The store is unusable afterwards."""

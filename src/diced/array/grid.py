@@ -58,6 +58,13 @@ def check_dtype(dtype: Any) -> np.dtype:
     return dt.newbyteorder("<") if dt.byteorder == ">" else dt
 
 
+def as_int(x: Any) -> int:
+    """``x`` as an int, refusing values that are not integers (1.5, "2", True)."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"{x!r} is not an integer")
+    return int(x)
+
+
 def check_shape(shape: Iterable[int]) -> tuple[int, ...]:
     """A validated array shape.
 
@@ -75,7 +82,7 @@ def check_shape(shape: Iterable[int]) -> tuple[int, ...]:
         Not a non-empty sequence of non-negative integers.
     """
     try:
-        out = tuple(int(s) for s in shape)
+        out = tuple(as_int(s) for s in shape)
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(f"shape must be a sequence of integers, got {shape!r}") from exc
     if not out:
@@ -105,7 +112,7 @@ def check_chunks(chunks: Iterable[int] | None, ndim: int) -> tuple[int, ...]:
     if chunks is None:
         return default_chunks(ndim)
     try:
-        out = tuple(int(c) for c in chunks)
+        out = tuple(as_int(c) for c in chunks)
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(f"chunks must be a sequence of integers, got {chunks!r}") from exc
     if len(out) != ndim:

@@ -19,7 +19,11 @@ Limits of the key-as-path layout: a key and a key below it (``a/b`` and ``a/b/c`
 both exist on ``file://`` or ``memory://`` (writing the second raises
 :class:`~diced.errors.BackendError`); keys must not contain empty, ``.`` or ``..`` segments,
 glob characters (``*?[``), backslashes, control characters or the marker ``.~diced-``.
-Deleting keys leaves empty directories behind on ``file://``.
+Deleting keys leaves empty directories behind on ``file://``. On ``file://`` a key segment
+longer than 200 characters is stored as a chain of directories whose names end with the
+marker (``<200 chars>.~diced-/<rest>``), so keys are not limited by the filesystem's
+255-byte file names. Listings never leave the store's root: a prefix with an empty, ``.``
+or ``..`` segment matches nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +40,14 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager, nullco
 from typing import Any
 
 from diced.backends.base import Backend, Capabilities, UpdateFn
-from diced.errors import BackendError, BackendUnavailableError, DicedError, InvalidArgumentError
+from diced.errors import (
+    BackendError,
+    BackendUnavailableError,
+    DicedError,
+    InvalidArgumentError,
+    StoreLocationError,
+    StoreNotFoundError,
+)
 
 try:
     import fcntl
@@ -51,6 +62,8 @@ __all__ = ["FsspecBackend"]
 _RESERVED = ".~diced-"
 _LOCK_NAME = _RESERVED + "lock"
 _FORBIDDEN = frozenset("*?[\\")
+#: longest key segment stored as one file name on file:// (longer ones are split)
+_SEGMENT_MAX = 200
 _IO_THREADS = 32
 _INLINE_CALLS = 4
 _LIST_CONCURRENCY = 32
@@ -65,6 +78,19 @@ def _check_key(key: str) -> str:
             or any(part in ("", ".", "..") for part in key.split("/"))):
         raise InvalidArgumentError(f"key {key!r} cannot be stored as an object path")
     return key
+
+
+def _prefix_stays_inside(prefix: str) -> bool:
+    """Whether keys can start with ``prefix``: its complete segments must be valid ones.
+
+    Keys never hold empty, ``.`` or ``..`` segments, so such a prefix matches nothing, and
+    refusing it here keeps a listing from ever walking outside the store's root."""
+    head = prefix.rpartition("/")[0]
+    if not head:
+        return not prefix.startswith("/")
+    return not (any(part in ("", ".", "..") for part in head.split("/"))
+                or any(c in _FORBIDDEN or c < " " or c == "\x7f" for c in head)
+                or _RESERVED in prefix)
 
 
 def _listing_prefix(prefix: str, start: str | None, stop: str | None) -> str | None:
@@ -175,6 +201,14 @@ class _FsObjects:
         except _ABSENT:
             return []
 
+    def is_empty(self) -> bool:
+        self.fs.invalidate_cache(self.root)
+        try:
+            names = self.fs.ls(self.root, detail=False)
+        except _ABSENT:
+            return True
+        return not any(_RESERVED not in n.rstrip("/").rpartition("/")[2] for n in names)
+
     def _keys(self, names: Iterable[str], prefix: str) -> list[str]:
         base = self._base
         cut = len(base)
@@ -220,6 +254,10 @@ class _MemoryObjects(_FsObjects):
             except _ABSENT:
                 pass
 
+    def is_empty(self) -> bool:
+        base = self._base
+        return not any(n.startswith(base) for n in self.fs.store)
+
 
 def _parallel(fn: Callable[[Any], None], items: Sequence[Any]) -> None:
     """``fn`` over ``items``, on threads when there are many: file system calls that wait
@@ -245,7 +283,20 @@ class _LocalObjects:
         self._held = threading.local()
 
     def path(self, key: str) -> str:
-        return os.path.join(self.root, *key.split("/"))
+        parts: list[str] = []
+        for seg in key.split("/"):
+            while len(seg) > _SEGMENT_MAX:  # a chain of continuation directories
+                parts.append(seg[:_SEGMENT_MAX] + _RESERVED)
+                seg = seg[_SEGMENT_MAX:]
+            parts.append(seg)
+        return os.path.join(self.root, *parts)
+
+    def is_empty(self) -> bool:
+        """No file but diced's own (deleting keys leaves empty directories behind)."""
+        for _, _, files in os.walk(self.root):
+            if any(_RESERVED not in f for f in files):
+                return False
+        return True
 
     # --- locking ---------------------------------------------------------------------------
 
@@ -343,26 +394,39 @@ class _LocalObjects:
         return [self._scan_one(p) for p in prefixes]
 
     def _scan_one(self, prefix: str) -> list[str]:
+        """Keys below the directory of ``prefix`` whose last segment may start with its
+        leaf (a superset: the caller filters by the exact prefix)."""
         head, _, leaf = prefix.rpartition("/")
         top = self.path(head) if head else self.root
         out: list[str] = []
+
+        def wanted(name: str) -> bool:
+            if name.endswith(_RESERVED):  # continuation: the segment goes on below
+                part = name[:-len(_RESERVED)]
+                return part.startswith(leaf) or leaf.startswith(part)
+            return name.startswith(leaf)
+
         try:
             with os.scandir(top) as it:
-                stack = [(head + "/" if head else "", e) for e in it if e.name.startswith(leaf)]
+                stack = [(head + "/" if head else "", e) for e in it if wanted(e.name)]
         except _ABSENT:
             return out
         while stack:
             base, entry = stack.pop()
-            if _RESERVED in entry.name:
-                continue
-            key = base + entry.name
+            name = entry.name
+            cont = name.endswith(_RESERVED)
+            if cont:
+                name = name[:-len(_RESERVED)]
+            elif _RESERVED in name:
+                continue  # temp files and the lock
+            key = base + name
             if entry.is_dir(follow_symlinks=False):
                 try:
                     with os.scandir(entry.path) as it:
-                        stack.extend((key + "/", e) for e in it)
+                        stack.extend((key if cont else key + "/", e) for e in it)
                 except _ABSENT:  # removed meanwhile
                     continue
-            elif entry.is_file():
+            elif entry.is_file() and not cont:
                 out.append(key)
         return out
 
@@ -385,11 +449,21 @@ class FsspecBackend(Backend):
         ``file://`` only: ``True`` (default) fsyncs every value before it replaces the old
         one, so even a power loss leaves either the old or the new value. ``False`` keeps
         writes atomic against process crashes only, and is much faster.
+    create:
+        ``False`` refuses a ``file://`` root that does not exist
+        (:class:`~diced.errors.StoreNotFoundError`); on every protocol the
+        :class:`~diced.store.Store` above decides whether a store may be made here.
     **storage_options:
         Passed to the fsspec filesystem (``token=``, ``endpoint_url=``, ``client_kwargs=``).
+
+    Raises
+    ------
+    StoreLocationError
+        ``file://`` only: the root is a regular file, lies below one, or cannot be read.
     """
 
-    def __init__(self, url: str, *, durable: bool = True, **storage_options: Any) -> None:
+    def __init__(self, url: str, *, durable: bool = True, create: bool | None = None,
+                 **storage_options: Any) -> None:
         from fsspec.core import url_to_fs
         from fsspec.implementations.local import LocalFileSystem
         from fsspec.implementations.memory import MemoryFileSystem
@@ -409,6 +483,7 @@ class FsspecBackend(Backend):
         self.root = root.rstrip("/") if root != "/" else root
         self._objects: _FsObjects | _LocalObjects
         if isinstance(fs, LocalFileSystem):
+            _check_local_root(self.root, create)
             self._objects = _LocalObjects(self.root, durable)
         elif isinstance(fs, MemoryFileSystem):
             self._objects = _MemoryObjects(fs, self.root)
@@ -456,13 +531,20 @@ class FsspecBackend(Backend):
     def list_keys(self, prefix: str = "", start: str | None = None,
                   stop: str | None = None) -> Iterator[str]:
         listing = _listing_prefix(prefix, start, stop)
-        if listing is None:
+        if listing is None or not _prefix_stays_inside(listing):
             return iter(())
         # under the writers' lock: memory:// is a plain dict that writers resize
         with self._locked(exclusive=False), self._io("listing"):
             keys = self._objects.scan([listing])[0]
         return iter(sorted(k for k in keys if k.startswith(prefix)
                            and (start is None or k >= start) and (stop is None or k < stop)))
+
+    def is_empty(self) -> bool:
+        # memory:// needs the writers' lock (a dict being resized); elsewhere it would make
+        # the lock file, and this is asked before a store exists
+        lock = isinstance(self._objects, _MemoryObjects)
+        with self._locked(exclusive=False) if lock else nullcontext(), self._io("listing"):
+            return self._objects.is_empty()
 
     def close(self) -> None:
         """Mark the backend closed; fsspec's shared filesystem instances stay cached."""
@@ -531,3 +613,27 @@ class FsspecBackend(Backend):
                 return False
             self.apply({key: new})
         return True
+
+
+def _check_local_root(root: str, create: bool | None) -> None:
+    """Refuse a ``file://`` root that is a file, lies below one or cannot be read."""
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        if create is False:
+            raise StoreNotFoundError(f"no store at {root}") from None
+        return
+    except NotADirectoryError as exc:
+        raise StoreLocationError(
+            f"cannot use {root} as a store: a part of the path is a regular file") from exc
+    except OSError as exc:
+        raise StoreLocationError(f"cannot use {root} as a store: {exc}") from exc
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode):
+        raise StoreLocationError(
+            f"cannot use {root} as a store: it is a regular file, not a directory")
+    try:
+        os.listdir(root)
+    except OSError as exc:
+        raise StoreLocationError(f"cannot use {root} as a store: {exc}") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -13,13 +14,20 @@ from typing import Any
 import lmdb
 
 from diced.backends.base import Backend, Capabilities, UpdateFn
-from diced.errors import BackendError
+from diced.errors import (
+    BackendError,
+    InvalidArgumentError,
+    StoreLocationError,
+    StoreNotFoundError,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["LMDBBackend"]
 
 _INITIAL_MAP = 1 << 30  # 1 GiB; doubled on demand
+#: LMDB's compiled-in key size limit (MDB_MAXKEYSIZE)
+MAX_KEY_BYTES = 511
 _MAX_RETRIES = 40
 
 
@@ -108,7 +116,13 @@ class LMDBBackend(Backend):
     Parameters
     ----------
     path:
-        Directory of the environment; created if missing.
+        Directory of the environment.
+    create:
+        ``None`` (default): create the store if the directory is new or empty, refuse a
+        non-empty directory that holds no LMDB environment; ``True``: create it there too;
+        ``False``: open an existing store only (:class:`~diced.errors.StoreNotFoundError`
+        otherwise). A regular file, a path below a file or an unreadable path raises
+        :class:`~diced.errors.StoreLocationError`.
     durable:
         ``True`` (default) syncs every commit to disk. ``False`` trades crash durability of
         the last commits for speed (the store stays consistent).
@@ -123,7 +137,8 @@ class LMDBBackend(Backend):
     capabilities = Capabilities(ordered_scan=True, compare_and_set=True, atomic_update=True)
 
     def __init__(self, path: str | os.PathLike[str], *, durable: bool = True,
-                 readonly: bool = False, map_size: int = _INITIAL_MAP) -> None:
+                 readonly: bool = False, map_size: int = _INITIAL_MAP,
+                 create: bool | None = None) -> None:
         self.path = Path(os.path.expanduser(os.fspath(path)))
         self.url = str(self.path)
         self._durable = durable
@@ -131,13 +146,17 @@ class LMDBBackend(Backend):
         self._map_size = int(map_size)
         self._pid = -1
         self._shared: _SharedEnv | None = None
+        _check_location(self.path, None if readonly else create)
         self._open()
 
     # --- environment management ----------------------------------------------------------
 
     def _open(self) -> _SharedEnv:
         if not self._readonly:
-            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreLocationError(f"cannot make a store at {self.path}: {exc}") from exc
         elif not self.path.exists():
             raise BackendError(f"no LMDB store at {self.path}")
         pid = os.getpid()
@@ -221,10 +240,12 @@ class LMDBBackend(Backend):
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         encoded = [k.encode() for k in keys]
-        return self._run(False, lambda txn: [txn.get(k) for k in encoded])
+        # a key LMDB cannot hold is simply absent
+        return self._run(False, lambda txn: [txn.get(k) if 0 < len(k) <= MAX_KEY_BYTES
+                                             else None for k in encoded])
 
     def set_many(self, items: Mapping[str, bytes]) -> None:
-        pairs = [(k.encode(), bytes(v)) for k, v in items.items()]
+        pairs = [(_key(k), bytes(v)) for k, v in items.items()]
 
         def body(txn: lmdb.Transaction) -> None:
             for k, v in pairs:
@@ -242,7 +263,7 @@ class LMDBBackend(Backend):
         self._run(True, body)
 
     def apply(self, changes: Mapping[str, bytes | None]) -> None:
-        pairs = [(k.encode(), v) for k, v in changes.items()]
+        pairs = [(_key(k), v) for k, v in changes.items()]
 
         def body(txn: lmdb.Transaction) -> None:
             for k, v in pairs:
@@ -255,22 +276,29 @@ class LMDBBackend(Backend):
 
     def list_keys(self, prefix: str = "", start: str | None = None,
                   stop: str | None = None) -> Iterator[str]:
-        lo = prefix if start is None or start < prefix else start
+        lo = (prefix if start is None or start < prefix else start).encode()
+        bstart = lo
+        if len(lo) > MAX_KEY_BYTES:  # no key is that long: seek from a shorter bound
+            lo = lo[:MAX_KEY_BYTES]
         bprefix = prefix.encode()
         bstop = stop.encode() if stop is not None else None
 
         def body(txn: lmdb.Transaction) -> list[str]:
             out = []
             cur = txn.cursor()
-            if not cur.set_range(lo.encode()):
+            if not (cur.set_range(lo) if lo else cur.first()):
                 return out
             for key in cur.iternext(keys=True, values=False):
                 if not key.startswith(bprefix) or (bstop is not None and key >= bstop):
                     break
-                out.append(key.decode())
+                if key >= bstart:
+                    out.append(key.decode())
             return out
 
         return iter(self._run(False, body))
+
+    def is_empty(self) -> bool:
+        return not self._run(False, lambda txn: txn.cursor().first())
 
     # --- fast paths ----------------------------------------------------------------------
 
@@ -333,13 +361,13 @@ class LMDBBackend(Backend):
                 if v is None:
                     txn.delete(k.encode())
                 else:
-                    txn.put(k.encode(), v)
+                    txn.put(_key(k), v)
             return changes
 
         return self._run(True, body)
 
     def compare_and_set(self, key: str, expected: bytes | None, new: bytes | None) -> bool:
-        bkey = key.encode()
+        bkey = _key(key)
 
         def body(txn: lmdb.Transaction) -> bool:
             if txn.get(bkey) != expected:
@@ -364,6 +392,45 @@ class LMDBBackend(Backend):
                 del _ENVS[self._ident]
         with shared.gate.exclusive():
             shared.env.close()
+
+
+def _key(key: str) -> bytes:
+    """A key to write, refused clearly when LMDB cannot hold it."""
+    b = key.encode()
+    if not b or len(b) > MAX_KEY_BYTES:
+        raise InvalidArgumentError(
+            f"LMDB keys are 1..{MAX_KEY_BYTES} bytes; got {len(b)} ({key[:40]!r}...)")
+    return b
+
+
+def _check_location(path: Path, create: bool | None) -> None:
+    """Refuse locations that cannot or should not hold a store (see :class:`LMDBBackend`)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if create is False:
+            raise StoreNotFoundError(f"no store at {path}") from None
+        return  # a new directory: created by _open
+    except NotADirectoryError as exc:
+        raise StoreLocationError(
+            f"cannot use {path} as a store: a part of the path is a regular file") from exc
+    except OSError as exc:
+        raise StoreLocationError(f"cannot use {path} as a store: {exc}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise StoreLocationError(f"cannot use {path} as a store: it is a regular file, not a "
+                                 "directory")
+    try:
+        names = os.listdir(path)
+    except OSError as exc:
+        raise StoreLocationError(f"cannot use {path} as a store: {exc}") from exc
+    if "data.mdb" in names:
+        return
+    if create is False:
+        raise StoreNotFoundError(f"no store at {path}")
+    if names and create is not True and set(names) != {"lock.mdb"}:  # (a store being made)
+        raise StoreLocationError(
+            f"{path} is a non-empty directory that holds no diced store; use a new or empty "
+            "directory (or pass create=True to make a store among its files)")
 
 
 def _seek_stop(prefix: bytes, stop: bytes) -> bytes | None:

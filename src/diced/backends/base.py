@@ -5,12 +5,14 @@ Three surfaces are kept apart:
 * what a backend author implements: :meth:`Backend.get_many`, :meth:`Backend.set_many`,
   :meth:`Backend.delete_many`, :meth:`Backend.list_keys` and :meth:`Backend.close`;
 * what the base class derives from that core (single-key calls, prefix listing,
-  ``find_last_many``, a non-atomic ``update``); a backend overrides these only to be faster
-  or to make them atomic, and says so in its :class:`Capabilities`;
+  ``is_empty``, ``find_last_many``, a non-atomic ``update``); a backend overrides these only
+  to be faster or to make them atomic, and says so in its :class:`Capabilities`;
 * what the rest of diced calls: everything public here.
 
 Keys are ASCII ``str`` (diced builds them from fixed-width hex so that lexicographic order is
-meaningful); values are ``bytes``.
+meaningful) of at most 511 bytes (LMDB's limit; every backend holds keys that long); values
+are ``bytes``. Backends store values as they are given: the CRC32C of every value is added
+and checked one layer up, by :class:`diced.backends.checksum.ChecksummedBackend`.
 """
 
 from __future__ import annotations
@@ -108,6 +110,10 @@ class Backend(abc.ABC):
         """Every key starting with ``prefix``, sorted (:meth:`list_keys` as a list)."""
         return list(self.list_keys(prefix))
 
+    def is_empty(self) -> bool:
+        """Whether the store holds no key at all (backends make this one cheap call)."""
+        return next(iter(self.list_keys()), None) is None
+
     def apply(self, changes: Mapping[str, bytes | None]) -> None:
         """Write and delete in one call (``None`` deletes). Atomic where ``set_many`` is."""
         puts = {k: v for k, v in changes.items() if v is not None}
@@ -152,6 +158,14 @@ class Backend(abc.ABC):
         for i, hit in enumerate(self.find_last_many(requests, accept)):
             if hit is not None:
                 visit(i, *hit)
+
+    def visit_many(self, keys: Sequence[str],
+                   visit: Callable[[int, bytes | memoryview], None]) -> None:
+        """:meth:`get_many` handing each present value to ``visit(index, value)``; the value
+        may be a view valid only during the call (decode it there; do not keep it)."""
+        for i, value in enumerate(self.get_many(keys)):
+            if value is not None:
+                visit(i, value)
 
     def update(self, keys: Sequence[str], fn: UpdateFn) -> dict[str, bytes | None]:
         """Read ``keys``, let ``fn`` compute changes, write them; return the changes.

@@ -7,7 +7,6 @@ refuses a location that does not hold a diced store, with a one-line error namin
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 from typing import Any
 
@@ -47,7 +46,6 @@ def open_existing_store(location: str, **options: Any) -> Any:
         ``location`` does not exist, is a file, or is not a diced store.
     """
     import diced
-    from diced.backends import open_backend
     from diced.repo import keys as K
 
     path = _local_path(location)
@@ -55,13 +53,7 @@ def open_existing_store(location: str, **options: Any) -> Any:
         _check_local(location, path, "data.mdb")
     elif location.startswith("file://"):
         _check_local(location, location[len("file://"):], os.path.join(*K.FORMAT_KEY.split("/")))
-    if "create" in inspect.signature(diced.Store).parameters:
-        return diced.Store(location, create=False, **options)
-    backend = open_backend(location, **options)
-    if backend.get(K.FORMAT_KEY) is None:
-        backend.close()
-        raise StoreNotFound(f"no diced store at {location}")
-    return diced.Store(backend)
+    return diced.Store(location, create=False, **options)
 
 
 def open_existing_repo(args: argparse.Namespace, version: str | None = None) -> Any:

@@ -104,9 +104,15 @@ class InstanceContext:
         """The id of the instance's own key space."""
         return int(self._opened["id"])
 
-    def space(self, space_id: int | None = None) -> VersionedSpace:
-        """A versioned key space of the instance (default: its own)."""
-        return VersionedSpace(self.repo.backend, self.id if space_id is None else int(space_id))
+    def space(self, space_id: int | None = None, name: str | None = None,
+              kind: str | None = None) -> VersionedSpace:
+        """A versioned key space of the instance (default: its own).
+
+        ``name`` (default: the instance name) and ``kind`` (``"chunk"``, ``"key"``,
+        ``"label"`` or ``None``: what a key names) only serve error messages about corrupt
+        values."""
+        return VersionedSpace(self.repo.backend, self.id if space_id is None else int(space_id),
+                              self.name if name is None else name, kind)
 
     def update_record(self, fn: Callable[[dict[str, Any]], None]) -> None:
         """Change the instance record with compare-and-set: ``fn(record)`` edits a fresh

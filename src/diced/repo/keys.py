@@ -2,7 +2,8 @@
 
 Layout (all ASCII, fixed-width lowercase hex so that string order is numeric order)::
 
-    meta/format                              {"format": N}
+    meta/format                              {"format": N} (the store format, see below)
+    meta/migrate                             progress of an unfinished format migration
     meta/repo/<repo uuid>                    repo document (JSON): DAG, instances, alias, log
     meta/alias/<hex(alias)>                  repo uuid owning an alias (unique)
     meta/counter/<name>                      store-wide counters (instance ids, ...)
@@ -17,7 +18,11 @@ per-version index lets diff, merge and object stores work from what changed inst
 scanning everything.
 
 A chunk key (``ckey``) is the chunk coordinates as 8-hex-digit numbers joined by ``.``; a
-keyvalue key is the hex of its UTF-8 bytes (hex preserves byte order and prefixes).
+keyvalue key is the hex of its UTF-8 bytes (hex preserves byte order and prefixes); a label
+key (label index, mapping, members) is the label as 16 hex digits.
+
+Store formats: 1 stored values as they are; 2 (current) ends every value with its CRC32C
+(:mod:`diced.backends.checksum`). :mod:`diced.migrate` upgrades a format-1 store.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ __all__ = [
     "DATA",
     "FORMAT_KEY",
     "FORMAT_VERSION",
+    "MIGRATE_KEY",
+    "REPO_FORMAT",
     "TOMB",
     "alias_key",
     "chunk_ckey",
@@ -35,6 +42,8 @@ __all__ = [
     "counter_key",
     "data_key",
     "data_prefix",
+    "describe_ckey",
+    "describe_store_key",
     "head_key",
     "index_key",
     "index_prefix",
@@ -48,7 +57,11 @@ __all__ = [
 ]
 
 FORMAT_KEY = "meta/format"
-FORMAT_VERSION = 1
+MIGRATE_KEY = "meta/migrate"
+#: the store format: 2 = every value carries a CRC32C trailer
+FORMAT_VERSION = 2
+#: the format of a repo document (``meta/repo/<uuid>``), independent of the store format
+REPO_FORMAT = 1
 DATA = "d"
 TOMB = "t"
 
@@ -135,3 +148,32 @@ def kv_ckey(key: str) -> str:
 def parse_kv_ckey(ckey: str) -> str:
     """The keyvalue key of a logical key (inverse of :func:`kv_ckey`)."""
     return bytes.fromhex(ckey[1:]).decode()
+
+
+def describe_ckey(ckey: str) -> str:
+    """A readable name for a ckey: chunk coordinates, a keyvalue key or a label."""
+    try:
+        if ckey.startswith("k"):
+            return f"key {parse_kv_ckey(ckey)!r}"
+        if len(ckey) == 16 and "." not in ckey:
+            return f"label {int(ckey, 16)}"
+        return f"chunk {parse_chunk_ckey(ckey)}"
+    except (ValueError, UnicodeDecodeError):
+        return f"key {ckey!r}"
+
+
+def describe_store_key(key: str) -> str:
+    """A readable name for a backend key (for error messages and reports)."""
+    try:
+        if key.startswith("d/") and len(key) > 21:
+            ckey, vid, mark = parse_data_key(key)
+            what = "tombstone" if mark == TOMB else "value"
+            return f"{what} of {describe_ckey(ckey)} in key space {int(key[2:10], 16)} " \
+                   f"at version id {vid}"
+        if key.startswith("w/") and len(key) > 21:
+            vid, ckey, _ = parse_index_key(key)
+            return f"index entry of {describe_ckey(ckey)} in key space {int(key[2:10], 16)} " \
+                   f"at version id {vid}"
+    except ValueError:
+        pass
+    return f"key {key!r}"

@@ -151,6 +151,8 @@ def merge_versions(repo: Any, versions: Sequence[Any], note: str, strategy: Stra
     dag = repo._dag
     ids = [n.id for n in nodes]
     parent_uuids = [n.uuid for n in nodes]
+    if not callable(strategy) and not (isinstance(strategy, str) and strategy == "fail"):
+        choose(None, strategy, parent_uuids)  # type: ignore[arg-type]  # refuse bad ones now
     ctxs = [repo._ctx(i) for i in ids]
     bases = dag.merge_bases(ids)
     base_ctx = repo._ctx(bases[-1]) if bases else None

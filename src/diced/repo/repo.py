@@ -38,7 +38,16 @@ _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-
 _RESERVED = {"log", "branch", "note", "commit", "newversion", "info", "tag", "status"}
 
 
+#: longest repo, instance, branch or tag name
+NAME_MAX = 255
+
+
 def _check_name(name: str, what: str) -> str:
+    if isinstance(name, str) and len(name) > NAME_MAX:
+        raise InvalidArgumentError(
+            f"{what} of {len(name)} characters is too long (at most {NAME_MAX})")
+    if isinstance(name, str) and name and set(name) == {"."}:
+        raise InvalidArgumentError(f"{what} {name!r} is not a name")
     if not isinstance(name, str) or not name or not set(name) <= _NAME_OK or name.startswith("."):
         if isinstance(name, str) and name.startswith(".") and name[1:] and set(name[1:]) <= _NAME_OK:
             return name  # hidden names such as DICED's ".files" are allowed
@@ -260,9 +269,9 @@ class Repo:
             doc["instances"]
         except (KeyError, TypeError) as exc:
             raise CorruptMetadataError(f"repo {self.uuid}: metadata lacks {exc}") from exc
-        if doc.get("format") != K.FORMAT_VERSION:
+        if doc.get("format") != K.REPO_FORMAT:
             raise CorruptMetadataError(
-                f"repo {self.uuid}: metadata format {doc.get('format')!r} is not {K.FORMAT_VERSION}")
+                f"repo {self.uuid}: metadata format {doc.get('format')!r} is not {K.REPO_FORMAT}")
         self._doc, self._raw, self._dag = doc, raw, DAG(nodes)
 
     def _mutate(self, fn: Callable[[dict[str, Any]], dict[str, bytes | None] | None],
@@ -298,7 +307,9 @@ class Repo:
             node = self._dag.nodes.get(vid)
             if node is None:
                 raise VersionNotFoundError(f"version id {vid} not in repo {self.alias!r}")
-        return VersionCtx(self.uuid, vid, self._dag.ancestors(vid), node.locked, node.uuid)
+        nodes = self._dag.nodes
+        return VersionCtx(self.uuid, vid, self._dag.ancestors(vid), node.locked, node.uuid,
+                          uuid_of=lambda v: nodes[v].uuid)
 
     @property
     def alias(self) -> str:
@@ -716,6 +727,9 @@ class Repo:
         head = self._dag.nodes[self._head_id]
         if head.locked:
             raise LockedNodeError(f"version {head.uuid} is locked; new instances need an open version")
+        self.refresh()  # refuse a taken name before allocating ids for it
+        if name in self._doc["instances"]:
+            raise DuplicateNameError(f"repo {self.alias!r} already has an instance {name!r}")
         inst_id = next_counter(self.backend, "instance")
         _datatype(typename).allocate(config, lambda: next_counter(self.backend, "instance"))
         vid = head.id
@@ -840,6 +854,19 @@ class Repo:
 
         self._mutate(fn)
         drop_instance_data(self.backend, rec)
+
+    def view(self, host: str = "127.0.0.1", port: int = 8000, *, open_browser: bool | None = None,
+             **options: Any) -> Any:
+        """Serve the store and show this repo's web page (``<url>/?repo=<root uuid>``).
+
+        The page opens in a browser when one can be shown (a display exists), else the URL is
+        printed. Returns the :class:`diced.server.ServerHandle`; call ``.stop()`` when done.
+        """
+        from diced.server.run import serve, show_url
+
+        handle = serve(self.store, host=host, port=port, **options)
+        show_url(f"{handle.url}/?repo={self.uuid}", open_browser)
+        return handle
 
     def __repr__(self) -> str:
         return f"<Repo {self.alias!r} root={self.uuid[:12]} head={self.current_uuid[:12]}>"

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from diced.backends.base import Backend
 from diced.errors import CorruptDataError, LockedNodeError
@@ -35,6 +36,19 @@ class VersionCtx:
     ancestors: frozenset[int]  # includes vid
     locked: bool
     uuid: str = ""
+    #: version id -> UUID, for error messages (``None``: ids only)
+    uuid_of: Callable[[int], str] | None = field(default=None, compare=False, repr=False)
+
+    def version_name(self, vid: int) -> str:
+        """The UUID of version ``vid`` when known, else ``"id N"``."""
+        if vid == self.vid and self.uuid:
+            return self.uuid
+        if self.uuid_of is not None:
+            try:
+                return self.uuid_of(vid)
+            except LookupError:
+                pass
+        return f"id {vid}"
 
     @property
     def strict_ancestors(self) -> frozenset[int]:
@@ -110,13 +124,68 @@ def _manifests(backend: Backend) -> _Manifests:
         return m
 
 
-class VersionedSpace:
-    """Versioned keys of one instance: ``read_many``, ``write``, ``modify`` and listings."""
+_KINDS = {"chunk": K.parse_chunk_ckey, "key": K.parse_kv_ckey, "label": lambda c: int(c, 16)}
 
-    def __init__(self, backend: Backend, inst: int) -> None:
+
+class VersionedSpace:
+    """Versioned keys of one instance: ``read_many``, ``write``, ``modify`` and listings.
+
+    ``name`` (the instance's name, or a description such as ``"seg (label index)"``) and
+    ``kind`` (``"chunk"``, ``"key"`` or ``"label"``: what a ckey names) only serve error
+    messages: a stored value that fails its checksum, or that the caller's decoder rejects
+    during :meth:`visit`, raises :class:`~diced.errors.CorruptDataError` naming the
+    instance, the version (UUID) that wrote the value and the chunk coordinates or key.
+    """
+
+    def __init__(self, backend: Backend, inst: int, name: str | None = None,
+                 kind: str | None = None) -> None:
         self.backend = backend
         self.inst = inst
+        self.name = name if name is not None else f"key space {inst}"
+        self.kind = kind
         self.ordered = backend.capabilities.ordered_scan
+
+    # --- naming corrupt values -----------------------------------------------------------
+
+    def describe(self, ckey: str) -> tuple[str, object]:
+        """``(text, key)``: how a ckey reads in messages, and the chunk coords / key / label."""
+        parse = _KINDS.get(self.kind or "")
+        if parse is None:
+            return K.describe_ckey(ckey), ckey
+        try:
+            key = parse(ckey)
+        except (ValueError, UnicodeDecodeError):
+            return f"key {ckey!r}", ckey
+        return f"{self.kind} {key!r}" if self.kind == "key" else f"{self.kind} {key}", key
+
+    def locate(self, exc: CorruptDataError, ctx: VersionCtx | None, ckey: str | None = None,
+               vid: int | None = None) -> CorruptDataError:
+        """``exc`` re-made to name this instance, the version and the chunk or key."""
+        if exc.instance is not None:
+            return exc
+        sk = exc.store_key
+        if sk is not None and sk.startswith(f"d/{self.inst:08x}/"):
+            ckey, vid, _ = K.parse_data_key(sk)
+        elif sk is not None and sk.startswith(f"w/{self.inst:08x}/"):
+            vid, ckey, _ = K.parse_index_key(sk)
+        if vid is None and ctx is not None:
+            vid = ctx.vid
+        version = None if vid is None else (ctx.version_name(vid) if ctx else f"id {vid}")
+        text, key = self.describe(ckey) if ckey is not None else ("", None)
+        parts = [f"{self.name!r}"] + ([text] if text else []) + \
+            ([f"version {version}"] if version else [])
+        new = type(exc)(f"{', '.join(parts)}: {exc}", instance=self.name, version=version,
+                        key=key, store_key=sk)
+        new.__cause__ = exc
+        return new
+
+    @contextmanager
+    def _naming(self, ctx: VersionCtx | None, ckeys: Sequence[str] = ()) -> Iterator[None]:
+        try:
+            yield
+        except CorruptDataError as exc:
+            ckey = ckeys[0] if len(ckeys) == 1 else None
+            raise self.locate(exc, ctx, ckey) from exc
 
     # --- resolution ------------------------------------------------------------------------
 
@@ -129,9 +198,10 @@ class VersionedSpace:
         if not ckeys:
             return []
         anc = ctx.strict_ancestors if strict else ctx.ancestors
-        if self.ordered:
-            return self._resolve_scan(ckeys, ctx.vid if not strict else ctx.vid - 1, anc)
-        return self._resolve_manifest(ckeys, ctx, anc, strict)
+        with self._naming(ctx, ckeys):
+            if self.ordered:
+                return self._resolve_scan(ckeys, ctx.vid if not strict else ctx.vid - 1, anc)
+            return self._resolve_manifest(ckeys, ctx, anc, strict)
 
     def _resolve_scan(self, ckeys, top: int, anc: frozenset[int]) -> list[Resolved | None]:
         inst = self.inst
@@ -197,17 +267,27 @@ class VersionedSpace:
 
         def read(ckeys: Sequence[str]) -> list[bytes | None]:
             writers = [(ctx.vid, own[c]) if c in own else latest.get(c) for c in ckeys]
-            return [None if r is None else r[1] for r in self._fetch(ckeys, writers)]
+            with self._naming(ctx, ckeys):
+                return [None if r is None else r[1] for r in self._fetch(ckeys, writers)]
 
         return read
 
     def visit(self, ckeys: Sequence[str], ctx: VersionCtx,
               fn: Callable[[int, bytes | memoryview | None], None]) -> None:
         """Call ``fn(i, payload)`` for every key (``None``: absent or deleted), handing
-        payloads zero-copy where the backend can; they are valid only during the call."""
+        payloads zero-copy where the backend can; they are valid only during the call.
+
+        A :class:`~diced.errors.CorruptDataError` raised by ``fn`` (a payload that does not
+        decode) is re-raised naming the instance, version and chunk or key."""
+
+        def call(i: int, value: bytes | memoryview | None, vid: int | None = None) -> None:
+            try:
+                fn(i, value)
+            except CorruptDataError as exc:
+                raise self.locate(exc, ctx, ckeys[i], vid) from exc
+
         if not self.ordered:
-            for i, v in enumerate(self.reader(ctx)(ckeys)):
-                fn(i, v)
+            self._visit_manifest(ckeys, ctx, call)
             return
         anc = ctx.ancestors
         inst = self.inst
@@ -218,14 +298,41 @@ class VersionedSpace:
 
         def hit(i: int, key: str, value: bytes | memoryview) -> None:
             seen[i] = True
-            fn(i, None if key[-1] == K.TOMB else value)
+            call(i, None if key[-1] == K.TOMB else value, int(key[-9:-1], 16))
 
         reqs = [(K.chunk_prefix(inst, c), f"{K.chunk_prefix(inst, c)}{ctx.vid + 1:08x}")
                 for c in ckeys]
-        self.backend.visit_last_many(reqs, accept, hit)
+        with self._naming(ctx):
+            self.backend.visit_last_many(reqs, accept, hit)
         for i, s in enumerate(seen):
             if not s:
-                fn(i, None)
+                call(i, None)
+
+    def _visit_manifest(self, ckeys: Sequence[str], ctx: VersionCtx,
+                        call: Callable[[int, bytes | memoryview | None, int | None], None]
+                        ) -> None:
+        """:meth:`visit` on stores without ordered scans: writers from the manifests, then
+        one batched read whose values go to ``call`` as views (no copy to strip checksums)."""
+        writers = self._writers(ckeys, ctx, ctx.ancestors, False)
+        data = [i for i, w in enumerate(writers) if w is not None and w[1] == K.DATA]
+        keys = [K.data_key(self.inst, ckeys[i], writers[i][0]) for i in data]  # type: ignore[index]
+        seen = [False] * len(ckeys)
+
+        def hit(j: int, value: bytes | memoryview) -> None:
+            i = data[j]
+            seen[i] = True
+            call(i, value, writers[i][0])  # type: ignore[index]
+
+        with self._naming(ctx):
+            self.backend.visit_many(keys, hit)
+        for i in data:
+            if not seen[i]:
+                raise self.locate(CorruptDataError(
+                    "the version's manifest names this value but it is missing (interrupted "
+                    "write on a non-atomic backend?)"), ctx, ckeys[i], writers[i][0])  # type: ignore[index]
+        for i, w in enumerate(writers):
+            if not seen[i]:
+                call(i, None, None if w is None else w[0])
 
     def read_many(self, ckeys: Sequence[str], ctx: VersionCtx) -> list[bytes | None]:
         """Payload visible at ``ctx`` for each key, ``None`` for absent or deleted."""
@@ -354,7 +461,10 @@ def modify_parts(ctx: VersionCtx, parts: Sequence[Part], extra_keys: Sequence[st
                     base = None
                 else:
                     base = None if p is None else p[1]
-                new = part.fn(c, base)
+                try:
+                    new = part.fn(c, base)
+                except CorruptDataError as exc:  # the stored base does not decode
+                    raise part.space.locate(exc, ctx, c) from exc
                 ik_d, ik_t = K.index_key(inst, vid, c, K.DATA), K.index_key(inst, vid, c, K.TOMB)
                 if new is not None:
                     changes.update({dk: bytes(new), ik_d: b"", tk: None, ik_t: None})
@@ -366,10 +476,17 @@ def modify_parts(ctx: VersionCtx, parts: Sequence[Part], extra_keys: Sequence[st
             changes.update(extra_fn({k: cur[k] for k in extra_keys}))
         return changes
 
-    if backend.capabilities.atomic_update:
-        backend.update(read, body)
-    else:
-        _apply_ordered(backend, body(dict(zip(read, backend.get_many(read), strict=True))))
+    try:
+        if backend.capabilities.atomic_update:
+            backend.update(read, body)
+        else:
+            _apply_ordered(backend, body(dict(zip(read, backend.get_many(read), strict=True))))
+    except CorruptDataError as exc:
+        for part in parts:
+            if (exc.store_key or "").startswith((K.data_prefix(part.space.inst),
+                                                 K.index_prefix(part.space.inst))):
+                raise part.space.locate(exc, ctx) from exc
+        raise
 
 
 def _apply_ordered(backend: Backend, changes: Mapping[str, bytes | None]) -> None:

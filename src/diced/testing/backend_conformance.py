@@ -260,6 +260,49 @@ class BackendConformance:
 
     # --- batches -------------------------------------------------------------------------
 
+    def test_values_ending_in_line_breaks(self, backend: Backend) -> None:
+        # multipart uploads must not take a value's last bytes for the boundary's line break
+        tails = [b"\r", b"\n", b"\r\n", b"\n\n", b" ", b"\t", b"--", b"\r\n--x--\r\n"]
+        items = {f"t/{i}": b"abc" + t for i, t in enumerate(tails)}
+        items["t/only"] = b"\r"
+        backend.set_many(items)
+        assert backend.get_many(list(items)) == list(items.values())
+        for key, value in items.items():
+            backend.set(key, value)
+            assert backend.get(key) == value, key
+
+    def test_long_keys(self, backend: Backend) -> None:
+        # 490 characters with a 300-character segment: within LMDB's 511-byte keys, past
+        # the 255-byte file names of local filesystems
+        seg = "ab" * 150
+        keys = [f"lk/{seg}/{i:08x}d" for i in range(3)] + [f"lk/{seg}{'c' * 160}/x"]
+        backend.set_many({k: k.encode() for k in keys})
+        assert backend.get_many(keys) == [k.encode() for k in keys]
+        assert list(backend.list_keys("lk/")) == sorted(keys)
+        assert list(backend.list_keys(f"lk/{seg}/")) == sorted(keys[:3])
+        assert list(backend.list_keys(f"lk/{seg}c")) == [keys[3]]
+        assert list(backend.list_keys("lk/", keys[1], keys[2])) == [keys[1]]
+        assert backend.find_last_many([(f"lk/{seg}/", f"lk/{seg}/00000002")],
+                                      lambda k: True) == [(keys[1], keys[1].encode())]
+        backend.delete_many(keys)
+        assert list(backend.list_keys()) == []
+
+    def test_listing_never_leaves_the_store(self, backend: Backend) -> None:
+        backend.set_many({"a/b": b"1", "c": b"2"})
+        for prefix in ("../", "..", "a/../", "a/../c", "./", "/", "//", "a//", "a/./"):
+            assert [k for k in backend.list_keys(prefix) if not k.startswith(("a/b", "c"))
+                    ] == [], prefix
+        assert list(backend.list_keys("../")) == []
+        assert list(backend.list_keys("a/../")) == []
+        assert list(backend.list_keys("", "../", "../z")) == []
+
+    def test_is_empty(self, backend: Backend) -> None:
+        assert backend.is_empty()
+        backend.set("x/y", b"")
+        assert not backend.is_empty()
+        backend.delete("x/y")
+        assert backend.is_empty()
+
     def test_get_many_order_and_missing(self, backend: Backend) -> None:
         backend.set_many({"m/1": b"1", "m/3": b"3", "m/2": b""})
         keys = ["m/3", "m/0", "m/1", "m/2", "m/3", "m/9"]

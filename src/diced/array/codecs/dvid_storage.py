@@ -20,6 +20,8 @@ import numpy as np
 from diced.errors import CorruptDataError, InvalidArgumentError
 
 __all__ = [
+    "MAX_STREAM_BLOCK_BYTES",
+    "MAX_STREAM_BYTES",
     "dvid_deserialize",
     "dvid_serialize",
     "parse_block_stream",
@@ -183,7 +185,15 @@ def dvid_deserialize(value: BytesLike, max_size: int | None = None) -> bytes:
 _STREAM_HEADER = struct.Struct("<iiii")
 
 
-def parse_block_stream(data: BytesLike, decompress: bool = True
+#: default limit on what :func:`parse_block_stream` decompresses in total
+MAX_STREAM_BYTES = 64 << 20
+#: default limit per block: the largest possible serialization of a 64³ block
+MAX_STREAM_BLOCK_BYTES = 16 + 8 * 64 ** 3 + 2 * 512 + 4 * 64 ** 3 + 64 * 9 * 512
+
+
+def parse_block_stream(data: BytesLike, decompress: bool = True, *,
+                       max_bytes: int | None = MAX_STREAM_BYTES,
+                       max_block_bytes: int | None = MAX_STREAM_BLOCK_BYTES,
                        ) -> list[tuple[tuple[int, int, int], bytes]]:
     """Split a labelmap POST /blocks stream into ``((bx, by, bz), block_bytes)`` items.
 
@@ -197,15 +207,24 @@ def parse_block_stream(data: BytesLike, decompress: bool = True
     decompress
         Gunzip each payload (default). With ``False`` the gzip bytes are returned verbatim,
         which is what DVID stores behind its 0x40 format byte.
+    max_bytes
+        Refuse streams whose blocks decompress to more than this in total (default
+        :data:`MAX_STREAM_BYTES`, 64 MiB; ``None``: no limit). Guards against
+        decompression bombs: gzip expands up to 1000-fold.
+    max_block_bytes
+        Refuse a block that decompresses to more than this (default: the largest
+        serialization of a 64³ block, DVID's label block size; ``None``: no limit).
 
     Raises
     ------
     CorruptDataError
-        If a header or payload is truncated, a length is not positive, or gzip fails.
+        If a header or payload is truncated, a length is not positive, gzip fails, or a
+        limit is exceeded.
     """
     view = memoryview(data).cast("B")
     items: list[tuple[tuple[int, int, int], bytes]] = []
     pos = 0
+    total = 0
     while pos < len(view):
         if pos + 16 > len(view):
             raise CorruptDataError(f"block stream is truncated inside the header at byte {pos}")
@@ -217,7 +236,19 @@ def parse_block_stream(data: BytesLike, decompress: bool = True
             raise CorruptDataError(f"block stream is truncated inside block ({bx}, {by}, {bz})")
         payload = view[pos:pos + nbytes]
         pos += nbytes
-        items.append(((bx, by, bz), _gzip_decompress(payload) if decompress else bytes(payload)))
+        if not decompress:
+            items.append(((bx, by, bz), bytes(payload)))
+            continue
+        limits = [x for x in (max_block_bytes,
+                              None if max_bytes is None else max_bytes - total) if x is not None]
+        try:
+            block = _gzip_decompress(payload, min(limits) if limits else None)
+        except CorruptDataError as exc:
+            raise CorruptDataError(f"block ({bx}, {by}, {bz}) of the stream: {exc} "
+                                   f"(limits: {max_block_bytes} bytes per block, "
+                                   f"{max_bytes} in total)") from exc
+        total += len(block)
+        items.append(((bx, by, bz), block))
     return items
 
 

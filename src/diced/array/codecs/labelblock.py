@@ -45,6 +45,8 @@ import numpy as np
 from diced.array.codecs import _labelblock_kernels as _k
 from diced.array.codecs.base import ChunkCodec, register_codec
 from diced.array.codecs.dvid_storage import (
+    MAX_STREAM_BLOCK_BYTES,
+    MAX_STREAM_BYTES,
     BytesLike,
     _gzip_compress,
     _gzip_decompress,
@@ -59,6 +61,9 @@ from diced.array.codecs.dvid_storage import (
 from diced.errors import CorruptDataError, DtypeError, InvalidArgumentError
 
 __all__ = [
+    "MAX_DECODE_VOXELS",
+    "MAX_STREAM_BLOCK_BYTES",
+    "MAX_STREAM_BYTES",
     "LabelBlockCodec",
     "block_label_counts",
     "block_labels",
@@ -222,9 +227,19 @@ def validate_block(data: BytesLike) -> None:
         _raise(err, detail)
 
 
+#: the largest block :func:`decode_block` allocates when no shape or output is given
+#: (256³ voxels, 128 MiB); DVID's label blocks are 64³
+MAX_DECODE_VOXELS = 256 ** 3
+
+
 def decode_block(data: BytesLike, shape: tuple[int, int, int] | None = None,
-                 out: np.ndarray | None = None) -> np.ndarray:
+                 out: np.ndarray | None = None, *,
+                 max_voxels: int | None = MAX_DECODE_VOXELS) -> np.ndarray:
     """Decode a DVID compressed label block.
+
+    The header's sizes are checked against ``shape``, ``out``, ``max_voxels`` and the
+    length of ``data`` before any memory is allocated, so a few corrupt or hostile bytes
+    cannot make the decoder allocate gigabytes.
 
     Parameters
     ----------
@@ -236,6 +251,9 @@ def decode_block(data: BytesLike, shape: tuple[int, int, int] | None = None,
     out
         Optional destination of the block's shape. A C-contiguous uint64 array is decoded into
         directly; any other integer array receives a (lossless) copy.
+    max_voxels
+        When neither ``shape`` nor ``out`` is given, refuse blocks declaring more voxels
+        than this (default :data:`MAX_DECODE_VOXELS`; ``None``: no limit).
 
     Returns
     -------
@@ -254,6 +272,15 @@ def decode_block(data: BytesLike, shape: tuple[int, int, int] | None = None,
             raise CorruptDataError(
                 f"corrupt DVID label block: block shape {header_shape} differs from {what} "
                 f"shape {tuple(expected)}")
+    if shape is None and out is None:  # the header alone would size the allocation
+        nvox = header_shape[0] * header_shape[1] * header_shape[2]
+        if max_voxels is not None and nvox > max_voxels:
+            raise CorruptDataError(
+                f"DVID label block declares {header_shape} = {nvox} voxels, more than the "
+                f"{max_voxels} allowed (pass shape= or max_voxels= to decode larger blocks)")
+        err, detail = _k.validate_block(buf)  # every length against the input first
+        if err != _k.OK:
+            _raise(err, detail)
     direct = (out is not None and out.dtype == np.uint64 and out.flags.c_contiguous
               and out.flags.writeable)
     target = out if direct else np.empty(header_shape, dtype=np.uint64)

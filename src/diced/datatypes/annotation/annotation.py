@@ -88,9 +88,9 @@ class Annotation:
         self.block_size: tuple[int, int, int] = tuple(cfg["block_size"])  # type: ignore[assignment]
         spaces = cfg["spaces"]
         self._elements = context.space()
-        self._tags = context.space(spaces["tags"])
-        self._svof = context.space(spaces["svof"])
-        self._svidx = context.space(spaces["svidx"])
+        self._tags = context.space(spaces["tags"], f"{self.name} (tags)")
+        self._svof = context.space(spaces["svof"], f"{self.name} (supervoxels)")
+        self._svidx = context.space(spaces["svidx"], f"{self.name} (label index)")
 
     # --- description ---------------------------------------------------------------------------
 

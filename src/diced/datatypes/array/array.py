@@ -17,6 +17,7 @@ import numpy as np
 
 from diced.array.codecs.base import ChunkCodec, codec_from_dict
 from diced.array.grid import (
+    as_int,
     cast_value,
     check_chunks,
     check_dtype,
@@ -31,7 +32,7 @@ from diced.errors import (
     ShapeMismatchError,
 )
 from diced.repo import keys as K
-from diced.repo.resolve import VersionCtx, VersionedSpace
+from diced.repo.resolve import VersionCtx
 
 if TYPE_CHECKING:
     from diced.repo.context import InstanceContext
@@ -69,10 +70,18 @@ def array_config(dtype: Any, shape: Iterable[int] | None, chunks: Iterable[int] 
     shp = check_shape(shape)
     ch = check_chunks(chunks, len(shp))
     fill = cast_value(fill_value, dt)
-    org = (0,) * len(shp) if origin is None else tuple(int(o) for o in origin)
+    try:
+        org = (0,) * len(shp) if origin is None else tuple(as_int(o) for o in origin)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"origin must be integers, got {origin!r}") from exc
     if len(org) != len(shp):
         raise InvalidArgumentError(f"origin {org} does not match {len(shp)} dimensions")
     spec = codec_from_dict(codec if codec is not None else (default_codec or {"name": "blosc"}))
+    if spec.name == "labelblock" and dt != np.uint64:
+        from diced.errors import DtypeError
+
+        raise DtypeError(f"the labelblock codec stores uint64 labels, not {dt}; use "
+                         "create_labels, or dtype='uint64'")
     if not isinstance(max_scale, int) or max_scale < 0 or max_scale > 20:
         raise InvalidArgumentError(f"max_scale must be an integer in 0..20, got {max_scale!r}")
     if max_scale and len(shp) != 3:
@@ -122,8 +131,10 @@ class VersionedArray:
         self.codec: ChunkCodec = codec_from_dict(cfg["codec"])
         self.max_scale: int = int(cfg.get("max_scale", 0))
         self._level = 0
-        self._levels = [VersionedSpace(repo.backend, record["id"])] + [
-            VersionedSpace(repo.backend, sid) for sid in cfg.get("subinstances", [])]
+        name = self.name
+        self._levels = [context.space(None, name, "chunk")] + [
+            context.space(sid, f"{name} (scale {i})", "chunk")
+            for i, sid in enumerate(cfg.get("subinstances", []), 1)]
         self._space = self._levels[0]
 
     # --- description ---------------------------------------------------------------------

@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from diced.datatypes.base import Datatype
-from diced.datatypes.keyvalue.keyvalue import KeyValue
+from diced.datatypes.keyvalue.keyvalue import KEY_MAX_BYTES, KeyValue
 from diced.datatypes.registry import register_datatype
 from diced.repo import keys as K
 from diced.repo.context import InstanceContext
 
-__all__ = ["KeyValue", "KeyValueType"]
+__all__ = ["KEY_MAX_BYTES", "KeyValue", "KeyValueType"]
 
 
 class KeyValueType(Datatype):
@@ -21,6 +21,7 @@ class KeyValueType(Datatype):
 
     name = "keyvalue"
     dvid_names = ("keyvalue",)
+    http_routes = "diced.server.routes_keyvalue"
 
     def open(self, context: InstanceContext) -> KeyValue:
         return KeyValue(context)

@@ -12,15 +12,34 @@ if TYPE_CHECKING:
     from diced.repo.context import InstanceContext
     from diced.repo.repo import Version
 
-__all__ = ["KeyValue"]
+__all__ = ["KEY_MAX_BYTES", "KeyValue"]
+
+#: longest key, in UTF-8 bytes, on every backend (LMDB's 511-byte keys hold the hex of 244)
+KEY_MAX_BYTES = 240
 
 
 def _check_key(key: Any) -> str:
     if not isinstance(key, str) or not key:
         raise InvalidArgumentError(f"keyvalue keys are non-empty strings, got {key!r}")
-    if "\x00" in key:
-        raise InvalidArgumentError("keyvalue keys cannot contain NUL characters")
+    if "\x00" in key:  # DVID ends keyvalue keys with a NUL byte (docs/dvid-reference.md)
+        raise InvalidArgumentError(f"keyvalue keys cannot contain NUL characters: {key!r}")
+    try:
+        n = len(key.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidArgumentError(
+            f"keyvalue key {key!r} is not valid Unicode (a lone surrogate?): {exc.reason}"
+        ) from exc
+    if n > KEY_MAX_BYTES:
+        raise InvalidArgumentError(
+            f"keyvalue key of {n} UTF-8 bytes is too long (at most {KEY_MAX_BYTES})")
     return key
+
+
+def _check_range(bound: Any) -> str:
+    """A ``keys()`` range bound: a string as keys are (it may be empty)."""
+    if not isinstance(bound, str):
+        raise InvalidArgumentError(f"key range bounds are strings, got {bound!r}")
+    return _check_key(bound) if bound else bound
 
 
 def _check_value(value: Any) -> bytes:
@@ -34,14 +53,19 @@ def _check_value(value: Any) -> bytes:
 
 class KeyValue:
     """A versioned mapping ``str -> bytes``: ``kv["a/b.json"] = b"..."``, ``del``, ``keys()``,
-    ``items()``, ``keys(start, stop)`` ranges, with branch, merge and diff like arrays."""
+    ``items()``, ``keys(start, stop)`` ranges, with branch, merge and diff like arrays.
+
+    Keys are non-empty strings of at most :data:`KEY_MAX_BYTES` (240) UTF-8 bytes, on every
+    backend, without NUL characters (DVID ends its keys with one); lone surrogates are not
+    Unicode. Other keys are refused with :class:`~diced.errors.InvalidArgumentError` by
+    every method, ``in`` included."""
 
     typename = "keyvalue"
 
     def __init__(self, context: InstanceContext) -> None:
         self.repo, self.name, self._rec = context.repo, context.name, context.record
         self._ref = context  # the version to read and write: ``self._ref.ctx()``
-        self._space = context.space()
+        self._space = context.space(kind="key")
 
     @property
     def version(self) -> Version:
@@ -108,15 +132,18 @@ class KeyValue:
         self._space.delete(self._writable(), [K.kv_ckey(_check_key(k)) for k in keys])
 
     def __contains__(self, key: object) -> bool:
+        """Whether ``key`` holds a value. Non-strings and ``""`` are not contained; a string
+        that writes refuse (NUL, lone surrogate, too long) raises
+        :class:`~diced.errors.InvalidArgumentError` here too."""
         return isinstance(key, str) and bool(key) and self.get(key) is not None
 
     def keys(self, start: str | None = None, stop: str | None = None) -> list[str]:
         """Sorted keys (by UTF-8 bytes); ``start <= key <= stop`` when given (inclusive, as
         DVID's keyrange)."""
-        lo = K.kv_ckey(start) if start else None
+        lo = K.kv_ckey(_check_range(start)) if start else None
         # just past ``stop`` itself: its versions follow ``ckey/``, its extensions ``ckey`` +
         # hex digits, and "/" < "0" <= any hex digit
-        hi = K.kv_ckey(stop) + "0" if stop is not None else None
+        hi = K.kv_ckey(_check_range(stop)) + "0" if stop is not None else None
         return [K.parse_kv_ckey(c) for c in self._space.live_keys(self._ref.ctx(), lo, hi)]
 
     def items(self, start: str | None = None, stop: str | None = None) -> list[tuple[str, bytes]]:

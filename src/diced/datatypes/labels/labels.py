@@ -34,6 +34,7 @@ from diced.datatypes.labels.edits import LabelEditsMixin
 from diced.datatypes.labels.merge import LabelMergeMixin
 from diced.errors import (
     ConcurrencyError,
+    CorruptDataError,
     InvalidArgumentError,
     LabelNotFoundError,
     LockedNodeError,
@@ -92,9 +93,10 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
     def __init__(self, context) -> None:
         super().__init__(context)
         spaces = self._rec["config"]["spaces"]
-        self._index = context.space(spaces["index"])
-        self._mapping = context.space(spaces["mapping"])
-        self._members = context.space(spaces["members"])
+        name = self.name
+        self._index = context.space(spaces["index"], f"{name} (label index)", "label")
+        self._mapping = context.space(spaces["mapping"], f"{name} (mapping)", "label")
+        self._members = context.space(spaces["members"], f"{name} (members)", "label")
         self._meta_prefix = meta_prefix(self._rec)
 
     # --- reads -----------------------------------------------------------------------------
@@ -340,7 +342,13 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
 
     def _index_of(self, labels: Sequence[int], ctx: VersionCtx) -> dict[int, dict]:
         vals = self._index.read_many([_lkey(x) for x in labels], ctx)
-        return {int(x): _decode_index(v) for x, v in zip(labels, vals, strict=True)}
+        out = {}
+        for x, v in zip(labels, vals, strict=True):
+            try:
+                out[int(x)] = _decode_index(v)
+            except CorruptDataError as exc:
+                raise self._index.locate(exc, ctx, _lkey(x)) from exc
+        return out
 
     def _svs(self, label: int, supervoxels: bool) -> np.ndarray:
         if supervoxels:
