@@ -83,7 +83,7 @@ __all__ = ["GROUP_BYTES", "PLANES", "oblique", "plane_axes", "slice_plane", "til
 #: decoded chunk bytes an oblique read holds at once (the plane's chunks are sampled in groups)
 GROUP_BYTES = 256 << 20
 #: most samples one oblique plane may have
-MAX_SAMPLES = 1 << 28
+MAX_SAMPLES = 1 << 26
 
 #: plane name -> fixed axis (z=0, y=1, x=2); DVID's ``0_1`` / ``0_2`` / ``1_2`` are aliases
 PLANES: dict[str, int] = {"xy": 0, "xz": 1, "yz": 2, "0_1": 0, "0_2": 1, "1_2": 2}
