@@ -283,11 +283,14 @@ def oblique(arr: VersionedArray, center: Any, u: Any, v: Any, size: Any, step: f
         fill_acc = acc.dtype.type(fill)
     else:
         hit = np.zeros((h, w), dtype=np.uint8)
+    # numba has no float16 arithmetic: such chunks are sampled as float32
+    kdt = np.dtype(np.float32) if arr.dtype == np.float16 else arr.dtype
+    kout = out if kdt == arr.dtype else out.astype(kdt)
     per = max(1, GROUP_BYTES // arr._chunk_nbytes())
     for g0 in range(0, len(ids), per):
         slots = np.full(len(ids), -2, dtype=np.int64)
         gcoords = coords[g0:g0 + per]
-        data = np.empty((len(gcoords), *arr.chunks), dtype=arr.dtype)
+        data = np.empty((len(gcoords), *arr.chunks), dtype=kdt)
         present = _fetch(arr, ctx, gcoords, data)
         slots[g0:g0 + len(gcoords)] = np.where(present, np.arange(len(gcoords)), -1)
         head = (c, du, dv, h, w, shape, chunks, lo, dims, ids, slots, data)
@@ -295,10 +298,12 @@ def oblique(arr: VersionedArray, center: Any, u: Any, v: Any, size: Any, step: f
             tail: tuple = (fill_acc, g0 == 0, acc)
             _rows(h, w, lambda i0, i1, a=head + tail: _k.sample_linear(*a, i0, i1))
         else:
-            _rows(h, w, lambda i0, i1, a=head + (out, hit): _k.sample_nearest(*a, i0, i1))
+            _rows(h, w, lambda i0, i1, a=head + (kout, hit): _k.sample_nearest(*a, i0, i1))
     if ordr == 1:
         _store_interpolated(acc, out)
     else:
+        if kout is not out:
+            out[...] = kout
         post = arr._read_post(ctx, **read_options)
         if post is not None:
             mask = hit.view(bool)
@@ -332,7 +337,10 @@ def _fetch(arr: VersionedArray, ctx: Any, coords: np.ndarray, data: np.ndarray) 
     def work(start: int) -> None:
         def fill(i: int, payload: Any) -> None:
             if payload is not None:
-                arr._decode(payload, out=data[start + i])
+                if data.dtype == arr.dtype:
+                    arr._decode(payload, out=data[start + i])
+                else:
+                    data[start + i] = arr._decode(payload)
                 present[start + i] = True
 
         arr._space.visit(keys[start:start + per], ctx, fill)
