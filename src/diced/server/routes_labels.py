@@ -43,6 +43,7 @@ from diced.server.routes_array import (
     image_response,
     parse_block_list,
     write_box,
+    written_extents_endpoint,
 )
 
 __all__ = ["encode_google", "labelmap_info"]
@@ -864,6 +865,7 @@ def build_type() -> InstanceType:
         "raw": E({"GET": _raw_get, "POST": _raw_post},
                  "0_1_2/<size>/<offset>?compression=lz4|gzip|google|googlegzip&scale=N"),
         "isotropic": E({"GET": _raw_get}, "as raw"),
+        "written-extents": written_extents_endpoint(),
         "blocks": E({"GET": _blocks_get, "POST": _blocks_post},
                     "GET <size>/<offset>?compression=lz4|gzip|blocks|uncompressed; POST stream"),
         "ingest-supervoxels": E({"POST": _blocks_post}, "as POST blocks"),
