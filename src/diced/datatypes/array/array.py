@@ -526,6 +526,98 @@ class VersionedArray:
         if self.max_scale and (drop or trims):
             self._update_pyramid(ctx, [K.parse_chunk_ckey(c) for c in [*drop, *trims]])
 
+    # --- 2-D views (logic in diced.datatypes.array.slicing) ----------------------------------
+
+    def slice(self, plane: str, index: int, scale: int = 0, *, box: Any = None) -> np.ndarray:
+        """One axis-aligned plane of a 3-D array, reading one layer of chunks.
+
+        Parameters
+        ----------
+        plane
+            ``"xy"`` (fixed z; result axes (y, x), numpy ``a[index]``), ``"xz"`` (fixed y;
+            (z, x), ``a[:, index]``) or ``"yz"`` (fixed x; (z, y), ``a[:, :, index]``);
+            DVID's ``"0_1"``, ``"0_2"``, ``"1_2"`` are the same planes.
+        index
+            Position on the fixed axis at that scale (negative counts from the end).
+        scale
+            Pyramid level (``arr.slice(p, i, scale=n)`` is ``arr.scale(n).slice(p, i)``).
+        box
+            Optional part of the plane: two ``(start, stop)`` pairs or slices, in result
+            axis order (e.g. ``((y0, y1), (x0, x1))`` for ``"xy"``).
+
+        Returns
+        -------
+        numpy.ndarray
+            2-D array of the array's dtype.
+        """
+        from diced.datatypes.array.slicing import slice_plane
+
+        return slice_plane(self, plane, index, scale, box=box)
+
+    def oblique(self, center: Sequence[float], u: Sequence[float], v: Sequence[float],
+                size: int | tuple[int, int], step: float = 1.0, *,
+                order: int | None = None) -> np.ndarray:
+        """An arbitrarily oriented plane, sampled from only the chunks it crosses.
+
+        Sample ``(i, j)`` lies at ``center + (i - (h-1)/2)·step·û + (j - (w-1)/2)·step·v̂``
+        in (z, y, x) voxel coordinates of this scale (``arr.scale(n).oblique(...)`` for
+        others); samples outside the array give ``fill_value``. Equals
+        ``scipy.ndimage.map_coordinates(a, coords, order=order, mode="grid-constant",
+        cval=fill_value)``; see :mod:`diced.datatypes.array.slicing`.
+
+        Parameters
+        ----------
+        center
+            (z, y, x) centre of the plane, in voxels (floats allowed).
+        u, v
+            Directions (z, y, x) of the rows and the columns; normalised; not parallel.
+        size
+            ``(h, w)`` samples (or one int for a square).
+        step
+            Distance between neighbouring samples, in voxels.
+        order
+            0: nearest; 1: trilinear (default for numeric images; integer results rounded).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(h, w)`` array of the array's dtype.
+        """
+        from diced.datatypes.array.slicing import oblique
+
+        return oblique(self, center, u, v, size, step, order=order)
+
+    def tile(self, plane: str, scale: int, ty: int, tx: int, index: int = 0, *,
+             size: int = 512, format: str | None = None) -> np.ndarray | bytes:
+        """Tile ``(ty, tx)`` of a plane at a scale (DVID's ``imagetile``), for viewers.
+
+        Parameters
+        ----------
+        plane
+            ``"xy"``, ``"xz"``, ``"yz"`` (or ``"0_1"``, ``"0_2"``, ``"1_2"``); axes as
+            :meth:`slice`.
+        scale
+            0 is full resolution; each scale halves both plane axes. Read from pyramid level
+            ``scale`` when the array has it, else downsampled on the fly from the deepest
+            level (4x the voxels read per scale beyond it).
+        ty, tx
+            Tile row and column at that scale (covering rows ``ty*size ...``).
+        index
+            Position on the fixed axis in **scale-0** voxels (the same plane at every scale).
+        size
+            Tile side in pixels; edge tiles are padded with ``fill_value``.
+        format
+            ``None`` for an array, ``"png"`` or ``"jpeg"`` for encoded bytes (Pillow;
+            uint8, or uint16 for PNG).
+
+        Returns
+        -------
+        numpy.ndarray or bytes
+        """
+        from diced.datatypes.array.slicing import tile
+
+        return tile(self, plane, scale, ty, tx, index, size=size, format=format)
+
     # --- absolute coordinates ----------------------------------------------------------------
 
     @property
