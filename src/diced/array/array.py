@@ -19,6 +19,7 @@ from diced.array.grid import (
     check_dtype,
     check_shape,
 )
+from diced.array._readcache import _copy_out, _fill_cached, _locked_cache
 from diced.array.indexing import ChunkProjection, plan_selection
 from diced.errors import (
     ConcurrencyError,
@@ -299,10 +300,22 @@ class VersionedArray:
         the same thread (label arrays apply the body mapping there).
         """
         space = self._space
+        cache, keep = _locked_cache(ctx, sel.count_chunks(self.chunks, shape) * self._chunk_nbytes())
+        inst = space.inst
 
         def work(group: list[ChunkProjection]) -> None:
+            if cache is not None:
+                group = _fill_cached(group, cache, (ctx.uuid, inst), out, self.fill_value, post)
+                if not group:
+                    return
+
             def fill(i: int, data: bytes | memoryview | None) -> None:
                 p = group[i]
+                if keep and data is not None:  # locked version: decode once, keep, copy out
+                    chunk = self._decode(data)
+                    cache.put((ctx.uuid, inst, p.coords), chunk)  # type: ignore[union-attr]
+                    _copy_out(p, chunk, out, post)
+                    return
                 if p.fancy:  # index arrays: out[out_sel] would be a copy, so assign into it
                     if data is None:
                         out[p.out_sel] = self.fill_value

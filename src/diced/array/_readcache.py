@@ -1,0 +1,58 @@
+"""Read helpers of :class:`~diced.array.array.VersionedArray` for the locked-chunk cache
+(:mod:`diced.backends.cache`): which reads use it, serving hits, copying chunks out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from diced.backends.cache import ChunkCache, chunk_cache
+
+if TYPE_CHECKING:
+    from diced.array.indexing import ChunkProjection
+    from diced.repo.resolve import VersionCtx
+
+
+def _locked_cache(ctx: VersionCtx, read_bytes: int) -> tuple[ChunkCache | None, bool]:
+    """``(cache, keep)``: the cache to look chunks up in (only for locked versions with a
+    known UUID, and ``None`` when disabled), and whether to store the chunks this read
+    decodes (not for reads larger than a quarter of the cache, which would only evict)."""
+    if not ctx.locked or not ctx.uuid:
+        return None, False
+    cache = chunk_cache()
+    if not cache.enabled:
+        return None, False
+    return cache, read_bytes <= cache.max_bytes // 4
+
+
+def _copy_out(p: ChunkProjection, chunk: np.ndarray, out: np.ndarray,
+              post: Callable[[np.ndarray], Any] | None) -> None:
+    """Copy the part of a decoded ``chunk`` that projection ``p`` selects into ``out``,
+    then apply ``post`` to the copied values (never to ``chunk``, which may be cached)."""
+    if p.fancy:  # index arrays: out[out_sel] would be a copy, so assign into it
+        vals = chunk[p.chunk_sel]
+        if post is not None:
+            vals = np.array(vals)
+            post(vals)
+        out[p.out_sel] = vals
+        return
+    target = out[p.out_sel]
+    target[...] = chunk[p.chunk_sel]
+    if post is not None:
+        post(target)
+
+
+def _fill_cached(group: list[ChunkProjection], cache: ChunkCache, prefix: tuple[Any, ...],
+                 out: np.ndarray, fill_value: Any,
+                 post: Callable[[np.ndarray], Any] | None) -> list[ChunkProjection]:
+    """Serve the projections whose chunk is cached; return the others (to be read)."""
+    misses = []
+    for p in group:
+        chunk = cache.get((*prefix, p.coords))
+        if chunk is None:
+            misses.append(p)
+        else:
+            _copy_out(p, chunk, out, post)
+    return misses
