@@ -18,13 +18,13 @@ if TYPE_CHECKING:
 def _locked_cache(ctx: VersionCtx, read_bytes: int) -> tuple[ChunkCache | None, bool]:
     """``(cache, keep)``: the cache to look chunks up in (only for locked versions with a
     known UUID, and ``None`` when disabled), and whether to store the chunks this read
-    decodes (not for reads larger than a quarter of the cache, which would only evict)."""
+    decodes (not for reads larger than half the cache, which would only evict)."""
     if not ctx.locked or not ctx.uuid:
         return None, False
     cache = chunk_cache()
     if not cache.enabled:
         return None, False
-    return cache, read_bytes <= cache.max_bytes // 4
+    return cache, read_bytes <= cache.max_bytes // 2
 
 
 def _copy_out(p: ChunkProjection, chunk: np.ndarray, out: np.ndarray,

@@ -20,6 +20,7 @@ from diced.array.grid import (
     check_shape,
 )
 from diced.array._readcache import _copy_out, _fill_cached, _locked_cache
+from diced.array._readplan import IO_WORKERS, io_pool
 from diced.array.indexing import ChunkProjection, plan_selection
 from diced.errors import (
     ConcurrencyError,
@@ -341,7 +342,9 @@ class VersionedArray:
 
         # groups of at most GROUP_BYTES, and enough of them to keep every thread busy
         n = sel.count_chunks(self.chunks, shape)
-        per = max(1, min(GROUP_BYTES // self._chunk_nbytes(), -(-n // _WORKERS)))
+        remote = not space.ordered  # object stores: many groups in flight (see _readplan)
+        workers = IO_WORKERS if remote else _WORKERS
+        per = max(1, min(GROUP_BYTES // self._chunk_nbytes(), -(-n // workers)))
         groups = _batches(sel.project(self.chunks, shape), 1, per)
         first = next(groups, None)
         if first is None:
@@ -350,7 +353,7 @@ class VersionedArray:
         if second is None:
             work(first)
             return
-        for _ in _pool().map(work, _chain([first, second], groups)):
+        for _ in (io_pool() if remote else _pool()).map(work, _chain([first, second], groups)):
             pass
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
