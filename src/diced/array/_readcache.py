@@ -44,6 +44,23 @@ def _copy_out(p: ChunkProjection, chunk: np.ndarray, out: np.ndarray,
         post(target)
 
 
+def _decode_part(codec: Any, data: Any, chunks: tuple[int, ...], p: ChunkProjection,
+                 scratch: np.ndarray) -> bool:
+    """Decode only the leading-axis rows projection ``p`` needs into ``scratch``, when the
+    codec can (blosc2) and the rows are a proper part of the chunk; ``False``: decode all."""
+    part = getattr(codec, "decode_rows", None)
+    if part is None or p.fancy:
+        return False
+    s = p.chunk_sel[0]
+    if not isinstance(s, slice) or s.step not in (None, 1) or s.start is None \
+            or s.stop is None:
+        return False
+    lo, hi = s.start, s.stop
+    if lo <= 0 and hi >= chunks[0]:
+        return False
+    return bool(part(data, chunks, scratch.dtype, lo, hi, scratch))
+
+
 def _fill_cached(group: list[ChunkProjection], cache: ChunkCache, prefix: tuple[Any, ...],
                  out: np.ndarray, fill_value: Any,
                  post: Callable[[np.ndarray], Any] | None) -> list[ChunkProjection]:

@@ -19,7 +19,7 @@ from diced.array.grid import (
     check_dtype,
     check_shape,
 )
-from diced.array._readcache import _copy_out, _fill_cached, _locked_cache
+from diced.array._readcache import _copy_out, _decode_part, _fill_cached, _locked_cache
 from diced.array._readplan import IO_WORKERS, io_pool
 from diced.array.indexing import ChunkProjection, plan_selection
 from diced.errors import (
@@ -333,7 +333,9 @@ class VersionedArray:
                 if p.full and _is_whole(p, self.chunks) and target.flags.c_contiguous:
                     self._decode(data, out=target)
                 else:
-                    scratch = self._decode(data, out=_scratch(self.chunks, self.dtype))
+                    scratch = _scratch(self.chunks, self.dtype)
+                    if not _decode_part(self.codec, data, self.chunks, p, scratch):
+                        self._decode(data, out=scratch)
                     target[...] = scratch[p.chunk_sel]
                 if post is not None:
                     post(target)
