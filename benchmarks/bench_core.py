@@ -22,8 +22,8 @@ Rows
      write holds the same bytes as the last rewrite, so both reads decode identical chunks.
   4  commit / branch / newversion / "write one 64^3 chunk + commit" latency on a store with
      1 GiB of raw (uncompressed, random) uint8 chunk bytes, and on a 16 MiB store.
-  6  Remote (diced vs TensorStore zarr3 on one moto S3 server in this process, through a
-     loopback proxy adding --latency ms to every request): whole --remote-size^3 array and
+  6  Remote (diced vs TensorStore zarr3 on one moto S3 server in a child process, through a
+     loopback proxy (another child) adding --latency ms to every request): whole --remote-size^3 array and
      20 unaligned 64^3 boxes, uint8 and the pinky40 labels, cold (fresh handles, empty
      caches, a locked version) and warm (same handles again). Median of --repeat.
   7  Latency: one aligned 64^3 chunk and one voxel, median of 200 interleaved reads
@@ -71,6 +71,9 @@ NOISE = 4.0
 AMP = (30.0, 10.0)
 SYSTEMS = ("diced", "tensorstore", "zarr")
 SHORT = {"diced": "diced", "tensorstore": "TS", "zarr": "zarr"}
+#: chunk cache of both systems in the warm remote rows (diced's locked-chunk cache is resized
+#: to this for row 6; TensorStore gets a cache pool of the same size)
+CACHE_BYTES = 256 << 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -708,12 +711,12 @@ class DelayProxy:
 
     METHODS = (b"GET ", b"PUT ", b"POST", b"HEAD", b"DELE")
 
-    def __init__(self, target_port: int, delay: float) -> None:
+    def __init__(self, target_port: int, delay: float, counter: Any = None) -> None:
         import asyncio
         import threading
 
         self.asyncio, self.target_port, self.delay = asyncio, target_port, delay
-        self.requests = 0
+        self.counter = counter
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
                                        name="delay-proxy")
@@ -727,7 +730,9 @@ class DelayProxy:
         try:
             while data := await reader.read(1 << 16):
                 if delay and data[:4] in self.METHODS:
-                    self.requests += 1
+                    if self.counter is not None:
+                        with self.counter.get_lock():
+                            self.counter.value += 1
                     if self.delay:
                         await self.asyncio.sleep(self.delay)
                 writer.write(data)
@@ -751,13 +756,69 @@ class DelayProxy:
         self.thread.join(5)
 
 
+def _serve_proxy(target_port: int, delay: float, port: Any, counter: Any, stop: Any) -> None:
+    proxy = DelayProxy(target_port, delay, counter)
+    port.value = proxy.port
+    stop.wait()
+    proxy.close()
+
+
+class ProxyProcess:
+    """:class:`DelayProxy` in a child process (so its work does not share the GIL with the
+    clients measured); ``.port``, ``.requests`` (forwarded so far), ``.close()``."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self._port, self._counter, self._stop = ctx.Value("i", 0), ctx.Value("i", 0), ctx.Event()
+        self._proc = ctx.Process(target=_serve_proxy, daemon=True,
+                                 args=(target_port, delay, self._port, self._counter, self._stop))
+        self._proc.start()
+        deadline = time.time() + 30
+        while not self._port.value:
+            if time.time() > deadline or not self._proc.is_alive():
+                raise RuntimeError("the delaying proxy did not start")
+            time.sleep(0.02)
+        self.port = self._port.value
+
+    @property
+    def requests(self) -> int:
+        return self._counter.value
+
+    def close(self) -> None:
+        self._stop.set()
+        self._proc.join(10)
+
+
+def start_moto() -> tuple[subprocess.Popen, int]:
+    """moto's S3 server in a child process on a free loopback port."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc, port
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("moto server did not start") from None
+            time.sleep(0.1)
+
+
 def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], repeat: int,
                systems: list[str]) -> None:
-    """diced vs TensorStore's zarr3 on one moto S3 server (in this process), through a
+    """diced vs TensorStore's zarr3 on one moto S3 server (a child process), through a
     delaying proxy: cold (timed from opening the repo for diced, from ``ts.open`` for
     TensorStore: fresh handles, empty caches, a locked version; the diced ``Store`` object is
     new but opened before the clock starts, like a TensorStore context) and warm (the same
-    handles again: diced's locked-chunk cache, TensorStore's 64 MiB cache pool with
+    handles again: diced's locked-chunk cache and TensorStore's cache pool, both CACHE_BYTES, with
     ``recheck_cached_data: "open"``) reads of the whole n^3 array and of 20 unaligned 64^3
     boxes, for uint8 and the pinky40 labels. Median of ``repeat``, interleaved."""
     import logging
@@ -766,19 +827,12 @@ def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], r
     import diced
     import tensorstore as ts
     from diced.backends.cache import chunk_cache
-    from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server, port = start_moto()
     direct = f"http://127.0.0.1:{port}"
     bucket = "bench"
     boto3.client("s3", endpoint_url=direct, region_name="us-east-1").create_bucket(Bucket=bucket)
@@ -793,7 +847,7 @@ def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], r
             "driver": "zarr3",
             "kvstore": {"driver": "s3", "bucket": bucket, "path": path, "endpoint": endpoint,
                         "aws_region": "us-east-1"},
-            "context": {"cache_pool": {"total_bytes_limit": (64 << 20) if cached else 0}},
+            "context": {"cache_pool": {"total_bytes_limit": CACHE_BYTES if cached else 0}},
         }
         if cached:
             spec["recheck_cached_data"] = "open"
@@ -816,6 +870,8 @@ def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], r
     if Path(labels_path).exists():
         datasets.append(("uint64 labels", load_labels(labels_path, n)))
     boxes = random_boxes(n, 64, 20, seed=2)
+    old_cache = chunk_cache().max_bytes
+    chunk_cache().resize(CACHE_BYTES)
     try:
         for kind, data in datasets:
             url = f"s3://{bucket}/diced-{kind.split()[0]}"
@@ -833,7 +889,7 @@ def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], r
             ts.open(ts_spec(direct, tspath, data.dtype, data.shape, False), create=True,
                     delete_existing=True).result().write(data).result()
             for lat in latencies:
-                proxy = DelayProxy(port, lat / 1000)
+                proxy = ProxyProcess(port, lat / 1000)
                 ep = f"http://127.0.0.1:{proxy.port}"
                 try:
                     def diced_open(st: Any) -> Any:
@@ -896,7 +952,9 @@ def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], r
                 finally:
                     proxy.close()
     finally:
-        server.stop()
+        chunk_cache().resize(old_cache)
+        server.terminate()
+        server.wait(10)
 
 
 def main(argv: list[str] | None = None) -> int:
