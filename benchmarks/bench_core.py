@@ -552,7 +552,7 @@ def row_dag(res: Results, root: Path, big_z: int, iters: int) -> dict[str, Path]
 
 _OPEN_PROBE = r"""
 import json, sys, time, tracemalloc
-import diced, diced.store, diced.repo.repo, diced.array.array
+import diced, diced.store, diced.repo.repo, diced.datatypes.array.array
 def rss():
     with open("/proc/self/status") as f:
         d = dict(l.split(":", 1) for l in f)

@@ -424,7 +424,7 @@ def test_verify_clean_store(store_location):
 
 
 def test_verify_finds_and_repairs_corruption(store_location):
-    from diced.array._label_common import encode_index
+    from diced.datatypes.labels._common import encode_index
 
     store = _open(store_location)
     repo, first, edit = _scene(store)

@@ -41,10 +41,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from diced.array.array import VersionedArray
-    from diced.array.labels import LabelArray
     from diced.compat import ArrayDtype, DicedException, DicedRepo, DicedStore
+    from diced.datatypes.array import VersionedArray
     from diced.datatypes.keyvalue import KeyValue
+    from diced.datatypes.labels import LabelArray
     from diced.repo.merge import Conflict
     from diced.repo.repo import Repo, Version
     from diced.store import Store
@@ -54,8 +54,8 @@ _LAZY = {
     "Repo": "diced.repo.repo",
     "Version": "diced.repo.repo",
     "Conflict": "diced.repo.merge",
-    "VersionedArray": "diced.array.array",
-    "LabelArray": "diced.array.labels",
+    "VersionedArray": "diced.datatypes.array",
+    "LabelArray": "diced.datatypes.labels",
     "KeyValue": "diced.datatypes.keyvalue",
     "DicedStore": "diced.compat",
     "DicedRepo": "diced.compat",

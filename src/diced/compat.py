@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from diced.array.array import VersionedArray
+from diced.datatypes.array.array import VersionedArray
 from diced.errors import (
     DicedError,
     DuplicateNameError,

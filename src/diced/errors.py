@@ -14,6 +14,7 @@ __all__ = [
     "BackendUnavailableError",
     "ChecksumError",
     "ConcurrencyError",
+    "ConversionError",
     "CorruptDataError",
     "CorruptMetadataError",
     "DicedError",
@@ -33,6 +34,7 @@ __all__ = [
     "StoreFormatError",
     "StoreLocationError",
     "StoreNotFoundError",
+    "UnknownDatatypeError",
     "UnlockedNodeError",
     "VersionNotFoundError",
 ]
@@ -67,6 +69,16 @@ class ConcurrencyError(DicedError, RuntimeError):
     """A compare-and-set lost a race with another writer; retry or re-read."""
 
     code = "concurrency_error"
+
+
+class ConversionError(DicedError, RuntimeError):
+    """A conversion finished with failed parts; ``report`` says which and how to retry them."""
+
+    code = "conversion_failed"
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class CorruptDataError(DicedError, ValueError):
@@ -150,6 +162,12 @@ class LabelNotFoundError(NotFoundError):
     """The label does not exist at the version."""
 
     code = "label_not_found"
+
+
+class UnknownDatatypeError(NotFoundError):
+    """No datatype of that name is built in, registered or installed (entry point)."""
+
+    code = "unknown_datatype"
 
 
 class DuplicateNameError(DicedError, ValueError):

@@ -21,8 +21,8 @@ from diced.errors import (
 )
 from diced.repo import keys as K
 from diced.repo.dag import Node, new_uuid
-from diced.repo.meta import dump_doc, load_doc, update_docs
-from diced.repo.repo import Repo, _check_name
+from diced.repo.meta import dump_doc, load_doc, next_counter, update_docs
+from diced.repo.repo import Repo, _check_name, drop_instance_data
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +114,7 @@ class Store:
         migrate_store(self.raw_backend)
 
     def _next_counter(self, name: str) -> int:
-        key = K.counter_key(name)
-        got: dict[str, int] = {}
-
-        def body(cur: dict[str, bytes | None]) -> dict[str, bytes | None]:
-            n = int(cur[key] or b"0") + 1
-            got["n"] = n
-            return {key: str(n).encode()}
-
-        update_docs(self.backend, [key], body)
-        return got["n"]
+        return next_counter(self.backend, name)
 
     # --- repos -------------------------------------------------------------------------------
 
@@ -265,17 +256,11 @@ class Store:
         """Delete a repo, all its versions and data (irreversible)."""
         root = self._repo_uuid(name, uuid)
         repo = Repo(self, root)
-        from diced.repo.resolve import VersionedSpace
-
         ak, rk = K.alias_key(repo.alias), K.repo_key(root)
         hk = K.head_key(root)
         update_docs(self.backend, [ak, rk, hk], lambda cur: {ak: None, rk: None, hk: None})
-        from diced.repo.repo import instance_spaces
-
         for rec in repo._doc["instances"].values():
-            for space in instance_spaces(rec):
-                VersionedSpace(self.backend, space).drop()
-            self.backend.delete_many(list(self.backend.list_keys(f"meta/label/{rec['id']:08x}/")))
+            drop_instance_data(self.backend, rec)
         self.backend.delete_many(list(self.backend.list_keys(f"lock/{root}/")))
 
     def verify(self, repo: str | None = None, version: str | None = None,
@@ -303,6 +288,17 @@ class Store:
         from diced.verify import verify_store
 
         return verify_store(self, repo, version, repair)
+
+    def serve(self, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> Any:
+        """Serve this store over DVID's HTTP API from a background thread.
+
+        Returns a :class:`diced.server.ServerHandle` (``.url``, ``.stop()``, context manager).
+        ``options``: ``read_only``, ``token``, ``cors_origins``, ``max_body_bytes`` (see
+        :func:`diced.server.serve`). Needs ``pip install 'diced[server]'``.
+        """
+        from diced.server.run import serve
+
+        return serve(self, host=host, port=port, **options)
 
     def close(self) -> None:
         """Release the backend (files, LMDB environment). The store is unusable afterwards."""

@@ -57,6 +57,7 @@ class Problem:
     repaired: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """The problem as a JSON-ready dict (chunk coordinates as a list)."""
         out = asdict(self)
         if isinstance(out["key"], tuple):
             out["key"] = list(out["key"])
@@ -89,12 +90,14 @@ class VerifyReport:
         return all(p.repaired for p in self.problems)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict (what ``diced verify --json`` prints)."""
         return {"location": self.location, "ok": self.ok, "repair": self.repair,
                 "values": self.values, "chunks": self.chunks,
                 "label_versions": self.label_versions,
                 "problems": [p.to_dict() for p in self.problems]}
 
     def summary(self) -> str:
+        """A few lines for people: counts, then each problem."""
         left = sum(not p.repaired for p in self.problems)
         fixed = len(self.problems) - left
         head = (f"{self.location}: {self.values} values, {self.chunks} chunks decoded, "
@@ -248,6 +251,8 @@ def _space_handle(sp: _Space, sid: int) -> Any:
 
     if sp.handle.typename == "keyvalue":
         kind = "key"
+    elif sp.handle.typename not in ("array", "labels"):
+        kind = None  # other datatypes: keys are described as stored
     else:
         kind = "chunk" if sp.role == "data" or sp.role.startswith("scale") else "label"
     return VersionedSpace(sp.repo.backend, sid, sp.instance, kind)
@@ -255,9 +260,11 @@ def _space_handle(sp: _Space, sid: int) -> Any:
 
 def _decoder(sp: _Space) -> Any:
     """``check(bytes)`` raising CorruptDataError for bytes that do not decode, or None."""
-    from diced.array._label_common import decode_index
+    from diced.datatypes.labels._common import decode_index
 
     h = sp.handle
+    if h.typename not in ("array", "labels"):
+        return None  # other datatypes: checksums only (their values have no codec here)
     if sp.role == "data" or sp.role.startswith("scale"):
         if h.typename == "keyvalue":
             return None
@@ -374,7 +381,7 @@ def _expected_index(labels: Any, ctx: Any) -> tuple[dict[int, dict], list[str]]:
 
 
 def _actual_index(labels: Any, ctx: Any) -> tuple[dict[int, dict], list[str]]:
-    from diced.array._label_common import decode_index
+    from diced.datatypes.labels._common import decode_index
 
     space = labels._index
     actual: dict[int, dict] = {}
@@ -459,7 +466,7 @@ def _forget(store: Store, sid: int) -> None:
 
 def _rebuild_index(repo: Repo, name: str, vid: int) -> None:
     """Rewrite the label index (and max label) of open version ``vid`` from its blocks."""
-    from diced.array._label_common import encode_index, lkey
+    from diced.datatypes.labels._common import encode_index, lkey
     from diced.repo.repo import _Ref
 
     labels = repo._instance(name, _Ref(repo, vid))

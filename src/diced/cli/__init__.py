@@ -36,6 +36,9 @@ _COMMANDS = {
     "export-shards": "diced.cli.export",
     "verify": "diced.cli.verify",
     "migrate": "diced.cli.migrate",
+    "convert-shards": "diced.cli.convert",
+    "verify-export": "diced.cli.convert",
+    "serve": "diced.cli.serve",
 }
 
 #: Python-argument hints in library messages -> the flags that do the same here

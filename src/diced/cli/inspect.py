@@ -80,9 +80,11 @@ def _describe(repo: Any, name: str, typ: str, sizes: bool) -> str:
     inst = repo[name]
     if typ == "keyvalue":
         what = f"{len(inst)} keys"
-    else:
+    elif hasattr(inst, "dtype"):  # arrays and label arrays
         what = (f"{inst.dtype!s:8s} shape={tuple(inst.shape)} chunks={tuple(inst.chunks)}"
                 + (f" scales=0..{inst.max_scale}" if inst.max_scale else ""))
+    else:  # any other datatype (annotation, third-party types)
+        what = f"{len(inst)} items" if hasattr(inst, "__len__") else ""
     if sizes:
         values, nbytes = _stored(repo.backend, repo._doc["instances"][name])
         what += f"  stored: {values} values, {_human(nbytes)}"

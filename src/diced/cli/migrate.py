@@ -14,6 +14,7 @@ where it stopped when run again."""
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    """Register ``diced migrate`` and its arguments."""
     p = sub.add_parser(
         name, help="upgrade a store to the current storage format",
         description="Rewrite every value of a store made by an older diced in the current "
@@ -24,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``diced migrate``: upgrade a store in place; returns the exit code."""
     from diced.backends import open_backend
     from diced.migrate import migrate_store, stored_format
     from diced.repo import keys as K

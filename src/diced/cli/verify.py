@@ -17,6 +17,7 @@ exit status: 0 when nothing is wrong (or everything was repaired), 1 when proble
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    """Register ``diced verify`` and its arguments."""
     p = sub.add_parser(
         name, help="check every stored value: checksums, decoding, label indexes",
         description="Walk a store (or one repo, or the history of one version): check every "
@@ -36,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``diced verify``: 0 when clean, 1 when problems remain."""
     import diced
 
     store = diced.Store(args.store, create=False)

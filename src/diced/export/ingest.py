@@ -203,7 +203,7 @@ def ingest(
     dtype : dtype, optional
         dtype of a created array (default: the source's). Values must convert without loss.
     labels : bool
-        Create a :class:`~diced.array.labels.LabelArray` (uint64, label index) instead of an
+        Create a :class:`~diced.datatypes.labels.labels.LabelArray` (uint64, label index) instead of an
         image array.
     slab : int, optional
         Planes per slab along axis 0; rounded up to a multiple of the array's chunk depth

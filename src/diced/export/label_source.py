@@ -18,7 +18,7 @@ __all__ = ["LabelBlockSource", "export_label_shards", "export_shards", "import_l
 
 
 class LabelBlockSource:
-    """Adapts a :class:`diced.array.labels.LabelArray` (at its version) to
+    """Adapts a :class:`diced.datatypes.labels.labels.LabelArray` (at its version) to
     :class:`diced.export.arrow_shards.BlockSource` and ``BlockSink``.
 
     Stored blocks are already DVID block serializations inside an outer byte codec, so
@@ -26,7 +26,7 @@ class LabelBlockSource:
     """
 
     def __init__(self, labels: Any, *, supervoxels: bool = False) -> None:
-        from diced.array.labels import LabelArray
+        from diced.datatypes.labels.labels import LabelArray
 
         if not isinstance(labels, LabelArray):
             raise InvalidArgumentError(f"export-shards needs a label array, got {type(labels).__name__}")
@@ -212,7 +212,7 @@ def sharded_spec(labels: Any, *, shard_bits: int | None = None,
     InvalidArgumentError
         Not a 64³-chunked label array, conflicting or impossible sharding parameters.
     """
-    from diced.array.labels import LabelArray
+    from diced.datatypes.labels import LabelArray
     from diced.export.sharding import DVID_CHUNK_SIZE
     from diced.export.voxels import check_voxel_size, to_nanometers
 

@@ -45,7 +45,7 @@ from diced.errors import (
 from diced.export.voxels import check_voxel_size, refuse_resolution, to_nanometers
 
 if TYPE_CHECKING:
-    from diced.array.array import VersionedArray
+    from diced.datatypes.array.array import VersionedArray
     from diced.repo.repo import Version
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def box_reader(array: VersionedArray, supervoxels: bool = False
     and applied to every box (``LabelArray.read`` would re-read it per call), unless
     ``supervoxels``.
     """
-    from diced.array.labels import LabelArray
+    from diced.datatypes.labels.labels import LabelArray
 
     if not isinstance(array, LabelArray):
         return lambda view, box: view[box]
@@ -407,7 +407,7 @@ def export_precomputed(
     (precomputed reads missing chunks as 0).
     If the export fails, the files it wrote are removed.
     """
-    from diced.array.labels import LabelArray
+    from diced.datatypes.labels.labels import LabelArray
 
     refuse_resolution(resolution)
     ts = _tensorstore()

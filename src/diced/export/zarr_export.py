@@ -26,7 +26,7 @@ from diced.export.precomputed import box_reader, check_scales, iter_boxes
 from diced.export.voxels import check_unit, check_voxel_size
 
 if TYPE_CHECKING:
-    from diced.array.array import VersionedArray
+    from diced.datatypes.array.array import VersionedArray
     from diced.export.ingest import IngestReport
     from diced.repo.repo import Repo, Version
 
@@ -149,7 +149,7 @@ def export_zarr(
     """
     import zarr
 
-    from diced.array.labels import LabelArray
+    from diced.datatypes.labels.labels import LabelArray
 
     array = array.at(version if version is not None else array.version.uuid)
     is_labels = isinstance(array, LabelArray)

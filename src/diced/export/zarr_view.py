@@ -49,7 +49,7 @@ from diced.errors import InvalidArgumentError
 if TYPE_CHECKING:
     from zarr.core.buffer import Buffer, BufferPrototype
 
-    from diced.array.array import VersionedArray
+    from diced.datatypes.array.array import VersionedArray
     from diced.repo.repo import Version
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class DicedZarrStore(Store):
     def __init__(self, array: VersionedArray, *, version: str | Version | None = None,
                  scale: int = 0, supervoxels: bool = False, group: bool = True) -> None:
         super().__init__(read_only=True)
-        from diced.array.labels import LabelArray
+        from diced.datatypes.labels.labels import LabelArray
 
         base = array.at(version if version is not None else array.version.uuid)
         self._array = base.scale(scale)

@@ -7,7 +7,7 @@ from typing import Any
 
 from diced.repo.resolve import VersionCtx, VersionedSpace
 
-__all__ = ["Diff", "InstanceDiff", "diff_space", "instance_diff"]
+__all__ = ["Diff", "InstanceDiff", "diff_space"]
 
 
 @dataclass
@@ -95,17 +95,3 @@ def diff_space(space: VersionedSpace, a: VersionCtx, b: VersionCtx) -> tuple[lis
         else:
             changed.append(key)
     return added, removed, changed
-
-
-def instance_diff(cls: type, backend: Any, rec: dict[str, Any], a: VersionCtx, b: VersionCtx
-                  ) -> InstanceDiff:
-    """What one instance (record ``rec``, class ``cls``) changed from ``a`` to ``b``: its
-    keys, described by ``cls.describe_key``, and what ``cls.diff_remapped`` adds (label
-    arrays: supervoxels whose body changed)."""
-    added, removed, changed = diff_space(VersionedSpace(backend, rec["id"]), a, b)
-    out = InstanceDiff([cls.describe_key(k) for k in added], [cls.describe_key(k) for k in removed],
-                       [cls.describe_key(k) for k in changed])
-    extra = getattr(cls, "diff_remapped", None)
-    if extra is not None:
-        out.remapped = extra(backend, rec, a, b)
-    return out

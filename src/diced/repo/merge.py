@@ -136,7 +136,8 @@ def merge_versions(repo: Any, versions: Sequence[Any], note: str, strategy: Stra
     """:meth:`diced.repo.repo.Repo.merge`: find conflicts, resolve them with ``strategy``,
     write the resolutions at a new version, rebuild derived data, then publish the node."""
     from diced.errors import MergeConflictError, UnlockedNodeError
-    from diced.repo.repo import _instance_class, _Ref
+    from diced.repo.context import InstanceContext
+    from diced.repo.repo import _datatype
 
     if len(versions) < 2:
         raise InvalidArgumentError("merge needs at least two versions")
@@ -162,9 +163,8 @@ def merge_versions(repo: Any, versions: Sequence[Any], note: str, strategy: Stra
     for name, rec in sorted(repo._doc["instances"].items()):
         if rec["created"] not in union:
             continue
-        cls = _instance_class(rec["type"])
-        spaces = getattr(cls, "merge_spaces", None)
-        for suffix, space_id in (spaces(rec) if spaces else [("", rec["id"])]):
+        dt = _datatype(rec["type"])
+        for suffix, space_id in dt.merge_spaces(rec):
             space = VersionedSpace(repo.backend, space_id)
             auto, conflicting, touched = find_merge_changes(space, dag, ctxs, repo._ctx)
             if not suffix:
@@ -173,11 +173,10 @@ def merge_versions(repo: Any, versions: Sequence[Any], note: str, strategy: Stra
             per_parent = [space.resolve_many(conflicting, c) for c in ctxs]
             base_vals = (space.resolve_many(conflicting, base_ctx) if base_ctx
                          else [None] * len(conflicting))
-            describe = getattr(cls, f"describe_key{suffix.replace(':', '_')}", cls.describe_key)
             for i, ckey in enumerate(conflicting):
                 sides = [pp[i] for pp in per_parent]
                 conflict = Conflict(
-                    instance=name + suffix, key=describe(ckey),
+                    instance=name + suffix, key=dt.describe_key(ckey, suffix),
                     base=None if base_vals[i] is None else dag.nodes[base_vals[i][0]].uuid,
                     sides={u: (None if s is None else dag.nodes[s[0]].uuid)
                            for u, s in zip(parent_uuids, sides, strict=True)},
@@ -209,10 +208,8 @@ def merge_versions(repo: Any, versions: Sequence[Any], note: str, strategy: Stra
             space.write(mctx, chosen)
     # derived data (pyramid levels, label indexes, ...) is rebuilt from the merged keys
     for name, rec, touched in derived:
-        hook = getattr(_instance_class(rec["type"]), "_after_merge", None)
-        if hook is not None:
-            hook(_instance_class(rec["type"])(repo, name, rec, _Ref(repo, None)), mctx,
-                 touched, ctxs)
+        dt = _datatype(rec["type"])
+        dt.after_merge(dt.open(InstanceContext(repo, name, rec, None)), mctx, touched, ctxs)
     # the merge node continues its first parent's branch (git's rule; see diced.repo.dag)
     version = repo._add_child(ids, dag.branch_of(ids[0]), note, vid=vid)
     repo._merge_instance_meta(ids, vid)

@@ -14,7 +14,7 @@ from typing import Any
 from diced.backends.base import Backend
 from diced.errors import ConcurrencyError, CorruptMetadataError
 
-__all__ = ["dump_doc", "load_doc", "update_docs"]
+__all__ = ["dump_doc", "load_doc", "next_counter", "update_docs"]
 
 _CAS_RETRIES = 50
 
@@ -70,3 +70,20 @@ def update_docs(backend: Backend, keys: Sequence[str],
         for k in done:  # roll back the keys we already swapped
             backend.compare_and_set(k, changes[k], current.get(k))
     raise ConcurrencyError(f"could not update {keys[0]!r}: too many concurrent writers")
+
+
+def next_counter(backend: Backend, name: str) -> int:
+    """Increment and return the store-wide counter ``name`` (instance ids, mutation ids, ...);
+    a value is never handed out twice, also across processes."""
+    from diced.repo.keys import counter_key
+
+    key = counter_key(name)
+    got: dict[str, int] = {}
+
+    def body(cur: dict[str, bytes | None]) -> dict[str, bytes | None]:
+        n = int(cur[key] or b"0") + 1
+        got["n"] = n
+        return {key: str(n).encode()}
+
+    update_docs(backend, [key], body)
+    return got["n"]

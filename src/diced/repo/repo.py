@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from diced.datatypes.registry import get_datatype
 from diced.errors import (
     BackendError,
     CorruptMetadataError,
@@ -14,18 +15,20 @@ from diced.errors import (
     InstanceNotFoundError,
     InvalidArgumentError,
     LockedNodeError,
+    UnknownDatatypeError,
     UnlockedNodeError,
     VersionNotFoundError,
 )
 from diced.repo import keys as K
+from diced.repo.context import InstanceContext
 from diced.repo.dag import DAG, MASTER, Node, new_uuid
-from diced.repo.diff import Diff, instance_diff
+from diced.repo.diff import Diff
 from diced.repo.merge import Conflict, Strategy
-from diced.repo.meta import dump_doc, load_doc, update_docs
-from diced.repo.resolve import VersionCtx, VersionedSpace
+from diced.repo.meta import dump_doc, load_doc, next_counter, update_docs
+from diced.repo.resolve import VersionCtx
 
 if TYPE_CHECKING:
-    from diced.store import Store
+    from diced.datatypes.base import Datatype
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +58,14 @@ def _check_name(name: str, what: str) -> str:
     return name
 
 
-def _instance_types() -> dict[str, tuple[str, str]]:
-    return {
-        "array": ("diced.array.array", "VersionedArray"),
-        "labels": ("diced.array.labels", "LabelArray"),
-        "keyvalue": ("diced.datatypes.keyvalue", "KeyValue"),
-    }
-
-
-def _instance_class(typename: str) -> type:
-    import importlib
-
+def _datatype(typename: str) -> Datatype:
+    """The registered datatype of a stored instance record's type."""
     try:
-        module, cls = _instance_types()[typename]
-    except KeyError as exc:
-        raise CorruptMetadataError(f"unknown instance type {typename!r}") from exc
-    return getattr(importlib.import_module(module), cls)
+        return get_datatype(typename)
+    except UnknownDatatypeError as exc:
+        raise UnknownDatatypeError(
+            f"instance type {typename!r} is not known to this diced: install the package "
+            f"that provides it ({exc})") from exc
 
 
 class _Ref:
@@ -221,7 +216,7 @@ class Repo:
     :meth:`version` are pinned to one version and never move.
     """
 
-    def __init__(self, store: Store, uuid: str, head: str | None = None) -> None:
+    def __init__(self, store: Any, uuid: str, head: str | None = None) -> None:
         self.store = store
         self.backend = store.backend
         self.uuid = uuid
@@ -558,24 +553,20 @@ class Repo:
         return merge_versions(self, versions, note, strategy)
 
     def _merge_instance_meta(self, parent_ids: list[int], vid: int) -> None:
-        """Versioned instance metadata (array shapes) at a merge: elementwise max."""
+        """Versioned parts of instance records (array shapes) at a merge node, merged by
+        each instance's datatype (:meth:`Datatype.merge_record`)."""
+        parents = [self._dag.ancestors(p) for p in parent_ids]
 
-        def fn(doc: dict[str, Any]) -> None:
+        def merged(doc: dict[str, Any]) -> bool:
+            changed = False
             for rec in doc["instances"].values():
-                shapes = rec.get("config", {}).get("shapes")
-                if not shapes:
-                    continue
-                seen = []
-                for p in parent_ids:
-                    pa = self._dag.ancestors(p)
-                    cands = [int(v) for v in shapes if int(v) in pa]
-                    if cands:
-                        seen.append(shapes[str(max(cands))])
-                if len(seen) > 1 and any(s != seen[0] for s in seen):
-                    shapes[str(vid)] = [max(d) for d in zip(*seen, strict=True)]
+                changed |= bool(_datatype_or_base(rec["type"]).merge_record(rec, parents, vid))
+            return changed
 
-        if any(rec.get("config", {}).get("shapes") for rec in self._doc["instances"].values()):
-            self._mutate(fn)
+        import copy
+
+        if merged(copy.deepcopy(self._doc)):  # only write the document when a record changes
+            self._mutate(lambda doc: merged(doc) and None)
 
     def diff(self, a: str | Version, b: str | Version | None = None) -> Diff:
         """What changed from version ``a`` to version ``b`` (default: head), per instance."""
@@ -591,8 +582,7 @@ class Repo:
                 out.deleted.append(name)
             if not (in_a or in_b):
                 continue
-            out.instances[name] = instance_diff(_instance_class(rec["type"]), self.backend,
-                                                rec, ca, cb)
+            out.instances[name] = _datatype(rec["type"]).diff(self.backend, rec, ca, cb)
         return out
 
     # --- instances -------------------------------------------------------------------------
@@ -612,7 +602,7 @@ class Repo:
             raise InstanceNotFoundError(
                 f"no data instance {name!r} at version {self._dag.nodes[vid].uuid[:12]} "
                 f"of repo {self.alias!r}")
-        return _instance_class(rec["type"])(self, name, rec, ref)
+        return _datatype(rec["type"]).open(InstanceContext(self, name, rec, ref.vid))
 
     def __getitem__(self, name: str) -> Any:
         """``repo[name]``: the instance ``name`` at the head (see :meth:`array`)."""
@@ -670,6 +660,41 @@ class Repo:
     def __contains__(self, name: str) -> bool:
         return name in self.instances()
 
+    def create_instance(self, name: str, typename: str, *, exist_ok: bool = False,
+                        **options: Any) -> Any:
+        """Create a data instance of any registered datatype at the head.
+
+        Parameters
+        ----------
+        name : str
+            Instance name, unique in the repo (letters, digits, ``_``, ``-``, ``.``).
+        typename : str
+            The datatype: diced's name (``"array"``, ``"labels"``, ``"keyvalue"``, or a
+            registered one) or DVID's (``"uint8blk"``, ``"labelmap"``, ...); see
+            :func:`diced.datatypes.get_datatype`.
+        exist_ok : bool, default False
+            Return the existing instance ``name`` if it has this type and configuration.
+        **options
+            The datatype's creation options (validated by its ``configure``).
+
+        Returns
+        -------
+        object
+            The datatype's instance object, following the repo head.
+
+        Raises
+        ------
+        UnknownDatatypeError
+            No datatype is called ``typename``.
+        DuplicateNameError
+            The name is taken.
+        LockedNodeError
+            The head is locked.
+        """
+        dt = get_datatype(typename)
+        return self._create_instance(name, dt.name, dt.configure(self._head_id, **options),
+                                     exist_ok=exist_ok)
+
     def _existing_instance(self, name: str, typename: str, config: dict[str, Any]) -> Any:
         """For ``exist_ok=True``: the instance ``name`` if it exists with this configuration,
         ``None`` if it does not exist; :class:`DuplicateNameError` if it differs."""
@@ -712,13 +737,8 @@ class Repo:
         self.refresh()  # refuse a taken name before allocating ids for it
         if name in self._doc["instances"]:
             raise DuplicateNameError(f"repo {self.alias!r} already has an instance {name!r}")
-        inst_id = self.store._next_counter("instance")
-        if config.get("max_scale"):
-            config["subinstances"] = [self.store._next_counter("instance")
-                                      for _ in range(int(config["max_scale"]))]
-        if config.get("allocate"):
-            config["spaces"] = {n: self.store._next_counter("instance")
-                                for n in config.pop("allocate")}
+        inst_id = next_counter(self.backend, "instance")
+        _datatype(typename).allocate(config, lambda: next_counter(self.backend, "instance"))
         vid = head.id
 
         def fn(doc: dict[str, Any]) -> None:
@@ -782,11 +802,9 @@ class Repo:
         LockedNodeError
             The head is locked (and the array does not exist yet).
         """
-        from diced.array.array import array_config
-
-        return self._create_instance(name, "array", array_config(
-            dtype, shape, chunks, fill_value, codec, origin, self._head_id, max_scale=max_scale),
-            exist_ok=exist_ok)
+        return self.create_instance(name, "array", dtype=dtype, shape=shape, chunks=chunks,
+                                    fill_value=fill_value, codec=codec, origin=origin,
+                                    max_scale=max_scale, exist_ok=exist_ok)
 
     def create_labels(self, name: str, shape: Iterable[int] | None = None, *,
                       exist_ok: bool = False, **kwargs: Any) -> Any:
@@ -813,10 +831,7 @@ class Repo:
         DuplicateNameError
             ``name`` exists (with ``exist_ok=True``: exists with another type or configuration).
         """
-        from diced.array.labels import labels_config
-
-        return self._create_instance(name, "labels", labels_config(shape, self._head_id, **kwargs),
-                                     exist_ok=exist_ok)
+        return self.create_instance(name, "labels", shape=shape, exist_ok=exist_ok, **kwargs)
 
     def create_keyvalue(self, name: str, *, exist_ok: bool = False) -> Any:
         """Create a versioned dict of bytes (DVID keyvalue).
@@ -833,7 +848,7 @@ class Repo:
         KeyValue
             A handle following the repo head.
         """
-        return self._create_instance(name, "keyvalue", {}, exist_ok=exist_ok)
+        return self.create_instance(name, "keyvalue", exist_ok=exist_ok)
 
     def delete_instance(self, name: str) -> None:
         """Delete an instance and its data from every version (irreversible, as in DVID)."""
@@ -845,10 +860,20 @@ class Repo:
             doc["instances"].pop(name, None)
 
         self._mutate(fn)
-        for space in instance_spaces(rec):
-            VersionedSpace(self.backend, space).drop()
-        prefix = f"meta/label/{rec['id']:08x}/"
-        self.backend.delete_many(list(self.backend.list_keys(prefix)))
+        drop_instance_data(self.backend, rec)
+
+    def view(self, host: str = "127.0.0.1", port: int = 8000, *, open_browser: bool | None = None,
+             **options: Any) -> Any:
+        """Serve the store and show this repo's web page (``<url>/?repo=<root uuid>``).
+
+        The page opens in a browser when one can be shown (a display exists), else the URL is
+        printed. Returns the :class:`diced.server.ServerHandle`; call ``.stop()`` when done.
+        """
+        from diced.server.run import serve, show_url
+
+        handle = serve(self.store, host=host, port=port, **options)
+        show_url(f"{handle.url}/?repo={self.uuid}", open_browser)
+        return handle
 
     def __repr__(self) -> str:
         return f"<Repo {self.alias!r} root={self.uuid[:12]} head={self.current_uuid[:12]}>"
@@ -856,8 +881,23 @@ class Repo:
 
 def instance_spaces(rec: dict[str, Any]) -> list[int]:
     """Every key-space id an instance owns (its own, pyramid levels, label spaces)."""
-    cfg = rec.get("config", {})
-    return [rec["id"], *cfg.get("subinstances", []), *cfg.get("spaces", {}).values()]
+    return _datatype_or_base(rec["type"]).spaces(rec)
+
+
+def drop_instance_data(backend: Any, rec: dict[str, Any]) -> None:
+    """Delete everything an instance stored (its record is already gone)."""
+    _datatype_or_base(rec["type"]).drop(backend, rec)
+
+
+def _datatype_or_base(typename: str) -> Datatype:
+    """The instance's datatype, or the generic one when the type is not installed (so a
+    repo or instance of an unknown type can still be deleted)."""
+    try:
+        return get_datatype(typename)
+    except UnknownDatatypeError:
+        from diced.datatypes.base import Datatype
+
+        return Datatype()
 
 
 def _node_rec(doc: dict[str, Any], vid: int) -> dict[str, Any]:

@@ -1,16 +1,16 @@
 """Merging versions of a label array: which key spaces merge key by key, and how the label
 index and member lists (derived data) are rebuilt at a merge node (a mixin of
-:class:`diced.array.labels.LabelArray`)."""
+:class:`diced.datatypes.labels.labels.LabelArray`; the datatype,
+:class:`diced.datatypes.labels.LabelsType`, says which key spaces merge key by key)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from diced.array._label_common import encode_index as _encode_index
-from diced.array._label_common import lkey as _lkey
+from diced.datatypes.labels._common import encode_index as _encode_index
+from diced.datatypes.labels._common import lkey as _lkey
 from diced.repo import keys as K
 from diced.repo.resolve import VersionCtx
 
@@ -18,30 +18,7 @@ __all__ = ["LabelMergeMixin"]
 
 
 class LabelMergeMixin:
-    """Merge support of a :class:`~diced.array.labels.LabelArray` (see the module docstring)."""
-
-    @staticmethod
-    def merge_spaces(rec: dict[str, Any]) -> list[tuple[str, int]]:
-        """Key spaces :meth:`Repo.merge` merges key by key: the blocks and the supervoxel →
-        body mapping. The label index and member lists are derived from them and rebuilt by
-        :meth:`_after_merge`, so a label written on both sides in different blocks, or a body
-        that gained supervoxels on both sides, merges to the union."""
-        return [("", rec["id"]), (":mapping", rec["config"]["spaces"]["mapping"])]
-
-    @staticmethod
-    def describe_key_mapping(ckey: str) -> int:
-        """The supervoxel id of a mapping-space key (as diffs report it).
-
-        Parameters
-        ----------
-        ckey : str
-            Hex key.
-
-        Returns
-        -------
-        int
-        """
-        return int(ckey, 16)
+    """Merge support of a :class:`~diced.datatypes.labels.labels.LabelArray` (see the module docstring)."""
 
     def _after_merge(self, ctx: VersionCtx, ckeys: Sequence[str],
                      parents: Sequence[VersionCtx] = ()) -> None:

@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from diced.array._label_common import Retry as _Retry
-from diced.array._label_common import decode_index as _decode_index
-from diced.array._label_common import encode_index as _encode_index
-from diced.array._label_common import lkey as _lkey
-from diced.array.array import VersionedArray, array_config
 from diced.array.indexing import ChunkProjection
-from diced.array.label_edits import LabelEditsMixin
-from diced.array.label_merge import LabelMergeMixin
+from diced.datatypes.array.array import VersionedArray, array_config
+from diced.datatypes.labels._common import Retry as _Retry
+from diced.datatypes.labels._common import decode_index as _decode_index
+from diced.datatypes.labels._common import encode_index as _encode_index
+from diced.datatypes.labels._common import lkey as _lkey
+from diced.datatypes.labels.edits import LabelEditsMixin
+from diced.datatypes.labels.merge import LabelMergeMixin
 from diced.errors import (
     ConcurrencyError,
     CorruptDataError,
@@ -41,13 +41,14 @@ from diced.errors import (
 )
 from diced.repo import keys as K
 from diced.repo.meta import update_docs
-from diced.repo.resolve import Part, VersionCtx, VersionedSpace, modify_parts
+from diced.repo.resolve import Part, VersionCtx, modify_parts
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LabelArray", "labels_config"]
+__all__ = ["LabelArray", "labels_config", "meta_prefix"]
 
-_SPACES = ("index", "mapping", "members")
+#: the label array's key spaces besides its blocks (allocated by LabelsType.allocate)
+SPACES = ("index", "mapping", "members")
 
 
 def labels_config(shape: Iterable[int] | None, vid: int, *, chunks: Iterable[int] | None = None,
@@ -74,8 +75,13 @@ def labels_config(shape: Iterable[int] | None, vid: int, *, chunks: Iterable[int
                        max_scale=max_scale)
     if len(cfg["chunks"]) != 3 or any(c % 8 or c < 8 for c in cfg["chunks"]):
         raise InvalidArgumentError("label arrays are 3-D with chunk sides that are multiples of 8")
-    cfg["allocate"] = list(_SPACES)
     return cfg
+
+
+def meta_prefix(record: dict[str, Any]) -> str:
+    """Prefix of a label instance's unversioned metadata keys (max labels, label allocation,
+    the mutation log)."""
+    return f"meta/label/{record['id']:08x}/"
 
 
 class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
@@ -84,16 +90,14 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
 
     typename = "labels"
 
-    def __init__(self, repo, name, record, ref) -> None:
-        super().__init__(repo, name, record, ref)
-        spaces = record["config"]["spaces"]
-        self._index = VersionedSpace(repo.backend, spaces["index"], f"{name} (label index)",
-                                     "label")
-        self._mapping = VersionedSpace(repo.backend, spaces["mapping"], f"{name} (mapping)",
-                                       "label")
-        self._members = VersionedSpace(repo.backend, spaces["members"], f"{name} (members)",
-                                       "label")
-        self._meta_prefix = f"meta/label/{record['id']:08x}/"
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        spaces = self._rec["config"]["spaces"]
+        name = self.name
+        self._index = context.space(spaces["index"], f"{name} (label index)", "label")
+        self._mapping = context.space(spaces["mapping"], f"{name} (mapping)", "label")
+        self._members = context.space(spaces["members"], f"{name} (members)", "label")
+        self._meta_prefix = meta_prefix(self._rec)
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -156,6 +160,7 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
             if self._try_write_blocks(ctx, items, ckeys):
                 if self.max_scale and pyramid:
                     self._update_pyramid(ctx, [c for c, _ in items])
+                self._notify_synced(ctx, [tuple(int(x) for x in c) for c, _ in items])
                 return
         raise ConcurrencyError(f"{self.name!r}: blocks kept changing under a concurrent writer")
 
@@ -182,7 +187,7 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
             data = None if (len(new_l) == 1 and new_l[0] == 0) else self.codec.encode(new)
             return ck, data, (old_l, new_l, new_n), coords
 
-        from diced.array.array import _pool
+        from diced.datatypes.array.array import _pool
 
         results = list(_pool().map(prepare, range(len(items)))) if len(items) > 2 \
             else [prepare(i) for i in range(len(items))]
@@ -468,6 +473,46 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
                 out = relabel(out, keys, values)
         return out
 
+    def _supervoxels_at(self, points: Any, ctx: VersionCtx) -> np.ndarray:
+        """Supervoxel ids at ``(n, 3)`` (z, y, x) voxels at ``ctx`` (0 outside the array),
+        reading each touched block once; for synced instances, which may read at a merge
+        node that is not published yet."""
+        pts = np.asarray(points, dtype=np.int64).reshape(-1, 3)
+        out = np.zeros(len(pts), dtype=np.uint64)
+        inside = ((pts >= 0) & (pts < np.array(self._shape_at(ctx)))).all(axis=1)
+        if not inside.any():
+            return out
+        idx = np.flatnonzero(inside)
+        ch = np.array(self.chunks)
+        blocks, inverse = np.unique(pts[idx] // ch, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        vals = self._space.read_many([K.chunk_ckey(b) for b in blocks], ctx)
+        for i, v in enumerate(vals):
+            if v is None:
+                continue
+            blk = self._decode(v)
+            sel = idx[inverse == i]
+            local = pts[sel] - blocks[i] * ch
+            out[sel] = blk[local[:, 0], local[:, 1], local[:, 2]]
+        return out
+
+    def _notify_synced(self, ctx: VersionCtx, coords: list[tuple[int, ...]]) -> None:
+        """Tell the instances synced to this one (annotations) which blocks changed at
+        ``ctx``. Instances deleted, not visible there or synced elsewhere are skipped."""
+        names = self._cfg.get("synced_by")
+        if not names:
+            return
+        from diced.errors import InstanceNotFoundError
+
+        for name in names:
+            try:
+                inst = self._ref.instance(name, ctx.uuid)
+            except InstanceNotFoundError:
+                continue
+            hook = getattr(inst, "_labels_changed", None)
+            if hook is not None and getattr(inst, "synced", None) == self.name:
+                hook(ctx, coords, self)
+
     def labels_in(self, selection: Any = Ellipsis, *, supervoxels: bool = False) -> np.ndarray:
         """Sorted distinct non-zero labels in a box."""
         vals = np.unique(self.read(selection, supervoxels=supervoxels))
@@ -528,8 +573,8 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
         from diced.array.labelstats import block_label_counts
         from diced.repo.diff import diff_space
 
-        ca = self.repo._ctx(self.repo._node(a).id)
-        cb = self._ref.ctx() if b is None else self.repo._ctx(self.repo._node(b).id)
+        ca = self._ref.ctx_at(a)
+        cb = self._ref.ctx() if b is None else self._ref.ctx_at(b)
         added, removed, changed = diff_space(self._space, ca, cb)
         keys = added + removed + changed
         va, vb = self._space.read_many(keys, ca), self._space.read_many(keys, cb)
@@ -568,17 +613,6 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
         from diced.repo.diff import diff_space
 
         added, removed, changed = diff_space(self._mapping, ca, cb)
-        return sorted(int(k, 16) for k in added + removed + changed)
-
-    @staticmethod
-    def diff_remapped(backend: Any, rec: dict[str, Any], ca: VersionCtx, cb: VersionCtx
-                      ) -> list[int]:
-        """For :meth:`Repo.diff`: the supervoxels whose body differs between ``ca`` and
-        ``cb`` (merges, cleaves, renumbers and supervoxel splits change them)."""
-        from diced.repo.diff import diff_space
-
-        space = VersionedSpace(backend, rec["config"]["spaces"]["mapping"])
-        added, removed, changed = diff_space(space, ca, cb)
         return sorted(int(k, 16) for k in added + removed + changed)
 
     def _bodies_of(self, svs: Sequence[int], ctx: VersionCtx) -> dict[int, int]:

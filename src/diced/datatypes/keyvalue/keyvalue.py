@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from diced.errors import InvalidArgumentError, LockedNodeError, NotFoundError
 from diced.repo import keys as K
-from diced.repo.resolve import VersionedSpace
 
 if TYPE_CHECKING:
-    from diced.repo.repo import Repo, Version, _Ref
+    from diced.repo.context import InstanceContext
+    from diced.repo.repo import Version
 
 __all__ = ["KEY_MAX_BYTES", "KeyValue"]
 
@@ -62,30 +62,15 @@ class KeyValue:
 
     typename = "keyvalue"
 
-    def __init__(self, repo: Repo, name: str, record: dict[str, Any], ref: _Ref) -> None:
-        self.repo, self.name, self._rec, self._ref = repo, name, record, ref
-        self._space = VersionedSpace(repo.backend, record["id"], name, "key")
-
-    @staticmethod
-    def describe_key(ckey: str) -> str:
-        """The key (text) of a stored keyvalue key, as diffs report it.
-
-        Parameters
-        ----------
-        ckey : str
-
-        Returns
-        -------
-        str
-        """
-        return K.parse_kv_ckey(ckey)
+    def __init__(self, context: InstanceContext) -> None:
+        self.repo, self.name, self._rec = context.repo, context.name, context.record
+        self._ref = context  # the version to read and write: ``self._ref.ctx()``
+        self._space = context.space(kind="key")
 
     @property
     def version(self) -> Version:
         """The version this handle reads now."""
-        from diced.repo.repo import Version
-
-        return Version(self.repo, self.repo._dag.nodes[self._ref.ctx().vid])
+        return self._ref.version()
 
     def _writable(self):
         ctx = self._ref.ctx()

@@ -1,5 +1,6 @@
 """Proofreading edits of a label array: merge, cleave, split-supervoxel, renumber, and the
-mutation log with DVID's JSON fields (a mixin of :class:`diced.array.labels.LabelArray`).
+mutation log with DVID's JSON fields (a mixin of
+:class:`diced.datatypes.labels.labels.LabelArray`).
 
 Merges and cleaves change only the supervoxel → body mapping and the member lists; every edit
 is planned from the current state and stored in one transaction, planned again if another edit
@@ -15,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from diced.array._label_common import MAX_LABEL as _MAX_LABEL
-from diced.array._label_common import Retry as _Retry
-from diced.array._label_common import lkey as _lkey
+from diced.datatypes.labels._common import MAX_LABEL as _MAX_LABEL
+from diced.datatypes.labels._common import Retry as _Retry
+from diced.datatypes.labels._common import lkey as _lkey
 from diced.errors import (
     ConcurrencyError,
     InvalidArgumentError,
@@ -29,10 +30,10 @@ __all__ = ["LabelEditsMixin"]
 
 
 class LabelEditsMixin:
-    """Edits of a :class:`~diced.array.labels.LabelArray` (see the module docstring)."""
+    """Edits of a :class:`~diced.datatypes.labels.labels.LabelArray` (see the module docstring)."""
 
     def _log_mutation(self, ctx: VersionCtx, action: str, fields: dict[str, Any]) -> int:
-        mutid = self.repo.store._next_counter(f"mutation/{self.repo.uuid}")
+        mutid = self._ref.next_counter(f"mutation/{self.repo.uuid}")
         rec = {"Action": action, "UUID": ctx.uuid, "MutationID": mutid,
                "Timestamp": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), **fields}
         key = self._meta_prefix + f"mut/{ctx.vid:08x}/{mutid:016x}"
@@ -54,7 +55,7 @@ class LabelEditsMixin:
             def fn(rec: dict[str, Any]) -> None:
                 rec["config"]["mapped"] = True
 
-            self.repo._update_instance(self.name, fn)
+            self._ref.update_record(fn)
 
     def _existing_body(self, body: int, ctx: VersionCtx) -> np.ndarray:
         svs = self.supervoxels(body)

@@ -1,4 +1,8 @@
-"""VersionedArray: numpy slicing over chunks of a versioned key space."""
+"""VersionedArray: numpy slicing over chunks of a versioned key space (the ``array``
+datatype's instance object; the datatype itself is :class:`diced.datatypes.array.ArrayType`).
+
+Everything here that does not need the repo (grids, the indexing planner, codecs, the
+downsampling kernels) lives one layer down in :mod:`diced.array`."""
 
 from __future__ import annotations
 
@@ -30,10 +34,11 @@ from diced.errors import (
     ShapeMismatchError,
 )
 from diced.repo import keys as K
-from diced.repo.resolve import VersionCtx, VersionedSpace
+from diced.repo.resolve import VersionCtx
 
 if TYPE_CHECKING:
-    from diced.repo.repo import Repo, Version, _Ref
+    from diced.repo.context import InstanceContext
+    from diced.repo.repo import Version
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +116,12 @@ class VersionedArray:
 
     typename = "array"
 
-    def __init__(self, repo: Repo, name: str, record: dict[str, Any], ref: _Ref) -> None:
+    def __init__(self, context: InstanceContext) -> None:
+        repo, record = context.repo, context.record
         self.repo = repo
-        self.name = name
+        self.name = context.name
         self._rec = record
-        self._ref = ref
+        self._ref = context  # the version to read and write: ``self._ref.ctx()``
         cfg = record["config"]
         self.dtype = np.dtype(cfg["dtype"])
         self.chunks: tuple[int, ...] = tuple(cfg["chunks"])
@@ -127,32 +133,17 @@ class VersionedArray:
         self.codec: ChunkCodec = codec_from_dict(cfg["codec"])
         self.max_scale: int = int(cfg.get("max_scale", 0))
         self._level = 0
-        self._levels = [VersionedSpace(repo.backend, record["id"], name, "chunk")] + [
-            VersionedSpace(repo.backend, sid, f"{name} (scale {i})", "chunk")
+        name = self.name
+        self._levels = [context.space(None, name, "chunk")] + [
+            context.space(sid, f"{name} (scale {i})", "chunk")
             for i, sid in enumerate(cfg.get("subinstances", []), 1)]
         self._space = self._levels[0]
 
     # --- description ---------------------------------------------------------------------
 
-    @staticmethod
-    def describe_key(ckey: str) -> tuple[int, ...]:
-        """Chunk grid coordinates of a stored chunk key (as diffs report them).
-
-        Parameters
-        ----------
-        ckey : str
-            A chunk key of the storage layout.
-
-        Returns
-        -------
-        tuple of int
-        """
-        return K.parse_chunk_ckey(ckey)
-
     @property
     def _cfg(self) -> dict[str, Any]:
-        rec = self.repo._doc["instances"].get(self.name, self._rec)
-        return rec["config"]
+        return self._ref.config
 
     def _shape_at(self, ctx: VersionCtx) -> tuple[int, ...]:
         shapes = self._cfg["shapes"]
@@ -191,10 +182,7 @@ class VersionedArray:
     @property
     def version(self) -> Version:
         """The version this handle reads now (the head, for handles that follow it)."""
-        from diced.repo.repo import Version
-
-        ctx = self._ref.ctx()
-        return Version(self.repo, self.repo._dag.nodes[ctx.vid])
+        return self._ref.version()
 
     @property
     def locked(self) -> bool:
@@ -203,10 +191,7 @@ class VersionedArray:
 
     def at(self, version: str | Version) -> VersionedArray:
         """The same array pinned to another version."""
-        from diced.repo.repo import _Ref
-
-        node = self.repo._node(version)
-        return self.repo._instance(self.name, _Ref(self.repo, node.id))
+        return self._ref.open_at(version)
 
     def info(self) -> dict[str, Any]:
         """The array's configuration as a plain dict.
@@ -497,7 +482,7 @@ class VersionedArray:
 
     def _after_merge(self, ctx: VersionCtx, ckeys: Sequence[str],
                      parents: Sequence[VersionCtx] = ()) -> None:
-        """Called by :meth:`Repo.merge` before the merge node is published, with the scale-0
+        """Called by :meth:`ArrayType.after_merge` (from :meth:`Repo.merge`) before the merge node is published, with the scale-0
         chunks written on any side since the merge base: the pyramid above them is rebuilt
         from the merged scale 0 (merging each level on its own could disagree with it)."""
         if not self.max_scale or not ckeys:
@@ -527,7 +512,7 @@ class VersionedArray:
         def fn(rec: dict[str, Any]) -> None:
             rec["config"]["shapes"][str(ctx.vid)] = list(new)
 
-        self.repo._update_instance(self.name, fn)
+        self._ref.update_record(fn)
 
     def _clear_outside(self, ctx: VersionCtx, new: tuple[int, ...]) -> None:
         drop, trim = [], []
