@@ -76,7 +76,7 @@ def test_partial_decode_rows(arr):
 def test_many_groups_in_flight_equal_few(arr, monkeypatch):
     a, data = arr
     many = [a[s] for s in SELECTIONS]
-    monkeypatch.setattr("diced.array.array.IO_WORKERS", 2)
+    monkeypatch.setattr("diced.datatypes.array.array.IO_WORKERS", 2)
     few = [a[s] for s in SELECTIONS]
     for s, m, f in zip(SELECTIONS, many, few, strict=True):
         assert np.array_equal(m, data[s]) and np.array_equal(m, f)
