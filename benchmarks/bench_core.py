@@ -846,7 +846,8 @@ def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], r
         spec: dict[str, Any] = {
             "driver": "zarr3",
             "kvstore": {"driver": "s3", "bucket": bucket, "path": path, "endpoint": endpoint,
-                        "aws_region": "us-east-1"},
+                        "aws_region": "us-east-1",
+                        "aws_credentials": {"type": "environment"}},
             "context": {"cache_pool": {"total_bytes_limit": CACHE_BYTES if cached else 0}},
         }
         if cached:

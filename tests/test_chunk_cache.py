@@ -134,3 +134,26 @@ def test_size_limit_and_counters():
     for bad in (-1, 1.5, "10", True):
         with pytest.raises(InvalidArgumentError):
             c.resize(bad)
+
+
+def test_prefetch_warms_neighbours_of_locked_versions_only(store, cache):
+    repo = store.create_repo("r")
+    data = np.arange(32 ** 3, dtype=np.uint32).reshape(32, 32, 32)
+    arr = repo.create_array("img", "uint32", data.shape, chunks=(8, 8, 8))
+    arr[...] = data
+    assert arr.prefetch(np.s_[8:16, 8:16, 8:16]).result() == 0  # open version: nothing
+    assert len(cache) == 0
+    v = repo.commit("lock")
+    a = arr.at(v)
+    assert a.prefetch(np.s_[9:15, 8:16, 10], margin=1).result() == 27
+    assert len(cache) == 27
+    cache.reset_stats()
+    got = a[0:24, 0:24, 0:24]  # the neighbours: all hits
+    assert np.array_equal(got, data[0:24, 0:24, 0:24])
+    assert cache.stats()["misses"] == 0 and cache.stats()["hits"] == 27
+    assert a.prefetch(np.s_[0, 0, 0], margin=0).result() == 1
+    cache.resize(8 * 8 * 8 * 4 * 2)  # room for two chunks: a 27-chunk prefetch is refused
+    assert a.prefetch(np.s_[8:16, 8:16, 8:16]).result() == 0
+    for bad in (-1, 1.5, True):
+        with pytest.raises(InvalidArgumentError):
+            a.prefetch(np.s_[0:8], margin=bad)

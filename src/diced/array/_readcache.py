@@ -73,3 +73,60 @@ def _fill_cached(group: list[ChunkProjection], cache: ChunkCache, prefix: tuple[
         else:
             _copy_out(p, chunk, out, post)
     return misses
+
+
+_PREFETCH: Any = None
+_PREFETCH_LOCK = __import__("threading").Lock()
+
+
+def _prefetch_pool() -> Any:
+    """One background thread: prefetches run one after another, never in the caller."""
+    global _PREFETCH
+    if _PREFETCH is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with _PREFETCH_LOCK:
+            if _PREFETCH is None:
+                _PREFETCH = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diced-prefetch")
+    return _PREFETCH
+
+
+def prefetch(arr: Any, selection: Any, margin: int) -> Any:
+    """:meth:`VersionedArray.prefetch`: a Future of the number of chunks warmed."""
+    from concurrent.futures import Future
+
+    from diced.array.indexing import Selection, plan_selection
+    from diced.errors import InvalidArgumentError
+
+    if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or margin < 0:
+        raise InvalidArgumentError(f"margin must be a non-negative integer, got {margin!r}")
+    ctx = arr._ref.ctx()
+    shape = arr._shape_at(ctx)
+    sel = plan_selection(selection, shape, "basic")
+    if not isinstance(sel, Selection):
+        raise InvalidArgumentError("prefetch takes a basic selection (integers and slices)")
+    cache = chunk_cache()
+    done: Future = Future()
+    if not ctx.locked or not ctx.uuid or not cache.enabled:
+        done.set_result(0)  # only locked versions are cached
+        return done
+    box = []
+    for d, n, c in zip(sel.dims, shape, arr.chunks, strict=True):
+        lo, hi = (d.start, d.stop) if d.step > 0 else (d.stop + 1, d.start + 1)
+        lo = max(0, (max(lo, 0) // c - margin) * c)
+        hi = min(n, (-(-max(hi, lo + 1) // c) + margin) * c)
+        box.append(slice(lo, max(lo, hi)))
+    nchunks = 1
+    for s, c in zip(box, arr.chunks, strict=True):
+        nchunks *= -(-(s.stop - s.start) // c)
+    if nchunks * arr._chunk_nbytes() > cache.max_bytes // 2:
+        done.set_result(0)  # bounded: never more than half the cache
+        return done
+    sub = arr.at(ctx.uuid) if hasattr(arr, "at") else arr
+    target = tuple(box)
+
+    def run() -> int:
+        sub[target]
+        return nchunks
+
+    return _prefetch_pool().submit(run)

@@ -343,6 +343,18 @@ class VersionedArray:
         for _ in (io_pool() if remote else _pool()).map(work, _chain([first, second], groups)):
             pass
 
+    def prefetch(self, selection: Any = Ellipsis, *, margin: int = 1) -> Any:
+        """Warm the locked-chunk cache (:mod:`diced.backends.cache`) in the background with the
+        chunks of ``selection`` grown by ``margin`` chunks on every side, so that a viewer
+        scrolling on through a locked version finds them decoded. Opt-in, bounded (nothing
+        is done when the region exceeds half the cache), one background thread.
+
+        Returns a :class:`concurrent.futures.Future` of the number of chunks read (``0``:
+        nothing to do: the version is open, the cache is off or the region too large)."""
+        from diced.array._readcache import prefetch
+
+        return prefetch(self, selection, margin)
+
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         arr = self[...]
         arr = np.asarray(arr)
