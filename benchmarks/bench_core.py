@@ -43,6 +43,7 @@ MB/s are 10^6 bytes per second of uncompressed array data. Ratios are
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gc
 import gzip
@@ -689,9 +690,9 @@ def row_latency(res: Results, root: Path, n: int, systems: list[str], iters: int
         for _ in range(iters):
             for name, r in readers.items():
                 if name.startswith("TS"):
-                    times[name].append(median_time(lambda r=r: r[sel].read().result(), 1))
+                    times[name].append(median_time(lambda r=r, sel=sel: r[sel].read().result(), 1))
                 else:
-                    times[name].append(median_time(lambda r=r: r[sel], 1))
+                    times[name].append(median_time(lambda r=r, sel=sel: r[sel], 1))
         med = {k: statistics.median(v) * 1e6 for k, v in times.items()}
         res.say(f"  {case:<16}" + "  ".join(f"{k} {v:8.1f} us" for k, v in med.items()))
         res.check(f"latency {case} (diced locked, warm) < 100 us",
@@ -740,10 +741,8 @@ class DelayProxy:
         except (ConnectionError, OSError):
             pass
         finally:
-            try:
+            with contextlib.suppress(OSError, RuntimeError):
                 writer.close()
-            except Exception:
-                pass
 
     async def _handle(self, creader: Any, cwriter: Any) -> None:
         sreader, swriter = await self.asyncio.open_connection("127.0.0.1", self.target_port)
@@ -824,8 +823,9 @@ def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], r
     import logging
 
     import boto3
-    import diced
     import tensorstore as ts
+
+    import diced
     from diced.backends.cache import chunk_cache
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -893,12 +893,13 @@ def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], r
                 proxy = ProxyProcess(port, lat / 1000)
                 ep = f"http://127.0.0.1:{proxy.port}"
                 try:
-                    def diced_open(st: Any) -> Any:
+                    def diced_open(st: Any, uuid: str = uuid, labels: bool = data.dtype == np.uint64
+                                   ) -> Any:
                         ver = st.open_repo("remote").version(uuid)
-                        return ver.labels("a") if data.dtype == np.uint64 else ver.array("a")
+                        return ver.labels("a") if labels else ver.array("a")
 
-                    def ts_open() -> Any:
-                        return ts.open(ts_spec(ep, tspath, data.dtype, None, True)).result()
+                    def ts_open(ep: str = ep, tspath: str = tspath, dt: Any = data.dtype) -> Any:
+                        return ts.open(ts_spec(ep, tspath, dt, None, True)).result()
 
                     t: dict[str, dict[str, list[float]]] = {}
                     reqs: dict[str, int] = {}

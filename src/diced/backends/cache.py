@@ -29,7 +29,7 @@ import numpy as np
 
 from diced.errors import InvalidArgumentError
 
-__all__ = ["ChunkCache", "chunk_cache", "DEFAULT_MAX_BYTES"]
+__all__ = ["DEFAULT_MAX_BYTES", "ChunkCache", "chunk_cache"]
 
 #: default size limit of the process-wide cache (bytes of decoded chunk data)
 DEFAULT_MAX_BYTES = 64 << 20

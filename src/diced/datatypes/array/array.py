@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from diced.array._readcache import _copy_out, _decode_part, _fill_cached, _locked_cache
+from diced.array._readplan import IO_WORKERS, io_pool
 from diced.array.codecs.base import ChunkCodec, codec_from_dict
 from diced.array.grid import (
     as_int,
@@ -23,8 +25,6 @@ from diced.array.grid import (
     check_dtype,
     check_shape,
 )
-from diced.array._readcache import _copy_out, _decode_part, _fill_cached, _locked_cache
-from diced.array._readplan import IO_WORKERS, io_pool
 from diced.array.indexing import ChunkProjection, plan_selection
 from diced.errors import (
     ConcurrencyError,
