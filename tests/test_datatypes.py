@@ -134,7 +134,20 @@ def test_dvid_typenames():
     assert arr.dvid_typename({"config": {"dtype": "<u2"}}) == "uint16blk"
     assert lab.dvid_typename({"config": {}}) == "labelmap"
     assert kv.dvid_typename({}) == "keyvalue"
-    assert all(t.http_routes is None for t in (arr, lab, kv))  # the server is not built here
+    assert (arr.http_routes, lab.http_routes, kv.http_routes) == (
+        "diced.server.routes_array", "diced.server.routes_labels", "diced.server.routes_keyvalue")
+    assert get_datatype("annotation").http_routes is None  # no endpoints yet
+
+
+def test_server_uses_the_registry(tally_type):
+    pytest.importorskip("starlette")
+    from diced.server.registry import TYPES, dvid_typename, load_builtin_types
+
+    load_builtin_types()
+    assert {"uint8blk", "labelmap", "keyvalue"} <= set(TYPES)
+    assert dvid_typename({"type": "tally-test"}) == "tallyblk-test"  # a registered type
+    assert dvid_typename({"type": "not-installed"}) == "not-installed"
+    assert dvid_typename({"type": "annotation"}) == "annotation"
 
 
 @pytest.mark.parametrize("bad", ["nope", "", 3, None])

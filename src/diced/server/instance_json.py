@@ -12,6 +12,7 @@ __all__ = ["base_json", "instance_info"]
 
 
 def base_json(repo: Any, name: str, record: dict[str, Any], compression: str) -> dict[str, Any]:
+    """The ``Base`` part of DVID's instance ``info`` JSON."""
     typename = dvid_typename(record)
     t = TYPES.get(typename)
     props = get_props(repo.backend, repo.uuid, record["id"])

@@ -47,14 +47,17 @@ class InstanceRequest:
 
     @property
     def method(self) -> str:
+        """The HTTP method of the request."""
         return self.request.method
 
     @property
     def query(self) -> QueryParams:
+        """The request's query parameters."""
         return self.request.query_params
 
     @property
     def uuid(self) -> str:
+        """The full UUID of the version the request addresses."""
         return self.loc.node.uuid
 
     def instance(self) -> Any:
@@ -96,12 +99,21 @@ _BUILTIN = ("diced.server.routes_array", "diced.server.routes_labels",
 
 
 def register(t: InstanceType) -> InstanceType:
+    """Register an HTTP instance type under its DVID type name; returns it."""
     TYPES[t.name] = t
     return t
 
 
 def load_builtin_types() -> dict[str, InstanceType]:
-    for module in _BUILTIN:
+    """Import the route modules of every datatype (:attr:`Datatype.http_routes` of the
+    built-in and installed ones, see :mod:`diced.datatypes`) so their types register;
+    returns the registry."""
+    from diced.datatypes import datatypes
+
+    modules = list(_BUILTIN)
+    modules += [dt.http_routes for dt in datatypes().values()
+                if dt.http_routes and dt.http_routes not in modules]
+    for module in modules:
         importlib.import_module(module)
     return TYPES
 
@@ -112,8 +124,18 @@ _BLK = {"uint8": "uint8blk", "uint16": "uint16blk", "uint32": "uint32blk", "uint
 
 
 def dvid_typename(record: dict[str, Any]) -> str:
-    """The DVID type name of a diced instance record."""
+    """The DVID type name of a diced instance record (its datatype's
+    :meth:`~diced.datatypes.Datatype.dvid_typename`; the stored type name for types this
+    diced does not know)."""
     typ = record.get("type")
+    if typ not in ("labels", "keyvalue", "array"):
+        from diced.datatypes import get_datatype
+        from diced.errors import UnknownDatatypeError
+
+        try:
+            return get_datatype(str(typ)).dvid_typename(record)
+        except UnknownDatatypeError:
+            return str(typ)
     if typ == "labels":
         return "labelmap"
     if typ == "keyvalue":

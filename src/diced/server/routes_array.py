@@ -65,6 +65,7 @@ def _compression_name(arr: Any) -> str:
 
 
 def array_info(repo: Any, name: str, record: dict[str, Any], arr: Any) -> dict[str, Any]:
+    """DVID's ``info`` JSON of an image array instance (``*blk``)."""
     ext = _extended_common(repo, record, arr, arr.dtype.name, True)
     ext["MaxDownresLevel"] = int(arr.max_scale)
     return {"Base": base_json(repo, name, record, _compression_name(arr)), "Extended": ext,
@@ -386,6 +387,7 @@ def _blocks_span(req: InstanceRequest) -> Response:
 
 
 def parse_int_pos(text: str, what: str) -> int:
+    """A positive size from a URL path (1 to 2**20), or a 400 naming ``what``."""
     from diced.server._http import parse_int
 
     return parse_int(text, what, lo=1, hi=1 << 20)

@@ -52,6 +52,7 @@ MAX_POSTED_LABEL = 1 << 48
 
 
 def labelmap_info(repo: Any, name: str, record: dict[str, Any], arr: Any) -> dict[str, Any]:
+    """DVID's ``info`` JSON of a label array (``labelmap``)."""
     from diced.server.instance_json import base_json
 
     ext = _extended_common(repo, record, arr, "labelmap", False)
@@ -853,6 +854,7 @@ def _blocks_post(req: InstanceRequest) -> Response:
 
 
 def build_type() -> InstanceType:
+    """The ``labelmap`` HTTP type with its endpoints."""
     t = InstanceType(name="labelmap", url="github.com/janelia-flyem/dvid/datatype/labelmap",
                      info=labelmap_info,
                      help="a versioned uint64 label volume with a label index")

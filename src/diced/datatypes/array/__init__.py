@@ -38,6 +38,7 @@ class ArrayType(Datatype):
 
     name = "array"
     dvid_names = tuple(f"{t}blk" for t in _DVID_BLK) + ("imageblk",)
+    http_routes = "diced.server.routes_array"
 
     def configure(self, vid: int, *, dtype: Any = None, shape: Any = None, chunks: Any = None,
                   fill_value: Any = 0, codec: Any = None, origin: Any = None,

@@ -21,6 +21,7 @@ class KeyValueType(Datatype):
 
     name = "keyvalue"
     dvid_names = ("keyvalue",)
+    http_routes = "diced.server.routes_keyvalue"
 
     def open(self, context: InstanceContext) -> KeyValue:
         return KeyValue(context)

@@ -37,6 +37,7 @@ class LabelsType(ArrayType):
 
     name = "labels"
     dvid_names = ("labelmap",)
+    http_routes = "diced.server.routes_labels"
 
     def configure(self, vid: int, *, shape: Any = None, **options: Any) -> dict[str, Any]:
         return labels_config(shape, vid, **options)
