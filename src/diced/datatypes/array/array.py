@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from diced.array._readcache import _copy_out, _decode_part, _fill_cached, _locked_cache
+from diced.array._readplan import IO_WORKERS, io_pool
 from diced.array.codecs.base import ChunkCodec, codec_from_dict
 from diced.array.grid import (
     as_int,
@@ -284,10 +286,22 @@ class VersionedArray:
         the same thread (label arrays apply the body mapping there).
         """
         space = self._space
+        cache, keep = _locked_cache(ctx, sel.count_chunks(self.chunks, shape) * self._chunk_nbytes())
+        inst = space.inst
 
         def work(group: list[ChunkProjection]) -> None:
+            if cache is not None:
+                group = _fill_cached(group, cache, (ctx.uuid, inst), out, self.fill_value, post)
+                if not group:
+                    return
+
             def fill(i: int, data: bytes | memoryview | None) -> None:
                 p = group[i]
+                if keep and data is not None:  # locked version: decode once, keep, copy out
+                    chunk = self._decode(data)
+                    cache.put((ctx.uuid, inst, p.coords), chunk)  # type: ignore[union-attr]
+                    _copy_out(p, chunk, out, post)
+                    return
                 if p.fancy:  # index arrays: out[out_sel] would be a copy, so assign into it
                     if data is None:
                         out[p.out_sel] = self.fill_value
@@ -304,7 +318,9 @@ class VersionedArray:
                 if p.full and _is_whole(p, self.chunks) and target.flags.c_contiguous:
                     self._decode(data, out=target)
                 else:
-                    scratch = self._decode(data, out=_scratch(self.chunks, self.dtype))
+                    scratch = _scratch(self.chunks, self.dtype)
+                    if not _decode_part(self.codec, data, self.chunks, p, scratch):
+                        self._decode(data, out=scratch)
                     target[...] = scratch[p.chunk_sel]
                 if post is not None:
                     post(target)
@@ -313,7 +329,9 @@ class VersionedArray:
 
         # groups of at most GROUP_BYTES, and enough of them to keep every thread busy
         n = sel.count_chunks(self.chunks, shape)
-        per = max(1, min(GROUP_BYTES // self._chunk_nbytes(), -(-n // _WORKERS)))
+        remote = not space.ordered  # object stores: many groups in flight (see _readplan)
+        workers = IO_WORKERS if remote else _WORKERS
+        per = max(1, min(GROUP_BYTES // self._chunk_nbytes(), -(-n // workers)))
         groups = _batches(sel.project(self.chunks, shape), 1, per)
         first = next(groups, None)
         if first is None:
@@ -322,8 +340,20 @@ class VersionedArray:
         if second is None:
             work(first)
             return
-        for _ in _pool().map(work, _chain([first, second], groups)):
+        for _ in (io_pool() if remote else _pool()).map(work, _chain([first, second], groups)):
             pass
+
+    def prefetch(self, selection: Any = Ellipsis, *, margin: int = 1) -> Any:
+        """Warm the locked-chunk cache (:mod:`diced.backends.cache`) in the background with the
+        chunks of ``selection`` grown by ``margin`` chunks on every side, so that a viewer
+        scrolling on through a locked version finds them decoded. Opt-in, bounded (nothing
+        is done when the region exceeds half the cache), one background thread.
+
+        Returns a :class:`concurrent.futures.Future` of the number of chunks read (``0``:
+        nothing to do: the version is open, the cache is off or the region too large)."""
+        from diced.array._readcache import prefetch
+
+        return prefetch(self, selection, margin)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         arr = self[...]
