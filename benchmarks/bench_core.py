@@ -22,6 +22,13 @@ Rows
      write holds the same bytes as the last rewrite, so both reads decode identical chunks.
   4  commit / branch / newversion / "write one 64^3 chunk + commit" latency on a store with
      1 GiB of raw (uncompressed, random) uint8 chunk bytes, and on a 16 MiB store.
+  6  Remote (diced vs TensorStore zarr3 on one moto S3 server in a child process, through a
+     loopback proxy (another child) adding --latency ms to every request): whole --remote-size^3 array and
+     20 unaligned 64^3 boxes, uint8 and the pinky40 labels, cold (fresh handles, empty
+     caches, a locked version) and warm (same handles again). Median of --repeat.
+  7  Latency: one aligned 64^3 chunk and one voxel, median of 200 interleaved reads
+     (diced at an open and at a locked version; TensorStore without and with a cache pool;
+     zarr-python).
   5  Memory: heap peak (tracemalloc) of region reads from the 1 GiB array; time, heap and
      RSS of opening the 1 GiB store and its repo in a fresh process (uses row 4's stores).
 
@@ -36,6 +43,7 @@ MB/s are 10^6 bytes per second of uncompressed array data. Ratios are
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gc
 import gzip
@@ -64,6 +72,9 @@ NOISE = 4.0
 AMP = (30.0, 10.0)
 SYSTEMS = ("diced", "tensorstore", "zarr")
 SHORT = {"diced": "diced", "tensorstore": "TS", "zarr": "zarr"}
+#: chunk cache of both systems in the warm remote rows (diced's locked-chunk cache is resized
+#: to this for row 6; TensorStore gets a cache pool of the same size)
+CACHE_BYTES = 256 << 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -616,6 +627,338 @@ def row_memory(res: Results, stores: dict[str, Path], big_z: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+# --------------------------------------------------------------------------------------------
+# rows 6-7: latency of tiny reads, and remote (S3) reads through a delaying proxy
+
+
+def median_time(fn: Callable[[], Any], n: int) -> float:
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def row_latency(res: Results, root: Path, n: int, systems: list[str], iters: int) -> None:
+    """Median latency of one aligned 64^3 chunk and of one voxel, warm, interleaved: diced at
+    an open version (chunk decoded every time), diced at a locked version (served from the
+    locked-chunk cache after the first read), TensorStore (no cache pool, and with a
+    64 MiB cache pool) and zarr-python."""
+    import diced
+    from diced.backends.cache import chunk_cache
+
+    print(f"\n[7] latency of single-chunk and single-voxel reads ({n}^3 uint8, median of "
+          f"{iters} interleaved)", flush=True)
+    img = make_image(n)
+    store = diced.Store(root / "latency.lmdb", durable=False)
+    repo = store.create_repo("lat")
+    a = repo.create_array("a", "uint8", img.shape, chunks=CHUNKS, codec=DICED_CODEC)
+    a[...] = img
+    locked_uuid = repo.commit("locked").uuid
+    repo.newversion("open")
+    a_open, a_locked = a, a.at(locked_uuid)
+    readers: dict[str, Any] = {"diced open": a_open, "diced locked": a_locked}
+    handles = []
+    if "tensorstore" in systems:
+        ts_sys = TensorStore(root)
+        h = ts_sys.create(np.uint8, img.shape)
+        ts_sys.write(h, img)
+        handles.append((ts_sys, h))
+        ts = ts_sys.ts
+        spec = h[0].spec().to_json()
+        cached = ts.open({**spec, "context": {"cache_pool": {"total_bytes_limit": 64 << 20}},
+                          "recheck_cached_data": "open"}).result()
+        readers["TS"] = h[0]
+        readers["TS cache"] = cached
+    if "zarr" in systems:
+        z = Zarr(root)
+        h = z.create(np.uint8, img.shape)
+        z.write(h, img)
+        handles.append((z, h))
+        readers["zarr"] = h[0]
+    c0 = n // 2 // 64 * 64
+    cases = {"one 64^3 chunk": (slice(c0, c0 + 64),) * 3, "one voxel": (c0 + 3, c0 + 5, c0 + 7)}
+    chunk_cache().reset_stats()
+    for case, sel in cases.items():
+        ref = img[sel]
+        times: dict[str, list[float]] = {k: [] for k in readers}
+        for name, r in readers.items():  # warm-up + check
+            got = r[sel].read().result() if name.startswith("TS") else r[sel]
+            if not np.array_equal(got, ref):
+                raise AssertionError(f"{name}: {case} differs")
+        for _ in range(iters):
+            for name, r in readers.items():
+                if name.startswith("TS"):
+                    times[name].append(median_time(lambda r=r, sel=sel: r[sel].read().result(), 1))
+                else:
+                    times[name].append(median_time(lambda r=r, sel=sel: r[sel], 1))
+        med = {k: statistics.median(v) * 1e6 for k, v in times.items()}
+        res.say(f"  {case:<16}" + "  ".join(f"{k} {v:8.1f} us" for k, v in med.items()))
+        res.check(f"latency {case} (diced locked, warm) < 100 us",
+                  f"{med['diced locked']:.0f} us", med["diced locked"] < 100)
+        res.check(f"latency {case} (diced open version) < 100 us",
+                  f"{med['diced open']:.0f} us", med["diced open"] < 100)
+    res.say(f"  chunk cache: {chunk_cache().stats()}")
+    for s, h in handles:
+        s.drop(h)
+    store.close()
+
+
+class DelayProxy:
+    """A loopback TCP proxy that holds every HTTP request (a client chunk starting with an
+    HTTP method) for ``delay`` seconds before forwarding it: an injected per-request latency.
+    Concurrent requests on separate connections are delayed concurrently, as on a WAN."""
+
+    METHODS = (b"GET ", b"PUT ", b"POST", b"HEAD", b"DELE")
+
+    def __init__(self, target_port: int, delay: float, counter: Any = None) -> None:
+        import asyncio
+        import threading
+
+        self.asyncio, self.target_port, self.delay = asyncio, target_port, delay
+        self.counter = counter
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                       name="delay-proxy")
+        self.thread.start()
+        fut = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._handle, "127.0.0.1", 0), self.loop)
+        self.server = fut.result(10)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _pipe(self, reader: Any, writer: Any, delay: bool) -> None:
+        try:
+            while data := await reader.read(1 << 16):
+                if delay and data[:4] in self.METHODS:
+                    if self.counter is not None:
+                        with self.counter.get_lock():
+                            self.counter.value += 1
+                    if self.delay:
+                        await self.asyncio.sleep(self.delay)
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            with contextlib.suppress(OSError, RuntimeError):
+                writer.close()
+
+    async def _handle(self, creader: Any, cwriter: Any) -> None:
+        sreader, swriter = await self.asyncio.open_connection("127.0.0.1", self.target_port)
+        await self.asyncio.gather(self._pipe(creader, swriter, True),
+                                  self._pipe(sreader, cwriter, False))
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def _serve_proxy(target_port: int, delay: float, port: Any, counter: Any, stop: Any) -> None:
+    proxy = DelayProxy(target_port, delay, counter)
+    port.value = proxy.port
+    stop.wait()
+    proxy.close()
+
+
+class ProxyProcess:
+    """:class:`DelayProxy` in a child process (so its work does not share the GIL with the
+    clients measured); ``.port``, ``.requests`` (forwarded so far), ``.close()``."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self._port, self._counter, self._stop = ctx.Value("i", 0), ctx.Value("i", 0), ctx.Event()
+        self._proc = ctx.Process(target=_serve_proxy, daemon=True,
+                                 args=(target_port, delay, self._port, self._counter, self._stop))
+        self._proc.start()
+        deadline = time.time() + 30
+        while not self._port.value:
+            if time.time() > deadline or not self._proc.is_alive():
+                raise RuntimeError("the delaying proxy did not start")
+            time.sleep(0.02)
+        self.port = self._port.value
+
+    @property
+    def requests(self) -> int:
+        return self._counter.value
+
+    def close(self) -> None:
+        self._stop.set()
+        self._proc.join(10)
+
+
+def start_moto() -> tuple[subprocess.Popen, int]:
+    """moto's S3 server in a child process on a free loopback port."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc, port
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("moto server did not start") from None
+            time.sleep(0.1)
+
+
+def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], repeat: int,
+               systems: list[str]) -> None:
+    """diced vs TensorStore's zarr3 on one moto S3 server (a child process), through a
+    delaying proxy: cold (timed from opening the repo for diced, from ``ts.open`` for
+    TensorStore: fresh handles, empty caches, a locked version; the diced ``Store`` object is
+    new but opened before the clock starts, like a TensorStore context) and warm (the same
+    handles again: diced's locked-chunk cache and TensorStore's cache pool, both CACHE_BYTES, with
+    ``recheck_cached_data: "open"``) reads of the whole n^3 array and of 20 unaligned 64^3
+    boxes, for uint8 and the pinky40 labels. Median of ``repeat``, interleaved."""
+    import logging
+
+    import boto3
+    import tensorstore as ts
+
+    import diced
+    from diced.backends.cache import chunk_cache
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server, port = start_moto()
+    direct = f"http://127.0.0.1:{port}"
+    bucket = "bench"
+    boto3.client("s3", endpoint_url=direct, region_name="us-east-1").create_bucket(Bucket=bucket)
+
+    def s3opts(endpoint: str) -> dict[str, Any]:
+        return {"key": "testing", "secret": "testing", "anon": False,
+                "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+
+    def ts_spec(endpoint: str, path: str, dt: np.dtype, shape: tuple[int, ...] | None,
+                cached: bool) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "driver": "zarr3",
+            "kvstore": {"driver": "s3", "bucket": bucket, "path": path, "endpoint": endpoint,
+                        "aws_region": "us-east-1",
+                        "aws_credentials": {"type": "environment"}},
+            "context": {"cache_pool": {"total_bytes_limit": CACHE_BYTES if cached else 0}},
+        }
+        if cached:
+            spec["recheck_cached_data"] = "open"
+        if shape is not None:
+            codecs: list[dict[str, Any]] = [
+                {"name": "bytes", "configuration": {"endian": "little"}} if dt.itemsize > 1
+                else {"name": "bytes"},
+                {"name": "blosc", "configuration": {"cname": "zstd", "clevel": 1,
+                                                    "shuffle": "shuffle",
+                                                    "typesize": dt.itemsize, "blocksize": 0}}]
+            spec["metadata"] = {
+                "shape": list(shape), "data_type": dt.name, "fill_value": 0,
+                "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(CHUNKS)}},
+                "chunk_key_encoding": {"name": "default"}, "codecs": codecs}
+        return spec
+
+    print(f"\n[6] remote reads: moto S3 on loopback, {n}^3, latencies {latencies} ms, median "
+          f"of {repeat}", flush=True)
+    datasets = [("uint8", make_image(n))]
+    if Path(labels_path).exists():
+        datasets.append(("uint64 labels", load_labels(labels_path, n)))
+    boxes = random_boxes(n, 64, 20, seed=2)
+    old_cache = chunk_cache().max_bytes
+    chunk_cache().resize(CACHE_BYTES)
+    try:
+        for kind, data in datasets:
+            url = f"s3://{bucket}/diced-{kind.split()[0]}"
+            store = diced.Store(url, create=True, durable=False, **s3opts(direct))
+            repo = store.create_repo("remote")
+            if data.dtype == np.uint64:
+                arr = repo.create_labels("a", data.shape)
+            else:
+                arr = repo.create_array("a", data.dtype, data.shape, chunks=CHUNKS,
+                                        codec=DICED_CODEC)
+            arr[...] = data
+            uuid = repo.commit("locked").uuid
+            store.close()
+            tspath = f"ts-{kind.split()[0]}/"
+            ts.open(ts_spec(direct, tspath, data.dtype, data.shape, False), create=True,
+                    delete_existing=True).result().write(data).result()
+            for lat in latencies:
+                proxy = ProxyProcess(port, lat / 1000)
+                ep = f"http://127.0.0.1:{proxy.port}"
+                try:
+                    def diced_open(st: Any, uuid: str = uuid, labels: bool = data.dtype == np.uint64
+                                   ) -> Any:
+                        ver = st.open_repo("remote").version(uuid)
+                        return ver.labels("a") if labels else ver.array("a")
+
+                    def ts_open(ep: str = ep, tspath: str = tspath, dt: Any = data.dtype) -> Any:
+                        return ts.open(ts_spec(ep, tspath, dt, None, True)).result()
+
+                    t: dict[str, dict[str, list[float]]] = {}
+                    reqs: dict[str, int] = {}
+                    for rep in range(repeat):
+                        for system in ("diced", "tensorstore"):
+                            if system not in systems:
+                                continue
+                            for what, sels in (("region", [Ellipsis]), ("boxes", boxes)):
+                                st = None
+                                if system == "diced":  # a new Store: no cached manifests
+                                    chunk_cache().clear()
+                                    st = diced.Store(url, create=False, **s3opts(ep))
+                                before = proxy.requests
+                                t0 = time.perf_counter()
+                                if system == "diced":
+                                    h = diced_open(st)
+                                    got = [h[s] for s in sels]
+                                else:
+                                    h = ts_open()
+                                    got = [h[s].read().result() for s in sels]
+                                cold = time.perf_counter() - t0
+                                reqs[f"{system} {what} cold"] = proxy.requests - before
+                                if rep == 0 and not all(np.array_equal(g, data[s])
+                                                        for g, s in zip(got, sels)):
+                                    raise AssertionError(f"{system} remote {what} differs")
+                                del got
+                                before = proxy.requests
+                                t0 = time.perf_counter()
+                                if system == "diced":
+                                    got = [h[s] for s in sels]
+                                else:
+                                    got = [h[s].read().result() for s in sels]
+                                warm = time.perf_counter() - t0
+                                reqs[f"{system} {what} warm"] = proxy.requests - before
+                                del got
+                                if st is not None:
+                                    st.close()
+                                t.setdefault(f"{what} cold", {}).setdefault(system, []).append(cold)
+                                t.setdefault(f"{what} warm", {}).setdefault(system, []).append(warm)
+                    for key, per in t.items():
+                        med = {s: statistics.median(v) for s, v in per.items()}
+                        what = key.split()[0]
+                        nbytes = data.nbytes if what == "region" else 20 * 64 ** 3 * data.itemsize
+                        label = f"S3 {lat:g}ms {kind} {'whole ' + str(n) + '^3' if what == 'region' else '20x64^3 boxes'} {key.split()[1]}"
+                        res.add(label, nbytes, med)
+                        if "tensorstore" in med and "diced" in med:
+                            r = med["tensorstore"] / med["diced"]
+                            goal = 2.0 if key.endswith("warm") else 1.0
+                            res.check(f"{label}: diced >= {goal:g}x TS", f"{r:.2f}x", r >= goal)
+                    res.say(f"  requests at {lat:g} ms (last repeat): " + ", ".join(
+                        f"{k} {v}" for k, v in reqs.items()))
+                finally:
+                    proxy.close()
+    finally:
+        chunk_cache().resize(old_cache)
+        server.terminate()
+        server.wait(10)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -626,7 +969,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="best of N (default 3)")
     ap.add_argument("--quick", action="store_true",
                     help="256^3 arrays, 128^3 history region, 256 MiB big store")
-    ap.add_argument("--only", default="1,2,3,4,5", help="comma-separated rows to run")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated rows to run")
+    ap.add_argument("--latency", default="0,20",
+                    help="comma-separated injected per-request latencies in ms (row 6)")
+    ap.add_argument("--remote-size", type=int, default=256, help="edge of the row-6 arrays")
     ap.add_argument("--systems", default=",".join(SYSTEMS),
                     help="comma-separated subset of diced,tensorstore,zarr (rows 1-2)")
     ap.add_argument("--iters", type=int, default=20, help="repetitions of each DAG op (row 4)")
@@ -688,6 +1034,13 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for s in systems:
                 s.close()
+        gc.collect()
+        if 7 in rows:
+            row_latency(res, root, n, names, 200 if not args.quick else 50)
+        if 6 in rows:
+            row_remote(res, args.labels, args.remote_size,
+                       [float(x) for x in args.latency.split(",") if x.strip()],
+                       args.repeat, names)
         gc.collect()
         if 3 in rows:
             row_history(res, root, n, region, 100, args.repeat)

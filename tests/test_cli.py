@@ -7,6 +7,7 @@ one test runs the real executable in a subprocess.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -239,6 +240,24 @@ def test_tour(tmp_path, capsys):
     code, out, err = run(capsys, "tour", "--store", store, "--size", "128")
     assert code == 0, err
     assert "merged both branches" in out and "done" in out and store.exists()
+    assert f"diced serve {store}" in out and "http://127.0.0.1:8000/" in out  # the next step
+    merged = re.search(r"merged body (\d+) into (\d+)", out)
+    assert merged, out
+    with diced.Store(str(store)) as st:
+        repo = st.open_repo("tour")
+        seg = repo.labels("segmentation")
+        assert seg.shape == (128, 128, 128) and seg.origin == (1000, 2000, 3000)
+        first = repo.version(repo.versions()[0].uuid).labels("segmentation")
+        assert not repo.versions()[0].parents
+        cells = np.unique(first[:])
+        assert 0 not in cells and len(cells) >= 50  # a realistic segmentation, no background
+        b, a = int(merged[1]), int(merged[2])
+        assert first.body(b) == b and seg.body(b) == a  # merged on the branch, kept by the merge
+        # the grayscale shows the cells: dark membranes between them
+        root = repo.versions()[0].uuid
+        gray = repo.version(root).array("grayscale")[1000:1128, 2000:2128, 3000:3128]
+        edge = np.diff(first[:].astype(np.int64), axis=2) != 0
+        assert gray[:, :, 1:][edge].mean() < gray[:, :, 1:][~edge].mean() - 40
     code, out, _ = run(capsys, "log", store, "tour")
     assert code == 0 and out.count("\n") == 4  # root, two branches, the merge
     code, _, err = run(capsys, "tour", "--size", "64")

@@ -20,7 +20,8 @@ from diced.array.codecs.base import codec_from_dict
 from diced.errors import CorruptDataError, DtypeError, InvalidArgumentError
 
 DATA = Path(__file__).parent / "data" / "dvid"
-PINKY = Path("/work/shared/data/real/pinky40-segmentation-512.npy.gz")
+# pinky40 voxels 128:384 on every axis, z, y, x (tests/data/README.md)
+PINKY = Path(__file__).parent / "data" / "pinky40-256-zyx.npy.gz"
 
 
 def load_raw(name: str) -> np.ndarray:
@@ -224,19 +225,13 @@ def test_export_shard_index_csv_matches_records():
 
 @pytest.fixture(scope="module")
 def pinky_blocks():
-    """The 64 blocks of 64³ with x < 64, read from the first eighth of the (x, y, z) file."""
+    """The 16 blocks of 64³ with x < 64 of the real segmentation in tests/data."""
     if not PINKY.exists():
         pytest.skip(f"{PINKY} not available")
     with gzip.open(PINKY) as f:
-        fmt = np.lib.format
-        read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
-        shape, fortran, dtype = read_header[fmt.read_magic(f)](f)
-        assert not fortran and len(shape) == 3
-        count = 64 * shape[1] * shape[2]
-        slab = np.frombuffer(f.read(count * dtype.itemsize), dtype=dtype)
-    zyx = slab.reshape(64, shape[1], shape[2]).transpose(2, 1, 0).astype(np.uint64)
+        zyx = np.load(f)[:, :, :64].astype(np.uint64)
     return [np.ascontiguousarray(zyx[z:z + 64, y:y + 64, :])
-            for z in range(0, shape[2], 64) for y in range(0, shape[1], 64)]
+            for z in range(0, zyx.shape[0], 64) for y in range(0, zyx.shape[1], 64)]
 
 
 @pytest.mark.skipif(not PINKY.exists(), reason=f"{PINKY} not available")

@@ -34,7 +34,8 @@ from diced.errors import (
     LockedNodeError,
 )
 
-REAL = Path("/work/shared/data/real/pinky40-segmentation-512.npy.gz")
+# pinky40 voxels 128:384 on every axis, z, y, x (tests/data/README.md)
+REAL = Path(__file__).parent / "data" / "pinky40-256-zyx.npy.gz"
 
 
 # --------------------------------------------------------------------------------------------
@@ -575,8 +576,9 @@ def pinky():
     if not REAL.exists():
         pytest.skip(f"{REAL} not present")
     with gzip.open(REAL) as f:
-        full = np.load(f).transpose(2, 1, 0)
-    return np.ascontiguousarray(full[256:384, 256:384, 256:384]).astype(np.uint64)
+        crop = np.load(f)
+    # the full volume's [256:384] on every axis
+    return np.ascontiguousarray(crop[128:256, 128:256, 128:256]).astype(np.uint64)
 
 
 def test_real_segmentation(store, store_location, pinky):

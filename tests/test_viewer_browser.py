@@ -693,3 +693,75 @@ def test_empty_store(browser):
         assert "no repos yet" in text
         assert browser.js("document.getElementById('repo-list').innerText") == "no repos in this store"
         assert not browser.errors()
+
+
+# --- the tour's store: a new user's first look ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tour_site(tmp_path_factory):
+    """Exactly the store ``diced tour --keep`` leaves: a 94088 x 78317 x 134576 grayscale with
+    256³ written at z, y, x = 1000, 2000, 3000 and a segmentation over it."""
+    import argparse
+    import contextlib as _cl
+
+    from diced.cli import tour
+
+    path = tmp_path_factory.mktemp("tour") / "tour.diced"
+    with _cl.redirect_stdout(io.StringIO()):
+        tour.run(argparse.Namespace(store=str(path), size=256, keep=True))
+    store = diced.Store(str(path))
+    with store.serve(port=0) as handle:
+        yield {"url": handle.url, "repo": store.open_repo("tour")}
+    store.close()
+
+
+def test_tour_store_opens_on_its_data(browser, tour_site):
+    """No fragment, no click: the page shows the grayscale with the segmentation over it,
+    centred on the written data, and its Neuroglancer link opens there too."""
+    browser.open(tour_site["url"] + "/")
+    browser.wait_for("document.body.dataset.dag === 'ready' && "
+                     "document.querySelectorAll('.pane[data-loaded=\"1\"]').length === 3 && "
+                     "document.querySelectorAll('.pane[data-overlay=\"1\"]').length === 3", 180)
+    time.sleep(0.5)
+    assert browser.js("diced.state.inst") == "grayscale"
+    assert browser.js("diced.state.view.overlay") == "segmentation"
+    pos = browser.js("diced.state.viewer.pos")
+    data = [(3000, 3256), (2000, 2256), (1000, 1256)]  # x, y, z
+    assert all(lo <= p < hi for p, (lo, hi) in zip(pos, data)), pos
+    geo = json.loads(geometry(browser))
+    shot = browser.screenshot("viewer-page.png")
+    for plane in PANES:
+        found = colours(shot, geo["panes"][plane], 1)
+        assert len(found) > 200, f"{plane}: a real image, not a uniform fill"
+        tinted = [c for c, n in colours(shot, geo["panes"][plane], 30).items()
+                  if max(c) - min(c) > 30]
+        assert len(tinted) >= 10, f"{plane}: label colours over the image"
+        left, top, w, h = (round(t) for t in geo["panes"][plane])
+        region = shot[top + 10:top + h - 10, left + 10:left + w - 10]
+        assert (region.max(axis=2) > 40).mean() > 0.5, f"{plane}: mostly data, not black"
+    assert not browser.errors()
+    if viewer.neuroglancer_client_dir() is None:
+        return
+    href = browser.js("document.getElementById('open-neuroglancer').href")
+    state = json.loads(__import__("urllib.parse").parse.unquote(href.split("#!", 1)[1]))
+    assert all(lo <= p < hi for p, (lo, hi) in zip(state["position"], data)), state["position"]
+    assert [la["name"] for la in state["layers"]] == ["grayscale", "segmentation"]
+    browser.open(href)
+    deadline = time.monotonic() + 300  # (a loaded machine: it usually takes seconds)
+    while True:
+        time.sleep(2)
+        shot = browser.screenshot()
+        found = colours(shot, [0, 0, WIDTH, HEIGHT], 1)
+        segs = [c for c, n in found.items() if n >= 400 and max(c) - min(c) > 50
+                and not (c[0] > 200 and c[1] > 200 and c[2] < 80)]
+        lit = (shot.max(axis=2) > 40).mean()  # not black: the data fills the four panels
+        if (len(found) > 500 and len(segs) >= 5 and lit > 0.08) or time.monotonic() > deadline:
+            break
+    browser.screenshot("viewer-neuroglancer.png")
+    # the image under the segments gives many shades, the segments their colours
+    assert len(found) > 500, f"the image in Neuroglancer: {len(found)} colours"
+    assert len(segs) >= 5, f"segments in Neuroglancer: {segs}"
+    assert lit > 0.08, f"Neuroglancer shows mostly black: {lit:.3f} of the screen lit"
+    urls = browser.requested()
+    assert any("/grayscale/" in u for u in urls) and any("/segmentation/" in u for u in urls)

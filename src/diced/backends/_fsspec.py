@@ -539,6 +539,17 @@ class FsspecBackend(Backend):
         return iter(sorted(k for k in keys if k.startswith(prefix)
                            and (start is None or k >= start) and (stop is None or k < stop)))
 
+    def list_prefixes(self, prefixes: Sequence[str]) -> list[list[str]]:
+        out: list[list[str]] = [[] for _ in prefixes]
+        todo = [(i, p) for i, p in enumerate(prefixes)
+                if (lp := _listing_prefix(p, None, None)) is not None and _prefix_stays_inside(lp)]
+        if todo:
+            with self._locked(exclusive=False), self._io("listing"):
+                found = self._objects.scan([p for _, p in todo])
+            for (i, p), keys in zip(todo, found, strict=True):
+                out[i] = sorted(k for k in keys if k.startswith(p))
+        return out
+
     def is_empty(self) -> bool:
         # memory:// needs the writers' lock (a dict being resized); elsewhere it would make
         # the lock file, and this is asked before a store exists

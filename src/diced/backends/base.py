@@ -110,6 +110,11 @@ class Backend(abc.ABC):
         """Every key starting with ``prefix``, sorted (:meth:`list_keys` as a list)."""
         return list(self.list_keys(prefix))
 
+    def list_prefixes(self, prefixes: Sequence[str]) -> list[list[str]]:
+        """:meth:`list_prefix` of each prefix; object stores list them all concurrently (one
+        round of requests instead of one per prefix)."""
+        return [self.list_prefix(p) for p in prefixes]
+
     def is_empty(self) -> bool:
         """Whether the store holds no key at all (backends make this one cheap call)."""
         return next(iter(self.list_keys()), None) is None

@@ -108,6 +108,9 @@ class ChecksummedBackend(Backend):
                   stop: str | None = None) -> Iterator[str]:
         return self.raw.list_keys(prefix, start, stop)
 
+    def list_prefixes(self, prefixes: Sequence[str]) -> list[list[str]]:
+        return self.raw.list_prefixes(prefixes)
+
     def close(self) -> None:
         self.raw.close()
 

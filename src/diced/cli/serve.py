@@ -38,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def read_token_file(path: str) -> str:
+    """The token in the first line of ``path`` (at least 8 characters)."""
     from pathlib import Path
 
     from diced.errors import InvalidArgumentError

@@ -28,13 +28,61 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.set_defaults(func=run)
 
 
-def _smooth_volume(n: int, seed: int = 0):
+def _cells(n: int, seed: int = 0, cell: int = 16):
+    """A synthetic segmentation of an ``n``³ cube: 3-D Voronoi cells of seeds jittered on a
+    grid, one seed per ``2 * cell`` voxels (512 cells at n = 256), labels 1..512 (uint64).
+
+    Computed at half resolution, grid cell by grid cell against the 27 seeds around it (plain
+    broadcasting, no fancy indexing), then upsampled.
+    """
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    coarse = rng.integers(40, 220, size=(n // 16 + 1,) * 3).astype(np.float32)
-    vol = coarse.repeat(16, 0).repeat(16, 1).repeat(16, 2)[:n, :n, :n]
-    vol += rng.normal(0, 6, size=vol.shape).astype(np.float32)
+    g = -(-(-(-n // 2)) // cell)  # grid cells per axis at half resolution
+    seeds = (np.stack(np.meshgrid(*[np.arange(g)] * 3, indexing="ij"), -1) + 0.15
+             + 0.7 * rng.random((g, g, g, 3))).astype(np.float32) * cell
+    pad = np.full((g + 2, g + 2, g + 2, 3), 1e9, dtype=np.float32)
+    pad[1:-1, 1:-1, 1:-1] = seeds
+    ids = np.zeros((g + 2,) * 3, dtype=np.int32)
+    ids[1:-1, 1:-1, 1:-1] = np.arange(1, g ** 3 + 1).reshape(g, g, g)
+    # voxel centres as (grid, within) along each axis, broadcast to (g, c, g, c, g, c)
+    t = (np.arange(g * cell, dtype=np.float32) + 0.5).reshape(g, cell)
+    z, y, x = t[:, :, None, None, None, None], t[None, None, :, :, None, None], \
+        t[None, None, None, None, :, :]
+    best = np.full((g, cell) * 3, np.inf, dtype=np.float32)
+    lab = np.zeros((g, cell) * 3, dtype=np.int32)
+    for dz in (0, 1, 2):
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                s = pad[dz:dz + g, dy:dy + g, dx:dx + g][:, None, :, None, :, None]
+                d = (s[..., 0] - z) ** 2 + (s[..., 1] - y) ** 2 + (s[..., 2] - x) ** 2
+                closer = d < best
+                np.copyto(best, d, where=closer)
+                np.copyto(lab, np.broadcast_to(
+                    ids[dz:dz + g, dy:dy + g, dx:dx + g][:, None, :, None, :, None], lab.shape),
+                    where=closer)
+    half = lab.reshape((g * cell,) * 3).astype(np.uint64)
+    return half.repeat(2, 0).repeat(2, 1).repeat(2, 2)[:n, :n, :n]
+
+
+def _em_like(labels, seed: int = 0):
+    """A grayscale volume that looks like stained tissue: each cell a grey of its own, dark
+    membranes where cells meet, and noise (uint8)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    shade = rng.uniform(130, 200, size=int(labels.max()) + 1).astype(np.float32)
+    vol = shade[labels.astype(np.int64)]
+    edge = np.zeros(labels.shape, dtype=bool)
+    for ax in range(3):
+        d = np.diff(labels, axis=ax) != 0
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[ax], hi[ax] = slice(0, -1), slice(1, None)
+        edge[tuple(lo)] |= d
+        edge[tuple(hi)] |= d
+    vol[edge] = 45
+    vol += rng.normal(0, 10, size=vol.shape).astype(np.float32)
     return np.clip(vol, 0, 255).astype(np.uint8)
 
 
@@ -68,15 +116,20 @@ def run(args: argparse.Namespace) -> int:
         big = repo.create_array("grayscale", dtype="uint8", shape=(134576, 78317, 94088))
         say(f"created {big.name!r} {big.shape} {big.dtype} in {big.chunks} chunks: "
             f"{big.nbytes / 1e12:.0f} TB addressable, nothing stored yet")
-        vol = _smooth_volume(n)
+        cells = _cells(n)
+        vol = _em_like(cells)
         t = time.perf_counter()
         big[1000:1000 + n, 2000:2000 + n, 3000:3000 + n] = vol
         dt = time.perf_counter() - t
         say(f"wrote a {n}³ block at (1000, 2000, 3000): {vol.nbytes / dt / 1e6:.0f} MB/s, "
             f"{len(big.stored_chunks())} chunks stored")
+        seg = repo.create_labels("segmentation", shape=(n, n, n), origin=(1000, 2000, 3000))
+        seg[:] = cells
+        say(f"created label array {seg.name!r} {seg.shape} at origin {seg.origin} (same place "
+            f"as the grayscale data): {int(cells.max())} cells")
         notes = repo.create_keyvalue("notes")
         notes["import.json"] = b'{"source": "synthetic", "step": 1}'
-        first = repo.commit("first import", ["wrote grayscale and notes"])
+        first = repo.commit("first import", ["wrote grayscale, segmentation and notes"])
         say(f"committed (locked) version {first.uuid[:12]}: {first.note!r}")
         child = repo.branch("proofreading", "fix a bright artifact")
         say(f"branched {child.uuid[:12]} on branch {child.branch!r}; the repo head moved there")
@@ -84,6 +137,14 @@ def run(args: argparse.Namespace) -> int:
         big[1100, 2100:2110, 3100:3110] = 255
         notes["import.json"] = b'{"source": "synthetic", "step": 2}'
         say("edited the branch: zeroed one 64³ chunk, brightened a row, updated a note")
+        s = repo.labels("segmentation")
+        c = n // 2
+        a = int(s[c, c, c])  # indices count from the origin
+        row = s[c, c, :]
+        b = int(row[row != a][0])
+        s.merge(a, [b])
+        say(f"proofread the segmentation: merged body {b} into {a} (a mapping change; no voxel "
+            f"rewritten); body {a} now has {s.count(a)} voxels")
         old = repo.version(first.uuid).array("grayscale")
         same = np.array_equal(old[1000:1000 + n, 2000:2000 + n, 3000:3000 + n], vol)
         say(f"read the first version again, no checkout needed: unchanged = {same}")
@@ -108,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{'locked' if v.locked else 'open  '} {v.note}")
         say("done")
         store.close()
+        print(f"\nnext: look at it in the browser: diced serve {location}\n"
+              f"      then open http://127.0.0.1:8000/ (Neuroglancer via the page's button)")
     finally:
         if tmp is not None and not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -223,14 +223,21 @@ class Repo:
         self._doc: dict[str, Any] = {}
         self._raw: bytes | None = None
         self._dag = DAG([])
-        self.refresh()
-        node = self._dag.resolve(head) if head else self._saved_head()
+        if head:
+            self.refresh()
+            node = self._dag.resolve(head)
+        else:  # the document and the stored head in one round of requests
+            raw, saved = self.backend.get_many([K.repo_key(uuid), K.head_key(uuid)])
+            self.refresh(raw)
+            node = self._saved_head(saved)
         self._head_id = node.id
 
-    def _saved_head(self) -> Node:
+    def _saved_head(self, raw: bytes | None | bool = False) -> Node:
         """The head stored by the last handle that moved it (as git's ``HEAD``), or the
-        newest version on the master branch when none was stored or it no longer exists."""
-        raw = self.backend.get(K.head_key(self.uuid))
+        newest version on the master branch when none was stored or it no longer exists.
+        ``raw``: the stored head if already fetched (``False``: fetch it)."""
+        if raw is False:
+            raw = self.backend.get(K.head_key(self.uuid))
         if raw:
             node = self._dag.by_uuid.get(raw.decode("ascii", "replace"))
             if node is not None:
@@ -250,9 +257,9 @@ class Repo:
 
     # --- metadata --------------------------------------------------------------------------
 
-    def refresh(self) -> None:
+    def refresh(self, _raw: bytes | None | bool = False) -> None:
         """Re-read the repo's metadata (other processes may have changed it)."""
-        raw = self.backend.get(K.repo_key(self.uuid))
+        raw = self.backend.get(K.repo_key(self.uuid)) if _raw is False else _raw
         if raw is None:
             from diced.errors import RepoNotFoundError
 

@@ -72,6 +72,7 @@ class _Manifests:
         self._merged: OrderedDict[tuple[int, frozenset[int]], dict[str, tuple[int, str]]] = OrderedDict()
         self._max_merged = max_merged
         self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
 
     def manifest(self, inst: int, vid: int, locked: bool) -> dict[str, str]:
         key = (inst, vid)
@@ -94,15 +95,36 @@ class _Manifests:
             if hit is not None:
                 self._merged.move_to_end(key)
                 return hit
-        out: dict[str, tuple[int, str]] = {}
-        for vid in sorted(ancestors):  # ascending: later (greater) writers override
-            for ckey, mark in self.manifest(inst, vid, locked=True).items():
-                out[ckey] = (vid, mark)
-        with self._lock:
-            self._merged[key] = out
-            while len(self._merged) > self._max_merged:
-                self._merged.popitem(last=False)
+        with self._load_lock:  # one thread lists and merges, the others wait for it
+            with self._lock:
+                hit = self._merged.get(key)
+            if hit is not None:
+                return hit
+            out: dict[str, tuple[int, str]] = {}
+            self._prefetch(inst, ancestors)
+            for vid in sorted(ancestors):  # ascending: later (greater) writers override
+                for ckey, mark in self.manifest(inst, vid, locked=True).items():
+                    out[ckey] = (vid, mark)
+            with self._lock:
+                self._merged[key] = out
+                while len(self._merged) > self._max_merged:
+                    self._merged.popitem(last=False)
         return out
+
+    def _prefetch(self, inst: int, vids: Iterable[int]) -> None:
+        """List the missing manifests of locked ``vids`` in one concurrent round."""
+        with self._lock:
+            missing = sorted(v for v in vids if (inst, v) not in self._manifest)
+        if len(missing) < 2:
+            return
+        listings = self.backend.list_prefixes([K.index_prefix(inst, v) for v in missing])
+        for vid, keys in zip(missing, listings, strict=True):
+            out: dict[str, str] = {}
+            for k in keys:
+                _, ckey, mark = K.parse_index_key(k)
+                out[ckey] = mark
+            with self._lock:
+                self._manifest[(inst, vid)] = out
 
     def forget(self, inst: int) -> None:
         with self._lock:

@@ -49,6 +49,15 @@ Instances: ``/api/node/{uuid}/{name}/{keyword}/...``
 "Extended": {"Values": [{"DataType": "uint8", "Label": ...}], "BlockSize": [x, y, z],
 "VoxelSize": [8.0, 8.0, 8.0], "VoxelUnits": [...], "MinPoint": [x, y, z], "MaxPoint":
 [x, y, z] (inclusive), "MaxDownresLevel": n, ...}, "Extents": {"MinPoint", "MaxPoint"}}``.
+``MinPoint``/``MaxPoint`` are the array's declared extent (its shape), not only where data
+was written. ``Base.Checksum`` is ``"CRC32C checksum"``: every stored value carries one.
+
+``written-extents`` (diced extension, image and label arrays) -> ``{"MinPoint": [x, y, z],
+"MaxPoint": [x, y, z] (inclusive), "Chunks": n, "Complete": bool, "Declared": {"MinPoint",
+"MaxPoint"}}``: the chunk-aligned box of the chunks stored at the version (``null`` points when
+nothing is stored). One listing of the stored chunks, cached for locked versions; above
+``diced.server.extents.MAX_CHUNKS`` stored chunks (the listing stops there on LMDB) ``Complete``
+is false, ``Chunks`` a lower bound and the declared extent is answered. The web page and its Neuroglancer link open at its centre.
 labelmap adds ``MaxLabel``, ``MaxRepoLabel``, ``NextLabel``, ``IndexedLabels``;
 ``MaxDownresLevel`` is at least 1 for labelmap (Neuroglancer requires it): scales past the
 stored pyramid are computed on the fly. keyvalue: ``{"Base", "Extended": {}}``.

@@ -46,6 +46,7 @@ class Located:
 
     @property
     def uuid(self) -> str:
+        """The UUID of the version the request resolved to."""
         return self.node.uuid
 
 
@@ -70,6 +71,7 @@ class Catalog:
     # --- repos ------------------------------------------------------------------------------
 
     def roots(self, *, refresh: bool = False) -> list[str]:
+        """Root UUIDs of the store's repos (cached; ``refresh=True`` re-lists them)."""
         with self._lock:
             if self._roots is None or refresh:
                 self._roots = sorted(self.store._repo_uuids())
@@ -95,6 +97,7 @@ class Catalog:
         return repo
 
     def repos(self) -> list[Repo]:
+        """Every repo of the store, skipping ones deleted while listing."""
         out = []
         for root in self.roots(refresh=True):
             try:
@@ -104,6 +107,7 @@ class Catalog:
         return out
 
     def forget(self) -> None:
+        """Drop the cached repo list (after a repo is created or deleted)."""
         with self._lock:
             self._roots = None
 

@@ -77,4 +77,5 @@ def repo_json(repo: Repo, instances: dict[str, Any]) -> dict[str, Any]:
 
 
 def branch_name(node: Node) -> str:
+    """The node's branch name as DVID reports it (``master`` when unnamed)."""
     return node.branch or MASTER

@@ -18,6 +18,7 @@ __all__ = ["array_extent", "read_box", "scale_view", "zyx"]
 
 
 def zyx(xyz: tuple[int, ...]) -> tuple[int, ...]:
+    """DVID's x,y,z order turned into diced's z,y,x (and back)."""
     return tuple(reversed(xyz))
 
 

@@ -20,6 +20,7 @@ def _key(root: str, instance_id: int) -> str:
 
 
 def get_props(backend: Any, root: str, instance_id: int) -> dict[str, Any]:
+    """The server-side DVID properties of an instance (DVID's defaults filled in)."""
     raw = backend.get(_key(root, instance_id))
     out = json.loads(json.dumps(DEFAULTS))
     if raw:
@@ -33,6 +34,7 @@ def get_props(backend: Any, root: str, instance_id: int) -> dict[str, Any]:
 
 
 def set_props(backend: Any, root: str, instance_id: int, changes: dict[str, Any]) -> None:
+    """Update the server-side DVID properties of an instance."""
     cur = get_props(backend, root, instance_id)
     cur.update(changes)
     backend.set(_key(root, instance_id), json.dumps(cur, sort_keys=True).encode())

@@ -47,14 +47,17 @@ class InstanceRequest:
 
     @property
     def method(self) -> str:
+        """The HTTP method of the request."""
         return self.request.method
 
     @property
     def query(self) -> QueryParams:
+        """The request's query parameters."""
         return self.request.query_params
 
     @property
     def uuid(self) -> str:
+        """The full UUID of the version the request addresses."""
         return self.loc.node.uuid
 
     def instance(self) -> Any:
@@ -96,13 +99,15 @@ _BUILTIN = ("diced.server.routes_array", "diced.server.routes_labels",
 
 
 def register(t: InstanceType) -> InstanceType:
+    """Register an HTTP instance type under its DVID type name; returns it."""
     TYPES[t.name] = t
     return t
 
 
 def load_builtin_types() -> dict[str, InstanceType]:
     """Import the route modules of every datatype (:attr:`Datatype.http_routes` of the
-    built-in and installed ones, see :mod:`diced.datatypes`); each registers its type."""
+    built-in and installed ones, see :mod:`diced.datatypes`) so their types register;
+    returns the registry."""
     from diced.datatypes import datatypes
 
     modules = list(_BUILTIN)

@@ -27,7 +27,7 @@ from diced.server.geometry import array_extent, read_box, zyx
 from diced.server.instance_json import base_json
 from diced.server.registry import Endpoint, InstanceRequest, InstanceType, register
 
-__all__ = ["array_info", "image_response"]
+__all__ = ["array_info", "image_response", "written_extents_endpoint"]
 
 _DIMS = {"0_1": (0, 1), "xy": (0, 1), "0_2": (0, 2), "xz": (0, 2), "1_2": (1, 2), "yz": (1, 2),
          "0_1_2": (0, 1, 2), "xyz": (0, 1, 2)}
@@ -65,6 +65,7 @@ def _compression_name(arr: Any) -> str:
 
 
 def array_info(repo: Any, name: str, record: dict[str, Any], arr: Any) -> dict[str, Any]:
+    """DVID's ``info`` JSON of an image array instance (``*blk``)."""
     ext = _extended_common(repo, record, arr, arr.dtype.name, True)
     ext["MaxDownresLevel"] = int(arr.max_scale)
     return {"Base": base_json(repo, name, record, _compression_name(arr)), "Extended": ext,
@@ -73,6 +74,22 @@ def array_info(repo: Any, name: str, record: dict[str, Any], arr: Any) -> dict[s
 
 def _info(req: InstanceRequest) -> Response:
     return json_response(_type_of(req).info(req.loc.repo, req.name, req.record, req.instance()))
+
+
+def _written_extents(req: InstanceRequest) -> Response:
+    from diced.server.extents import written_extents
+
+    node = req.loc.node
+    return json_response(written_extents(
+        req.instance(), repo_root=req.loc.repo.uuid, instance_id=req.record["id"],
+        version_uuid=node.uuid, locked=bool(node.locked)))
+
+
+def written_extents_endpoint() -> Endpoint:
+    """``GET written-extents`` (diced extension): the box of the stored chunks at the version
+    (see :mod:`diced.server.extents`)."""
+    return Endpoint({"GET": _written_extents},
+                    "diced extension: {MinPoint, MaxPoint} of the stored chunks at this version")
 
 
 def _type_of(req: InstanceRequest) -> InstanceType:
@@ -386,6 +403,7 @@ def _blocks_span(req: InstanceRequest) -> Response:
 
 
 def parse_int_pos(text: str, what: str) -> int:
+    """A positive size from a URL path (1 to 2**20), or a 400 naming ``what``."""
     from diced.server._http import parse_int
 
     return parse_int(text, what, lo=1, hi=1 << 20)
@@ -443,6 +461,7 @@ def _array_type(dtype: str) -> InstanceType:
     t.endpoints.update({
         "metadata": Endpoint({"GET": _metadata}, "nD metadata (Axes, Properties)"),
         "extents": Endpoint({"POST": _post_extents}, "grow the extents {MinPoint, MaxPoint}"),
+        "written-extents": written_extents_endpoint(),
         "resolution": Endpoint({"POST": _post_resolution}, "set the voxel size [x, y, z]"),
         "raw": Endpoint({"GET": _raw_get, "POST": _raw_post},
                         "<dims>/<size>/<offset>[/<format>]: octet-stream, jpeg, png"),

@@ -27,6 +27,7 @@ MAX_KEY_BYTES = 200
 
 
 def check_key(key: Any, what: str = "key") -> str:
+    """Validate a keyvalue key from a request (length, control characters, ``..``); returns it."""
     if not isinstance(key, str) or not key:
         raise bad(f"{what} must be a non-empty string")
     if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
@@ -232,6 +233,7 @@ def _create(repo: Any, name: str, settings: dict[str, str]) -> Any:
 
 
 def build_type() -> InstanceType:
+    """The ``keyvalue`` HTTP type with its endpoints."""
     t = InstanceType(name="keyvalue", url="github.com/janelia-flyem/dvid/datatype/keyvalue",
                      info=_info, create=_create, help="a versioned key-value store")
     t.endpoints.update(common_endpoints())

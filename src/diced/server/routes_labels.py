@@ -43,6 +43,7 @@ from diced.server.routes_array import (
     image_response,
     parse_block_list,
     write_box,
+    written_extents_endpoint,
 )
 
 __all__ = ["encode_google", "labelmap_info"]
@@ -52,6 +53,7 @@ MAX_POSTED_LABEL = 1 << 48
 
 
 def labelmap_info(repo: Any, name: str, record: dict[str, Any], arr: Any) -> dict[str, Any]:
+    """DVID's ``info`` JSON of a label array (``labelmap``)."""
     from diced.server.instance_json import base_json
 
     ext = _extended_common(repo, record, arr, "labelmap", False)
@@ -853,6 +855,7 @@ def _blocks_post(req: InstanceRequest) -> Response:
 
 
 def build_type() -> InstanceType:
+    """The ``labelmap`` HTTP type with its endpoints."""
     t = InstanceType(name="labelmap", url="github.com/janelia-flyem/dvid/datatype/labelmap",
                      info=labelmap_info,
                      help="a versioned uint64 label volume with a label index")
@@ -862,6 +865,7 @@ def build_type() -> InstanceType:
         "raw": E({"GET": _raw_get, "POST": _raw_post},
                  "0_1_2/<size>/<offset>?compression=lz4|gzip|google|googlegzip&scale=N"),
         "isotropic": E({"GET": _raw_get}, "as raw"),
+        "written-extents": written_extents_endpoint(),
         "blocks": E({"GET": _blocks_get, "POST": _blocks_post},
                     "GET <size>/<offset>?compression=lz4|gzip|blocks|uncompressed; POST stream"),
         "ingest-supervoxels": E({"POST": _blocks_post}, "as POST blocks"),

@@ -42,6 +42,7 @@ def _str(doc: dict[str, Any], key: str, what: str, default: str | None = None) -
 
 
 async def node_action(request: Request) -> Response:
+    """``/api/node/{uuid}/{action}``: commit, branch, newversion, tag, note, log, status."""
     st = _state(request)
     action = request.path_params["action"]
     handler = _ACTIONS.get((action, request.method if request.method != "HEAD" else "GET"))
@@ -168,6 +169,7 @@ _ACTIONS = {
 # --- instance endpoints ------------------------------------------------------------------
 
 async def instance_endpoint(request: Request) -> Response:
+    """``/api/node/{uuid}/{name}/{keyword}/...``: dispatch to the instance type's endpoint."""
     st = _state(request)
     p = request.path_params
     name, keyword = p["name"], p["keyword"]
@@ -202,6 +204,7 @@ async def instance_endpoint(request: Request) -> Response:
 
 
 def routes() -> list[Route]:
+    """The ``/api/node/...`` routes."""
     methods = ["GET", "HEAD", "POST", "PUT", "DELETE"]
     return [
         Route("/api/node/{uuid}/{action}", node_action, methods=methods),

@@ -39,6 +39,7 @@ def repo_info_json(repo: Any) -> dict[str, Any]:
 
 
 async def repos_info(request: Request) -> Response:
+    """``GET /api/repos/info``: every repo's DVID JSON, keyed by root UUID."""
     def work() -> dict[str, Any]:
         return {r.uuid: repo_info_json(r) for r in _state(request).catalog.repos()}
 
@@ -46,6 +47,7 @@ async def repos_info(request: Request) -> Response:
 
 
 async def repos_create(request: Request) -> Response:
+    """``POST /api/repos``: create a repo (``alias``, ``description``, optional ``root``)."""
     body = json_body(await request.body(), "POST /api/repos body", empty={})
     if not isinstance(body, dict):
         raise bad("POST /api/repos body must be a JSON object")
@@ -68,11 +70,13 @@ async def repos_create(request: Request) -> Response:
 
 
 async def repo_head(request: Request) -> Response:
+    """``GET /api/repo/{uuid}``: whether the repo exists, with its root UUID."""
     loc = await blocking(_state(request).catalog.locate, request.path_params["uuid"])
     return text_response(f"Repo available with root UUID {loc.repo.uuid}")
 
 
 async def repo_info(request: Request) -> Response:
+    """``/api/repo/{uuid}/info``: the repo's DVID JSON (GET) or alias/description changes (POST)."""
     st = _state(request)
     loc = await blocking(st.catalog.locate, request.path_params["uuid"])
     if request.method == "POST":
@@ -100,6 +104,7 @@ async def repo_info(request: Request) -> Response:
 
 
 async def repo_log(request: Request) -> Response:
+    """``/api/repo/{uuid}/log``: the repo's log (GET) or lines appended to it (POST)."""
     st = _state(request)
     loc = await blocking(st.catalog.locate, request.path_params["uuid"])
     if request.method == "POST":
@@ -124,6 +129,7 @@ _INSTANCE_KEYS = {"typename", "dataname", "versioned", "compression", "checksum"
 
 
 async def repo_instance(request: Request) -> Response:
+    """``POST /api/repo/{uuid}/instance``: create a data instance from DVID's config JSON."""
     st = _state(request)
     loc = await blocking(st.catalog.locate, request.path_params["uuid"])
     body = json_body(await request.body(), "instance config")
@@ -155,6 +161,7 @@ async def repo_instance(request: Request) -> Response:
 
 
 async def repo_merge(request: Request) -> Response:
+    """``POST /api/repo/{uuid}/merge``: merge locked parents into a new version."""
     st = _state(request)
     loc = await blocking(st.catalog.locate, request.path_params["uuid"])
     body = json_body(await request.body(), "merge body")
@@ -179,6 +186,7 @@ async def repo_merge(request: Request) -> Response:
 
 
 async def branch_versions(request: Request) -> Response:
+    """``GET /api/repo/{uuid}/branch-versions/{name}``: a branch's versions, leaf first."""
     st = _state(request)
     loc = await blocking(st.catalog.locate, request.path_params["uuid"])
     name = request.path_params["name"]
@@ -190,6 +198,7 @@ async def branch_versions(request: Request) -> Response:
 
 
 def routes() -> list[Route]:
+    """The ``/api/repos`` and ``/api/repo/...`` routes."""
     return [
         Route("/api/repos", repos_create, methods=["POST"]),
         Route("/api/repos/info", repos_info, methods=["GET"]),

@@ -44,6 +44,7 @@ A {uuid} is a UUID, a unique prefix, 'prefix:branch', ':branch' (one repo only) 
 
 
 async def api_help(request: Request) -> Response:
+    """``GET /api/help``: the API overview as HTML."""
     types = "".join(f'<li><a href="/api/help/{html.escape(n)}">{html.escape(n)}</a></li>'
                     for n in sorted(TYPES))
     page = (f"<html><head><title>diced: DVID-compatible API</title></head><body>"
@@ -53,6 +54,7 @@ async def api_help(request: Request) -> Response:
 
 
 async def type_help(request: Request) -> Response:
+    """``GET /api/help/{typename}``: one type's endpoints as text."""
     name = request.path_params["typename"]
     t = TYPES.get(name)
     if t is None:
@@ -70,6 +72,7 @@ def _uptime(seconds: float) -> str:
 
 
 async def server_info(request: Request) -> Response:
+    """``GET /api/server/info``: DVID's server info JSON."""
     import diced
 
     st = request.app.state.diced
@@ -92,10 +95,12 @@ async def server_info(request: Request) -> Response:
 
 
 async def server_types(request: Request) -> Response:
+    """``GET /api/server/types``: the served DVID type names and URLs."""
     return json_response({n: t.url for n, t in sorted(TYPES.items())})
 
 
 def routes() -> list[Route]:
+    """The ``/api/help`` and ``/api/server/...`` routes."""
     return [
         Route("/api/help", api_help, methods=["GET"]),
         Route("/api/help/{typename}", type_help, methods=["GET"]),

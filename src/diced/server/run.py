@@ -26,6 +26,7 @@ class ServerHandle:
 
     @property
     def running(self) -> bool:
+        """Whether the server thread is still running."""
         return self._thread.is_alive()
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -57,6 +57,23 @@ class BloscCodec(ChunkCodec):
         cparams = dict(self._cparams, typesize=chunk.dtype.itemsize)
         return blosc2.compress2(chunk, **cparams)
 
+    def decode_rows(self, data: Any, shape: tuple[int, ...], dtype: Any, lo: int, hi: int,
+                    out: np.ndarray) -> bool:
+        """Decode only rows ``lo:hi`` (leading axis) into ``out`` (chunk-shaped; other rows
+        are left as they were); ``False`` when partial decoding is unavailable."""
+        from diced.array.codecs._blosc_partial import decode_rows
+
+        dtype = np.dtype(dtype)
+        if out.shape != tuple(shape) or out.dtype != dtype:
+            return False
+        try:
+            nbytes = blosc2.get_cbuffer_sizes(data)[0]
+        except Exception as exc:
+            raise CorruptDataError(f"not a blosc2 chunk: {exc}") from exc
+        if nbytes != out.nbytes:
+            raise CorruptDataError(f"blosc2 chunk holds {nbytes} bytes, expected {out.nbytes}")
+        return decode_rows(data, out, lo, hi)
+
     def decode(self, data, shape, dtype, out=None):
         dtype = np.dtype(dtype)
         n = int(np.prod(shape)) * dtype.itemsize

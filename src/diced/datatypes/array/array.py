@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from diced.array._readcache import _copy_out, _decode_part, _fill_cached, _locked_cache
+from diced.array._readplan import IO_WORKERS, io_pool
 from diced.array.codecs.base import ChunkCodec, codec_from_dict
 from diced.array.grid import (
     as_int,
@@ -318,10 +320,22 @@ class VersionedArray:
         the same thread (label arrays apply the body mapping there).
         """
         space = self._space
+        cache, keep = _locked_cache(ctx, sel.count_chunks(self.chunks, shape) * self._chunk_nbytes())
+        inst = space.inst
 
         def work(group: list[ChunkProjection]) -> None:
+            if cache is not None:
+                group = _fill_cached(group, cache, (ctx.uuid, inst), out, self.fill_value, post)
+                if not group:
+                    return
+
             def fill(i: int, data: bytes | memoryview | None) -> None:
                 p = group[i]
+                if keep and data is not None:  # locked version: decode once, keep, copy out
+                    chunk = self._decode(data)
+                    cache.put((ctx.uuid, inst, p.coords), chunk)  # type: ignore[union-attr]
+                    _copy_out(p, chunk, out, post)
+                    return
                 if p.fancy:  # index arrays: out[out_sel] would be a copy, so assign into it
                     if data is None:
                         out[p.out_sel] = self.fill_value
@@ -338,7 +352,9 @@ class VersionedArray:
                 if p.full and _is_whole(p, self.chunks) and target.flags.c_contiguous:
                     self._decode(data, out=target)
                 else:
-                    scratch = self._decode(data, out=_scratch(self.chunks, self.dtype))
+                    scratch = _scratch(self.chunks, self.dtype)
+                    if not _decode_part(self.codec, data, self.chunks, p, scratch):
+                        self._decode(data, out=scratch)
                     target[...] = scratch[p.chunk_sel]
                 if post is not None:
                     post(target)
@@ -347,7 +363,9 @@ class VersionedArray:
 
         # groups of at most GROUP_BYTES, and enough of them to keep every thread busy
         n = sel.count_chunks(self.chunks, shape)
-        per = max(1, min(GROUP_BYTES // self._chunk_nbytes(), -(-n // _WORKERS)))
+        remote = not space.ordered  # object stores: many groups in flight (see _readplan)
+        workers = IO_WORKERS if remote else _WORKERS
+        per = max(1, min(GROUP_BYTES // self._chunk_nbytes(), -(-n // workers)))
         groups = _batches(sel.project(self.chunks, shape), 1, per)
         first = next(groups, None)
         if first is None:
@@ -356,8 +374,20 @@ class VersionedArray:
         if second is None:
             work(first)
             return
-        for _ in _pool().map(work, _chain([first, second], groups)):
+        for _ in (io_pool() if remote else _pool()).map(work, _chain([first, second], groups)):
             pass
+
+    def prefetch(self, selection: Any = Ellipsis, *, margin: int = 1) -> Any:
+        """Warm the locked-chunk cache (:mod:`diced.backends.cache`) in the background with the
+        chunks of ``selection`` grown by ``margin`` chunks on every side, so that a viewer
+        scrolling on through a locked version finds them decoded. Opt-in, bounded (nothing
+        is done when the region exceeds half the cache), one background thread.
+
+        Returns a :class:`concurrent.futures.Future` of the number of chunks read (``0``:
+        nothing to do: the version is open, the cache is off or the region too large)."""
+        from diced.array._readcache import prefetch
+
+        return prefetch(self, selection, margin)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         arr = self[...]
@@ -559,6 +589,98 @@ class VersionedArray:
             self._space.modify(ctx, list(trims), modify)
         if self.max_scale and (drop or trims):
             self._update_pyramid(ctx, [K.parse_chunk_ckey(c) for c in [*drop, *trims]])
+
+    # --- 2-D views (logic in diced.datatypes.array.slicing) ----------------------------------
+
+    def slice(self, plane: str, index: int, scale: int = 0, *, box: Any = None) -> np.ndarray:
+        """One axis-aligned plane of a 3-D array, reading one layer of chunks.
+
+        Parameters
+        ----------
+        plane
+            ``"xy"`` (fixed z; result axes (y, x), numpy ``a[index]``), ``"xz"`` (fixed y;
+            (z, x), ``a[:, index]``) or ``"yz"`` (fixed x; (z, y), ``a[:, :, index]``);
+            DVID's ``"0_1"``, ``"0_2"``, ``"1_2"`` are the same planes.
+        index
+            Position on the fixed axis at that scale (negative counts from the end).
+        scale
+            Pyramid level (``arr.slice(p, i, scale=n)`` is ``arr.scale(n).slice(p, i)``).
+        box
+            Optional part of the plane: two ``(start, stop)`` pairs or slices, in result
+            axis order (e.g. ``((y0, y1), (x0, x1))`` for ``"xy"``).
+
+        Returns
+        -------
+        numpy.ndarray
+            2-D array of the array's dtype.
+        """
+        from diced.datatypes.array.slicing import slice_plane
+
+        return slice_plane(self, plane, index, scale, box=box)
+
+    def oblique(self, center: Sequence[float], u: Sequence[float], v: Sequence[float],
+                size: int | tuple[int, int], step: float = 1.0, *,
+                order: int | None = None) -> np.ndarray:
+        """An arbitrarily oriented plane, sampled from only the chunks it crosses.
+
+        Sample ``(i, j)`` lies at ``center + (i - (h-1)/2)·step·û + (j - (w-1)/2)·step·v̂``
+        in (z, y, x) voxel coordinates of this scale (``arr.scale(n).oblique(...)`` for
+        others); samples outside the array give ``fill_value``. Equals
+        ``scipy.ndimage.map_coordinates(a, coords, order=order, mode="grid-constant",
+        cval=fill_value)``; see :mod:`diced.datatypes.array.slicing`.
+
+        Parameters
+        ----------
+        center
+            (z, y, x) centre of the plane, in voxels (floats allowed).
+        u, v
+            Directions (z, y, x) of the rows and the columns; normalised; not parallel.
+        size
+            ``(h, w)`` samples (or one int for a square).
+        step
+            Distance between neighbouring samples, in voxels.
+        order
+            0: nearest; 1: trilinear (default for numeric images; integer results rounded).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(h, w)`` array of the array's dtype.
+        """
+        from diced.datatypes.array.slicing import oblique
+
+        return oblique(self, center, u, v, size, step, order=order)
+
+    def tile(self, plane: str, scale: int, ty: int, tx: int, index: int = 0, *,
+             size: int = 512, format: str | None = None) -> np.ndarray | bytes:
+        """Tile ``(ty, tx)`` of a plane at a scale (DVID's ``imagetile``), for viewers.
+
+        Parameters
+        ----------
+        plane
+            ``"xy"``, ``"xz"``, ``"yz"`` (or ``"0_1"``, ``"0_2"``, ``"1_2"``); axes as
+            :meth:`slice`.
+        scale
+            0 is full resolution; each scale halves both plane axes. Read from pyramid level
+            ``scale`` when the array has it, else downsampled on the fly from the deepest
+            level (4x the voxels read per scale beyond it).
+        ty, tx
+            Tile row and column at that scale (covering rows ``ty*size ...``).
+        index
+            Position on the fixed axis in **scale-0** voxels (the same plane at every scale).
+        size
+            Tile side in pixels; edge tiles are padded with ``fill_value``.
+        format
+            ``None`` for an array, ``"png"`` or ``"jpeg"`` for encoded bytes (Pillow;
+            uint8, or uint16 for PNG).
+
+        Returns
+        -------
+        numpy.ndarray or bytes
+        """
+        from diced.datatypes.array.slicing import tile
+
+        return tile(self, plane, scale, ty, tx, index, size=size, format=format)
 
     # --- absolute coordinates ----------------------------------------------------------------
 

@@ -113,6 +113,33 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
         instance; box selections of 3-d arrays), voxels outside the ROI read as 0."""
         return self._get(selection, "basic", supervoxels=supervoxels, roi=roi)
 
+    def slice(self, plane: str, index: int, scale: int = 0, *, box: Any = None,
+              supervoxels: bool = False) -> np.ndarray:
+        """:meth:`VersionedArray.slice` of bodies (supervoxels with ``supervoxels=True``)."""
+        from diced.datatypes.array.slicing import slice_plane
+
+        return slice_plane(self, plane, index, scale, box=box, supervoxels=supervoxels)
+
+    def oblique(self, center: Sequence[float], u: Sequence[float], v: Sequence[float],
+                size: int | tuple[int, int], step: float = 1.0, *, order: int | None = None,
+                supervoxels: bool = False) -> np.ndarray:
+        """:meth:`VersionedArray.oblique` of bodies (supervoxels with ``supervoxels=True``);
+        always nearest (``order=0``)."""
+        from diced.datatypes.array.slicing import oblique
+
+        return oblique(self, center, u, v, size, step, order=order, labels=True,
+                       supervoxels=supervoxels)
+
+    def tile(self, plane: str, scale: int, ty: int, tx: int, index: int = 0, *,
+             size: int = 512, format: str | None = None,
+             supervoxels: bool = False) -> np.ndarray | bytes:
+        """:meth:`VersionedArray.tile` of bodies; beyond the pyramid, scales subsample
+        (every ``2**k``-th voxel) instead of averaging."""
+        from diced.datatypes.array.slicing import tile
+
+        return tile(self, plane, scale, ty, tx, index, size=size, format=format, labels=True,
+                    supervoxels=supervoxels)
+
     def _read_post(self, ctx: VersionCtx, *, supervoxels: bool = False) -> Any:
         if supervoxels:
             return None

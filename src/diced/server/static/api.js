@@ -47,3 +47,5 @@ export const serverInfo = () => getJSON("api/server/info");
 export const viewerConfig = () => getJSON("viewer/config");
 export const instanceInfo = (uuid, name, opts) => getJSON(nodeUrl(uuid, name, "info"), opts);
 export const instanceKeys = (uuid, name, opts) => getJSON(nodeUrl(uuid, name, "keys"), opts);
+// diced extension: the chunk-aligned box of the chunks stored at a version (x, y, z).
+export const writtenExtents = (uuid, name, opts) => getJSON(nodeUrl(uuid, name, "written-extents"), opts);

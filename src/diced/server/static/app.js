@@ -20,6 +20,7 @@ const state = {
   viewer: null,
   nodeInfos: {},    // instance name -> info JSON at the chosen version (or Error)
   loadSeq: 0,
+  instSeq: 0,
   hashTimer: 0,
 };
 
@@ -167,7 +168,32 @@ async function selectNode(uuid, inst = null) {
   renderInstances();
   const present = names.filter((n) => !(infos[n] instanceof Error));
   const pick = inst && present.includes(inst) ? inst : (state.inst && present.includes(state.inst) ? state.inst : null);
-  selectInstance(pick);
+  if (pick) return selectInstance(pick);
+  // nothing chosen: open the first image (with the first label array over it) or label array
+  const first = defaultInstance(present);
+  return selectInstance(first.inst, { overlay: first.overlay });
+}
+
+// The instance a version opens with when none is chosen: the first image array, with the first
+// label array laid over it when there is one, else the first label array.
+function defaultInstance(present) {
+  const shown = present.filter((n) => !volumeFromInfo(state.nodeInfos[n]).error);
+  const images = shown.filter((n) => !volumeFromInfo(state.nodeInfos[n]).labels);
+  const labels = shown.filter((n) => volumeFromInfo(state.nodeInfos[n]).labels);
+  if (images.length) return { inst: images[0], overlay: labels[0] || null };
+  return { inst: labels[0] || null, overlay: null };
+}
+
+// The box of the data written at this version (the page opens at its centre, not at the centre
+// of a huge, mostly empty array), or null when unknown or nothing is written.
+async function writtenBox(uuid, name) {
+  try {
+    const w = await api.writtenExtents(uuid, name);
+    if (!w.Complete || !Array.isArray(w.MinPoint) || !Array.isArray(w.MaxPoint)) return null;
+    return { min: w.MinPoint, max: w.MaxPoint };
+  } catch (e) {
+    return null;  // an older server or a DVID: the array's centre
+  }
 }
 
 function describe(info) {
@@ -222,15 +248,16 @@ function neuroglancerUrl(info, vol) {
   const unit = (u) => ({ nanometers: 1e-9, nanometer: 1e-9, nm: 1e-9, micrometers: 1e-6, microns: 1e-6,
     micrometer: 1e-6, um: 1e-6, millimeters: 1e-3, mm: 1e-3, meters: 1, m: 1 })[String(u || "").toLowerCase()] || 1e-9;
   const vs = vol.voxelSize.map((x, i) => Number(x) * unit(vol.units[i]));
+  const box = vol.focus || vol;  // the written data when known
   const viewer = state.viewer;
   const zoom = viewer ? viewer.zoom || viewer.fitZoom() : 1;
   const position = viewer ? viewer.pos.map((x) => Math.floor(x) + 0.5)
-    : vol.min.map((m, i) => (m + vol.max[i] + 1) / 2);
+    : box.min.map((m, i) => (m + box.max[i] + 1) / 2);
   const ngState = {
     dimensions: { x: [vs[0], "m"], y: [vs[1], "m"], z: [vs[2], "m"] },
     position,
     crossSectionScale: Math.min(64, Math.max(1 / 64, 1 / zoom)),
-    projectionScale: Math.max(...vol.max.map((m, i) => m - vol.min[i] + 1)) * 2.5,
+    projectionScale: Math.max(...box.max.map((m, i) => m - box.min[i] + 1)) * 2.5,
     layers: [{ type: vol.labels ? "segmentation" : "image", source, name: state.inst }],
     layout: "4panel",
   };
@@ -252,13 +279,15 @@ function neuroglancerProblem(info, vol) {
   return null;
 }
 
-function selectInstance(name) {
+async function selectInstance(name, defaults = {}) {
+  const seq = ++state.instSeq;
   if (state.viewer) {
     state.viewer.destroy();
     state.viewer = null;
   }
   // another version of the same instance keeps the view (compare versions in place)
   if (state.inst && state.inst !== name) state.view = {};
+  if (defaults.overlay && !state.view.overlay) state.view.overlay = defaults.overlay;
   state.inst = name;
   document.querySelectorAll("#inst-table tr.inst").forEach((tr) => tr.classList.toggle("sel", tr.dataset.name === name));
   const head = $("view-head"), body = $("view-body");
@@ -286,6 +315,15 @@ function selectInstance(name) {
     body.innerHTML = `<div class="empty">${escapeHtml(vol.error)}</div>`;
     document.body.dataset.view = "none";
     return;
+  }
+  if (!state.view.pos) {
+    // no point in the URL: open at the centre of the data written at this version
+    const node = state.node;
+    body.innerHTML = '<div class="empty muted">locating the data…</div>';
+    const box = await writtenBox(node, name);
+    if (seq !== state.instSeq) return;  // another instance or version was chosen meanwhile
+    body.textContent = "";
+    if (box) vol.focus = box;
   }
   const scale = document.createElement("select");
   scale.title = "scale (pyramid level)";

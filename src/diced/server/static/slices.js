@@ -92,7 +92,9 @@ export class SliceViewer {
     this.onHover = onHover || (() => {});
     this.onChange = onChange || (() => {});
     this.scaleMode = initial.scale ?? "auto";
-    this.pos = initial.pos ? [...initial.pos] : vol.min.map((m, i) => (m + vol.max[i] + 1) / 2);
+    // vol.focus: the box of the written data, when known (the viewer opens on it)
+    const box = vol.focus || vol;
+    this.pos = initial.pos ? [...initial.pos] : box.min.map((m, i) => (m + box.max[i] + 1) / 2);
     this.zoom = initial.zoom || 0;
     this.focus = 0;
     this.destroyed = false;
@@ -148,7 +150,7 @@ export class SliceViewer {
   // The zoom that shows the whole array, or, for an array too large for that at its coarsest
   // scale, the smallest zoom whose slices the panes can still read.
   fitZoom() {
-    const { min, max } = this.vol;
+    const { min, max } = this.vol.focus || this.vol;
     let z = Infinity, floor = 0;
     const f = 2 ** this.vol.maxScale;
     for (const p of this.panes) {
@@ -431,7 +433,7 @@ export class SliceViewer {
   }
 
   reset() {
-    const { min, max } = this.vol;
+    const { min, max } = this.vol.focus || this.vol;
     this.pos = min.map((m, i) => (m + max[i] + 1) / 2);
     this.zoom = this.fitZoom();
     this.changed();

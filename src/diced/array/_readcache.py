@@ -1,0 +1,132 @@
+"""Read helpers of :class:`~diced.array.array.VersionedArray` for the locked-chunk cache
+(:mod:`diced.backends.cache`): which reads use it, serving hits, copying chunks out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from diced.backends.cache import ChunkCache, chunk_cache
+
+if TYPE_CHECKING:
+    from diced.array.indexing import ChunkProjection
+    from diced.repo.resolve import VersionCtx
+
+
+def _locked_cache(ctx: VersionCtx, read_bytes: int) -> tuple[ChunkCache | None, bool]:
+    """``(cache, keep)``: the cache to look chunks up in (only for locked versions with a
+    known UUID, and ``None`` when disabled), and whether to store the chunks this read
+    decodes (not for reads larger than half the cache, which would only evict)."""
+    if not ctx.locked or not ctx.uuid:
+        return None, False
+    cache = chunk_cache()
+    if not cache.enabled:
+        return None, False
+    return cache, read_bytes <= cache.max_bytes // 2
+
+
+def _copy_out(p: ChunkProjection, chunk: np.ndarray, out: np.ndarray,
+              post: Callable[[np.ndarray], Any] | None) -> None:
+    """Copy the part of a decoded ``chunk`` that projection ``p`` selects into ``out``,
+    then apply ``post`` to the copied values (never to ``chunk``, which may be cached)."""
+    if p.fancy:  # index arrays: out[out_sel] would be a copy, so assign into it
+        vals = chunk[p.chunk_sel]
+        if post is not None:
+            vals = np.array(vals)
+            post(vals)
+        out[p.out_sel] = vals
+        return
+    target = out[p.out_sel]
+    target[...] = chunk[p.chunk_sel]
+    if post is not None:
+        post(target)
+
+
+def _decode_part(codec: Any, data: Any, chunks: tuple[int, ...], p: ChunkProjection,
+                 scratch: np.ndarray) -> bool:
+    """Decode only the leading-axis rows projection ``p`` needs into ``scratch``, when the
+    codec can (blosc2) and the rows are a proper part of the chunk; ``False``: decode all."""
+    part = getattr(codec, "decode_rows", None)
+    if part is None or p.fancy:
+        return False
+    s = p.chunk_sel[0]
+    if not isinstance(s, slice) or s.step not in (None, 1) or s.start is None \
+            or s.stop is None:
+        return False
+    lo, hi = s.start, s.stop
+    if lo <= 0 and hi >= chunks[0]:
+        return False
+    return bool(part(data, chunks, scratch.dtype, lo, hi, scratch))
+
+
+def _fill_cached(group: list[ChunkProjection], cache: ChunkCache, prefix: tuple[Any, ...],
+                 out: np.ndarray, fill_value: Any,
+                 post: Callable[[np.ndarray], Any] | None) -> list[ChunkProjection]:
+    """Serve the projections whose chunk is cached; return the others (to be read)."""
+    misses = []
+    for p in group:
+        chunk = cache.get((*prefix, p.coords))
+        if chunk is None:
+            misses.append(p)
+        else:
+            _copy_out(p, chunk, out, post)
+    return misses
+
+
+_PREFETCH: Any = None
+_PREFETCH_LOCK = __import__("threading").Lock()
+
+
+def _prefetch_pool() -> Any:
+    """One background thread: prefetches run one after another, never in the caller."""
+    global _PREFETCH
+    if _PREFETCH is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with _PREFETCH_LOCK:
+            if _PREFETCH is None:
+                _PREFETCH = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diced-prefetch")
+    return _PREFETCH
+
+
+def prefetch(arr: Any, selection: Any, margin: int) -> Any:
+    """:meth:`VersionedArray.prefetch`: a Future of the number of chunks warmed."""
+    from concurrent.futures import Future
+
+    from diced.array.indexing import Selection, plan_selection
+    from diced.errors import InvalidArgumentError
+
+    if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or margin < 0:
+        raise InvalidArgumentError(f"margin must be a non-negative integer, got {margin!r}")
+    ctx = arr._ref.ctx()
+    shape = arr._shape_at(ctx)
+    sel = plan_selection(selection, shape, "basic")
+    if not isinstance(sel, Selection):
+        raise InvalidArgumentError("prefetch takes a basic selection (integers and slices)")
+    cache = chunk_cache()
+    done: Future = Future()
+    if not ctx.locked or not ctx.uuid or not cache.enabled:
+        done.set_result(0)  # only locked versions are cached
+        return done
+    box = []
+    for d, n, c in zip(sel.dims, shape, arr.chunks, strict=True):
+        lo, hi = (d.start, d.stop) if d.step > 0 else (d.stop + 1, d.start + 1)
+        lo = max(0, (max(lo, 0) // c - margin) * c)
+        hi = min(n, (-(-max(hi, lo + 1) // c) + margin) * c)
+        box.append(slice(lo, max(lo, hi)))
+    nchunks = 1
+    for s, c in zip(box, arr.chunks, strict=True):
+        nchunks *= -(-(s.stop - s.start) // c)
+    if nchunks * arr._chunk_nbytes() > cache.max_bytes // 2:
+        done.set_result(0)  # bounded: never more than half the cache
+        return done
+    sub = arr.at(ctx.uuid) if hasattr(arr, "at") else arr
+    target = tuple(box)
+
+    def run() -> int:
+        sub[target]
+        return nchunks
+
+    return _prefetch_pool().submit(run)
