@@ -368,7 +368,8 @@ def test_entry_point_datatype(tmp_path):
     proc = _run(code, tmp_path)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert got == {"types": ["annotation", "array", "box", "keyvalue", "labels"], "type": "box",
+    assert got == {"types": ["annotation", "array", "box", "keyvalue", "labelgraph", "labels",
+                             "labelsz", "neuronjson", "roi"], "type": "box",
                    "old": {"x": 1}, "new": {"x": 2}, "diff": ["k"],
                    "module": "diced_testplugin"}
     assert "broken" in proc.stderr  # the broken entry point is logged, the others work

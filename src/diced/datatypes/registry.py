@@ -29,6 +29,10 @@ _BUILTIN = {
     "labels": "diced.datatypes.labels",
     "keyvalue": "diced.datatypes.keyvalue",
     "annotation": "diced.datatypes.annotation",
+    "roi": "diced.datatypes.roi",
+    "neuronjson": "diced.datatypes.neuronjson",
+    "labelgraph": "diced.datatypes.labelgraph",
+    "labelsz": "diced.datatypes.labelsz",
 }
 #: DVID names of the built-in types (known before their modules are imported)
 _BUILTIN_ALIASES = {
@@ -38,6 +42,10 @@ _BUILTIN_ALIASES = {
     "labelmap": "labels",
     "keyvalue": "keyvalue",
     "annotation": "annotation",
+    "roi": "roi",
+    "neuronjson": "neuronjson",
+    "labelgraph": "labelgraph",
+    "labelsz": "labelsz",
 }
 
 _TYPES: dict[str, Datatype] = {}

@@ -197,6 +197,13 @@ class Annotation:
         return self._load(self._position_keys(k.split("_", 1)[1] for k in keys), ctx,
                           relationships)
 
+    def in_roi(self, roi: Any, *, relationships: bool = False) -> list[dict[str, Any]]:
+        """Elements inside an ROI (an ROI instance or its name), at this version (DVID's
+        ``roi/<roi>``); see :func:`diced.datatypes.roi.queries.annotation_in_roi`."""
+        from diced.datatypes.roi.queries import annotation_in_roi
+
+        return annotation_in_roi(self, roi, relationships=relationships)
+
     def _position_keys(self, pos_keys: Iterable[str]) -> list[str]:
         return sorted(E.element_ckey(E.parse_pos_key(pk), self.block_size) for pk in pos_keys)
 

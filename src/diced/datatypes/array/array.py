@@ -250,13 +250,47 @@ class VersionedArray:
         """A function applied to each filled region of a read (label arrays map bodies)."""
         return None
 
-    def _get(self, selection: Any, mode: str, **options: Any) -> Any:
-        """Read a selection of kind ``mode`` (see :func:`diced.array.indexing.plan_selection`)."""
+    def read(self, selection: Any = Ellipsis, *, roi: Any = None) -> Any:
+        """Voxels of a basic selection; with ``roi`` (an ROI instance), voxels outside the
+        ROI read as 0 (``roi`` needs a 3-d array and step-1 slices or integers).
+
+        Parameters
+        ----------
+        selection : index, default ``...``
+        roi : ROI, optional
+            A :class:`diced.datatypes.roi.ROI`; its mask of the selected box (in absolute,
+            origin-shifted ``(z, y, x)`` coordinates) zeroes the voxels outside.
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        return self._get(selection, "basic", roi=roi)
+
+    def _roi_mask(self, sel: Any, roi: Any) -> np.ndarray:
+        """The ROI's boolean mask over a basic selection's (undropped) shape."""
+        if not hasattr(roi, "mask_zyx"):
+            raise InvalidArgumentError(f"roi must be an ROI instance, got {type(roi).__name__}")
+        dims = getattr(sel, "dims", None)
+        if dims is None or len(dims) != 3 or any(d.step != 1 for d in dims):
+            raise InvalidArgumentError(
+                "roi= needs a 3-d array and a box selection (integers or step-1 slices)")
+        org = self.origin
+        lo = [d.start + o for d, o in zip(dims, org, strict=True)]
+        hi = [d.start + d.size + o for d, o in zip(dims, org, strict=True)]
+        return roi.mask_zyx((lo, hi))
+
+    def _get(self, selection: Any, mode: str, *, roi: Any = None, **options: Any) -> Any:
+        """Read a selection of kind ``mode`` (see :func:`diced.array.indexing.plan_selection`);
+        with ``roi``, zero the voxels outside it."""
         ctx = self._ref.ctx()
         shape = self._shape_at(ctx)
         sel = plan_selection(selection, shape, mode)
+        mask = None if roi is None else self._roi_mask(sel, roi)
         out = np.empty(sel.shape, dtype=self.dtype)
         self._read_into(ctx, shape, sel, out, self._read_post(ctx, **options))
+        if mask is not None:
+            out[~mask] = 0
         result = out.reshape(sel.result_shape)
         return result[()] if sel.scalar else result
 

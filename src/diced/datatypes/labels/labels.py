@@ -104,12 +104,14 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
     def __getitem__(self, selection: Any) -> Any:
         return self.read(selection)
 
-    def read(self, selection: Any = Ellipsis, *, supervoxels: bool = False) -> Any:
+    def read(self, selection: Any = Ellipsis, *, supervoxels: bool = False,
+             roi: Any = None) -> Any:
         """Voxels of a selection: body ids, or supervoxel ids with ``supervoxels=True``.
 
         The body mapping is applied chunk by chunk in the decoding threads. ``arr.oindex``,
-        ``arr.vindex`` and boolean masks read bodies the same way."""
-        return self._get(selection, "basic", supervoxels=supervoxels)
+        ``arr.vindex`` and boolean masks read bodies the same way. With ``roi`` (an ROI
+        instance; box selections of 3-d arrays), voxels outside the ROI read as 0."""
+        return self._get(selection, "basic", supervoxels=supervoxels, roi=roi)
 
     def slice(self, plane: str, index: int, scale: int = 0, *, box: Any = None,
               supervoxels: bool = False) -> np.ndarray:
