@@ -38,7 +38,8 @@ def _cells(n: int, seed: int = 0, cell: int = 16):
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    g = -(-(-(-n // 2)) // cell)  # grid cells per axis at half resolution
+    half = -(-n // 2)  # ceil(n / 2): the half-resolution edge
+    g = -(-half // cell)  # grid cells per axis at half resolution (ceil)
     seeds = (np.stack(np.meshgrid(*[np.arange(g)] * 3, indexing="ij"), -1) + 0.15
              + 0.7 * rng.random((g, g, g, 3))).astype(np.float32) * cell
     pad = np.full((g + 2, g + 2, g + 2, 3), 1e9, dtype=np.float32)
