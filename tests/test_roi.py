@@ -369,6 +369,7 @@ def test_proofreading_through_an_roi_at_every_version(repo):
     syn.post([{"Pos": p.tolist(), "Kind": "PreSyn"} for p in pts])
     roi = repo.create_instance("roi", "roi", block_size=[16, 16, 16])
     roi.put([[0, 0, 0, 3], [1, 1, 1, 2], [3, 2, 0, 0]])
+    repo.create_instance("sz", "labelsz").sync("syn")  # synapse counts per body
     versions = [repo.commit("start")]
     repo.newversion()
     repo["seg"].merge(1, [2, 3])
@@ -384,10 +385,13 @@ def test_proofreading_through_an_roi_at_every_version(repo):
         inside = r.contains(pts)
         want = {tuple(p) for p, ok in zip(pts.tolist(), inside.tolist(), strict=True) if ok}
         assert {tuple(e["Pos"]) for e in s.in_roi(r)} == want
-        for body in np.unique(bodies).tolist():
+        every = np.unique(bodies).tolist()
+        counts = at["sz"].counts(every, "PreSyn")
+        for body, count in zip(every, counts, strict=True):
             mine = {tuple(e["Pos"]) for e in s.label(body)}
             brute = {tuple(p) for p in pts.tolist() if bodies[p[2], p[1], p[0]] == body}
             assert mine == brute
             assert mine & want == {p for p in brute if p in want}
+            assert count == {"Label": body, "PreSyn": len(brute)}  # synapse counts
         m = voxel_mask(r.get(), (0, 0, 0), (64, 64, 64), (16, 16, 16))
         assert np.array_equal(seg.read(roi=r), np.where(m, bodies, 0))
