@@ -335,6 +335,22 @@ def store_location(store_kind: str, request: pytest.FixtureRequest,
     yield from _make_location(store_kind, request, tmp_path)
 
 
+@pytest.fixture
+def store(store_location: StoreLocation) -> Iterator[Any]:
+    """A diced store at ``store_location`` (so on each backend the markers select)."""
+    import diced
+
+    s = diced.Store(store_location, **store_location.options)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def repo(store: Any) -> Any:
+    """A new repo in ``store`` (modules that need a particular alias override this)."""
+    return store.create_repo("test", "a test repo")
+
+
 @pytest.fixture(params=ALL_KINDS)
 def backend_location(request: pytest.FixtureRequest, tmp_path: Path
                      ) -> Iterator[StoreLocation]:

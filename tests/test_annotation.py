@@ -21,18 +21,6 @@ from diced.errors import (
 
 
 @pytest.fixture
-def store(store_location):
-    s = diced.Store(store_location, **store_location.options)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def repo(store):
-    return store.create_repo("ann")
-
-
-@pytest.fixture
 def ann(repo):
     return repo.create_instance("syn", "annotation", block_size=16)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import diced
 from diced.backends.cache import ChunkCache, chunk_cache
 from diced.errors import InvalidArgumentError
 
@@ -26,12 +25,6 @@ def cache():
     c.reset_stats()
     c.resize(old)
 
-
-@pytest.fixture
-def store(store_location):
-    s = diced.Store(store_location, **store_location.options)
-    yield s
-    s.close()
 
 
 SELECTIONS = [

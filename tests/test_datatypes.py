@@ -98,12 +98,6 @@ def tally_type():
     return register_datatype(TallyType, replace=True)
 
 
-@pytest.fixture
-def store(store_location):
-    s = diced.Store(store_location, **store_location.options)
-    yield s
-    s.close()
-
 
 @pytest.fixture
 def repo(store):

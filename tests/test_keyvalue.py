@@ -8,26 +8,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import diced
 from diced.errors import (
     InvalidArgumentError,
     LockedNodeError,
     MergeConflictError,
     NotFoundError,
 )
-
-
-@pytest.fixture
-def store(store_location):
-    """A store on each backend (``store_location`` comes from tests/conftest.py)."""
-    s = diced.Store(store_location, **store_location.options)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def repo(store):
-    return store.create_repo("kvrepo")
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import diced
 from diced.datatypes.labelgraph import contact_graph
 from diced.errors import InvalidArgumentError, LockedNodeError, MergeConflictError, NotFoundError
 
@@ -55,16 +54,6 @@ def _blobby(rng, shape, n):
     return np.ascontiguousarray(vol)
 
 
-@pytest.fixture
-def store(store_location):
-    s = diced.Store(store_location, **store_location.options)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def repo(store):
-    return store.create_repo("lgrepo")
 
 
 @pytest.mark.backends("memory")

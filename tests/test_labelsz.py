@@ -10,23 +10,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-import diced
 from diced.errors import InstanceNotFoundError, InvalidArgumentError, LockedNodeError
 
 KINDS = ("PostSyn", "PreSyn", "Gap", "Note", "Unknown")
 SYN = ("PostSyn", "PreSyn", "Gap")
 
 
-@pytest.fixture
-def store(store_location):
-    s = diced.Store(store_location, **store_location.options)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def repo(store):
-    return store.create_repo("lszrepo")
 
 
 def recount(at, roi=None) -> dict[str, Counter]:

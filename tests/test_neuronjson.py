@@ -9,7 +9,6 @@ import re
 
 import pytest
 
-import diced
 from diced.datatypes.neuronjson import query as Q
 from diced.errors import InvalidArgumentError, LockedNodeError, MergeConflictError, NotFoundError
 
@@ -75,16 +74,6 @@ def test_query_semantics_table(data, query, expected):
     assert [b for b, d in sorted(data.items()) if Q.matches(compiled, d)] == expected
 
 
-@pytest.fixture
-def store(store_location):
-    s = diced.Store(store_location, **store_location.options)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def repo(store):
-    return store.create_repo("njrepo")
 
 
 @pytest.fixture

@@ -9,13 +9,6 @@ import diced
 from diced.errors import DuplicateNameError, LockedNodeError
 
 
-@pytest.fixture
-def store(store_location):
-    s = diced.Store(store_location, **store_location.options)
-    yield s
-    s.close()
-
-
 def _reopen(store_location, alias="fly"):
     return diced.Store(store_location, **store_location.options).open_repo(alias)
 

@@ -38,13 +38,6 @@ def snapshot(store, skip=()) -> dict[str, bytes | None]:
     return dict(zip(keys, store.backend.get_many(keys), strict=True))
 
 
-@pytest.fixture
-def store(store_location):
-    """A store on each backend (``store_location`` comes from tests/conftest.py)."""
-    s = diced.Store(store_location, **store_location.options)
-    yield s
-    s.close()
-
 
 @pytest.fixture
 def repo(store):

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import diced
 from diced.datatypes.roi import spans as S
 from diced.errors import InvalidArgumentError, LockedNodeError, MergeConflictError
 
@@ -83,16 +82,6 @@ def test_contains_blocks_matches_numpy(spans, blocks):
 # --- instances -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def store(store_location):
-    s = diced.Store(store_location, **store_location.options)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def repo(store):
-    return store.create_repo("roirepo")
 
 
 def voxel_mask(spans, lo, hi, bs) -> np.ndarray:

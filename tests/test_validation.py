@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import diced
 from diced.datatypes.keyvalue import KEY_MAX_BYTES
 from diced.errors import (
     DtypeError,
@@ -15,13 +14,6 @@ from diced.errors import (
 )
 from diced.repo import keys as K
 from diced.repo.repo import NAME_MAX
-
-
-@pytest.fixture
-def store(store_location):
-    s = diced.Store(store_location, **store_location.options)
-    yield s
-    s.close()
 
 
 @pytest.fixture
