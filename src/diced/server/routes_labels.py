@@ -58,7 +58,7 @@ def labelmap_info(repo: Any, name: str, record: dict[str, Any], arr: Any) -> dic
 
     ext = _extended_common(repo, record, arr, "labelmap", False)
     vid = arr.version.id
-    maxlabel = effective_maxlabel(arr)
+    maxlabel = int(arr.maxlabel())
     ext.update({"MaxLabel": {str(vid): maxlabel}, "MaxRepoLabel": maxlabel,
                 "NextLabel": arr.nextlabel() - 1, "IndexedLabels": True, "CountLabels": True,
                 # Neuroglancer needs >= 1; scales past the stored pyramid are computed on the fly
@@ -492,26 +492,7 @@ def _maxlabel(req: InstanceRequest) -> Response:
     if req.method == "POST":
         raise bad("POST maxlabel is not supported by diced: the max label follows the "
                   "written labels, and nextlabel allocations never reuse ids")
-    return _text_json(f'{{"maxlabel": {effective_maxlabel(req.instance())}}}')
-
-
-_NEW_LABEL_FIELDS = ("CleavedLabel", "NewLabel", "SplitSupervoxel", "RemainSupervoxel")
-
-
-def effective_maxlabel(arr: Any) -> int:
-    """DVID's max label: the largest label written *or created by an edit* (a cleave's new
-    body, a split's new supervoxels, a renumber target) at this version or its ancestors.
-
-    diced's ``maxlabel()`` counts written voxels only, so a cleave's new label is added here
-    from the mutation log (DVID clients expect ``maxlabel`` to be the cleaved label after a
-    cleave)."""
-    best = int(arr.maxlabel())
-    for rec in arr.mutations(ancestors=True):
-        for f in _NEW_LABEL_FIELDS:
-            v = rec.get(f)
-            if isinstance(v, int) and v > best:
-                best = v
-    return best
+    return _text_json(f'{{"maxlabel": {req.instance().maxlabel()}}}')
 
 
 def _nextlabel(req: InstanceRequest) -> Response:

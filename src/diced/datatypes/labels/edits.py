@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -69,7 +69,7 @@ class LabelEditsMixin:
         read before the edit was planned), raise :class:`_Retry` if another edit of this
         instance committed in between, so no edit overwrites another's member lists.
 
-        ``new_label``: a label id the edit introduces without writing blocks (renumber); in
+        ``new_label``: a label id the edit introduces without writing blocks (renumber, cleave); in
         the same transaction it raises this version's max label and the repo-wide one, as a
         block write does (DVID's ``updateMaxLabel``), so :meth:`allocate`, :meth:`nextlabel`,
         cleaves and splits never hand it out again, in any process."""
@@ -100,15 +100,18 @@ class LabelEditsMixin:
         modify_parts(ctx, [Part(self._mapping, [_lkey(s) for s in mapping], map_fn),
                            Part(self._members, [_lkey(b) for b in members], mem_fn)], meta, bump)
 
-    def _edit(self, ctx: VersionCtx, plan: Any, new_label: int = 0) -> Any:
+    def _edit(self, ctx: VersionCtx, plan: Any, new_label: int | Callable[[], int] = 0) -> Any:
         """Plan ``(mapping, members, result) = plan()`` from the current state and store it,
-        planning again if a concurrent edit committed first (optimistic, as block writes)."""
+        planning again if a concurrent edit committed first (optimistic, as block writes).
+        ``new_label``: the id the edit introduces (see :meth:`_remap`), or a function giving it
+        once ``plan`` has run (a cleave allocates its id while planning)."""
         sk = self._meta_key("editseq")
         for _attempt in range(50):
             seq = self.repo.backend.get(sk)
             mapping, members, result = plan()
+            label = new_label() if callable(new_label) else new_label
             try:
-                self._remap(ctx, mapping, members, seq, new_label)
+                self._remap(ctx, mapping, members, seq, label)
             except _Retry:
                 continue
             return result
@@ -160,7 +163,7 @@ class LabelEditsMixin:
             mapping.update({int(s): body for s in keep})
             return mapping, {body: keep, new: cut}, new
 
-        new = self._edit(ctx, plan)
+        new = self._edit(ctx, plan, new_label=lambda: new_id[0])  # maxlabel is now ``new``
         size = self.count(new)
         self._log_mutation(ctx, "cleave", {"OrigLabel": body, "CleavedLabel": new,
                                            "CleavedSupervoxels": cut.tolist(),

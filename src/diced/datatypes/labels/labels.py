@@ -550,7 +550,8 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
     # --- label bookkeeping ---------------------------------------------------------------------
 
     def maxlabel(self) -> int:
-        """Largest label written at this version or its ancestors."""
+        """Largest label written at this version or its ancestors, counting the ids edits
+        introduce (a cleave's new body, a renumber target), as DVID's ``maxlabel``."""
         anc = self._ref.ctx().ancestors
         best = 0
         keys = list(self.repo.backend.list_keys(self._meta_prefix + "max/"))
