@@ -59,6 +59,20 @@ def _cseg_bits(m):
     return 16
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _lower_bound(sorted_vals, m, v):
+    """First index in ``sorted_vals[:m]`` whose value is not below ``v``."""
+    lo = 0
+    hi = m
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if sorted_vals[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 @njit(cache=True, nogil=True)
 def _emit_table(out, pos, uniq, m, cache_hash, cache_off, cache_len):
     """Write ``uniq[:m]`` (2 words per label) at ``pos`` unless an identical table exists.
@@ -184,14 +198,7 @@ def dvid_to_cseg(buf, table, sx, sy, sz, out):
                 m = 0
                 for j in range(cnt):  # insertion into the sorted unique list
                     v = pal[j]
-                    lo = 0
-                    hi = m
-                    while lo < hi:
-                        mid = (lo + hi) >> 1
-                        if uniq[mid] < v:
-                            lo = mid + 1
-                        else:
-                            hi = mid
+                    lo = _lower_bound(uniq, m, v)
                     if lo < m and uniq[lo] == v:
                         continue
                     for k in range(m, lo, -1):
@@ -199,16 +206,7 @@ def dvid_to_cseg(buf, table, sx, sy, sz, out):
                     uniq[lo] = v
                     m += 1
                 for j in range(cnt):
-                    v = pal[j]
-                    lo = 0
-                    hi = m
-                    while lo < hi:
-                        mid = (lo + hi) >> 1
-                        if uniq[mid] < v:
-                            lo = mid + 1
-                        else:
-                            hi = mid
-                    remap[j] = lo
+                    remap[j] = _lower_bound(uniq, m, pal[j])
                 toff, pos = _emit_table(out, pos, uniq, m, cache_hash, cache_off, cache_len)
                 obits = _cseg_bits(m)
                 voff = pos
