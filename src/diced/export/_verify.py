@@ -28,6 +28,7 @@ from diced.export.convert_shards import (
     ShardFailure,
     _check_scales,
     _check_source_shard,
+    _failure_lines,
     _fs,
     _list_output,
     _load_spec_obj,
@@ -81,11 +82,7 @@ class VerifyReport:
             lines.append(f"{s.scale:>5} {s.mode:>8} {s.shards_found:>6}/{s.shards_expected:<6} "
                          f"{s.chunks_found:>10}/{s.chunks_expected:<10} {s.bytes / 1e6:>9.1f} "
                          f"{s.sampled:>8} {s.mismatched:>5} {s.seconds:>8.1f}")
-        for f in self.failures:
-            lines.append(f"FAILED s{f.scale} {f.shard} -> {f.output}: {f.reason}")
-        if self.failures:
-            lines.append("retry with:")
-            lines.extend(f"  {cmd}" for cmd in dict.fromkeys(f.retry for f in self.failures))
+        lines.extend(_failure_lines(self.failures))
         lines.append("OK: the export is complete" if self.ok else
                      f"NOT OK: {len(self.failures)} problem(s)")
         return "\n".join(lines)

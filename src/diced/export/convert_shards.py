@@ -269,11 +269,7 @@ class ConvertReport:
             lines.append(f"{s.scale:>5} {s.mode:>8} {s.planned:>8} {s.shards:>8} {s.skipped:>8} "
                          f"{s.failed:>7} {s.chunks:>10} {s.bytes / 1e6:>10.1f} "
                          f"{s.seconds:>8.1f}")
-        for f in self.failures:
-            lines.append(f"FAILED s{f.scale} {f.shard} -> {f.output}: {f.reason}")
-        if self.failures:
-            lines.append("retry with:")
-            lines.extend(f"  {cmd}" for cmd in dict.fromkeys(f.retry for f in self.failures))
+        lines.extend(_failure_lines(self.failures))
         return "\n".join(lines)
 
 
@@ -322,6 +318,16 @@ class _DirectTask:
     @property
     def output(self) -> str:
         return posixpath.join(self.out.key, self.out.sc.shard_file_name(self.number))
+
+
+def _failure_lines(failures: Sequence[Any]) -> list[str]:
+    """Report lines for failed shards (``scale``, ``shard``, ``output``, ``reason``), then
+    the distinct commands that retry them."""
+    lines = [f"FAILED s{f.scale} {f.shard} -> {f.output}: {f.reason}" for f in failures]
+    if failures:
+        lines.append("retry with:")
+        lines.extend(f"  {cmd}" for cmd in dict.fromkeys(f.retry for f in failures))
+    return lines
 
 
 @dataclass(frozen=True)
