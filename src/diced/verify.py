@@ -459,7 +459,7 @@ def _repair(store: Store, spaces: dict[int, _Space], report: VerifyReport,
 
 
 def _forget(store: Store, sid: int) -> None:
-    from diced.repo.resolve import _manifests
+    from diced.repo.manifests import manifests as _manifests
 
     _manifests(store.backend).forget(sid)
 

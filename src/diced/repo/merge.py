@@ -193,14 +193,7 @@ def merge_versions(repo: Any, versions: Sequence[Any], note: str, strategy: Stra
             f"conflict(s); pass strategy= to resolve them", conflicts)
     # reserve the id, write resolutions at it, then publish the node (a crash in between
     # leaves unreachable keys, never a merge node without its resolutions)
-    reserved: dict[str, int] = {}
-
-    def reserve(doc: dict[str, Any]) -> None:
-        reserved["id"] = doc["next_id"]
-        doc["next_id"] += 1
-
-    repo._mutate(reserve)
-    vid = reserved["id"]
+    vid = repo._reserve_id()
     anc = frozenset().union(*(c.ancestors for c in ctxs)) | {vid}
     mctx = VersionCtx(repo.uuid, vid, anc, False, "")
     for space, chosen in plans:

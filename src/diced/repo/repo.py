@@ -490,6 +490,31 @@ class Repo:
             self._move_head(node.id)
         return Version(self, node)
 
+    def _reserve_id(self) -> int:
+        """A fresh version id, never handed out again, for a node published later with
+        ``_add_child(..., vid=)`` (data can be written at it before the node exists)."""
+        reserved: dict[str, int] = {}
+
+        def reserve(doc: dict[str, Any]) -> None:
+            reserved["id"] = doc["next_id"]
+            doc["next_id"] += 1
+
+        self._mutate(reserve)
+        return reserved["id"]
+
+    def _delete_nodes(self, vids: Iterable[int]) -> None:
+        """Remove the version nodes ``vids`` from the repo's metadata (their records, lock
+        marks and any stored head pointing at them); their data is not touched. The caller
+        checks that the result is still a valid DAG (no remaining node has a removed parent).
+        """
+        gone = set(vids)
+
+        def fn(doc: dict[str, Any]) -> dict[str, bytes | None]:
+            doc["nodes"] = [n for n in doc["nodes"] if n["id"] not in gone]
+            return {K.lock_key(self.uuid, v): None for v in gone}
+
+        self._mutate(fn, [K.lock_key(self.uuid, v) for v in gone])
+
     def newversion(self, note: str = "", *, uuid: str | None = None,
                    parent: str | Version | None = None) -> Version:
         """A new open child of a locked version (default: head) on the same branch; becomes head."""

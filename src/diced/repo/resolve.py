@@ -14,17 +14,17 @@ per key, whatever the depth of history:
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from diced.backends.base import Backend
-from diced.errors import CorruptDataError, LockedNodeError
+from diced.errors import CorruptDataError
 from diced.repo import keys as K
+from diced.repo.manifests import manifests as _manifests
+from diced.repo.writers import ModifyFn, Part, modify_parts
 
-__all__ = ["Resolved", "VersionCtx", "VersionedSpace"]
+__all__ = ["Part", "Resolved", "VersionCtx", "VersionedSpace", "modify_parts"]
 
 
 @dataclass(frozen=True)
@@ -58,92 +58,6 @@ class VersionCtx:
 
 #: ``(writer version id, payload)``; payload ``None`` means the writer left a tombstone.
 Resolved = tuple[int, bytes | None]
-
-#: ``modify(ckey, base) -> new``: base/new are payloads, ``None`` meaning "no value" (fill).
-ModifyFn = Callable[[str, bytes | None], bytes | None]
-
-
-class _Manifests:
-    """Per-backend cache of the ``w/`` index of locked versions (immutable once locked)."""
-
-    def __init__(self, backend: Backend, max_merged: int = 4) -> None:
-        self.backend = backend
-        self._manifest: dict[tuple[int, int], dict[str, str]] = {}
-        self._merged: OrderedDict[tuple[int, frozenset[int]], dict[str, tuple[int, str]]] = OrderedDict()
-        self._max_merged = max_merged
-        self._lock = threading.Lock()
-        self._load_lock = threading.Lock()
-
-    def manifest(self, inst: int, vid: int, locked: bool) -> dict[str, str]:
-        key = (inst, vid)
-        if locked and key in self._manifest:
-            return self._manifest[key]
-        out: dict[str, str] = {}
-        for k in self.backend.list_keys(K.index_prefix(inst, vid)):
-            _, ckey, mark = K.parse_index_key(k)
-            out[ckey] = mark
-        if locked:
-            with self._lock:
-                self._manifest[key] = out
-        return out
-
-    def latest(self, inst: int, ancestors: frozenset[int]) -> dict[str, tuple[int, str]]:
-        """ckey -> (writer id, mark) over locked ``ancestors``."""
-        key = (inst, ancestors)
-        with self._lock:
-            hit = self._merged.get(key)
-            if hit is not None:
-                self._merged.move_to_end(key)
-                return hit
-        with self._load_lock:  # one thread lists and merges, the others wait for it
-            with self._lock:
-                hit = self._merged.get(key)
-            if hit is not None:
-                return hit
-            out: dict[str, tuple[int, str]] = {}
-            self._prefetch(inst, ancestors)
-            for vid in sorted(ancestors):  # ascending: later (greater) writers override
-                for ckey, mark in self.manifest(inst, vid, locked=True).items():
-                    out[ckey] = (vid, mark)
-            with self._lock:
-                self._merged[key] = out
-                while len(self._merged) > self._max_merged:
-                    self._merged.popitem(last=False)
-        return out
-
-    def _prefetch(self, inst: int, vids: Iterable[int]) -> None:
-        """List the missing manifests of locked ``vids`` in one concurrent round."""
-        with self._lock:
-            missing = sorted(v for v in vids if (inst, v) not in self._manifest)
-        if len(missing) < 2:
-            return
-        listings = self.backend.list_prefixes([K.index_prefix(inst, v) for v in missing])
-        for vid, keys in zip(missing, listings, strict=True):
-            out: dict[str, str] = {}
-            for k in keys:
-                _, ckey, mark = K.parse_index_key(k)
-                out[ckey] = mark
-            with self._lock:
-                self._manifest[(inst, vid)] = out
-
-    def forget(self, inst: int) -> None:
-        with self._lock:
-            for k in [k for k in self._manifest if k[0] == inst]:
-                del self._manifest[k]
-            for k in [k for k in self._merged if k[0] == inst]:
-                del self._merged[k]
-
-
-_MANIFESTS: dict[int, _Manifests] = {}
-_MANIFESTS_LOCK = threading.Lock()
-
-
-def _manifests(backend: Backend) -> _Manifests:
-    with _MANIFESTS_LOCK:
-        m = _MANIFESTS.get(id(backend))
-        if m is None or m.backend is not backend:
-            m = _MANIFESTS[id(backend)] = _Manifests(backend)
-        return m
 
 
 _KINDS = {"chunk": K.parse_chunk_ckey, "key": K.parse_kv_ckey, "label": lambda c: int(c, 16)}
@@ -429,105 +343,3 @@ class VersionedSpace:
         _manifests(self.backend).forget(self.inst)
 
 
-@dataclass
-class Part:
-    """One instance's share of an atomic multi-instance modification."""
-
-    space: VersionedSpace
-    ckeys: list[str]
-    fn: ModifyFn
-    parent_values: Sequence[Resolved | None] | None = None
-
-
-#: ``extra_fn(current) -> changes`` for plain (unversioned) keys written in the same transaction
-ExtraFn = Callable[[dict[str, bytes | None]], Mapping[str, bytes | None]]
-
-
-def modify_parts(ctx: VersionCtx, parts: Sequence[Part], extra_keys: Sequence[str] = (),
-                 extra_fn: ExtraFn | None = None) -> None:
-    """Apply several :meth:`VersionedSpace.modify` calls (and plain-key changes) in one
-    backend transaction: all or nothing on atomic backends (LMDB, memory).
-
-    Each ``fn`` sees the value inside the transaction and may raise to abort everything.
-    """
-    if ctx.locked:
-        raise LockedNodeError(f"version {ctx.uuid or ctx.vid} is locked; branch from it to write")
-    parts = [p for p in parts if p.ckeys]
-    if not parts:
-        return
-    backend = parts[0].space.backend
-    vid = ctx.vid
-    lock = K.lock_key(ctx.repo, vid)
-    plans = []
-    read = [lock, *extra_keys]
-    for part in parts:
-        pv = part.parent_values
-        if pv is None:
-            pv = part.space.resolve_many(part.ckeys, ctx, strict=True)
-        inst = part.space.inst
-        dkeys = [K.data_key(inst, c, vid, K.DATA) for c in part.ckeys]
-        tkeys = [K.data_key(inst, c, vid, K.TOMB) for c in part.ckeys]
-        read += dkeys + tkeys
-        plans.append((part, pv, dkeys, tkeys))
-
-    def body(cur: dict[str, bytes | None]) -> dict[str, bytes | None]:
-        if cur[lock] is not None:
-            raise LockedNodeError(f"version {ctx.uuid or vid} was locked; nothing written")
-        changes: dict[str, bytes | None] = {}
-        for part, pv, dkeys, tkeys in plans:
-            inst = part.space.inst
-            for c, dk, tk, p in zip(part.ckeys, dkeys, tkeys, pv, strict=True):
-                if cur[dk] is not None:
-                    base = cur[dk]
-                elif cur[tk] is not None:
-                    base = None
-                else:
-                    base = None if p is None else p[1]
-                try:
-                    new = part.fn(c, base)
-                except CorruptDataError as exc:  # the stored base does not decode
-                    raise part.space.locate(exc, ctx, c) from exc
-                ik_d, ik_t = K.index_key(inst, vid, c, K.DATA), K.index_key(inst, vid, c, K.TOMB)
-                if new is not None:
-                    changes.update({dk: bytes(new), ik_d: b"", tk: None, ik_t: None})
-                elif p is not None and p[1] is not None:
-                    changes.update({tk: b"", ik_t: b"", dk: None, ik_d: None})
-                else:
-                    changes.update({dk: None, ik_d: None, tk: None, ik_t: None})
-        if extra_fn is not None:
-            changes.update(extra_fn({k: cur[k] for k in extra_keys}))
-        return changes
-
-    try:
-        if backend.capabilities.atomic_update:
-            backend.update(read, body)
-        else:
-            _apply_ordered(backend, body(dict(zip(read, backend.get_many(read), strict=True))))
-    except CorruptDataError as exc:
-        for part in parts:
-            if (exc.store_key or "").startswith((K.data_prefix(part.space.inst),
-                                                 K.index_prefix(part.space.inst))):
-                raise part.space.locate(exc, ctx) from exc
-        raise
-
-
-def _apply_ordered(backend: Backend, changes: Mapping[str, bytes | None]) -> None:
-    # Non-atomic stores: data before its index entry, index removal before data removal, so
-    # an interrupted write is never visible as an index entry without data.
-    def pick(prefix: str, put: bool) -> dict[str, bytes | None]:
-        return {k: v for k, v in changes.items()
-                if k.startswith(prefix) and (v is not None) == put}
-
-    data_put, idx_put = pick("d/", True), pick("w/", True)
-    idx_del, data_del = pick("w/", False), pick("d/", False)
-    other = {k: v for k, v in changes.items() if not k.startswith(("d/", "w/"))}
-    if data_put:
-        backend.set_many(data_put)  # type: ignore[arg-type]
-    if idx_put:
-        backend.set_many(idx_put)  # type: ignore[arg-type]
-    if idx_del:
-        backend.delete_many(list(idx_del))
-    if data_del:
-        backend.delete_many(list(data_del))
-    if other:
-        backend.apply(other)
