@@ -51,6 +51,8 @@ class TestConformance(BackendConformance):
         if backend_location.kind in ("lmdb", "file"):
             # the workers skip fsync: these tests are about atomicity, not durability
             return backend_location.url, {**backend_location.options, "durable": False}
+        if backend_location.kind in ("gcs", "s3"):  # the emulators listen on 127.0.0.1
+            return backend_location.url, dict(backend_location.options)
         return None
 
     @pytest.fixture

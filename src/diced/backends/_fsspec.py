@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import os
 import threading
@@ -107,6 +108,16 @@ def _listing_prefix(prefix: str, start: str | None, stop: str | None) -> str | N
     return prefix if prefix.startswith(common) else None
 
 
+def _conditional_kind(fs: Any) -> str | None:
+    """``"s3"`` or ``"gcs"`` when ``fs`` is s3fs or gcsfs (which take conditional writes)."""
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    if protocols & {"s3", "s3a"} and hasattr(fs, "get_s3"):
+        return "s3"
+    if protocols & {"gs", "gcs"} and hasattr(fs, "_call"):
+        return "gcs"
+    return None
+
+
 class _FsObjects:
     """Objects of any fsspec filesystem, through its bulk calls."""
 
@@ -119,6 +130,9 @@ class _FsObjects:
         self.root = root
         self._base = root + "/"
         self._async = isinstance(fs, AsyncFileSystem)
+        self._conditional = _conditional_kind(fs) if self._async else None
+        if self._conditional is not None:
+            self.capabilities = Capabilities(compare_and_set=True)
         # gcsfs and s3fs list "<path>/<prefix>*" server-side with find(path, prefix=...)
         self._find_prefix = self._async and "prefix" in inspect.signature(fs._find).parameters
         # s3fs sends a HEAD before each GET to decide on a ranged parallel download (worth
@@ -218,6 +232,105 @@ class _FsObjects:
 
     def close(self) -> None:
         """Nothing to release: fsspec filesystems are cached and shared process-wide."""
+
+    # --- conditional writes (s3fs, gcsfs) ----------------------------------------------------
+
+    def cas(self, key: str, expected: bytes | None, new: bytes | None) -> bool:
+        """Atomic compare-and-set with the object store's own preconditions."""
+        from fsspec.asyn import sync
+
+        path = self.path(key)
+        try:
+            if self._conditional == "s3":
+                return sync(self.fs.loop, _s3_cas, self.fs, path, expected, new)
+            return sync(self.fs.loop, _gcs_cas, self.fs, path, expected, new)
+        finally:
+            self.fs.invalidate_cache(path)
+
+
+async def _s3_cas(fs: Any, path: str, expected: bytes | None, new: bytes | None) -> bool:
+    """S3: ``If-None-Match: *`` creates, ``If-Match: <etag>`` replaces and deletes."""
+    from botocore.exceptions import ClientError
+
+    bucket, key, _ = fs.split_path(path)
+    await fs.set_session()
+    s3 = await fs.get_s3(bucket)
+    lost = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404", "412")
+    try:
+        if expected is None:
+            if new is None:
+                return (await _s3_get(s3, bucket, key))[0] is None
+            await s3.put_object(Bucket=bucket, Key=key, Body=new, IfNoneMatch="*")
+            return True
+        current, etag = await _s3_get(s3, bucket, key)
+        if current != expected:
+            return False
+        if new is None:
+            await s3.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+        else:
+            await s3.put_object(Bucket=bucket, Key=key, Body=new, IfMatch=etag)
+        return True
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in lost:
+            return False
+        raise
+
+
+async def _s3_get(s3: Any, bucket: str, key: str) -> tuple[bytes | None, str | None]:
+    from botocore.exceptions import ClientError
+
+    try:
+        got = await s3.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None, None
+        raise
+    async with got["Body"] as body:
+        data = await body.read()
+    return data, got["ETag"]
+
+
+async def _gcs_cas(fs: Any, path: str, expected: bytes | None, new: bytes | None) -> bool:
+    """GCS: ``ifGenerationMatch`` (``0``: the object must not exist) on upload and delete."""
+    from urllib.parse import quote
+
+    bucket, key, _ = fs.split_path(path)
+    if expected is None:
+        generation = "0"
+        if new is None:
+            return (await _gcs_get(fs, bucket, key))[0] is None
+    else:
+        current, got = await _gcs_get(fs, bucket, key)
+        if current != expected:
+            return False
+        if got is None:
+            raise BackendError(f"gs://{bucket}/{key}: the server sent no object generation, "
+                               "so a conditional write is impossible")
+        generation = got
+    try:
+        if new is None:
+            await fs._call("DELETE", "b/{}/o/{}", bucket, key, ifGenerationMatch=generation)
+        else:
+            # a multipart upload as gcsfs's own (metadata part, then the value)
+            meta = json.dumps({"name": key})
+            body = (f"--==0==\nContent-Type: application/json; charset=UTF-8\n\n{meta}\n"
+                    "--==0==\nContent-Type: application/octet-stream\n\n").encode() \
+                + bytes(new) + b"\n--==0==--"
+            await fs._call("POST", f"{fs._location}/upload/storage/v1/b/{quote(bucket)}/o",
+                           uploadType="multipart", ifGenerationMatch=generation,
+                           headers={"Content-Type": 'multipart/related; boundary="==0=="'},
+                           data=body, json_out=True)
+    except (FileExistsError, FileNotFoundError):  # 412: precondition failed; 404: gone
+        return False
+    return True
+
+
+async def _gcs_get(fs: Any, bucket: str, key: str) -> tuple[bytes | None, str | None]:
+    try:
+        headers, data = await fs._call("GET", "b/{}/o/{}", bucket, key, alt="media")
+    except FileNotFoundError:
+        return None, None
+    return bytes(data), headers.get("x-goog-generation")
 
 
 #: memory root -> lock; memory:// is one dict per process, so these cover every writer
@@ -617,6 +730,9 @@ class FsspecBackend(Backend):
         Atomic where ``capabilities.compare_and_set`` says so (``memory://``, ``file://``).
         """
         _check_key(key)
+        if getattr(self._objects, "_conditional", None) is not None:
+            with self._io("a conditional write"):
+                return self._objects.cas(key, expected, None if new is None else bytes(new))
         with self._locked(exclusive=True):
             with self._io("reading"):
                 current = self._objects.read([key])[0]
