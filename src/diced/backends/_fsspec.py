@@ -387,7 +387,8 @@ def _parallel(fn: Callable[[Any], None], items: Sequence[Any]) -> None:
 class _LocalObjects:
     """Files under a local directory, written atomically, with an ``flock`` for writers."""
 
-    capabilities = Capabilities(compare_and_set=fcntl is not None)
+    capabilities = Capabilities(compare_and_set=fcntl is not None,
+                                process_locks=fcntl is not None)
 
     def __init__(self, root: str, durable: bool) -> None:
         self.root = os.path.abspath(root)
@@ -443,6 +444,33 @@ class _LocalObjects:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+    @contextmanager
+    def hold(self, exclusive: Sequence[str], shared: Sequence[str]) -> Iterator[None]:
+        """Named ``flock`` locks (files ``<root>/.~diced-lock-<name>``): shared ones first,
+        then exclusive ones, each in sorted order. The kernel drops them if we die."""
+        if fcntl is None:  # pragma: no cover - Windows
+            raise BackendError(f"no flock on this platform: {self.root} has no process locks")
+        plan = [(n, fcntl.LOCK_SH) for n in sorted(set(shared))] + \
+               [(n, fcntl.LOCK_EX) for n in sorted(set(exclusive) - set(shared))]
+        for name, _ in plan:
+            if not name or not all(c.isascii() and (c.isalnum() or c in "-_") for c in name):
+                raise InvalidArgumentError(f"bad lock name {name!r}")
+        os.makedirs(self.root, exist_ok=True)
+        fds: list[int] = []
+        try:
+            for name, mode in plan:
+                fd = os.open(os.path.join(self.root, f"{_LOCK_NAME}-{name}"),
+                             os.O_RDWR | os.O_CREAT, 0o666)
+                fds.append(fd)
+                fcntl.flock(fd, mode)
+            yield
+        finally:
+            for fd in reversed(fds):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                finally:
+                    os.close(fd)
 
     # --- objects ---------------------------------------------------------------------------
 
@@ -674,6 +702,13 @@ class FsspecBackend(Backend):
         """Mark the backend closed; fsspec's shared filesystem instances stay cached."""
         self._objects.close()
         self._closed = True
+
+    def hold_locks(self, exclusive: Sequence[str] = (), shared: Sequence[str] = ()
+                   ) -> AbstractContextManager[None]:
+        """Named ``flock`` locks on ``file://`` (see :meth:`Backend.hold_locks`)."""
+        if not isinstance(self._objects, _LocalObjects) or not self.capabilities.process_locks:
+            return super().hold_locks(exclusive, shared)
+        return self._objects.hold(exclusive, shared)
 
     # --- derived, made faster or atomic ------------------------------------------------------
 
