@@ -68,9 +68,9 @@ class TestConformance(BackendConformance):
 EXPECTED_CAPABILITIES = {
     "lmdb": Capabilities(ordered_scan=True, compare_and_set=True, atomic_update=True),
     "memory": Capabilities(compare_and_set=True, atomic_update=True),
-    "file": Capabilities(compare_and_set=True),
-    "gcs": Capabilities(),
-    "s3": Capabilities(),
+    "file": Capabilities(compare_and_set=True, process_locks=True),
+    "gcs": Capabilities(compare_and_set=True),  # conditional requests (ifGenerationMatch)
+    "s3": Capabilities(compare_and_set=True),  # If-None-Match / If-Match
 }
 
 

@@ -372,3 +372,38 @@ def test_abandoned_lease_is_taken_over(store_location, monkeypatch):
                                    for s in range(writers._LEASE_STRIPES)])
     assert all(v in (None, dead) for v in left) and left.count(None) > 0
     store.close()
+
+
+@pytest.mark.backends("file")
+def test_file_process_locks_exclude_and_share(store_location):
+    backend = store_location.open()
+    events: list[str] = []
+    inside = threading.Event()
+
+    def holder() -> None:
+        with backend.hold_locks(exclusive=["s-1"]):
+            inside.set()
+            time.sleep(0.5)
+            events.append("released")
+
+    t = threading.Thread(target=holder)
+    t.start()
+    inside.wait(10)
+    with backend.hold_locks(exclusive=["s-1"]):  # waits for the holder
+        events.append("acquired")
+    t.join(10)
+    assert events == ["released", "acquired"]
+    with backend.hold_locks(shared=["v-1"]), backend.hold_locks(shared=["v-1"]):
+        pass  # shared holders do not wait for each other
+    with pytest.raises(diced.errors.InvalidArgumentError):
+        with backend.hold_locks(exclusive=["../x"]):
+            pass
+    backend.close()
+
+
+@pytest.mark.backends("s3")
+def test_backends_without_process_locks_say_so(store_location):
+    backend = store_location.open()
+    with pytest.raises(diced.errors.BackendError, match="no process locks"):
+        backend.hold_locks(exclusive=["x"])
+    backend.close()

@@ -8,12 +8,18 @@ Three object layers sit under one :class:`FsspecBackend`:
   value. Writers share an ``flock`` on ``<root>/.~diced-lock`` and
   :meth:`FsspecBackend.compare_and_set` / :meth:`FsspecBackend.update` hold it exclusively,
   which makes compare-and-set atomic across the processes of one machine (and on network
-  filesystems whose ``flock`` works across clients).
+  filesystems whose ``flock`` works across clients). :meth:`FsspecBackend.hold_locks` gives
+  named ``flock`` locks (files ``<root>/.~diced-lock-<name>``) that versioned writers use
+  (:mod:`diced.repo.writers`); the kernel drops them when a process dies.
 * ``memory://`` (:class:`_MemoryObjects`): fsspec's process-wide dict; a lock per root makes
   compare-and-set and update atomic (no other process can see the dict).
 * anything else (:class:`_FsObjects`): fsspec bulk calls (``cat``/``pipe``/``rm`` run
   concurrently on async filesystems such as gcsfs and s3fs) and server-side prefix listings.
-  Nothing is atomic: ``compare_and_set`` and ``update`` are the base class's read-then-write.
+  On ``s3://`` and ``gs://`` :meth:`FsspecBackend.compare_and_set` is atomic: a conditional
+  request to the object store (S3 ``If-None-Match: *`` to create, ``If-Match: <ETag>`` of
+  the value just read to replace or delete; GCS ``ifGenerationMatch`` with ``0`` or the
+  generation just read), sent with the s3fs/gcsfs clients' own sessions. Elsewhere
+  ``compare_and_set`` and ``update`` are the base class's read-then-write.
 
 Limits of the key-as-path layout: a key and a key below it (``a/b`` and ``a/b/c``) cannot
 both exist on ``file://`` or ``memory://`` (writing the second raises
@@ -579,8 +585,9 @@ class FsspecBackend(Backend):
     """A store in any fsspec filesystem: ``memory://``, ``file://``, ``gs://``, ``s3://``, ...
 
     Capabilities depend on the protocol (see the module docstring): ``memory://`` has
-    atomic compare-and-set and update; ``file://`` has atomic compare-and-set (an ``flock``
-    across processes); object stores have neither, and no backend here has an ordered scan.
+    atomic compare-and-set and update; ``file://`` has atomic compare-and-set and process
+    locks (``flock``); ``s3://`` and ``gs://`` have atomic compare-and-set (conditional
+    requests); other protocols none, and no backend here has an ordered scan.
 
     Parameters
     ----------
@@ -762,7 +769,8 @@ class FsspecBackend(Backend):
     def compare_and_set(self, key: str, expected: bytes | None, new: bytes | None) -> bool:
         """Set ``key`` to ``new`` (``None`` deletes) only if it now equals ``expected``.
 
-        Atomic where ``capabilities.compare_and_set`` says so (``memory://``, ``file://``).
+        Atomic where ``capabilities.compare_and_set`` says so (``memory://``, ``file://``,
+        ``s3://``, ``gs://``).
         """
         _check_key(key)
         if getattr(self._objects, "_conditional", None) is not None:
