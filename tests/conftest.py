@@ -227,6 +227,87 @@ def _exact_multipart_uploads(server: Any) -> None:
     server._diced_exact_multipart = True
 
 
+def _gcs_preconditions(server: Any) -> None:
+    """Teach the emulator GCS's ``ifGenerationMatch`` (which it ignores) on uploads and
+    deletes, and the ``x-goog-generation`` header of downloads: diced's compare-and-set on
+    gs:// relies on them. The emulator serves one request at a time, so the check and the
+    write are atomic as on GCS."""
+    if getattr(server, "_diced_preconditions", False):
+        return
+    from http import HTTPStatus
+
+    from gcp_storage_emulator.exceptions import NotFound
+    from gcp_storage_emulator.handlers import objects
+
+    def generation(storage: Any, bucket: str, name: str | None) -> str:
+        try:
+            return str(storage.get_file_obj(bucket, name)["generation"])
+        except NotFound:
+            return "0"
+
+    def object_name(request: Any) -> str | None:
+        if request.params.get("object_id"):
+            return request.params["object_id"]
+        if "name" in request.query:
+            return request.query["name"][0]
+        data = request.data if isinstance(request.data, dict) else {}
+        return (data.get("meta") or {}).get("name")
+
+    def guarded(handler: Callable[..., Any]) -> Callable[..., Any]:
+        def run(request: Any, response: Any, storage: Any, *args: Any, **kwargs: Any) -> Any:
+            want = request.query.get("ifGenerationMatch")
+            if want and generation(storage, request.params["bucket_name"],
+                                   object_name(request)) != want[0]:
+                response.status = HTTPStatus.PRECONDITION_FAILED
+                response.json({"error": {"code": 412, "message": "conditionNotMet",
+                                         "errors": [{"reason": "conditionNotMet"}]}})
+                return None
+            return handler(request, response, storage, *args, **kwargs)
+
+        return run
+
+    def with_generation(handler: Callable[..., Any]) -> Callable[..., Any]:
+        def run(request: Any, response: Any, storage: Any, *args: Any, **kwargs: Any) -> Any:
+            gen = generation(storage, request.params["bucket_name"],
+                             request.params["object_id"])
+            if gen != "0":
+                response["x-goog-generation"] = gen
+            return handler(request, response, storage, *args, **kwargs)
+
+        return run
+
+    wrapped = {objects.insert: guarded(objects.insert), objects.delete: guarded(objects.delete),
+               objects.download: with_generation(objects.download),
+               objects.get: with_generation(objects.get)}
+    for _, handlers in server.HANDLERS:
+        for method, handler in list(handlers.items()):
+            if handler in wrapped:
+                handlers[method] = wrapped[handler]
+    server._diced_preconditions = True
+
+
+def _s3_atomic_conditions() -> None:
+    """Make moto's conditional PUT/DELETE atomic: it checks ``If-Match`` /
+    ``If-None-Match`` and then writes, unlocked, on a threaded server. S3 itself decides
+    them atomically; a lock around object writes does the same here."""
+    from moto.s3.responses import S3Response
+
+    if getattr(S3Response, "_diced_atomic", False):
+        return
+    lock = threading.Lock()
+
+    def locked(method: Callable[..., Any]) -> Callable[..., Any]:
+        def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return method(self, *args, **kwargs)
+
+        return run
+
+    S3Response.put_object = locked(S3Response.put_object)
+    S3Response.delete_object = locked(S3Response.delete_object)
+    S3Response._diced_atomic = True
+
+
 @pytest.fixture(scope="session")
 def gcs_emulator() -> Iterator[Emulator]:
     """gcp-storage-emulator in this process (in-memory), with bucket ``diced-test``."""
@@ -247,6 +328,7 @@ def gcs_emulator() -> Iterator[Emulator]:
 
     logging.getLogger("gcp_storage_emulator").setLevel(logging.WARNING)
     _exact_multipart_uploads(emulator_server)
+    _gcs_preconditions(emulator_server)
     port = _free_port()
     httpd = _BacklogHTTPServer(("127.0.0.1", port), partial(
         emulator_server.RequestHandler, MemoryStorage(use_memory_fs=True)))
@@ -277,6 +359,7 @@ def s3_emulator() -> Iterator[Emulator]:
     boto3 = pytest.importorskip("boto3", reason="s3:// tests need boto3 (moto[server])")
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    _s3_atomic_conditions()
     port = _free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

@@ -51,6 +51,8 @@ class TestConformance(BackendConformance):
         if backend_location.kind in ("lmdb", "file"):
             # the workers skip fsync: these tests are about atomicity, not durability
             return backend_location.url, {**backend_location.options, "durable": False}
+        if backend_location.kind in ("gcs", "s3"):  # the emulators listen on 127.0.0.1
+            return backend_location.url, dict(backend_location.options)
         return None
 
     @pytest.fixture
@@ -66,9 +68,9 @@ class TestConformance(BackendConformance):
 EXPECTED_CAPABILITIES = {
     "lmdb": Capabilities(ordered_scan=True, compare_and_set=True, atomic_update=True),
     "memory": Capabilities(compare_and_set=True, atomic_update=True),
-    "file": Capabilities(compare_and_set=True),
-    "gcs": Capabilities(),
-    "s3": Capabilities(),
+    "file": Capabilities(compare_and_set=True, process_locks=True),
+    "gcs": Capabilities(compare_and_set=True),  # conditional requests (ifGenerationMatch)
+    "s3": Capabilities(compare_and_set=True),  # If-None-Match / If-Match
 }
 
 

@@ -8,12 +8,18 @@ Three object layers sit under one :class:`FsspecBackend`:
   value. Writers share an ``flock`` on ``<root>/.~diced-lock`` and
   :meth:`FsspecBackend.compare_and_set` / :meth:`FsspecBackend.update` hold it exclusively,
   which makes compare-and-set atomic across the processes of one machine (and on network
-  filesystems whose ``flock`` works across clients).
+  filesystems whose ``flock`` works across clients). :meth:`FsspecBackend.hold_locks` gives
+  named ``flock`` locks (files ``<root>/.~diced-lock-<name>``) that versioned writers use
+  (:mod:`diced.repo.writers`); the kernel drops them when a process dies.
 * ``memory://`` (:class:`_MemoryObjects`): fsspec's process-wide dict; a lock per root makes
   compare-and-set and update atomic (no other process can see the dict).
 * anything else (:class:`_FsObjects`): fsspec bulk calls (``cat``/``pipe``/``rm`` run
   concurrently on async filesystems such as gcsfs and s3fs) and server-side prefix listings.
-  Nothing is atomic: ``compare_and_set`` and ``update`` are the base class's read-then-write.
+  On ``s3://`` and ``gs://`` :meth:`FsspecBackend.compare_and_set` is atomic: a conditional
+  request to the object store (S3 ``If-None-Match: *`` to create, ``If-Match: <ETag>`` of
+  the value just read to replace or delete; GCS ``ifGenerationMatch`` with ``0`` or the
+  generation just read), sent with the s3fs/gcsfs clients' own sessions. Elsewhere
+  ``compare_and_set`` and ``update`` are the base class's read-then-write.
 
 Limits of the key-as-path layout: a key and a key below it (``a/b`` and ``a/b/c``) cannot
 both exist on ``file://`` or ``memory://`` (writing the second raises
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import os
 import threading
@@ -107,6 +114,16 @@ def _listing_prefix(prefix: str, start: str | None, stop: str | None) -> str | N
     return prefix if prefix.startswith(common) else None
 
 
+def _conditional_kind(fs: Any) -> str | None:
+    """``"s3"`` or ``"gcs"`` when ``fs`` is s3fs or gcsfs (which take conditional writes)."""
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    if protocols & {"s3", "s3a"} and hasattr(fs, "get_s3"):
+        return "s3"
+    if protocols & {"gs", "gcs"} and hasattr(fs, "_call"):
+        return "gcs"
+    return None
+
+
 class _FsObjects:
     """Objects of any fsspec filesystem, through its bulk calls."""
 
@@ -119,6 +136,9 @@ class _FsObjects:
         self.root = root
         self._base = root + "/"
         self._async = isinstance(fs, AsyncFileSystem)
+        self._conditional = _conditional_kind(fs) if self._async else None
+        if self._conditional is not None:
+            self.capabilities = Capabilities(compare_and_set=True)
         # gcsfs and s3fs list "<path>/<prefix>*" server-side with find(path, prefix=...)
         self._find_prefix = self._async and "prefix" in inspect.signature(fs._find).parameters
         # s3fs sends a HEAD before each GET to decide on a ranged parallel download (worth
@@ -219,6 +239,105 @@ class _FsObjects:
     def close(self) -> None:
         """Nothing to release: fsspec filesystems are cached and shared process-wide."""
 
+    # --- conditional writes (s3fs, gcsfs) ----------------------------------------------------
+
+    def cas(self, key: str, expected: bytes | None, new: bytes | None) -> bool:
+        """Atomic compare-and-set with the object store's own preconditions."""
+        from fsspec.asyn import sync
+
+        path = self.path(key)
+        try:
+            if self._conditional == "s3":
+                return sync(self.fs.loop, _s3_cas, self.fs, path, expected, new)
+            return sync(self.fs.loop, _gcs_cas, self.fs, path, expected, new)
+        finally:
+            self.fs.invalidate_cache(path)
+
+
+async def _s3_cas(fs: Any, path: str, expected: bytes | None, new: bytes | None) -> bool:
+    """S3: ``If-None-Match: *`` creates, ``If-Match: <etag>`` replaces and deletes."""
+    from botocore.exceptions import ClientError
+
+    bucket, key, _ = fs.split_path(path)
+    await fs.set_session()
+    s3 = await fs.get_s3(bucket)
+    lost = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404", "412")
+    try:
+        if expected is None:
+            if new is None:
+                return (await _s3_get(s3, bucket, key))[0] is None
+            await s3.put_object(Bucket=bucket, Key=key, Body=new, IfNoneMatch="*")
+            return True
+        current, etag = await _s3_get(s3, bucket, key)
+        if current != expected:
+            return False
+        if new is None:
+            await s3.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+        else:
+            await s3.put_object(Bucket=bucket, Key=key, Body=new, IfMatch=etag)
+        return True
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in lost:
+            return False
+        raise
+
+
+async def _s3_get(s3: Any, bucket: str, key: str) -> tuple[bytes | None, str | None]:
+    from botocore.exceptions import ClientError
+
+    try:
+        got = await s3.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None, None
+        raise
+    async with got["Body"] as body:
+        data = await body.read()
+    return data, got["ETag"]
+
+
+async def _gcs_cas(fs: Any, path: str, expected: bytes | None, new: bytes | None) -> bool:
+    """GCS: ``ifGenerationMatch`` (``0``: the object must not exist) on upload and delete."""
+    from urllib.parse import quote
+
+    bucket, key, _ = fs.split_path(path)
+    if expected is None:
+        generation = "0"
+        if new is None:
+            return (await _gcs_get(fs, bucket, key))[0] is None
+    else:
+        current, got = await _gcs_get(fs, bucket, key)
+        if current != expected:
+            return False
+        if got is None:
+            raise BackendError(f"gs://{bucket}/{key}: the server sent no object generation, "
+                               "so a conditional write is impossible")
+        generation = got
+    try:
+        if new is None:
+            await fs._call("DELETE", "b/{}/o/{}", bucket, key, ifGenerationMatch=generation)
+        else:
+            # a multipart upload as gcsfs's own (metadata part, then the value)
+            meta = json.dumps({"name": key})
+            body = (f"--==0==\nContent-Type: application/json; charset=UTF-8\n\n{meta}\n"
+                    "--==0==\nContent-Type: application/octet-stream\n\n").encode() \
+                + bytes(new) + b"\n--==0==--"
+            await fs._call("POST", f"{fs._location}/upload/storage/v1/b/{quote(bucket)}/o",
+                           uploadType="multipart", ifGenerationMatch=generation,
+                           headers={"Content-Type": 'multipart/related; boundary="==0=="'},
+                           data=body, json_out=True)
+    except (FileExistsError, FileNotFoundError):  # 412: precondition failed; 404: gone
+        return False
+    return True
+
+
+async def _gcs_get(fs: Any, bucket: str, key: str) -> tuple[bytes | None, str | None]:
+    try:
+        headers, data = await fs._call("GET", "b/{}/o/{}", bucket, key, alt="media")
+    except FileNotFoundError:
+        return None, None
+    return bytes(data), headers.get("x-goog-generation")
+
 
 #: memory root -> lock; memory:// is one dict per process, so these cover every writer
 _MEMORY_LOCKS: dict[str, threading.RLock] = {}
@@ -274,7 +393,8 @@ def _parallel(fn: Callable[[Any], None], items: Sequence[Any]) -> None:
 class _LocalObjects:
     """Files under a local directory, written atomically, with an ``flock`` for writers."""
 
-    capabilities = Capabilities(compare_and_set=fcntl is not None)
+    capabilities = Capabilities(compare_and_set=fcntl is not None,
+                                process_locks=fcntl is not None)
 
     def __init__(self, root: str, durable: bool) -> None:
         self.root = os.path.abspath(root)
@@ -330,6 +450,33 @@ class _LocalObjects:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+    @contextmanager
+    def hold(self, exclusive: Sequence[str], shared: Sequence[str]) -> Iterator[None]:
+        """Named ``flock`` locks (files ``<root>/.~diced-lock-<name>``): shared ones first,
+        then exclusive ones, each in sorted order. The kernel drops them if we die."""
+        if fcntl is None:  # pragma: no cover - Windows
+            raise BackendError(f"no flock on this platform: {self.root} has no process locks")
+        plan = [(n, fcntl.LOCK_SH) for n in sorted(set(shared))] + \
+               [(n, fcntl.LOCK_EX) for n in sorted(set(exclusive) - set(shared))]
+        for name, _ in plan:
+            if not name or not all(c.isascii() and (c.isalnum() or c in "-_") for c in name):
+                raise InvalidArgumentError(f"bad lock name {name!r}")
+        os.makedirs(self.root, exist_ok=True)
+        fds: list[int] = []
+        try:
+            for name, mode in plan:
+                fd = os.open(os.path.join(self.root, f"{_LOCK_NAME}-{name}"),
+                             os.O_RDWR | os.O_CREAT, 0o666)
+                fds.append(fd)
+                fcntl.flock(fd, mode)
+            yield
+        finally:
+            for fd in reversed(fds):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                finally:
+                    os.close(fd)
 
     # --- objects ---------------------------------------------------------------------------
 
@@ -438,8 +585,9 @@ class FsspecBackend(Backend):
     """A store in any fsspec filesystem: ``memory://``, ``file://``, ``gs://``, ``s3://``, ...
 
     Capabilities depend on the protocol (see the module docstring): ``memory://`` has
-    atomic compare-and-set and update; ``file://`` has atomic compare-and-set (an ``flock``
-    across processes); object stores have neither, and no backend here has an ordered scan.
+    atomic compare-and-set and update; ``file://`` has atomic compare-and-set and process
+    locks (``flock``); ``s3://`` and ``gs://`` have atomic compare-and-set (conditional
+    requests); other protocols none, and no backend here has an ordered scan.
 
     Parameters
     ----------
@@ -562,6 +710,13 @@ class FsspecBackend(Backend):
         self._objects.close()
         self._closed = True
 
+    def hold_locks(self, exclusive: Sequence[str] = (), shared: Sequence[str] = ()
+                   ) -> AbstractContextManager[None]:
+        """Named ``flock`` locks on ``file://`` (see :meth:`Backend.hold_locks`)."""
+        if not isinstance(self._objects, _LocalObjects) or not self.capabilities.process_locks:
+            return super().hold_locks(exclusive, shared)
+        return self._objects.hold(exclusive, shared)
+
     # --- derived, made faster or atomic ------------------------------------------------------
 
     def apply(self, changes: Mapping[str, bytes | None]) -> None:
@@ -614,9 +769,13 @@ class FsspecBackend(Backend):
     def compare_and_set(self, key: str, expected: bytes | None, new: bytes | None) -> bool:
         """Set ``key`` to ``new`` (``None`` deletes) only if it now equals ``expected``.
 
-        Atomic where ``capabilities.compare_and_set`` says so (``memory://``, ``file://``).
+        Atomic where ``capabilities.compare_and_set`` says so (``memory://``, ``file://``,
+        ``s3://``, ``gs://``).
         """
         _check_key(key)
+        if getattr(self._objects, "_conditional", None) is not None:
+            with self._io("a conditional write"):
+                return self._objects.cas(key, expected, None if new is None else bytes(new))
         with self._locked(exclusive=True):
             with self._io("reading"):
                 current = self._objects.read([key])[0]

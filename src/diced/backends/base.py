@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Self
 
-from diced.errors import InvalidArgumentError
+from diced.errors import BackendError, InvalidArgumentError
 
 __all__ = ["Backend", "Capabilities", "UpdateFn"]
 
@@ -45,11 +46,15 @@ class Capabilities:
     atomic_update:
         :meth:`Backend.update` is atomic (one transaction) against every other writer,
         including other processes.
+    process_locks:
+        :meth:`Backend.hold_locks` gives named shared/exclusive locks between all processes
+        using the store, which the operating system drops when a holder dies (``flock``).
     """
 
     ordered_scan: bool = False
     compare_and_set: bool = False
     atomic_update: bool = False
+    process_locks: bool = False
 
 
 def _check_key(key: str) -> str:
@@ -200,6 +205,17 @@ class Backend(abc.ABC):
 
         self.update([key], swap)
         return ok
+
+    def hold_locks(self, exclusive: Sequence[str] = (), shared: Sequence[str] = ()
+                   ) -> AbstractContextManager[None]:
+        """Hold named locks for the ``with`` block: the ``shared`` names shared, then the
+        ``exclusive`` names exclusively, each in sorted order (so two holders never wait
+        for each other in a cycle). Names are letters, digits, ``-`` and ``_``.
+
+        Only where ``capabilities.process_locks``; elsewhere it raises
+        :class:`~diced.errors.BackendError`.
+        """
+        raise BackendError(f"{type(self).__name__} ({self.url}) has no process locks")
 
     def __enter__(self) -> Self:
         return self

@@ -9,6 +9,8 @@ Layout (all ASCII, fixed-width lowercase hex so that string order is numeric ord
     meta/counter/<name>                      store-wide counters (instance ids, ...)
     meta/head/<repo uuid>                    UUID of the version the repo's head was last moved to
     lock/<repo uuid>/<version id>            present once the version is locked
+    lease/<repo uuid>/<stripe>               a writer's lease on a stripe of keys (object
+                                             stores only, :mod:`diced.repo.writers`)
     d/<inst>/<ckey>/<version id><m>          a value written at a version; m = "d" data, "t" tombstone
     w/<inst>/<version id>/<ckey>/<m>         per-version index of what the version wrote
 
@@ -48,6 +50,7 @@ __all__ = [
     "index_key",
     "index_prefix",
     "kv_ckey",
+    "lease_key",
     "lock_key",
     "parse_chunk_ckey",
     "parse_data_key",
@@ -89,6 +92,11 @@ def counter_key(name: str) -> str:
 def lock_key(repo_uuid: str, vid: int) -> str:
     """Key present once version ``vid`` of the repo is locked."""
     return f"lock/{repo_uuid}/{vid:08x}"
+
+
+def lease_key(repo_uuid: str, stripe: int) -> str:
+    """Key of the writers' lease on stripe ``stripe`` of the repo's keys."""
+    return f"lease/{repo_uuid}/{stripe:04x}"
 
 
 def data_prefix(inst: int) -> str:

@@ -1,8 +1,9 @@
 """Reading and updating store metadata documents (JSON under ``meta/`` keys).
 
 Updates are read-modify-write: atomic on backends that can (LMDB, memory), a
-compare-and-set retry loop where the backend offers only CAS, and last-writer-wins
-elsewhere (object stores without conditional writes; documented as single-metadata-writer).
+compare-and-set retry loop where the backend offers only CAS (file://, and s3:// and gs://
+through conditional requests), and last-writer-wins on a backend with neither (none of
+diced's own; versioned data writes are refused there, see :mod:`diced.repo.writers`).
 """
 
 from __future__ import annotations

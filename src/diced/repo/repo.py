@@ -26,6 +26,7 @@ from diced.repo.diff import Diff
 from diced.repo.merge import Conflict, Strategy
 from diced.repo.meta import dump_doc, load_doc, next_counter, update_docs
 from diced.repo.resolve import VersionCtx
+from diced.repo.writers import lock_version
 
 if TYPE_CHECKING:
     from diced.datatypes.base import Datatype
@@ -448,6 +449,7 @@ class Repo:
             return {K.lock_key(self.uuid, vid): b"1"}
 
         self._mutate(fn, [K.lock_key(self.uuid, vid)])
+        lock_version(self.backend, self.uuid, vid)  # waits for writers already under way
         if vid == self._head_id:
             self._move_head(vid)  # remember it: reopening lands on the committed head
         return Version(self, self._dag.nodes[vid])
