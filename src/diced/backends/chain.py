@@ -1,0 +1,438 @@
+"""Chained stores (DVID's "work in progress" setup): local edits over a read-only base.
+
+A :class:`ChainedBackend` shows two backends as one:
+
+* the **base**, a published store (a ``gs://`` or ``s3://`` bucket, a ``file://`` tree or an
+  LMDB directory) holding the locked versions everyone shares. It is opened read-only
+  (:class:`ReadOnlyBackend`): nothing the chain does can write to it;
+* the **local** layer (normally an LMDB directory) that receives every write: new versions,
+  branches, instances, chunks, label indexes, metadata changes.
+
+Reads look in the local layer first and fall through to the base for keys it does not hold,
+so a new version reads the chunks it did not change from the base. Metadata merges key by
+key, the local value overriding the base's (a repo document changed locally is read from the
+local layer from then on).
+
+Deleting a key the base holds records a local **whiteout** (``~x/<key>``): the key then
+reads as absent and leaves listings, while the base is untouched. This is what lets every
+operation of a normal store (deleting an instance or a repo, dropping versions, garbage
+collection) work on a chained store too. Which keys the base holds is checked once per
+version and key space (the base is immutable, so the answer is cached): deletes at local
+versions cost no base request after the first.
+
+Listings merge both layers in key order. Ordered scans (the one-seek version resolution of
+LMDB) are kept when both layers have them (an LMDB base under an LMDB local layer); with an
+object-store base the chain resolves versions from per-version manifests, as the object
+store alone would, and each base manifest is listed once per process.
+
+The base must not change while chains use it: publish a new base (a new location) instead,
+and start new chains from it. The chain's configuration is the local key ``~c/chain``
+(``{"base": url}``); :func:`diced.backends.layers.open_layers` reads it when a store is
+opened, so ``diced.Store(local_path)`` opens the chain again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from diced.backends.base import Backend, Capabilities, UpdateFn
+from diced.errors import ReadOnlyStoreError
+
+__all__ = ["CHAIN_KEY", "ChainedBackend", "ReadOnlyBackend", "chain_config"]
+
+#: local key holding the chain's configuration (JSON, checksummed like every value)
+CHAIN_KEY = "~c/chain"
+#: every key of the chain's own bookkeeping starts with this (hidden from the chained view)
+RESERVED = "~"
+#: whiteout of ``key``: ``WHITEOUT + key`` (order-preserving, so listings filter by merging)
+WHITEOUT = "~x/"
+#: whiteout of a key too long for ``WHITEOUT + key``: ``LONG_WHITEOUT + sha256(key)``
+LONG_WHITEOUT = "~h/"
+#: the longest key every backend holds (LMDB's limit)
+MAX_KEY = 511
+
+
+def _whiteout(key: str) -> str:
+    wo = WHITEOUT + key
+    if len(wo) <= MAX_KEY:
+        return wo
+    return LONG_WHITEOUT + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _is_long(key: str) -> bool:
+    return len(WHITEOUT) + len(key) > MAX_KEY
+
+
+class ReadOnlyBackend(Backend):
+    """A backend whose every write raises :class:`~diced.errors.ReadOnlyStoreError`.
+
+    Reads, listings and capabilities are those of the wrapped backend (``inner``); updates
+    that change nothing are allowed (they read only).
+    """
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.url = inner.url
+        caps = inner.capabilities
+        self.capabilities = Capabilities(ordered_scan=caps.ordered_scan,
+                                         compare_and_set=False, atomic_update=False)
+
+    def _refuse(self, what: str) -> ReadOnlyStoreError:
+        return ReadOnlyStoreError(f"{self.url} is read-only (the published base of a chained "
+                                  f"store is never written); refused: {what}")
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return self.inner.get_many(keys)
+
+    def set_many(self, items: Mapping[str, bytes]) -> None:
+        if items:
+            raise self._refuse(f"writing {next(iter(items))!r}")
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        if keys:
+            raise self._refuse(f"deleting {keys[0]!r}")
+
+    def apply(self, changes: Mapping[str, bytes | None]) -> None:
+        if changes:
+            raise self._refuse(f"changing {next(iter(changes))!r}")
+
+    def update(self, keys: Sequence[str], fn: UpdateFn) -> dict[str, bytes | None]:
+        changes = dict(fn(dict(zip(keys, self.inner.get_many(keys), strict=True))))
+        if changes:
+            raise self._refuse(f"changing {next(iter(changes))!r}")
+        return changes
+
+    def compare_and_set(self, key: str, expected: bytes | None, new: bytes | None) -> bool:
+        raise self._refuse(f"changing {key!r}")
+
+    def list_keys(self, prefix: str = "", start: str | None = None,
+                  stop: str | None = None) -> Iterator[str]:
+        return self.inner.list_keys(prefix, start, stop)
+
+    def list_prefixes(self, prefixes: Sequence[str]) -> list[list[str]]:
+        return self.inner.list_prefixes(prefixes)
+
+    def is_empty(self) -> bool:
+        return self.inner.is_empty()
+
+    def capabilities_for(self, prefix: str) -> Capabilities:
+        caps = self.inner.capabilities_for(prefix)
+        return Capabilities(ordered_scan=caps.ordered_scan)
+
+    def find_last_many(self, requests: Sequence[tuple[str, str]], accept: Callable[[str], bool]
+                       ) -> list[tuple[str, bytes] | None]:
+        return self.inner.find_last_many(requests, accept)
+
+    def visit_last_many(self, requests: Sequence[tuple[str, str]],
+                        accept: Callable[[str], bool],
+                        visit: Callable[[int, str, bytes | memoryview], None]) -> None:
+        self.inner.visit_last_many(requests, accept, visit)
+
+    def visit_many(self, keys: Sequence[str],
+                   visit: Callable[[int, bytes | memoryview], None]) -> None:
+        self.inner.visit_many(keys, visit)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __repr__(self) -> str:
+        return f"ReadOnlyBackend({self.inner!r})"
+
+
+def chain_config(base_url: str) -> bytes:
+    """The (unframed) value of :data:`CHAIN_KEY` for a chain over ``base_url``."""
+    return json.dumps({"format": 1, "base": base_url, "created": time.time()},
+                      sort_keys=True).encode()
+
+
+class ChainedBackend(Backend):
+    """``local`` over a read-only ``base``: reads fall through, writes stay local.
+
+    See the module docstring. ``private`` lists keys never read from the base (settings that
+    belong to one layer only, such as the store's per-instance routes).
+    """
+
+    def __init__(self, local: Backend, base: Backend, *, private: Iterable[str] = ()) -> None:
+        self.local = local
+        self.base = base if isinstance(base, ReadOnlyBackend) else ReadOnlyBackend(base)
+        self.private = frozenset(private)
+        self.url = local.url
+        lc, bc = local.capabilities, self.base.capabilities
+        self.capabilities = Capabilities(
+            ordered_scan=lc.ordered_scan and bc.ordered_scan,
+            compare_and_set=lc.atomic_update, atomic_update=lc.atomic_update)
+        self._spaces: dict[str, bool] = {}  # "w/<inst>/<vid>/" -> base holds keys there
+        self._spaces_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ChainedBackend(local={self.local!r}, base={self.base.inner!r})"
+
+    # --- which keys the base can hold --------------------------------------------------------
+
+    @staticmethod
+    def _base_prefix(key: str) -> str | None:
+        """The per-version prefix whose base listing decides whether the base may hold
+        ``key`` (``w/<inst>/<vid>/``), or ``None`` for keys checked one by one."""
+        if key.startswith("d/") and len(key) > 21 and key[10] == "/":
+            return f"w/{key[2:10]}/{key[-9:-1]}/"
+        if key.startswith("w/") and len(key) > 21 and key[10] == "/" and key[19] == "/":
+            return key[:20]
+        return None
+
+    def _base_holds(self, keys: Sequence[str]) -> list[bool]:
+        """Whether the base holds each key (whiteouts aside). Versioned keys are decided by
+        one cached listing of their version's index in the base; others by a batched get."""
+        out = [False] * len(keys)
+        single: list[int] = []
+        need: dict[str, list[int]] = {}
+        for i, k in enumerate(keys):
+            if not self._readable(k):
+                continue
+            p = self._base_prefix(k)
+            if p is None:
+                single.append(i)
+            else:
+                need.setdefault(p, []).append(i)
+        unknown = [p for p in need if p not in self._spaces]
+        if unknown:
+            listed = self.base.list_prefixes(unknown)
+            with self._spaces_lock:
+                for p, ks in zip(unknown, listed, strict=True):
+                    self._spaces[p] = bool(ks)
+        for p, idx in need.items():
+            if self._spaces[p]:
+                single += idx
+        if single:
+            values = self.base.get_many([keys[i] for i in single])
+            for i, v in zip(single, values, strict=True):
+                out[i] = v is not None
+        return out
+
+    def _with_whiteouts(self, changes: Mapping[str, bytes | None]) -> dict[str, bytes | None]:
+        """``changes`` plus a whiteout for every deleted key the base holds."""
+        out = dict(changes)
+        dels = [k for k, v in changes.items() if v is None]
+        if dels:
+            for k, held in zip(dels, self._base_holds(dels), strict=True):
+                if held:
+                    out[_whiteout(k)] = b""
+        return out
+
+    def _readable(self, key: str) -> bool:
+        """Whether ``key`` may be read from the base at all."""
+        return key not in self.private and not key.startswith(RESERVED)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        keys = list(keys)
+        values = self.local.get_many(keys)
+        miss = [i for i, v in enumerate(values) if v is None and self._readable(keys[i])]
+        if miss:
+            hidden = self.local.get_many([_whiteout(keys[i]) for i in miss])
+            miss = [i for i, h in zip(miss, hidden, strict=True) if h is None]
+        if miss:
+            for i, v in zip(miss, self.base.get_many([keys[i] for i in miss]), strict=True):
+                values[i] = v
+        return values
+
+    def visit_many(self, keys: Sequence[str],
+                   visit: Callable[[int, bytes | memoryview], None]) -> None:
+        keys = list(keys)
+        found = [False] * len(keys)
+
+        def local_hit(i: int, value: bytes | memoryview) -> None:
+            found[i] = True
+            visit(i, value)
+
+        self.local.visit_many(keys, local_hit)
+        miss = [i for i, f in enumerate(found) if not f and self._readable(keys[i])]
+        if miss:
+            hidden = self.local.get_many([_whiteout(keys[i]) for i in miss])
+            miss = [i for i, h in zip(miss, hidden, strict=True) if h is None]
+        if miss:
+            self.base.visit_many([keys[i] for i in miss], lambda j, v: visit(miss[j], v))
+
+    def _local_keys(self, prefix: str, start: str | None, stop: str | None) -> Iterator[str]:
+        for k in self.local.list_keys(prefix, start, stop):
+            if not k.startswith(RESERVED):
+                yield k
+
+    def _whiteouts_in(self, prefix: str, start: str | None, stop: str | None) -> Iterator[str]:
+        n = len(WHITEOUT)
+        for k in self.local.list_keys(WHITEOUT + prefix,
+                                      None if start is None else WHITEOUT + start,
+                                      None if stop is None else WHITEOUT + stop):
+            yield k[n:]
+
+    def _filter_base(self, base_keys: Iterable[str], prefix: str, start: str | None,
+                     stop: str | None) -> Iterator[str]:
+        """Base keys without the whited-out and private ones (merging sorted sequences)."""
+        if prefix.startswith(RESERVED) or prefix in self.private:
+            return
+        wos = self._whiteouts_in(prefix, start, stop)
+        wo = next(wos, None)
+        for k in base_keys:
+            if k in self.private or k.startswith(RESERVED):
+                continue
+            while wo is not None and wo < k:
+                wo = next(wos, None)
+            if wo == k:
+                continue
+            if _is_long(k) and self.local.get(_whiteout(k)) is not None:
+                continue  # keys that long are rare: their hashed whiteouts are looked up
+            yield k
+
+    def _merged(self, local_keys: Iterable[str], base_keys: Iterable[str], prefix: str,
+                start: str | None, stop: str | None) -> Iterator[str]:
+        last = None
+        for k in heapq.merge(local_keys, self._filter_base(base_keys, prefix, start, stop)):
+            if k != last:
+                yield k
+                last = k
+
+    def list_keys(self, prefix: str = "", start: str | None = None,
+                  stop: str | None = None) -> Iterator[str]:
+        return self._merged(self._local_keys(prefix, start, stop),
+                            self.base.list_keys(prefix, start, stop), prefix, start, stop)
+
+    def list_prefixes(self, prefixes: Sequence[str]) -> list[list[str]]:
+        prefixes = list(prefixes)
+        listed = self.base.list_prefixes(prefixes)  # concurrently on object stores
+        return [list(self._merged(self._local_keys(p, None, None), b, p, None, None))
+                for p, b in zip(prefixes, listed, strict=True)]
+
+    def is_empty(self) -> bool:
+        return next(iter(self.list_keys()), None) is None
+
+    def capabilities_for(self, prefix: str) -> Capabilities:
+        lc, bc = self.local.capabilities_for(prefix), self.base.capabilities_for(prefix)
+        return Capabilities(ordered_scan=lc.ordered_scan and bc.ordered_scan,
+                            compare_and_set=self.capabilities.compare_and_set,
+                            atomic_update=self.capabilities.atomic_update)
+
+    def _base_hits(self, requests: Sequence[tuple[str, str]], accept: Callable[[str], bool]
+                   ) -> list[tuple[str, bytes] | None]:
+        """:meth:`find_last_many` on the base, whited-out and private keys skipped."""
+        hidden: set[str] = set()
+        longs = next(iter(self.local.list_keys(LONG_WHITEOUT)), None) is not None
+        if next(iter(self.local.list_keys(WHITEOUT)), None) is not None:
+            for prefix, stop in requests:
+                hidden.update(self._whiteouts_in(prefix, None, stop))
+
+        def base_accept(key: str) -> bool:
+            if key in hidden or key in self.private or not accept(key):
+                return False
+            return not (longs and _is_long(key) and self.local.get(_whiteout(key)) is not None)
+
+        return self.base.find_last_many(requests, base_accept)
+
+    def find_last_many(self, requests: Sequence[tuple[str, str]], accept: Callable[[str], bool]
+                       ) -> list[tuple[str, bytes] | None]:
+        requests = list(requests)
+        local = self.local.find_last_many(requests, accept)
+        base = self._base_hits(requests, accept)
+        # both hits share the request's prefix: the greater key is the later version
+        return [lh if b is None or (lh is not None and lh[0] >= b[0]) else b
+                for lh, b in zip(local, base, strict=True)]
+
+    def visit_last_many(self, requests: Sequence[tuple[str, str]],
+                        accept: Callable[[str], bool],
+                        visit: Callable[[int, str, bytes | memoryview], None]) -> None:
+        requests = list(requests)
+        local_keys: list[str | None] = [None] * len(requests)
+
+        def seen(i: int, key: str, value: bytes | memoryview) -> None:
+            local_keys[i] = key
+
+        self.local.visit_last_many(requests, accept, seen)
+        base = self._base_hits(requests, accept)
+        from_local: list[int] = []
+        for i, (lk, b) in enumerate(zip(local_keys, base, strict=True)):
+            if b is not None and (lk is None or b[0] > lk):
+                visit(i, b[0], b[1])
+            elif lk is not None:
+                from_local.append(i)
+        if from_local:  # zero-copy from the local layer
+            keys: list[str] = [local_keys[i] for i in from_local]  # type: ignore[misc]
+            self.local.visit_many(keys, lambda j, v: visit(from_local[j], keys[j], v))
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def _check_keys(self, keys: Iterable[str]) -> None:
+        from diced.errors import InvalidArgumentError
+
+        for k in keys:
+            if isinstance(k, str) and k.startswith(RESERVED):
+                raise InvalidArgumentError(
+                    f"keys starting with {RESERVED!r} are reserved by chained stores: {k!r}")
+
+    def set_many(self, items: Mapping[str, bytes]) -> None:
+        # a whiteout left under a key written again is harmless: local values win
+        self._check_keys(items)
+        self.local.set_many(items)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        self.apply(dict.fromkeys(keys))
+
+    def apply(self, changes: Mapping[str, bytes | None]) -> None:
+        self._check_keys(changes)
+        if changes:
+            self.local.apply(self._with_whiteouts(changes))
+
+    def update(self, keys: Sequence[str], fn: UpdateFn) -> dict[str, bytes | None]:
+        keys = list(keys)
+        self._check_keys(keys)
+        readable = [k for k in keys if self._readable(k)]
+        # the base is immutable: read it before the local transaction, not inside it
+        base_vals = dict(zip(readable, self.base.get_many(readable), strict=True))
+        wos = {k: _whiteout(k) for k in readable}
+        made: dict[str, bytes | None] = {}
+
+        def body(cur: dict[str, bytes | None]) -> dict[str, bytes | None]:
+            current: dict[str, bytes | None] = {}
+            for k in keys:
+                v = cur[k]
+                if v is None and k in wos and cur[wos[k]] is None:
+                    v = base_vals[k]
+                current[k] = v
+            made.clear()
+            made.update(fn(current))
+            out: dict[str, bytes | None] = dict(made)
+            for k, v in made.items():
+                if v is None and base_vals.get(k) is not None:
+                    out[wos[k]] = b""  # the base holds it: hide it
+            extra = [k for k, v in made.items() if v is None and k not in base_vals]
+            for k, held in zip(extra, self._base_holds(extra), strict=True):
+                if held:
+                    out[_whiteout(k)] = b""
+            return out
+
+        self.local.update(keys + list(dict.fromkeys(wos.values())), body)
+        return dict(made)
+
+    def compare_and_set(self, key: str, expected: bytes | None, new: bytes | None) -> bool:
+        ok = True
+
+        def swap(current: dict[str, bytes | None]) -> dict[str, bytes | None]:
+            nonlocal ok
+            if current[key] != expected:
+                ok = False
+                return {}
+            return {key: new}
+
+        self.update([key], swap)
+        return ok
+
+    def close(self) -> None:
+        try:
+            self.local.close()
+        finally:
+            self.base.close()
