@@ -62,6 +62,9 @@ def open_target(url: str, layer_options: LayerOptions | None = None, *,
     """Open the backend of a chained base or routed target at ``url``."""
     opts = options_for(url, layer_options)
     if "://" not in url or url.startswith("lmdb://"):
+        path = os.path.expanduser(url[7:] if url.startswith("lmdb://") else url)
+        if read_only and not os.path.isdir(path):
+            raise StoreNotFoundError(f"no store at {url}")
         if read_only:
             opts.setdefault("readonly", True)
         elif create is not None:
