@@ -259,12 +259,31 @@ def place_spaces(store: Any, spaces: list[int], url: str) -> str:
     return url
 
 
+def _routed_below(backend: Backend) -> set[int]:
+    """Spaces routed by the layers below the store's own routes (a chained base's)."""
+    if isinstance(backend, RoutedBackend):
+        return _routed_below(backend.main)
+    if isinstance(backend, ChainedBackend):
+        return _all_routed(backend.base.inner)
+    return set()
+
+
+def _all_routed(backend: Backend) -> set[int]:
+    if isinstance(backend, ReadOnlyBackend):
+        return _all_routed(backend.inner)
+    if isinstance(backend, RoutedBackend):
+        return set(backend.routes) | _all_routed(backend.main)
+    if isinstance(backend, ChainedBackend):
+        return _all_routed(backend.base.inner)
+    return set()
+
+
 def ensure_routes(store: Any, spaces: list[int]) -> None:
     """Make this process's store handle route ``spaces`` as the store records (an instance
     placed elsewhere by another process after this store was opened)."""
     raw = store.backend.raw
     have = raw.routes if isinstance(raw, RoutedBackend) else {}
-    if all(s in have for s in spaces):
+    if all(s in have for s in spaces) or all(s in _routed_below(raw) for s in spaces):
         return
     from diced.repo.meta import load_doc
 
