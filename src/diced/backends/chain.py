@@ -318,49 +318,57 @@ class ChainedBackend(Backend):
                             compare_and_set=self.capabilities.compare_and_set,
                             atomic_update=self.capabilities.atomic_update)
 
-    def _base_hits(self, requests: Sequence[tuple[str, str]], accept: Callable[[str], bool]
-                   ) -> list[tuple[str, bytes] | None]:
-        """:meth:`find_last_many` on the base, whited-out and private keys skipped."""
+    def _base_accept(self, requests: Sequence[tuple[str, str]], accept: Callable[[str], bool]
+                     ) -> Callable[[str], bool]:
+        """``accept`` for base keys: whited-out and private keys are skipped."""
         hidden: set[str] = set()
         longs = next(iter(self.local.list_keys(LONG_WHITEOUT)), None) is not None
         if next(iter(self.local.list_keys(WHITEOUT)), None) is not None:
             for prefix, stop in requests:
                 hidden.update(self._whiteouts_in(prefix, None, stop))
+        if not hidden and not longs and not self.private:
+            return accept
 
         def base_accept(key: str) -> bool:
             if key in hidden or key in self.private or not accept(key):
                 return False
             return not (longs and _is_long(key) and self.local.get(_whiteout(key)) is not None)
 
-        return self.base.find_last_many(requests, base_accept)
+        return base_accept
 
     def find_last_many(self, requests: Sequence[tuple[str, str]], accept: Callable[[str], bool]
                        ) -> list[tuple[str, bytes] | None]:
-        requests = list(requests)
-        local = self.local.find_last_many(requests, accept)
-        base = self._base_hits(requests, accept)
-        # both hits share the request's prefix: the greater key is the later version
-        return [lh if b is None or (lh is not None and lh[0] >= b[0]) else b
-                for lh, b in zip(local, base, strict=True)]
+        out: list[tuple[str, bytes] | None] = [None] * len(requests)
+
+        def keep(i: int, key: str, value: bytes | memoryview) -> None:
+            out[i] = (key, bytes(value))
+
+        self.visit_last_many(requests, accept, keep)
+        return out
 
     def visit_last_many(self, requests: Sequence[tuple[str, str]],
                         accept: Callable[[str], bool],
                         visit: Callable[[int, str, bytes | memoryview], None]) -> None:
+        """Both layers' greatest accepted key per request (they share the request's prefix,
+        so the greater key is the later version); values are handed over zero-copy."""
         requests = list(requests)
         local_keys: list[str | None] = [None] * len(requests)
 
         def seen(i: int, key: str, value: bytes | memoryview) -> None:
-            local_keys[i] = key
+            local_keys[i] = key  # keys only: the winners are visited below
 
         self.local.visit_last_many(requests, accept, seen)
-        base = self._base_hits(requests, accept)
-        from_local: list[int] = []
-        for i, (lk, b) in enumerate(zip(local_keys, base, strict=True)):
-            if b is not None and (lk is None or b[0] > lk):
-                visit(i, b[0], b[1])
-            elif lk is not None:
-                from_local.append(i)
-        if from_local:  # zero-copy from the local layer
+        from_base = [False] * len(requests)
+
+        def base_hit(i: int, key: str, value: bytes | memoryview) -> None:
+            lk = local_keys[i]
+            if lk is None or key > lk:
+                from_base[i] = True
+                visit(i, key, value)
+
+        self.base.visit_last_many(requests, self._base_accept(requests, accept), base_hit)
+        from_local = [i for i, k in enumerate(local_keys) if k is not None and not from_base[i]]
+        if from_local:
             keys: list[str] = [local_keys[i] for i in from_local]  # type: ignore[misc]
             self.local.visit_many(keys, lambda j, v: visit(from_local[j], keys[j], v))
 
