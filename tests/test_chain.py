@@ -257,3 +257,33 @@ def test_cli_chain(published, tmp_path, capsys):
     assert "fly" in capsys.readouterr().out
     assert cli_main(["chain", str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
     assert "no store" in capsys.readouterr().err
+
+
+def _voxel_writer(local: str, version: str, row: int, n: int) -> None:
+    store = diced.Store(local)
+    arr = store.open_repo("fly", version=version).array("gray")
+    for i in range(n):
+        arr[row, i, 0] = 255  # every write a read-modify-write of the same base chunk
+    store.close()
+
+
+def test_processes_writing_one_chunk_through_a_chain_lose_nothing(published, tmp_path):
+    import multiprocessing
+
+    base, uuids = published
+    local = str(tmp_path / "local.diced")
+    with diced.Store.chain(base, local) as store:
+        repo = store.open_repo("fly", version=uuids["root"])
+        head = repo.newversion("shared").uuid
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_voxel_writer, args=(local, head, row, 24)) for row in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    assert [p.exitcode for p in procs] == [0, 0]
+    with diced.Store(local) as store:
+        got = store.open_repo("fly", version=head).array("gray")[:]
+    expect = _gray()
+    expect[1:3, :24, 0] = 255
+    np.testing.assert_array_equal(got, expect)

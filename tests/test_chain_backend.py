@@ -197,3 +197,16 @@ def test_read_only_backend_refuses_every_write(tmp_path):
     assert ro.update(["a"], lambda cur: {}) == {}
     assert ro.get("a") == b"1" and isinstance(ReadOnlyStoreError("x"), PermissionError)
     ro.close()
+
+
+def test_wrappers_delegate_every_backend_method():
+    """A method added to Backend must be delegated by the layer wrappers too (else its
+    default, possibly non-atomic derivation would bypass the layers' rules)."""
+    from diced.backends.base import Backend
+    from diced.backends.routed import RoutedBackend
+
+    derived = {"get", "set", "delete", "exists", "list_prefix"}  # one-key forms of *_many
+    public = {n for n, v in vars(Backend).items() if callable(v) and not n.startswith("_")}
+    for cls in (ChainedBackend, ReadOnlyBackend, RoutedBackend):
+        missing = sorted(n for n in public - derived if n not in vars(cls))
+        assert missing == [], (cls.__name__, missing)
