@@ -210,3 +210,44 @@ def test_wrappers_delegate_every_backend_method():
     for cls in (ChainedBackend, ReadOnlyBackend, RoutedBackend):
         missing = sorted(n for n in public - derived if n not in vars(cls))
         assert missing == [], (cls.__name__, missing)
+
+
+class _Counting(ReadOnlyBackend):
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.calls = 0
+
+    def get_many(self, keys):
+        self.calls += 1
+        return super().get_many(keys)
+
+    def list_prefixes(self, prefixes):
+        self.calls += 1
+        return super().list_prefixes(prefixes)
+
+
+def test_writes_at_local_versions_ask_the_base_once(tmp_path):
+    """The base is immutable: what it lacks (keys of versions it never had, lock marks of
+    local versions) is learnt once, so repeated writes cost no base request."""
+    loc = (tmp_path / "base").as_uri()
+    with open_backend(loc) as b:
+        b.set_many(BASE_ITEMS)
+    base = _Counting(open_backend(loc))
+    chain = ChainedBackend(open_backend(str(tmp_path / "local")), base)
+    keys = ["lock/r/00000009", "d/0000000a/c1/00000009d", "d/0000000a/c1/00000009t",
+            "w/0000000a/00000009/c1/d"]
+
+    def write(cur):
+        assert cur["lock/r/00000009"] is None
+        return {"d/0000000a/c1/00000009d": b"x", "d/0000000a/c1/00000009t": None,
+                "w/0000000a/00000009/c1/d": b""}
+
+    chain.update(keys, write)
+    first = base.calls
+    assert first > 0
+    for _ in range(3):
+        chain.update(keys, write)
+        chain.delete_many(["d/0000000a/c1/00000009t"])
+    assert base.calls == first
+    assert not list(chain.local.list_keys("~x/"))  # nothing to hide: no whiteouts written
+    chain.close()

@@ -56,6 +56,8 @@ WHITEOUT = "~x/"
 LONG_WHITEOUT = "~h/"
 #: the longest key every backend holds (LMDB's limit)
 MAX_KEY = 511
+#: how many base values of unversioned keys (metadata, lock marks) a chain keeps
+_META_CACHE = 4096
 
 
 def _whiteout(key: str) -> str:
@@ -169,7 +171,8 @@ class ChainedBackend(Backend):
             ordered_scan=lc.ordered_scan and bc.ordered_scan,
             compare_and_set=lc.atomic_update, atomic_update=lc.atomic_update)
         self._spaces: dict[str, bool] = {}  # "w/<inst>/<vid>/" -> base holds keys there
-        self._spaces_lock = threading.Lock()
+        self._meta: dict[str, bytes | None] = {}  # base values of unversioned keys
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"ChainedBackend(local={self.local!r}, base={self.base.inner!r})"
@@ -186,34 +189,47 @@ class ChainedBackend(Backend):
             return key[:20]
         return None
 
-    def _base_holds(self, keys: Sequence[str]) -> list[bool]:
-        """Whether the base holds each key (whiteouts aside). Versioned keys are decided by
-        one cached listing of their version's index in the base; others by a batched get."""
-        out = [False] * len(keys)
-        single: list[int] = []
+    def _base_get(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The base's values of ``keys`` (whiteouts aside), asking the base only for what it
+        may hold: a versioned key only if the base's index lists its version (one cached
+        listing per version and key space), other keys once (cached: the base is
+        immutable). Writes at local versions thus cost no base request."""
+        out: list[bytes | None] = [None] * len(keys)
+        fetch: list[int] = []
         need: dict[str, list[int]] = {}
+        cache = self._meta
         for i, k in enumerate(keys):
             if not self._readable(k):
                 continue
             p = self._base_prefix(k)
-            if p is None:
-                single.append(i)
-            else:
+            if p is not None:
                 need.setdefault(p, []).append(i)
+            elif k in cache:
+                out[i] = cache[k]
+            else:
+                fetch.append(i)
         unknown = [p for p in need if p not in self._spaces]
         if unknown:
             listed = self.base.list_prefixes(unknown)
-            with self._spaces_lock:
+            with self._lock:
                 for p, ks in zip(unknown, listed, strict=True):
                     self._spaces[p] = bool(ks)
-        for p, idx in need.items():
-            if self._spaces[p]:
-                single += idx
-        if single:
-            values = self.base.get_many([keys[i] for i in single])
-            for i, v in zip(single, values, strict=True):
-                out[i] = v is not None
+        versioned = {i for p, idx in need.items() if self._spaces[p] for i in idx}
+        fetch += sorted(versioned)
+        if fetch:
+            values = self.base.get_many([keys[i] for i in fetch])
+            with self._lock:
+                for i, v in zip(fetch, values, strict=True):
+                    out[i] = v
+                    if i not in versioned:
+                        if len(cache) >= _META_CACHE:
+                            cache.pop(next(iter(cache)))
+                        cache[keys[i]] = v
         return out
+
+    def _base_holds(self, keys: Sequence[str]) -> list[bool]:
+        """Whether the base holds each key (whiteouts aside)."""
+        return [v is not None for v in self._base_get(keys)]
 
     def _with_whiteouts(self, changes: Mapping[str, bytes | None]) -> dict[str, bytes | None]:
         """``changes`` plus a whiteout for every deleted key the base holds."""
@@ -239,7 +255,7 @@ class ChainedBackend(Backend):
             hidden = self.local.get_many([_whiteout(keys[i]) for i in miss])
             miss = [i for i, h in zip(miss, hidden, strict=True) if h is None]
         if miss:
-            for i, v in zip(miss, self.base.get_many([keys[i] for i in miss]), strict=True):
+            for i, v in zip(miss, self._base_get([keys[i] for i in miss]), strict=True):
                 values[i] = v
         return values
 
@@ -400,7 +416,7 @@ class ChainedBackend(Backend):
         self._check_keys(keys)
         readable = [k for k in keys if self._readable(k)]
         # the base is immutable: read it before the local transaction, not inside it
-        base_vals = dict(zip(readable, self.base.get_many(readable), strict=True))
+        base_vals = dict(zip(readable, self._base_get(readable), strict=True))
         wos = {k: _whiteout(k) for k in readable}
         made: dict[str, bytes | None] = {}
 
