@@ -314,16 +314,39 @@ class ChainedBackend(Backend):
                 yield k
                 last = k
 
+    def _base_lacks(self, prefix: str) -> bool:
+        """Whether the base is known to hold nothing under ``prefix`` (a version's index
+        prefix ``w/<inst>/<vid>/`` whose listing came back empty before)."""
+        if len(prefix) >= 20 and prefix.startswith("w/") and prefix[10] == "/" \
+                and prefix[19] == "/":
+            return self._spaces.get(prefix[:20]) is False
+        return False
+
+    def _note_listing(self, prefix: str, keys: list[str]) -> None:
+        if _is_index_prefix(prefix):
+            with self._lock:
+                self._spaces[prefix] = bool(keys)
+
     def list_keys(self, prefix: str = "", start: str | None = None,
                   stop: str | None = None) -> Iterator[str]:
-        return self._merged(self._local_keys(prefix, start, stop),
-                            self.base.list_keys(prefix, start, stop), prefix, start, stop)
+        base: Iterable[str]
+        if self._base_lacks(prefix):
+            base = ()
+        elif start is None and stop is None and _is_index_prefix(prefix):
+            base = list(self.base.list_keys(prefix))  # one version's manifest: remember
+            self._note_listing(prefix, base)         # when it is empty (a local version)
+        else:
+            base = self.base.list_keys(prefix, start, stop)
+        return self._merged(self._local_keys(prefix, start, stop), base, prefix, start, stop)
 
     def list_prefixes(self, prefixes: Sequence[str]) -> list[list[str]]:
         prefixes = list(prefixes)
-        listed = self.base.list_prefixes(prefixes)  # concurrently on object stores
-        return [list(self._merged(self._local_keys(p, None, None), b, p, None, None))
-                for p, b in zip(prefixes, listed, strict=True)]
+        ask = [p for p in prefixes if not self._base_lacks(p)]
+        got = dict(zip(ask, self.base.list_prefixes(ask), strict=True)) if ask else {}
+        for p, keys in got.items():
+            self._note_listing(p, keys)
+        return [list(self._merged(self._local_keys(p, None, None), got.get(p, ()), p, None,
+                                  None)) for p in prefixes]
 
     def is_empty(self) -> bool:
         return next(iter(self.list_keys()), None) is None
@@ -460,3 +483,9 @@ class ChainedBackend(Backend):
             self.local.close()
         finally:
             self.base.close()
+
+
+def _is_index_prefix(prefix: str) -> bool:
+    """Whether ``prefix`` is exactly one version's index prefix, ``w/<inst>/<vid>/``."""
+    return len(prefix) == 20 and prefix.startswith("w/") and prefix[10] == "/" \
+        and prefix[19] == "/"
