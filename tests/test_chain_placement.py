@@ -242,3 +242,51 @@ def test_chain_over_a_base_with_placed_instances(tmp_path):
         repo.commit("edit")
         assert chain.verify().ok
     assert {u: _keys(u) for u in (base, target)} == before
+
+
+def test_routed_update_spans_backends_atomically(tmp_path):
+    """An update touching main and routed keys runs inside one main transaction: an error
+    stores nothing anywhere, and threads incrementing a routed key lose no update."""
+    import threading
+
+    target = open_backend((tmp_path / "t").as_uri())  # no atomic updates of its own
+    routed = RoutedBackend(open_backend(str(tmp_path / "main")), {10: target})
+    assert routed.capabilities.atomic_update and not routed.capabilities.ordered_scan
+    assert routed.capabilities_for("d/0000000b/").ordered_scan
+    key, lock = "d/0000000a/c/00000001d", "lock/r/00000001"
+
+    class Boom(Exception):
+        pass
+
+    def fail(cur):
+        raise Boom
+
+    with pytest.raises(Boom):
+        routed.update([lock, key], fail)
+    assert routed.get_many([lock, key]) == [None, None]
+
+    def bump(cur):
+        return {key: b"%d" % (int(cur[key] or b"0") + 1), lock: None}
+
+    def work():
+        for _ in range(50):
+            routed.update([lock, key], bump)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert routed.get(key) == b"150"
+    assert target.get(key) == b"150"  # it lives on the target
+    routed.close()
+
+
+def test_layer_options_by_url_or_protocol():
+    from diced.backends.layers import options_for
+
+    opts = {"s3://b/x": {"anon": True}, "s3": {"key": "k"}, "lmdb": {"durable": False}}
+    assert options_for("s3://b/x", opts) == {"anon": True}
+    assert options_for("s3://b/y", opts) == {"key": "k"}
+    assert options_for("/some/path", opts) == {"durable": False}
+    assert options_for("gs://b/x", opts) == {} and options_for("gs://b", None) == {}
