@@ -189,7 +189,7 @@ class ChainedBackend(Backend):
             return key[:20]
         return None
 
-    def _base_get(self, keys: Sequence[str]) -> list[bytes | None]:
+    def _base_get(self, keys: Sequence[str], *, probe: bool = False) -> list[bytes | None]:
         """The base's values of ``keys`` (whiteouts aside), asking the base only for what it
         may hold: a versioned key only if the base's index lists its version (one cached
         listing per version and key space), other keys once (cached: the base is
@@ -215,7 +215,11 @@ class ChainedBackend(Backend):
                 for p, ks in zip(unknown, listed, strict=True):
                     self._spaces[p] = bool(ks)
         versioned = {i for p, idx in need.items() if self._spaces[p] for i in idx}
-        fetch += sorted(versioned)
+        if probe:  # existence only: a version the base wrote may hold it (no chunk download)
+            for i in versioned:
+                out[i] = b""
+        else:
+            fetch += sorted(versioned)
         if fetch:
             values = self.base.get_many([keys[i] for i in fetch])
             with self._lock:
@@ -228,8 +232,10 @@ class ChainedBackend(Backend):
         return out
 
     def _base_holds(self, keys: Sequence[str]) -> list[bool]:
-        """Whether the base holds each key (whiteouts aside)."""
-        return [v is not None for v in self._base_get(keys)]
+        """Whether the base may hold each key (whiteouts aside): exact for unversioned keys,
+        and true for every key of a version the base wrote in that key space (a whiteout
+        of an absent key is harmless, and deleting a base instance need not download it)."""
+        return [v is not None for v in self._base_get(keys, probe=True)]
 
     def _with_whiteouts(self, changes: Mapping[str, bytes | None]) -> dict[str, bytes | None]:
         """``changes`` plus a whiteout for every deleted key the base holds."""
