@@ -287,3 +287,27 @@ def test_processes_writing_one_chunk_through_a_chain_lose_nothing(published, tmp
     expect = _gray()
     expect[1:3, :24, 0] = 255
     np.testing.assert_array_equal(got, expect)
+
+
+def test_chain_over_an_s3_bucket(s3_emulator, tmp_path):
+    """The published base is a bucket (moto's S3 server): read through, edit locally."""
+    import uuid
+
+    base = f"s3://{s3_emulator.bucket}/{uuid.uuid4().hex}"
+    uuids = _publish(base)
+    before = _dump(base)
+    with diced.Store.chain(base, tmp_path / "local",
+                           layer_options={"s3": s3_emulator.options}) as store:
+        assert not store.backend.capabilities.ordered_scan  # manifests, as on S3 itself
+        repo = store.open_repo("fly", version=uuids["root"])
+        np.testing.assert_array_equal(repo.array("gray")[:], _gray())
+        repo.branch("local")
+        repo.array("gray")[:, :8] = 0
+        repo.labels("seg")[:8] = 3
+        repo.commit("local")
+        got = repo.array("gray")[:]
+        assert (got[:, :8] == 0).all() and (got[:, 8:] == _gray()[:, 8:]).all()
+        assert set(np.unique(repo.labels("seg")[:])) == {0, 3, 7, 8}
+        repo.delete_instance("kv")
+        assert store.verify().ok
+    assert _dump(base) == before
