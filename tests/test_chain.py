@@ -311,3 +311,21 @@ def test_chain_over_an_s3_bucket(s3_emulator, tmp_path):
         repo.delete_instance("kv")
         assert store.verify().ok
     assert _dump(base) == before
+
+
+def test_a_chain_can_be_the_base_of_another(published, tmp_path):
+    base, uuids = published
+    with diced.Store.chain(base, tmp_path / "mid") as mid:
+        repo = mid.open_repo("fly", version=uuids["root"])
+        repo.newversion("mid")
+        repo.array("gray")[:1] = 1
+        mid_v = repo.commit("mid").uuid
+    with diced.Store.chain(tmp_path / "mid", tmp_path / "top") as top:
+        repo = top.open_repo("fly", version=mid_v)
+        repo.newversion("top")
+        repo.array("gray")[1:2] = 2
+        got = repo.array("gray")[:3]
+        assert (got[0] == 1).all() and (got[1] == 2).all() and (got[2] == _gray()[2]).all()
+    with diced.Store(tmp_path / "mid") as mid:  # the middle layer was not written
+        assert (mid.open_repo("fly", version=mid_v).array("gray")[1] == _gray()[1]).all()
+        assert len(mid.open_repo("fly").versions()) == 3

@@ -103,10 +103,10 @@ def open_layers(backend: Backend, layer_options: LayerOptions | None = None, *,
             if not isinstance(base_url, str) or not base_url:
                 raise CorruptMetadataError(f"{CHAIN_KEY} in {backend.url} names no base store")
             base = open_target(base_url, layer_options, read_only=True)
+            base = open_layers(base, layer_options, _depth=_depth + 1)
             if base.get("meta/format") is None:
                 raise StoreNotFoundError(
                     f"the base of chained store {backend.url} is gone: no store at {base_url}")
-            base = open_layers(base, layer_options, _depth=_depth + 1)
             # the routes of the base are the base's own (its view already applies them)
             view = ChainedBackend(backend, ReadOnlyBackend(base), private=[ROUTES_KEY])
             routes_raw = backend.get(ROUTES_KEY)
@@ -167,6 +167,7 @@ def make_chain(base: str | os.PathLike[str], local: str | os.PathLike[str],
             f"({base_url})")
     b = open_target(base_url, layer_options, read_only=True)
     try:
+        b = open_layers(b, layer_options)  # the base may itself be a chain
         if b.get("meta/format") is None:
             raise StoreNotFoundError(f"no store at {base_url} to chain from")
     finally:
