@@ -113,7 +113,7 @@ def test_deleting_base_keys_leaves_whiteouts(layered):
 def test_find_last_many_merges_layers(layered):
     chain, _, _ = layered
     reqs = [("d/0000000a/c1/", "d/0000000a/c1/00000004"), ("d/0000000a/c2/", "d/0000000a/c2/~")]
-    everything = lambda k: True  # noqa: E731
+    everything = lambda k: True
     assert chain.find_last_many(reqs, everything) == [
         ("d/0000000a/c1/00000003d", b"v3"), ("d/0000000a/c2/00000002d", b"w2")]
     chain.set("d/0000000a/c1/00000002d", b"L2")  # below the base's 3: the base still wins
@@ -127,7 +127,7 @@ def test_find_last_many_merges_layers(layered):
                             (1, "d/0000000a/c2/00000005d", b"L5")]
     chain.delete("d/0000000a/c1/00000002d")
     assert chain.find_last_many(reqs[:1], everything) == [("d/0000000a/c1/00000001d", b"v1")]
-    odd = lambda k: int(k[-9:-1], 16) % 2 == 1  # noqa: E731
+    odd = lambda k: int(k[-9:-1], 16) % 2 == 1
     assert chain.find_last_many(reqs[1:], odd) == [("d/0000000a/c2/00000005d", b"L5")]
 
 

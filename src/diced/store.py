@@ -8,8 +8,8 @@ import time
 from typing import Any, Self
 
 from diced.backends import Backend, open_backend
-from diced.backends.layers import LayerOptions, open_layers
 from diced.backends.checksum import ChecksummedBackend
+from diced.backends.layers import LayerOptions, open_layers
 from diced.errors import (
     AmbiguousVersionError,
     DuplicateNameError,

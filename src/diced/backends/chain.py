@@ -39,7 +39,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
 
 from diced.backends.base import Backend, Capabilities, UpdateFn
 from diced.errors import ReadOnlyStoreError

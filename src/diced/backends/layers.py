@@ -62,7 +62,7 @@ def open_target(url: str, layer_options: LayerOptions | None = None, *,
     """Open the backend of a chained base or routed target at ``url``."""
     opts = options_for(url, layer_options)
     if "://" not in url or url.startswith("lmdb://"):
-        path = os.path.expanduser(url[7:] if url.startswith("lmdb://") else url)
+        path = os.path.expanduser(url.removeprefix("lmdb://"))
         if read_only and not os.path.isdir(path):
             raise StoreNotFoundError(f"no store at {url}")
         if read_only:
@@ -129,8 +129,7 @@ def open_layers(backend: Backend, layer_options: LayerOptions | None = None, *,
 def same_location(a: str, b: str) -> bool:
     """Whether two store locations name the same place (plain paths compared resolved)."""
     def norm(u: str) -> str:
-        if u.startswith("lmdb://"):
-            u = u[7:]
+        u = u.removeprefix("lmdb://")
         if "://" not in u:
             return os.path.realpath(os.path.expanduser(u))
         return u.rstrip("/")
@@ -152,8 +151,8 @@ def make_chain(base: str | os.PathLike[str], local: str | os.PathLike[str],
     StoreLocationError
         ``local`` holds something else: a store, or a chain over another base.
     """
-    from diced.backends.checksum import frame
     from diced.backends.chain import chain_config
+    from diced.backends.checksum import frame
     from diced.errors import InvalidArgumentError
 
     base_url, local_loc = os.fspath(base), os.fspath(local)
