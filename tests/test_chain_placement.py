@@ -167,9 +167,22 @@ def test_two_instances_share_a_target_and_delete_cleans_it(tmp_path):
         rec = repo._doc["instances"]["seg"]
         repo.delete_instance("seg")
         assert (repo.keyvalue("notes")["x"]) == b"y"
+        assert rec["id"] not in store.raw_backend.routes
     with open_backend(target) as t:
         assert not [k for k in t.list_keys("d/") if k.startswith(f"d/{rec['id']:08x}/")]
         assert list(t.list_keys("d/"))  # the keyvalue's value is still there
+    with diced.Store(tmp_path / "main.diced") as store:
+        from diced.repo.repo import instance_spaces
+
+        notes = store.open_repo("fly")._doc["instances"]["notes"]
+        assert set(store.raw_backend.routes) == set(instance_spaces(notes))
+        store.delete_repo("fly")  # drops the placed keyvalue and forgets its route
+        assert not isinstance(store.raw_backend, RoutedBackend) or \
+            store.raw_backend.routes == {}
+    with diced.Store(tmp_path / "main.diced") as store:  # opens no target any more
+        assert not isinstance(store.raw_backend, RoutedBackend)
+    with open_backend(target) as t:
+        assert list(t.list_keys("d/")) == []
 
 
 def test_placement_errors_store_nothing(tmp_path):

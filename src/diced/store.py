@@ -327,7 +327,7 @@ class Store:
         hk = K.head_key(root)
         update_docs(self.backend, [ak, rk, hk], lambda cur: {ak: None, rk: None, hk: None})
         for rec in repo._doc["instances"].values():
-            drop_instance_data(self.backend, rec)
+            drop_instance_data(self.backend, rec, self)
         self.backend.delete_many(list(self.backend.list_keys(f"lock/{root}/")))
 
     def verify(self, repo: str | None = None, version: str | None = None,

@@ -25,7 +25,7 @@ from diced.backends.checksum import unframe
 from diced.backends.routed import PLACEMENT_KEY, ROUTES_KEY, RoutedBackend
 from diced.errors import CorruptMetadataError, StoreLocationError, StoreNotFoundError
 
-__all__ = ["LayerOptions", "ensure_routes", "make_chain", "open_layers", "open_target",
+__all__ = ["LayerOptions", "drop_placed", "ensure_routes", "make_chain", "open_layers", "open_target",
            "options_for", "place_spaces", "read_routes", "same_location"]
 
 #: storage options per layer URL (or per protocol, e.g. ``"s3"``) for chained bases and
@@ -301,3 +301,28 @@ def ensure_routes(store: Any, spaces: list[int]) -> None:
         routed.add_route(s, target or open_target(url, store._layer_options))
     store.backend.raw = routed
     store.backend.capabilities = routed.capabilities
+
+
+def drop_placed(store: Any, rec: Mapping[str, Any], drop: Any) -> None:
+    """Delete a placed instance's data with ``drop()`` (on its target), then forget its
+    routes, so the store no longer opens a target that holds nothing of it."""
+    from diced.repo.meta import dump_doc, load_doc, update_docs
+    from diced.repo.repo import instance_spaces
+
+    spaces = instance_spaces(dict(rec))
+    ensure_routes(store, spaces)  # route the deletes even if placed by another process
+    drop()
+
+    def body(cur: dict[str, bytes | None]) -> dict[str, bytes | None]:
+        doc = load_doc(cur[ROUTES_KEY], ROUTES_KEY)
+        if doc is None:
+            return {}
+        for s in spaces:
+            doc.get("spaces", {}).pop(str(s), None)
+        return {ROUTES_KEY: dump_doc(doc) if doc.get("spaces") else None}
+
+    update_docs(store.backend, [ROUTES_KEY], body)
+    raw = store.backend.raw
+    if isinstance(raw, RoutedBackend):
+        for s in spaces:
+            raw.remove_route(s)

@@ -93,6 +93,13 @@ class RoutedBackend(Backend):
                 compare_and_set=self.main.capabilities.compare_and_set,
                 atomic_update=self.main.capabilities.atomic_update)
 
+    def remove_route(self, space: int) -> None:
+        """Stop routing key space ``space`` (its instance is gone); the target stays open
+        until :meth:`close`."""
+        with self._lock:
+            for p in space_prefixes(space):
+                self._routes.pop(p, None)
+
     def _pick(self, key: str) -> Backend:
         if len(key) >= _PLEN and key[1] == "/" and key[0] in "dw":
             return self._routes.get(key[:_PLEN], self.main)

@@ -916,7 +916,7 @@ class Repo:
             doc["instances"].pop(name, None)
 
         self._mutate(fn)
-        drop_instance_data(self.backend, rec)
+        drop_instance_data(self.backend, rec, self.store)
 
     def view(self, host: str = "127.0.0.1", port: int = 8000, *, open_browser: bool | None = None,
              **options: Any) -> Any:
@@ -940,8 +940,14 @@ def instance_spaces(rec: dict[str, Any]) -> list[int]:
     return _datatype_or_base(rec["type"]).spaces(rec)
 
 
-def drop_instance_data(backend: Any, rec: dict[str, Any]) -> None:
-    """Delete everything an instance stored (its record is already gone)."""
+def drop_instance_data(backend: Any, rec: dict[str, Any], store: Any = None) -> None:
+    """Delete everything an instance stored (its record is already gone); for an instance
+    placed on another backend (``storage=``), also its routes (``store`` given)."""
+    if store is not None and rec.get("storage") is not None:
+        from diced.backends.layers import drop_placed
+
+        drop_placed(store, rec, lambda: _datatype_or_base(rec["type"]).drop(backend, rec))
+        return
     _datatype_or_base(rec["type"]).drop(backend, rec)
 
 
