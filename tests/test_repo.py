@@ -1144,6 +1144,7 @@ ERROR_CODES = {
     "ShapeMismatchError": ("shape_mismatch", ValueError),
     "DtypeError": ("dtype_error", TypeError),
     "FormatError": ("format_error", ValueError),
+    "ReadOnlyStoreError": ("read_only_store", PermissionError),
 }
 
 

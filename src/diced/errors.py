@@ -29,6 +29,7 @@ __all__ = [
     "LockedNodeError",
     "MergeConflictError",
     "NotFoundError",
+    "ReadOnlyStoreError",
     "RepoNotFoundError",
     "ShapeMismatchError",
     "StoreFormatError",
@@ -63,6 +64,12 @@ class BackendUnavailableError(BackendError):
     """The backend for a URL needs an optional package that is not installed."""
 
     code = "backend_unavailable"
+
+
+class ReadOnlyStoreError(BackendError, PermissionError):
+    """A write reached a store opened read-only (the published base of a chained store)."""
+
+    code = "read_only_store"
 
 
 class ConcurrencyError(DicedError, RuntimeError):

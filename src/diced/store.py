@@ -9,6 +9,7 @@ from typing import Any, Self
 
 from diced.backends import Backend, open_backend
 from diced.backends.checksum import ChecksummedBackend
+from diced.backends.layers import LayerOptions, open_layers
 from diced.errors import (
     AmbiguousVersionError,
     DuplicateNameError,
@@ -45,6 +46,11 @@ class Store:
         location is new or empty; a non-empty location that is not a store is refused.
         ``False``: only open an existing store (read-only tools use this).
         ``True``: also make a store in a non-empty directory.
+    layer_options:
+        Storage options for the other backends the store is made of, keyed by URL or by
+        protocol (``{"s3": {"endpoint_url": ...}}``): the base of a chained store
+        (:meth:`chain`) and the targets of instances created with ``storage=``. Without
+        them those backends get fsspec's configured defaults.
     migrate:
         Upgrade a store written by an older diced to the current storage format in place
         (see :func:`diced.migrate.migrate_store`); without it such a store is refused with
@@ -64,15 +70,76 @@ class Store:
     """
 
     def __init__(self, location: str | os.PathLike[str] | Backend, *,
-                 create: bool | None = None, migrate: bool = False, **options: Any) -> None:
+                 create: bool | None = None, migrate: bool = False,
+                 layer_options: LayerOptions | None = None, **options: Any) -> None:
         if create is not None and not isinstance(location, Backend):
             options["create"] = create
         backend = open_backend(location, **options)
+        self._layer_options = layer_options
         if not isinstance(backend, ChecksummedBackend):
+            try:
+                backend = open_layers(backend, layer_options)
+            except BaseException:
+                if not isinstance(location, Backend):
+                    backend.close()
+                raise
             backend = ChecksummedBackend(backend)
         self.backend: ChecksummedBackend = backend
         self.location = self.backend.url
         self._check_format(create, migrate)
+
+    @classmethod
+    def chain(cls, base: str | os.PathLike[str], local: str | os.PathLike[str], *,
+              layer_options: LayerOptions | None = None, **options: Any) -> Self:
+        """Open a chained store: edits in ``local`` over the read-only store at ``base``.
+
+        DVID's "work in progress" setup: ``base`` is a published store (a ``gs://`` or
+        ``s3://`` bucket, a ``file://`` tree or an LMDB directory) whose versions everyone
+        shares; ``local`` (a new or empty location, normally an LMDB path) receives every
+        write (new versions, branches, instances, chunks, metadata). Reads of chunks a
+        version did not change fall through to ``base``; ``base`` is never written. The
+        first call records the base in ``local``, so ``diced.Store(local)`` (or the CLI on
+        ``local``) opens the chain again later. See :mod:`diced.backends.chain`.
+
+        Parameters
+        ----------
+        base : str or path
+            Location of the published store (must exist).
+        local : str or path
+            Location of the local layer (made if new).
+        layer_options : mapping, optional
+            Storage options for ``base`` (and routed targets), by URL or protocol.
+        **options
+            Passed to the local backend (e.g. ``durable=`` for LMDB).
+
+        Returns
+        -------
+        Store
+
+        Raises
+        ------
+        StoreNotFoundError
+            There is no store at ``base``.
+        StoreLocationError
+            ``local`` holds a store of its own or a chain over another base.
+        InvalidArgumentError
+            ``base`` and ``local`` are the same location.
+        """
+        from diced.backends.layers import make_chain
+
+        make_chain(base, local, layer_options, **options)
+        return cls(local, layer_options=layer_options, **options)
+
+    @property
+    def is_chained(self) -> bool:
+        """Whether the store is the local layer of a chain over a read-only base."""
+        from diced.backends.chain import ChainedBackend
+        from diced.backends.routed import RoutedBackend
+
+        raw = self.raw_backend
+        if isinstance(raw, RoutedBackend):
+            raw = raw.main
+        return isinstance(raw, ChainedBackend)
 
     @property
     def raw_backend(self) -> Backend:
@@ -260,7 +327,7 @@ class Store:
         hk = K.head_key(root)
         update_docs(self.backend, [ak, rk, hk], lambda cur: {ak: None, rk: None, hk: None})
         for rec in repo._doc["instances"].values():
-            drop_instance_data(self.backend, rec)
+            drop_instance_data(self.backend, rec, self)
         self.backend.delete_many(list(self.backend.list_keys(f"lock/{root}/")))
 
     def verify(self, repo: str | None = None, version: str | None = None,

@@ -93,6 +93,15 @@ class Backend(abc.ABC):
     def close(self) -> None:
         """Release resources. Further calls are undefined."""
 
+    def capabilities_for(self, prefix: str) -> Capabilities:
+        """The capabilities that hold for keys under ``prefix``.
+
+        The same as :attr:`capabilities` except in stores made of several backends
+        (:class:`diced.backends.routed.RoutedBackend` places some key spaces elsewhere), where
+        e.g. a key space on LMDB keeps ordered scans although another lives on an object store.
+        """
+        return self.capabilities
+
     # --- derived defaults ----------------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:

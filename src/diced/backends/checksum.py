@@ -23,7 +23,7 @@ from typing import Any
 
 from crc32c import crc32c
 
-from diced.backends.base import Backend, UpdateFn
+from diced.backends.base import Backend, Capabilities, UpdateFn
 from diced.errors import ChecksumError
 
 __all__ = ["TRAILER", "ChecksummedBackend", "frame", "unframe", "verify_value"]
@@ -114,6 +114,9 @@ class ChecksummedBackend(Backend):
 
     def close(self) -> None:
         self.raw.close()
+
+    def capabilities_for(self, prefix: str) -> Capabilities:
+        return self.raw.capabilities_for(prefix)
 
     # --- derived: delegated so the wrapped backend's atomicity and fast paths hold -------
 

@@ -3,7 +3,8 @@
 Each subcommand lives in a module with ``add_parser(sub, name)`` registering its arguments
 (with examples in its ``--help``) and a ``run...(args)`` function; ``_COMMANDS`` lists them.
 Errors print one line (``diced CMD: error: ...``) and exit with code 2; Ctrl-C exits with
-code 130. Commands other than ``tour`` and ``ingest --create-repo`` never create a store.
+code 130. Commands other than ``tour``, ``ingest --create-repo`` and ``chain`` (which makes
+the local layer of a chained store) never create a store.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ _COMMANDS = {
     "export-shards": "diced.cli.export",
     "verify": "diced.cli.verify",
     "migrate": "diced.cli.migrate",
+    "chain": "diced.cli.chain",
     "convert-shards": "diced.cli.convert",
     "verify-export": "diced.cli.convert",
     "serve": "diced.cli.serve",

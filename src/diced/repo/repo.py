@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -629,6 +630,10 @@ class Repo:
             raise InstanceNotFoundError(
                 f"no data instance {name!r} at version {self._dag.nodes[vid].uuid[:12]} "
                 f"of repo {self.alias!r}")
+        if rec.get("storage") is not None:  # placed elsewhere, maybe by another process
+            from diced.backends.layers import ensure_routes
+
+            ensure_routes(self.store, instance_spaces(rec))
         return _datatype(rec["type"]).open(InstanceContext(self, name, rec, ref.vid))
 
     def __getitem__(self, name: str) -> Any:
@@ -688,7 +693,7 @@ class Repo:
         return name in self.instances()
 
     def create_instance(self, name: str, typename: str, *, exist_ok: bool = False,
-                        **options: Any) -> Any:
+                        storage: str | None = None, **options: Any) -> Any:
         """Create a data instance of any registered datatype at the head.
 
         Parameters
@@ -701,6 +706,12 @@ class Repo:
             :func:`diced.datatypes.get_datatype`.
         exist_ok : bool, default False
             Return the existing instance ``name`` if it has this type and configuration.
+        storage : str, optional
+            Keep the instance's data on another backend than the store's (DVID's
+            per-instance storage): a path (LMDB) or URL (``gs://``, ``s3://``,
+            ``file://``) of a new or empty location, or one already holding other
+            instances of this store. The store records the placement and reopens it.
+            Default: the store's own backend. See :mod:`diced.backends.routed`.
         **options
             The datatype's creation options (validated by its ``configure``).
 
@@ -720,7 +731,7 @@ class Repo:
         """
         dt = get_datatype(typename)
         return self._create_instance(name, dt.name, dt.configure(self._head_id, **options),
-                                     exist_ok=exist_ok)
+                                     exist_ok=exist_ok, storage=storage)
 
     def _existing_instance(self, name: str, typename: str, config: dict[str, Any]) -> Any:
         """For ``exist_ok=True``: the instance ``name`` if it exists with this configuration,
@@ -752,11 +763,17 @@ class Repo:
         return inst
 
     def _create_instance(self, name: str, typename: str, config: dict[str, Any],
-                         exist_ok: bool = False) -> Any:
+                         exist_ok: bool = False, storage: str | None = None) -> Any:
         _check_name(name, "instance name")
         if exist_ok:
             found = self._existing_instance(name, typename, config)
             if found is not None:
+                placed = self._doc["instances"][name].get("storage")
+                if storage is not None and (placed is None or not _same_location(placed,
+                                                                                 storage)):
+                    raise DuplicateNameError(
+                        f"repo {self.alias!r} already has an instance {name!r} stored at "
+                        f"{placed or 'the store itself'}, not {storage!r}")
                 return found
         head = self._dag.nodes[self._head_id]
         if head.locked:
@@ -767,14 +784,19 @@ class Repo:
         inst_id = next_counter(self.backend, "instance")
         _datatype(typename).allocate(config, lambda: next_counter(self.backend, "instance"))
         vid = head.id
+        rec: dict[str, Any] = {"id": inst_id, "type": typename, "created": vid,
+                               "config": config}
+        if storage is not None:  # routed before the record is published: no stray writes
+            from diced.backends.layers import place_spaces
+
+            rec["storage"] = place_spaces(self.store, instance_spaces(rec), storage)
 
         def fn(doc: dict[str, Any]) -> None:
             if name in doc["instances"]:
                 raise DuplicateNameError(f"repo {self.alias!r} already has an instance {name!r}")
             if _node_rec(doc, vid)["locked"]:
                 raise LockedNodeError(f"version {head.uuid} was locked")
-            doc["instances"][name] = {"id": inst_id, "type": typename, "created": vid,
-                                      "config": config}
+            doc["instances"][name] = rec
 
         self._mutate(fn)
         return self[name]
@@ -791,7 +813,8 @@ class Repo:
     def create_array(self, name: str, dtype: Any, shape: Iterable[int] | None = None, *,
                      chunks: Iterable[int] | None = None, fill_value: Any = 0,
                      codec: Any = None, origin: Iterable[int] | None = None,
-                     max_scale: int = 0, exist_ok: bool = False) -> Any:
+                     max_scale: int = 0, exist_ok: bool = False,
+                     storage: str | None = None) -> Any:
         """Create an nD array at the head.
 
         Parameters
@@ -816,6 +839,10 @@ class Repo:
         exist_ok : bool, default False
             Return the existing array ``name`` if it has this configuration (so re-running a
             notebook cell works); a different configuration still raises.
+        storage : str, optional
+            Keep the array's chunks on another backend (e.g. immutable grayscale on
+            ``gs://`` while label arrays stay on the local LMDB store); see
+            :meth:`create_instance`.
 
         Returns
         -------
@@ -831,7 +858,7 @@ class Repo:
         """
         return self.create_instance(name, "array", dtype=dtype, shape=shape, chunks=chunks,
                                     fill_value=fill_value, codec=codec, origin=origin,
-                                    max_scale=max_scale, exist_ok=exist_ok)
+                                    max_scale=max_scale, exist_ok=exist_ok, storage=storage)
 
     def create_labels(self, name: str, shape: Iterable[int] | None = None, *,
                       exist_ok: bool = False, **kwargs: Any) -> Any:
@@ -846,7 +873,8 @@ class Repo:
         exist_ok : bool, default False
             Return the existing label array ``name`` if it has this configuration.
         **kwargs
-            ``chunks`` (multiples of 8, default 64³), ``max_scale``, ``codec``, ``origin``.
+            ``chunks`` (multiples of 8, default 64³), ``max_scale``, ``codec``, ``origin``,
+            ``storage`` (see :meth:`create_instance`).
 
         Returns
         -------
@@ -860,7 +888,8 @@ class Repo:
         """
         return self.create_instance(name, "labels", shape=shape, exist_ok=exist_ok, **kwargs)
 
-    def create_keyvalue(self, name: str, *, exist_ok: bool = False) -> Any:
+    def create_keyvalue(self, name: str, *, exist_ok: bool = False,
+                        storage: str | None = None) -> Any:
         """Create a versioned dict of bytes (DVID keyvalue).
 
         Parameters
@@ -869,13 +898,15 @@ class Repo:
             Instance name, unique in the repo.
         exist_ok : bool, default False
             Return the existing keyvalue ``name`` instead of raising.
+        storage : str, optional
+            Keep its values on another backend (see :meth:`create_instance`).
 
         Returns
         -------
         KeyValue
             A handle following the repo head.
         """
-        return self.create_instance(name, "keyvalue", exist_ok=exist_ok)
+        return self.create_instance(name, "keyvalue", exist_ok=exist_ok, storage=storage)
 
     def delete_instance(self, name: str) -> None:
         """Delete an instance and its data from every version (irreversible, as in DVID)."""
@@ -887,7 +918,7 @@ class Repo:
             doc["instances"].pop(name, None)
 
         self._mutate(fn)
-        drop_instance_data(self.backend, rec)
+        drop_instance_data(self.backend, rec, self.store)
 
     def view(self, host: str = "127.0.0.1", port: int = 8000, *, open_browser: bool | None = None,
              **options: Any) -> Any:
@@ -911,8 +942,14 @@ def instance_spaces(rec: dict[str, Any]) -> list[int]:
     return _datatype_or_base(rec["type"]).spaces(rec)
 
 
-def drop_instance_data(backend: Any, rec: dict[str, Any]) -> None:
-    """Delete everything an instance stored (its record is already gone)."""
+def drop_instance_data(backend: Any, rec: dict[str, Any], store: Any = None) -> None:
+    """Delete everything an instance stored (its record is already gone); for an instance
+    placed on another backend (``storage=``), also its routes (``store`` given)."""
+    if store is not None and rec.get("storage") is not None:
+        from diced.backends.layers import drop_placed
+
+        drop_placed(store, rec, lambda: _datatype_or_base(rec["type"]).drop(backend, rec))
+        return
     _datatype_or_base(rec["type"]).drop(backend, rec)
 
 
@@ -925,6 +962,12 @@ def _datatype_or_base(typename: str) -> Datatype:
         from diced.datatypes.base import Datatype
 
         return Datatype()
+
+
+def _same_location(a: str, b: str) -> bool:
+    from diced.backends.layers import same_location
+
+    return same_location(a, b if "://" in b else os.path.abspath(os.path.expanduser(b)))
 
 
 def _node_rec(doc: dict[str, Any], vid: int) -> dict[str, Any]:

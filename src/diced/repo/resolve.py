@@ -79,7 +79,8 @@ class VersionedSpace:
         self.inst = inst
         self.name = name if name is not None else f"key space {inst}"
         self.kind = kind
-        self.ordered = backend.capabilities.ordered_scan
+        # per key space: a space placed on another backend has that backend's capabilities
+        self.ordered = backend.capabilities_for(K.data_prefix(inst)).ordered_scan
 
     # --- naming corrupt values -----------------------------------------------------------
 
