@@ -39,6 +39,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 
 from diced.backends.base import Backend, Capabilities, UpdateFn
 from diced.errors import ReadOnlyStoreError
@@ -113,6 +114,11 @@ class ReadOnlyBackend(Backend):
     def compare_and_set(self, key: str, expected: bytes | None, new: bytes | None) -> bool:
         raise self._refuse(f"changing {key!r}")
 
+    def hold_locks(self, exclusive: Sequence[str] = (), shared: Sequence[str] = ()
+                   ) -> AbstractContextManager[None]:
+        """Refused: nothing is ever written here, so no writer needs the locks."""
+        raise self._refuse("taking write locks")
+
     def list_keys(self, prefix: str = "", start: str | None = None,
                   stop: str | None = None) -> Iterator[str]:
         return self.inner.list_keys(prefix, start, stop)
@@ -168,7 +174,8 @@ class ChainedBackend(Backend):
         lc, bc = local.capabilities, self.base.capabilities
         self.capabilities = Capabilities(
             ordered_scan=lc.ordered_scan and bc.ordered_scan,
-            compare_and_set=lc.atomic_update, atomic_update=lc.atomic_update)
+            compare_and_set=lc.atomic_update, atomic_update=lc.atomic_update,
+            process_locks=lc.process_locks)
         self._spaces: dict[str, bool] = {}  # "w/<inst>/<vid>/" -> base holds keys there
         self._meta: dict[str, bytes | None] = {}  # base values of unversioned keys
         self._lock = threading.Lock()
@@ -482,6 +489,11 @@ class ChainedBackend(Backend):
 
         self.update([key], swap)
         return ok
+
+    def hold_locks(self, exclusive: Sequence[str] = (), shared: Sequence[str] = ()
+                   ) -> AbstractContextManager[None]:
+        """The local layer's named locks (every write goes there)."""
+        return self.local.hold_locks(exclusive, shared)
 
     def close(self) -> None:
         try:

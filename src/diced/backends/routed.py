@@ -31,6 +31,7 @@ from __future__ import annotations
 import heapq
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from diced.backends.base import Backend, Capabilities, UpdateFn
@@ -91,7 +92,8 @@ class RoutedBackend(Backend):
             self.capabilities = Capabilities(
                 ordered_scan=all(c.ordered_scan for c in caps),
                 compare_and_set=self.main.capabilities.compare_and_set,
-                atomic_update=self.main.capabilities.atomic_update)
+                atomic_update=self.main.capabilities.atomic_update,
+                process_locks=self.main.capabilities.process_locks)
 
     def remove_route(self, space: int) -> None:
         """Stop routing key space ``space`` (its instance is gone); the target stays open
@@ -241,6 +243,11 @@ class RoutedBackend(Backend):
 
     def compare_and_set(self, key: str, expected: bytes | None, new: bytes | None) -> bool:
         return self._pick(key).compare_and_set(key, expected, new)
+
+    def hold_locks(self, exclusive: Sequence[str] = (), shared: Sequence[str] = ()
+                   ) -> AbstractContextManager[None]:
+        """The main backend's named locks (the writers' protocol runs on main's terms)."""
+        return self.main.hold_locks(exclusive, shared)
 
     def close(self) -> None:
         errors: list[BaseException] = []
