@@ -8,6 +8,7 @@ Layout (all ASCII, fixed-width lowercase hex so that string order is numeric ord
     meta/alias/<hex(alias)>                  repo uuid owning an alias (unique)
     meta/counter/<name>                      store-wide counters (instance ids, ...)
     meta/head/<repo uuid>                    UUID of the version the repo's head was last moved to
+    meta/job/<repo uuid>/<hex(job name)>     an unfinished cluster job (:mod:`diced.cluster`)
     lock/<repo uuid>/<version id>            present once the version is locked
     d/<inst>/<ckey>/<version id><m>          a value written at a version; m = "d" data, "t" tombstone
     w/<inst>/<version id>/<ckey>/<m>         per-version index of what the version wrote
@@ -47,6 +48,8 @@ __all__ = [
     "head_key",
     "index_key",
     "index_prefix",
+    "job_key",
+    "job_prefix",
     "kv_ckey",
     "lock_key",
     "parse_chunk_ckey",
@@ -79,6 +82,16 @@ def alias_key(alias: str) -> str:
 def head_key(repo_uuid: str) -> str:
     """Where a repo remembers its head (as git's ``HEAD``): the UUID last checked out."""
     return f"meta/head/{repo_uuid}"
+
+
+def job_key(repo_uuid: str, name: str) -> str:
+    """Key of the record of an unfinished cluster job (its reserved version id, ...)."""
+    return f"meta/job/{repo_uuid}/{name.encode().hex()}"
+
+
+def job_prefix(repo_uuid: str) -> str:
+    """Prefix of the records of a repo's unfinished cluster jobs."""
+    return f"meta/job/{repo_uuid}/"
 
 
 def counter_key(name: str) -> str:
