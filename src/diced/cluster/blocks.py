@@ -24,7 +24,10 @@ from diced.repo import keys as K
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ingest", "map_blocks"]
+__all__ = ["SourceArray", "ingest", "map_blocks"]
+
+#: raw bytes of input chunks one map_blocks task handles
+MAP_TASK_BYTES = 16 << 20
 
 
 def _finish(job: Any, store: StoreRef, record: dict[str, Any], client: Any,
@@ -55,28 +58,57 @@ def _as_dask(data: Any) -> Any:
     if isinstance(data, da.Array):
         return data
     if isinstance(data, str):
-        from diced.export.sources import open_source
-
-        data = _SourceArray(open_source(data))
+        data = SourceArray(data)
     if not hasattr(data, "shape") or not hasattr(data, "dtype"):
         data = np.asarray(data)
     return da.from_array(data, chunks=data.shape if data.ndim else (), lock=False,
                          asarray=False, fancy=False)
 
 
-class _SourceArray:
-    """A diced ingest source (``shape``, ``dtype``, ``read(z0, z1)``) as an array-like."""
+class SourceArray:
+    """A volume :func:`diced.export.ingest.open_source` opens (HDF5, TIFF, ``.npy``, zarr,
+    by path or URL) as an array-like for dask. It pickles as its path and options, so each
+    worker opens the file itself (on a shared file system or an object store).
 
-    def __init__(self, src: Any) -> None:
-        self.src = src
-        self.shape = tuple(src.shape)
+    Parameters
+    ----------
+    path : str
+        What ``open_source`` takes.
+    dataset : str, optional
+        HDF5 dataset.
+    axes : str, optional
+        The source's axis order (see :func:`diced.export.ingest.with_axes`).
+    """
+
+    def __init__(self, path: str, dataset: str | None = None, axes: str | None = None) -> None:
+        self.args = (path, dataset, axes)
+        src = self._open()
+        self.shape = tuple(int(n) for n in src.shape)
         self.dtype = np.dtype(src.dtype)
         self.ndim = len(self.shape)
 
+    def _open(self) -> Any:
+        src = self.__dict__.get("_src")
+        if src is None:
+            from diced.export.sources import open_source, with_axes
+
+            path, dataset, axes = self.args
+            src = with_axes(open_source(path, dataset=dataset), axes)
+            self.__dict__["_src"] = src
+        return src
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_src"}
+
     def __getitem__(self, sel: tuple[slice, ...]) -> np.ndarray:
+        if not isinstance(sel, tuple):
+            sel = (sel,)
+        sel = sel + (slice(None),) * (self.ndim - len(sel))
         z = sel[0]
-        slab = self.src.read(z.start or 0, self.shape[0] if z.stop is None else z.stop)
-        return np.asarray(slab)[(slice(None), *sel[1:])]
+        z0 = z.start or 0
+        z1 = self.shape[0] if z.stop is None else z.stop
+        slab = np.asarray(self._open().read(z0, z1))
+        return slab[(slice(None), *sel[1:])]
 
 
 def ingest(repo: Any, name: str, data: Any, *, offset: Sequence[int] | None = None,
@@ -101,7 +133,7 @@ def ingest(repo: Any, name: str, data: Any, *, offset: Sequence[int] | None = No
     data : dask array, array-like or str
         A dask array (its graph runs on the workers), anything ``dask.array.from_array``
         takes (numpy, zarr, h5py...), or a path :func:`diced.export.ingest.open_source`
-        opens.
+        opens (see :class:`SourceArray`; each worker opens it).
     offset : sequence of int, optional
         Array index of the source's first voxel (default 0s).
     create : dict, optional
@@ -332,7 +364,7 @@ def map_blocks(fn: Callable[..., Any], array: Any, *, out: str | None = None,
         with_box = "box" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         with_box = False
-    per = max(1, (16 << 20) // max(1, src.chunk_nbytes))
+    per = max(1, MAP_TASK_BYTES // max(1, src.chunk_nbytes))
     tasks = [(fn, src, dst, with_box, todo[i:i + per]) for i in range(0, len(todo), per)]
     log.info("map_blocks %s -> %s: %d chunks (%d done before)", array.name, out_name,
              len(todo), len(coords) - len(todo))
