@@ -322,11 +322,20 @@ def test_bad_input_is_refused_with_nothing_stored(tmp_path):
     repo = store.create_repo("r")
     a = repo.create_array("img", "uint8", (32, 32, 32), chunks=(16, 16, 16))
     a[...] = 3
+    repo.create_array("small", "uint8", (16, 16, 16), chunks=(16, 16, 16))
     with pytest.raises(UnlockedNodeError):  # A is open: no child of it yet
         cluster.map_blocks(_invert, a)
     v1 = repo.commit()
     with pytest.raises(ShapeMismatchError):
         cluster.ingest(repo, "img", np.zeros((40, 32, 32), np.uint8))
+    with pytest.raises(ShapeMismatchError):
+        cluster.ingest(repo, "new", np.zeros((40, 32, 32), np.uint8),
+                       create={"shape": [8, 8, 8]})
+    with pytest.raises(InvalidArgumentError):  # labels are 3-d: refused before any id is taken
+        cluster.ingest(repo, "seg", np.zeros((4, 4), np.uint64), labels=True)
+    with pytest.raises(ShapeMismatchError):
+        cluster.map_blocks(_invert, repo.version(v1.uuid).array("img"), out="small")
+    assert cluster.list_jobs(repo) == []
     with pytest.raises(InvalidArgumentError):
         cluster.map_blocks("not callable", repo.version(v1.uuid).array("img"))
     with pytest.raises(InvalidArgumentError):
@@ -337,7 +346,9 @@ def test_bad_input_is_refused_with_nothing_stored(tmp_path):
     assert len(repo.versions()) == n
     with pytest.raises(ConcurrencyError):  # same job name, other arguments
         cluster.map_blocks(_invert, repo.version(v1.uuid).array("img"), job="bad")
-    cluster.Job(repo, "bad", _record(repo, "bad")).abandon()
+    cluster.Job.load(repo, "bad").abandon()
+    with pytest.raises(KeyError):
+        cluster.Job.load(repo, "bad")
     v = cluster.map_blocks(_invert, repo.version(v1.uuid).array("img"), job="bad")
     assert (repo.version(v.uuid).array("img")[...] == 252).all()
     with pytest.raises(diced.errors.DuplicateNameError):  # v1 already has a master child

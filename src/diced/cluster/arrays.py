@@ -183,9 +183,9 @@ def from_dask(array: Any, data: Any, *, offset: Sequence[int] | None = None,
     """
     import dask
 
-    from diced.cluster._chunks import ChunkTarget, aligned_blocks, block_unit, chunk_boxes
+    from diced.cluster._chunks import ChunkTarget, chunk_boxes
     from diced.cluster._run import compute
-    from diced.cluster.blocks import _as_dask, _paste_block
+    from diced.cluster.blocks import _as_dask, _paste_block, align
     from diced.cluster.labels import index_labels, set_max_label
     from diced.cluster.pyramid import pyramid_levels
     repo = array.repo
@@ -206,8 +206,7 @@ def from_dask(array: Any, data: Any, *, offset: Sequence[int] | None = None,
     target = ChunkTarget.of(store, rec, ctx, 0, shape)
     if np.dtype(darr.dtype) != target.np_dtype:
         darr = darr.astype(target.np_dtype)
-    darr = darr.rechunk(aligned_blocks(off, darr.shape,
-                                       block_unit(target.chunks, target.np_dtype.itemsize)))
+    darr = align(darr, off, target)
     blocks = darr.to_delayed()
     starts = [np.cumsum((0, *c[:-1])).tolist() for c in darr.chunks]
     tasks = []

@@ -190,6 +190,11 @@ def ingest(repo: Any, name: str, data: Any, *, offset: Sequence[int] | None = No
         if labels:
             opts.pop("dtype", None)
         new = {name: ("labels" if labels else "array", opts)}
+    if new is None:
+        shape = _shape_at(repo._doc["instances"][name], repo._ctx(p.id).ancestors)
+    else:
+        shape = tuple(int(n) for n in next(iter(new.values()))[1].get("shape") or ())
+    _check_fits(darr.shape, off, shape, name)
     params = {"target": name, "shape": list(darr.shape), "dtype": darr.dtype.str,
               "offset": list(off), "create": _jsonable(new)}
     j = Job.start(repo, "ingest", params, parent=p.uuid, name=job, branch=branch, note=note,
@@ -197,15 +202,11 @@ def ingest(repo: Any, name: str, data: Any, *, offset: Sequence[int] | None = No
     rec = j.instance_record(name)
     store = StoreRef.of(repo.store, storage_options)
     shape = _shape_at(rec, j.ctx.ancestors)
-    if len(shape) != darr.ndim or any(o + n > s for o, n, s in
-                                      zip(off, darr.shape, shape, strict=True)):
-        raise ShapeMismatchError(f"a source of shape {tuple(darr.shape)} at offset {off} does "
-                                 f"not fit in {name!r} of shape {shape}")
+    _check_fits(darr.shape, off, shape, name)
     target = ChunkTarget.of(store, rec, j.ctx, 0, shape)
     if np.dtype(darr.dtype) != target.np_dtype:
         darr = darr.astype(target.np_dtype)
-    unit = block_unit(target.chunks, target.np_dtype.itemsize)
-    darr = darr.rechunk(aligned_blocks(off, darr.shape, unit))
+    darr = align(darr, off, target)
     done = j.written(target.space_id)
     tasks, skipped = [], 0
     import dask
@@ -225,6 +226,28 @@ def ingest(repo: Any, name: str, data: Any, *, offset: Sequence[int] | None = No
              len(tasks), skipped)
     compute(tasks, client)
     return _finish(j, store, rec, client, pyramid, lock)
+
+
+def align(darr: Any, offset: Sequence[int], target: ChunkTarget) -> Any:
+    """``darr`` with block edges on the array's chunk grid: as it is if they already are
+    (and blocks are at most 256 MiB), else rechunked to blocks of about 16 MiB."""
+    ok = True
+    for sizes, o, c in zip(darr.chunks, offset, target.chunks, strict=True):
+        edges = np.cumsum((o, *sizes))[1:-1]
+        ok = ok and bool(np.all(edges % c == 0))
+    biggest = int(np.prod([max(s) for s in darr.chunks])) * target.np_dtype.itemsize
+    if ok and biggest <= 256 << 20:
+        return darr
+    unit = block_unit(target.chunks, target.np_dtype.itemsize)
+    return darr.rechunk(aligned_blocks(offset, darr.shape, unit))
+
+
+def _check_fits(dshape: Sequence[int], off: Sequence[int], shape: Sequence[int],
+                name: str) -> None:
+    if len(shape) != len(dshape) or any(o + n > s for o, n, s in
+                                        zip(off, dshape, shape, strict=True)):
+        raise ShapeMismatchError(f"a source of shape {tuple(dshape)} at offset {tuple(off)} "
+                                 f"does not fit in {name!r} of shape {tuple(shape)}")
 
 
 def _whole_and_partial(start: Sequence[int], shape: Sequence[int], chunks: Sequence[int]
@@ -340,9 +363,16 @@ def map_blocks(fn: Callable[..., Any], array: Any, *, out: str | None = None,
             if odt == array.dtype:
                 opts["codec"] = cfg["codec"]
             new = {out_name: ("array", {**opts, "dtype": odt.str})}
-    elif dtype is not None:
-        raise InvalidArgumentError("dtype= is for a new output instance; "
-                                   f"{out_name!r} exists")
+    else:
+        if dtype is not None:
+            raise InvalidArgumentError("dtype= is for a new output instance; "
+                                       f"{out_name!r} exists")
+        orec = repo._doc["instances"][out_name]
+        oshape = _shape_at(orec, repo._ctx(p.id).ancestors)
+        if tuple(orec["config"]["chunks"]) != src.chunks or oshape != src.shape:
+            raise ShapeMismatchError(
+                f"map_blocks: output {out_name!r} has shape {oshape} and chunks "
+                f"{tuple(orec['config']['chunks'])}, the input {src.shape} and {src.chunks}")
     params = {"target": out_name, "source": array.name, "version": a.uuid,
               "fn": getattr(fn, "__qualname__", repr(fn)), "skip_empty": bool(skip_empty),
               "create": _jsonable(new)}

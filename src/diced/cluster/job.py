@@ -147,7 +147,7 @@ class Job:
                 log.info("resuming job %r at version id %s", name, rec["vid"])
                 return cls(repo, name, rec)
             if new_instances:
-                _check_new_instances(repo, new_instances)
+                _check_new_instances(repo, new_instances, p.id)
             vid = repo._reserve_id()
             rec = {**want, "name": name, "vid": vid, "note": note, "created": time.time(),
                    "instances": _configure(repo, vid, new_instances or {})}
@@ -157,6 +157,23 @@ class Job:
         raise ConcurrencyError(f"job {name!r}: its record kept changing under another driver")
 
     # --- what workers need ---------------------------------------------------------------
+
+    @classmethod
+    def load(cls, repo: Repo, name: str) -> Job:
+        """The unfinished job ``name`` (see :func:`list_jobs`), e.g. to :meth:`abandon` it.
+
+        Raises
+        ------
+        NotFoundError
+            No unfinished job has that name.
+        """
+        from diced.errors import NotFoundError
+
+        key = K.job_key(repo.uuid, name)
+        rec = load_doc(repo.backend.get(key), key)
+        if rec is None:
+            raise NotFoundError(f"no unfinished job {name!r} in repo {repo.alias!r}")
+        return cls(repo, name, rec)
 
     def instance_record(self, name: str) -> dict[str, Any]:
         """The record of instance ``name`` as the job sees it (created by the job, or
@@ -244,13 +261,17 @@ class Job:
         self.repo.backend.delete(self.key)
 
 
-def _check_new_instances(repo: Repo, new: dict[str, tuple[str, dict[str, Any]]]) -> None:
+def _check_new_instances(repo: Repo, new: dict[str, tuple[str, dict[str, Any]]],
+                         vid: int) -> None:
+    """Refuse bad names and options before an id is reserved (nothing stored)."""
+    from diced.datatypes import get_datatype
     from diced.repo.repo import _check_name
 
-    for name in new:
+    for name, (typename, options) in new.items():
         _check_name(name, "instance name")
         if name in repo._doc["instances"]:
             raise DuplicateNameError(f"repo {repo.alias!r} already has an instance {name!r}")
+        get_datatype(typename).configure(vid, **options)
 
 
 def _configure(repo: Repo, vid: int, new: dict[str, tuple[str, dict[str, Any]]]
