@@ -6,7 +6,9 @@ Usage: ``python benchmarks/bench_cluster.py [--size 1024] [--workers 1,2] [--sto
 [--chunks 64]`` (``--store s3`` uses an in-process moto server: slow, it serves one request
 at a time in Python). The source is generated on the workers (smooth data plus noise,
 uint8, in 64-plane x 256 x 256 blocks aligned to the chunks), so nothing moves from the
-driver. Prints one row per (workers, step) and the load average before and after.
+driver. Prints one row per (workers, step): wall time, and the CPU seconds the workers and the
+driver spent (load-independent: on N idle cores a CPU-bound step takes about
+worker CPU / N), and the load average before and after.
 """
 
 from __future__ import annotations
@@ -31,6 +33,31 @@ def _synth(block_info=None):
     rng = np.random.default_rng(z0 * 1_000_003 + y0 * 1009 + x0)
     noise = rng.integers(0, 12, (z1 - z0, y1 - y0, x1 - x0), dtype=np.uint8)
     return (smooth.astype(np.uint8) + noise).astype(np.uint8)
+
+
+def _cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class _Step:
+    """Wall time, and CPU seconds of the workers and of the driver, over one step."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def __enter__(self):
+        self.w0 = sum(self.client.run(_cpu).values())
+        self.d0 = _cpu()
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self.t0
+        self.driver = _cpu() - self.d0
+        self.workers = sum(self.client.run(_cpu).values()) - self.w0
 
 
 def _s3():
@@ -70,8 +97,8 @@ def main() -> None:
     n, c = args.size, args.chunks
     nbytes = n ** 3
     print(f"load average before: {os.getloadavg()}, cpus: {os.cpu_count()}")
-    print("| workers | step | seconds | MB/s |")
-    print("|---|---|---|---|")
+    print("| workers | step | wall s | MB/s | worker CPU s | driver CPU s |")
+    print("|---|---|---|---|---|---|")
     server, opts = (None, {})
     if args.store == "s3":
         server, opts = _s3()
@@ -96,25 +123,28 @@ def main() -> None:
                 src = da.map_blocks(_synth, dtype=np.uint8,
                                     chunks=((64,) * (n // 64), (256,) * (n // 256),
                                             (256,) * (n // 256)))
-                t = time.perf_counter()
-                v = cluster.ingest(repo, "img", src, create={"chunks": [c, c, c]},
-                                   client=client, lock=True)
-                dt = time.perf_counter() - t
-                print(f"| {w} | ingest {n}³ uint8 ({args.store}) | {dt:.1f} | "
-                      f"{nbytes / dt / 1e6:.0f} |", flush=True)
+
+                def row(step, st, w=w):
+                    print(f"| {w} | {step} | {st.wall:.1f} | {nbytes / st.wall / 1e6:.0f} | "
+                          f"{st.workers:.1f} | {st.driver:.1f} |", flush=True)
+
+                client.run(lambda: __import__("diced.cluster.blocks"))  # imports: not timed
+                with _Step(client) as st:
+                    v = cluster.ingest(repo, "img", src, create={"chunks": [c, c, c]},
+                                       client=client, lock=True)
+                row(f"ingest {n}³ uint8 ({args.store})", st)
                 arr = repo.version(v.uuid).array("img")
                 dest = f"{tmp}/export-{tag}.zarr"
-                t = time.perf_counter()
-                cluster.export_zarr(arr, dest, client=client)
-                dt = time.perf_counter() - t
-                print(f"| {w} | export zarr (local dir) | {dt:.1f} | {nbytes / dt / 1e6:.0f} |",
-                      flush=True)
-                t = time.perf_counter()
-                total = client.compute(arr.to_dask().sum(dtype=np.uint64)).result()
-                dt = time.perf_counter() - t
-                print(f"| {w} | to_dask().sum() | {dt:.1f} | {nbytes / dt / 1e6:.0f} |",
-                      flush=True)
-                del total
+                with _Step(client) as st:
+                    cluster.export_zarr(arr, dest, client=client)
+                row("export zarr (local dir)", st)
+                with _Step(client) as st:
+                    client.compute(arr.to_dask().sum(dtype=np.uint64)).result()
+                row(f"to_dask().sum() ({c}³ blocks)", st)
+                with _Step(client) as st:
+                    client.compute(arr.to_dask(chunks=(4 * c,) * 3).sum(
+                        dtype=np.uint64)).result()
+                row(f"to_dask(chunks={4 * c}³).sum()", st)
                 shutil.rmtree(dest, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -91,6 +91,23 @@ def test_ingest_on_s3_matches_serial_writes(s3_store, client, tmp_path):
     assert "img" not in fresh.instances(repo.root.uuid)
 
 
+def test_jobs_on_gcs_emulator(gcs_emulator, client):
+    store = diced.Store(f"gs://{gcs_emulator.bucket}/cluster-{uuid.uuid4().hex[:8]}",
+                        **gcs_emulator.options)
+    data = _volume((32, 32, 48), 7)
+    repo = _committed_repo(store)
+    v1 = cluster.ingest(repo, "img", da.from_array(data, chunks=(20, 32, 48)),
+                        create={"chunks": [16, 16, 16], "max_scale": 1}, client=client,
+                        lock=True)
+    v2 = cluster.map_blocks(_invert, repo.version(v1.uuid).array("img"), client=client)
+    fresh = diced.Store(store.location, **gcs_emulator.options).open_repo(repo.alias)
+    np.testing.assert_array_equal(fresh.version(v1.uuid).array("img")[...], data)
+    np.testing.assert_array_equal(fresh.version(v2.uuid).array("img")[...], 255 - data)
+    np.testing.assert_array_equal(
+        client.compute(fresh.version(v2.uuid).array("img").scale(1).to_dask()).result(),
+        fresh.version(v2.uuid).array("img").scale(1)[...])
+
+
 def client_options(store):
     return dict(store.raw_backend.fs.storage_options)
 
@@ -131,6 +148,11 @@ def test_to_dask_and_xarray_read_any_version(s3_store, client):
     d = a.to_dask(version=v1.uuid)
     assert d.chunks[0] == (16, 16, 16, 2) and d.chunks[2] == (16, 14)
     np.testing.assert_array_equal(client.compute(d).result(), first)
+    big = a.to_dask(version=v1.uuid, chunks=(32, 32, 16))
+    assert big.chunks[0] == (32, 18)
+    np.testing.assert_array_equal(client.compute(big).result(), first)
+    with pytest.raises(InvalidArgumentError):
+        a.to_dask(chunks=(20, 16, 16))
     now = a.to_dask()
     assert int(client.compute(now[10, 10, 10]).result()) == 7
     assert int(client.compute(d[10, 10, 10]).result()) == first[10, 10, 10]
@@ -372,3 +394,57 @@ def test_cli_ingest_and_export_with_workers(tmp_path, client):
     import zarr
 
     np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "o.zarr"))["0"][...], data)
+
+
+# --- ingest resume (threads of this process) ----------------------------------------------------
+
+def test_ingest_resumes_after_a_failed_source_block(tmp_path, monkeypatch):
+    store = diced.Store(str(tmp_path / "s.diced"))
+    repo = _committed_repo(store)
+    data = _volume((64, 32, 32), 6)
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    marker = tmp_path / "failed"
+
+    def source(block, block_info=None):
+        z0 = block_info[0]["array-location"][0][0]
+        (calls / f"{z0}-{len(list(calls.iterdir()))}").write_text("")
+        if z0 == 48 and not marker.exists():
+            marker.write_text("")
+            raise RuntimeError("source block failed")
+        return block
+
+    src = da.from_array(data, chunks=(16, 32, 32)).map_blocks(source, dtype=np.uint8)
+    with pytest.raises(RuntimeError, match="source block failed"):
+        cluster.ingest(repo, "img", src, create={"chunks": [16, 16, 16], "max_scale": 1})
+    assert "img" not in repo.instances() and len(cluster.list_jobs(repo)) == 1
+    first = len(list(calls.iterdir()))
+    saved = {}
+    from diced.cluster.job import Job
+
+    publish = Job.publish
+
+    def keep_record(self, **kw):
+        saved["record"] = _record(self.repo, self.name)
+        return publish(self, **kw)
+
+    monkeypatch.setattr(Job, "publish", keep_record)
+    v = cluster.ingest(repo, "img", src, create={"chunks": [16, 16, 16], "max_scale": 1})
+    second = len(list(calls.iterdir())) - first
+    assert 1 <= second < 4  # blocks written by the first run were not computed again
+    np.testing.assert_array_equal(repo.version(v.uuid).array("img")[...], data)
+    ref = _reference(data, (16, 16, 16), 1, tmp_path)
+    np.testing.assert_array_equal(repo.version(v.uuid).array("img").scale(1)[...],
+                                  ref.scale(1)[...])
+    # a driver that stopped after publishing but before removing the record: the rerun
+    # finds the published version instead of making another
+    from diced.repo import keys as K
+    from diced.repo.meta import dump_doc
+
+    name = saved["record"]["name"]
+    store.backend.set(K.job_key(repo.uuid, name), dump_doc(saved["record"]))
+    n = len(repo.versions())
+    again = cluster.ingest(repo, "img", src, create={"chunks": [16, 16, 16], "max_scale": 1},
+                           parent=repo.root.uuid)
+    assert again.uuid == v.uuid and len(repo.versions()) == n
+    assert cluster.list_jobs(repo) == []

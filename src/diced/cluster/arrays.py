@@ -55,6 +55,7 @@ class _VersionReader:
 
 
 def to_dask(array: Any, *, version: Any = None, scale: int = 0, supervoxels: bool = False,
+            chunks: Sequence[int] | None = None,
             storage_options: dict[str, Any] | None = None) -> Any:
     """A lazy dask array of a version of ``array``, one block per storage chunk.
 
@@ -68,12 +69,20 @@ def to_dask(array: Any, *, version: Any = None, scale: int = 0, supervoxels: boo
         Pyramid level.
     supervoxels : bool
         Label arrays: supervoxel ids instead of bodies.
+    chunks : sequence of int, optional
+        dask block shape, a whole number of storage chunks per axis (default: one storage
+        chunk; larger blocks mean fewer tasks, e.g. ``(256, 256, 256)`` for 64³ chunks).
     storage_options : dict, optional
         fsspec options with which workers open the store (default: the driver's).
 
     Returns
     -------
     dask.array.Array
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``chunks`` is not a whole number of storage chunks per axis.
     """
     import dask.array as da
     from dask.base import tokenize
@@ -92,7 +101,18 @@ def to_dask(array: Any, *, version: Any = None, scale: int = 0, supervoxels: boo
         import uuid
 
         name = f"diced-{uuid.uuid4().hex}"
-    return da.from_array(reader, chunks=view.chunks, name=name, lock=False, asarray=False,
+    blocks = tuple(view.chunks)
+    if chunks is not None:
+        try:
+            blocks = tuple(int(b) for b in chunks)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError(f"chunks must be integers, got {chunks!r}") from exc
+        if len(blocks) != view.ndim or any(b <= 0 or b % c for b, c in
+                                           zip(blocks, view.chunks, strict=True)):
+            raise InvalidArgumentError(
+                f"chunks {blocks} must be whole multiples of the storage chunks {view.chunks}")
+        name += "-" + "x".join(map(str, blocks))
+    return da.from_array(reader, chunks=blocks, name=name, lock=False, asarray=False,
                          fancy=False, meta=np.empty((0,) * view.ndim, dtype=view.dtype))
 
 
