@@ -139,7 +139,7 @@ def _add_z(block, box):
 def test_to_dask_and_xarray_read_any_version(s3_store, client):
     repo = s3_store.create_repo("x")
     a = repo.create_array("img", "uint16", (50, 40, 30), chunks=(16, 16, 16),
-                          origin=(10, -5, 0))
+                          origin=(10, -5, 0), max_scale=1)
     first = np.arange(50 * 40 * 30, dtype=np.uint16).reshape(50, 40, 30)
     a[...] = first
     v1 = repo.commit()
@@ -163,6 +163,13 @@ def test_to_dask_and_xarray_read_any_version(s3_store, client):
     assert x.attrs["version"] == v1.uuid
     with pytest.raises(InvalidArgumentError):
         a.to_xarray(voxel_size=(1, 1))
+    lo = a.at(v1.uuid).scale(1)
+    xs = lo.to_xarray()
+    assert xs.shape == (25, 20, 15) and xs.attrs["scale"] == 1
+    assert int(xs.z[0]) == 10 and int(xs.y[0]) == -6 and int(xs.x[1]) == 2
+    np.testing.assert_array_equal(client.compute(xs.data).result(), lo[...])
+    with pytest.raises(InvalidArgumentError):
+        lo.to_dask(scale=2)
 
 
 def test_from_dask_labels_keeps_index(s3_store, client):

@@ -54,6 +54,14 @@ class _VersionReader:
         return arr[sel]
 
 
+def _level(array: Any, scale: int) -> int:
+    """The pyramid level to read: ``scale``, or that of a scale view (``arr.scale(n)``)."""
+    own = int(getattr(array, "_level", 0))
+    if own and scale and int(scale) != own:
+        raise InvalidArgumentError(f"a scale-{own} view cannot be read at scale {scale}")
+    return own or int(scale)
+
+
 def to_dask(array: Any, *, version: Any = None, scale: int = 0, supervoxels: bool = False,
             chunks: Sequence[int] | None = None,
             storage_options: dict[str, Any] | None = None) -> Any:
@@ -87,6 +95,7 @@ def to_dask(array: Any, *, version: Any = None, scale: int = 0, supervoxels: boo
     import dask.array as da
     from dask.base import tokenize
 
+    scale = _level(array, scale)
     v = array.version if version is None else array.repo.version(version)
     view = array.at(v.uuid)
     if scale:
@@ -122,12 +131,14 @@ def to_xarray(array: Any, *, version: Any = None, scale: int = 0, supervoxels: b
               storage_options: dict[str, Any] | None = None) -> Any:
     """The version as an ``xarray.DataArray`` over :func:`to_dask`.
 
-    Dims are ``("z", "y", "x")`` for 3-D arrays (``dim_0 ...`` otherwise, or ``dims``);
-    each coordinate is ``(origin + index)`` scaled by ``2**scale``, times ``voxel_size``
-    when given (in ``unit``). Attributes: ``name``, ``version``, ``scale``, ``origin``.
+    Dims are ``("z", "y", "x")`` for 3-D arrays (``dim_0 ...`` otherwise, or ``dims``).
+    Coordinates are in level-0 voxels, absolute (the origin added): voxel ``j`` of scale
+    ``s`` is at ``(origin // 2**s + j) * 2**s`` (where it starts), times ``voxel_size``
+    when given (in ``unit``). Attributes: ``version``, ``scale``, ``origin`` (level 0).
     """
     import xarray as xr
 
+    scale = _level(array, scale)
     darr = to_dask(array, version=version, scale=scale, supervoxels=supervoxels,
                    storage_options=storage_options)
     nd = darr.ndim
@@ -144,10 +155,11 @@ def to_xarray(array: Any, *, version: Any = None, scale: int = 0, supervoxels: b
     else:
         vs = None
     f = 1 << int(scale)
-    origin = array.origin
+    origin = tuple(int(o) for o in getattr(array, "_origin0", array.origin))
     coords = {}
     for i, (d, n, o) in enumerate(zip(dims, darr.shape, origin, strict=True)):
-        c = (o + np.arange(n) * f).astype(np.float64 if vs else np.int64)
+        # voxel j of level s starts at level-0 voxel (floor(origin / 2**s) + j) * 2**s
+        c = ((o // f + np.arange(n)) * f).astype(np.float64 if vs else np.int64)
         if vs is not None:
             c = c * vs[i]
         coords[d] = xr.Variable(d, c, attrs={"units": unit} if unit else {})
