@@ -405,6 +405,18 @@ def test_cli_ingest_and_export_with_workers(tmp_path, client):
 
 # --- ingest resume (threads of this process) ----------------------------------------------------
 
+def _settled(path, quiet=1.0):
+    import time
+
+    n, since = -1, time.monotonic()
+    while time.monotonic() - since < quiet:
+        m = len(list(path.iterdir()))
+        if m != n:
+            n, since = m, time.monotonic()
+        time.sleep(0.05)
+    return n
+
+
 def test_ingest_resumes_after_a_failed_source_block(tmp_path, monkeypatch):
     store = diced.Store(str(tmp_path / "s.diced"))
     repo = _committed_repo(store)
@@ -415,7 +427,7 @@ def test_ingest_resumes_after_a_failed_source_block(tmp_path, monkeypatch):
 
     def source(block, block_info=None):
         z0 = block_info[0]["array-location"][0][0]
-        (calls / f"{z0}-{len(list(calls.iterdir()))}").write_text("")
+        (calls / f"{z0}-{uuid.uuid4().hex}").write_text("")
         if z0 == 48 and not marker.exists():
             marker.write_text("")
             raise RuntimeError("source block failed")
@@ -425,7 +437,7 @@ def test_ingest_resumes_after_a_failed_source_block(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="source block failed"):
         cluster.ingest(repo, "img", src, create={"chunks": [16, 16, 16], "max_scale": 1})
     assert "img" not in repo.instances() and len(cluster.list_jobs(repo)) == 1
-    first = len(list(calls.iterdir()))
+    first = _settled(calls)  # tasks the thread pool had queued may still run: wait for them
     saved = {}
     from diced.cluster.job import Job
 

@@ -318,7 +318,9 @@ def map_blocks(fn: Callable[..., Any], array: Any, *, out: str | None = None,
         array's shape); if it takes a keyword ``box`` it also gets the block's position
         (a tuple of slices in array indices). It runs on the workers: it must pickle.
     array : VersionedArray or LabelArray
-        The input, at the version it is pinned to (or the head).
+        The input, at the version it is pinned to (or the head). Label arrays give their
+        stored supervoxel ids (no body mapping); a label output gets its label index and
+        max label rebuilt on the cluster.
     out : str, optional
         Output instance: ``None`` writes back into ``array`` at B; an existing instance
         visible at ``parent`` (same shape and chunks); or a new name, created with B (same

@@ -30,7 +30,8 @@ __all__ = ["rebuild_label_index"]
 BLOCKS_PER_TASK = 256
 
 
-def _count_task(blocks: ChunkTarget, ckeys: Sequence[str], parts: int) -> list[np.ndarray]:
+def _count_task(blocks: ChunkTarget, ckeys: Sequence[str], parts: int
+                ) -> tuple[np.ndarray, ...]:
     """Per partition, rows ``(label, z, y, x, count)`` of the blocks ``ckeys``."""
     from diced.array.labelstats import block_label_counts
 
@@ -50,16 +51,16 @@ def _count_task(blocks: ChunkTarget, ckeys: Sequence[str], parts: int) -> list[n
         rows.append(r)
     allrows = np.concatenate(rows) if rows else np.zeros((0, 5), np.uint64)
     part = allrows[:, 0] % np.uint64(parts)
-    return [allrows[part == p] for p in range(parts)]
+    return tuple(allrows[part == p] for p in range(parts))
 
 
-def _reduce_task(store: StoreRef, index_id: int, ctx: VersionCtx, p: int,
-                 stale: Sequence[int], done: frozenset[str], *maps: list[np.ndarray]) -> int:
-    """Write the index entries of partition ``p`` (and tombstones for ``stale`` labels);
-    returns the largest label of the partition."""
+def _reduce_task(store: StoreRef, index_id: int, ctx: VersionCtx, stale: Sequence[int],
+                 done: frozenset[str], *parts: np.ndarray) -> int:
+    """Write the index entries of one partition (rows ``parts`` from every map task) and
+    tombstones for its ``stale`` labels; returns the largest label of the partition."""
     from diced.datatypes.labels._common import encode_index, lkey
 
-    rows = [m[p] for m in maps if len(m[p])]
+    rows = [r for r in parts if len(r)]
     allrows = np.concatenate(rows) if rows else np.zeros((0, 5), np.uint64)
     order = np.lexsort((allrows[:, 3], allrows[:, 2], allrows[:, 1], allrows[:, 0]))
     allrows = allrows[order]
@@ -107,13 +108,15 @@ def index_labels(job: Any, store: StoreRef, record: dict[str, Any], client: Any 
         else []
     nparts = parts or max(1, min(64, len(ckeys) // BLOCKS_PER_TASK + 1))
     done = frozenset(job.written(index_id))
-    maps = [dask.delayed(_count_task, pure=False)(blocks, ckeys[i:i + BLOCKS_PER_TASK], nparts)
-            for i in range(0, len(ckeys), BLOCKS_PER_TASK)]
+    # each map task's output is split per partition, so a reduce task fetches only its part
+    maps = [dask.delayed(_count_task, pure=False, nout=nparts)(
+        blocks, ckeys[i:i + BLOCKS_PER_TASK], nparts)
+        for i in range(0, len(ckeys), BLOCKS_PER_TASK)]
     stale: list[list[int]] = [[] for _ in range(nparts)]
     for lab in old:
         stale[lab % nparts].append(lab)
-    reduces = [dask.delayed(_reduce_task, pure=False)(store, index_id, job.ctx, p, stale[p],
-                                                      done, *maps)
+    reduces = [dask.delayed(_reduce_task, pure=False)(store, index_id, job.ctx, stale[p],
+                                                      done, *[m[p] for m in maps])
                for p in range(nparts)]
     tops = compute(reduces, client)
     top = max(tops, default=0)
