@@ -130,6 +130,9 @@ def main() -> None:
 
                 client.run(lambda: __import__("diced.cluster.blocks"))  # imports: not timed
                 with _Step(client) as st:
+                    client.compute(src.sum(dtype=np.uint64)).result()
+                row("source alone (generate + sum, no diced)", st)
+                with _Step(client) as st:
                     v = cluster.ingest(repo, "img", src, create={"chunks": [c, c, c]},
                                        client=client, lock=True)
                 row(f"ingest {n}³ uint8 ({args.store})", st)
