@@ -104,9 +104,38 @@ class ChunkTarget:
             return None
         return self.codec_obj.encode(np.ascontiguousarray(chunk, dtype=self.np_dtype))
 
+    def read_raw(self, ckeys: Sequence[str]) -> list[bytes | None]:
+        """Payloads visible at the target's version (``None``: nothing stored).
+
+        On stores without ordered scans, reading an open version normally lists its whole
+        manifest; here the version's own keys are fetched directly instead (data and
+        tombstone, as :func:`~diced.repo.writers.modify_parts` does) and only the others
+        are resolved from the (cached) manifests of the locked ancestors, so a task's cost
+        does not grow with the size of the job."""
+        space = self.space
+        ctx = self.ctx
+        if space.ordered or ctx.locked or not ckeys:
+            return space.read_many(list(ckeys), ctx)
+        inst, vid = self.space_id, ctx.vid
+        keys = [K.data_key(inst, c, vid, m) for c in ckeys for m in (K.DATA, K.TOMB)]
+        got = space.backend.get_many(keys)
+        out: list[bytes | None] = [None] * len(ckeys)
+        rest = []
+        for i in range(len(ckeys)):
+            data, tomb = got[2 * i], got[2 * i + 1]
+            if data is not None:
+                out[i] = bytes(data)
+            elif tomb is None:
+                rest.append(i)
+        if rest:
+            parents = space.resolve_many([ckeys[i] for i in rest], ctx, strict=True)
+            for i, r in zip(rest, parents, strict=True):
+                out[i] = None if r is None else r[1]
+        return out
+
     def read(self, coords: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
         """Decoded chunks at ``coords`` (fill where nothing is stored)."""
-        vals = self.space.read_many([K.chunk_ckey(c) for c in coords], self.ctx)
+        vals = self.read_raw([K.chunk_ckey(c) for c in coords])
         return [self.decode(v) for v in vals]
 
     def write(self, chunks: dict[tuple[int, ...], np.ndarray]) -> None:

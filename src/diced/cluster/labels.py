@@ -36,7 +36,7 @@ def _count_task(blocks: ChunkTarget, ckeys: Sequence[str], parts: int
     from diced.array.labelstats import block_label_counts
 
     rows: list[np.ndarray] = []
-    vals = blocks.space.read_many(list(ckeys), blocks.ctx)
+    vals = blocks.read_raw(list(ckeys))
     for ck, data in zip(ckeys, vals, strict=True):
         if data is None:
             continue

@@ -29,7 +29,7 @@ def _downsample_task(args: tuple[ChunkTarget, ChunkTarget, bool, list[tuple[int,
                 for par in parents for off in _OCTANTS]
     from diced.repo import keys as K
 
-    vals = lower.space.read_many([K.chunk_ckey(c) for c in children], lower.ctx)
+    vals = lower.read_raw([K.chunk_ckey(c) for c in children])
     out: dict[tuple[int, ...], np.ndarray] = {}
     for i, par in enumerate(parents):
         octs = {}
