@@ -492,3 +492,60 @@ def test_tombstones_at_the_job_version_reach_the_pyramid(kind, tmp_path):
 
 def _zero_low_z(block, box):
     return np.zeros_like(block) if box[0].start < 8 else block
+
+
+def test_a_different_function_or_source_does_not_resume_a_failed_job(tmp_path):
+    store = diced.Store(str(tmp_path / "s.diced"))
+    repo = _committed_repo(store)
+    data = _volume((16, 16, 16), 9)
+    v1 = cluster.ingest(repo, "img", data, create={"chunks": [8, 8, 8]}, lock=True)
+    a = repo.version(v1.uuid).array("img")
+
+    def boom(block):
+        raise RuntimeError("first function fails")
+
+    with pytest.raises(RuntimeError):
+        cluster.map_blocks(boom, a)
+    with pytest.raises(ConcurrencyError, match="other parameters"):
+        cluster.map_blocks(lambda b: b + 1, a)  # same job name, another function
+    [job] = cluster.list_jobs(repo)
+    cluster.Job.load(repo, job.name).abandon()
+    v2 = cluster.map_blocks(lambda b: b + 1, a)
+    np.testing.assert_array_equal(repo.version(v2.uuid).array("img")[...], data + 1)
+    # ingest: the source is identified by its dask name
+    src = da.from_array(data, chunks=8).map_blocks(_fail_once(tmp_path / "m"), dtype=np.uint8)
+    with pytest.raises(RuntimeError):
+        cluster.ingest(repo, "other", src, parent=v1.uuid, branch="b")
+    with pytest.raises(ConcurrencyError):
+        cluster.ingest(repo, "other", data[::-1].copy(), parent=v1.uuid, branch="b")
+    v3 = cluster.ingest(repo, "other", src, parent=v1.uuid, branch="b")
+    np.testing.assert_array_equal(repo.version(v3.uuid).array("other")[...], data)
+
+
+def _fail_once(marker):
+    def fn(block):
+        if block.size and not marker.exists():  # (dask calls it on an empty array for meta)
+            marker.write_text("")
+            raise RuntimeError("fails once")
+        return block
+    return fn
+
+
+def test_source_array_reads_files_and_resumes_by_identity(tmp_path):
+    from dask.base import tokenize
+
+    from diced.cluster.blocks import SourceArray
+
+    data = _volume((20, 16, 12), 10)
+    np.save(tmp_path / "v.npy", data)
+    src = SourceArray(str(tmp_path / "v.npy"))
+    assert src.shape == data.shape and tokenize(src) == tokenize(SourceArray(str(tmp_path / "v.npy")))
+    import pickle
+
+    again = pickle.loads(pickle.dumps(src))
+    np.testing.assert_array_equal(again[3:9, :, 2:5], data[3:9, :, 2:5])
+    store = diced.Store(str(tmp_path / "s.diced"))
+    repo = _committed_repo(store)
+    v = cluster.ingest(repo, "img", str(tmp_path / "v.npy"), offset=(4, 0, 0),
+                       create={"chunks": [8, 8, 8], "shape": [24, 16, 12]})
+    np.testing.assert_array_equal(repo.version(v.uuid).array("img")[4:], data)

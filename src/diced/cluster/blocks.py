@@ -100,6 +100,10 @@ class SourceArray:
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_src"}
 
+    def __dask_tokenize__(self) -> Any:
+        # the same file (and options) gets the same dask name, so a rerun resumes its job
+        return ("diced-source", self.args, self._open().identity())
+
     def __getitem__(self, sel: tuple[slice, ...]) -> np.ndarray:
         if not isinstance(sel, tuple):
             sel = (sel,)
@@ -195,8 +199,10 @@ def ingest(repo: Any, name: str, data: Any, *, offset: Sequence[int] | None = No
     else:
         shape = tuple(int(n) for n in next(iter(new.values()))[1].get("shape") or ())
     _check_fits(darr.shape, off, shape, name)
-    params = {"target": name, "shape": list(darr.shape), "dtype": darr.dtype.str,
-              "offset": list(off), "create": _jsonable(new)}
+    # the dask name identifies the source (a hash of the data or of the graph): a rerun
+    # resumes only with the same source (an unnamed random one never resumes)
+    params = {"target": name, "source": darr.name, "shape": list(darr.shape),
+              "dtype": darr.dtype.str, "offset": list(off), "create": _jsonable(new)}
     j = Job.start(repo, "ingest", params, parent=p.uuid, name=job, branch=branch, note=note,
                   new_instances=new)
     rec = j.instance_record(name)
@@ -269,6 +275,21 @@ def _shape_at(rec: dict[str, Any], ancestors: frozenset[int]) -> tuple[int, ...]
     if best is None:
         best = min(int(v) for v in shapes)
     return tuple(shapes[str(best)])
+
+
+def _fn_token(fn: Callable[..., Any]) -> str:
+    """What identifies ``fn`` for resuming: its name and a hash of it as it is shipped to
+    the workers (code and captured values), so a changed function does not resume a job
+    started with another one."""
+    import hashlib
+
+    try:
+        import cloudpickle
+
+        digest = hashlib.sha256(cloudpickle.dumps(fn)).hexdigest()[:16]
+    except Exception:  # noqa: BLE001 - unpicklable: it will fail on the workers anyway
+        digest = "unpicklable"
+    return f"{getattr(fn, '__qualname__', type(fn).__name__)}:{digest}"
 
 
 def _jsonable(x: Any) -> Any:
@@ -376,7 +397,7 @@ def map_blocks(fn: Callable[..., Any], array: Any, *, out: str | None = None,
                 f"map_blocks: output {out_name!r} has shape {oshape} and chunks "
                 f"{tuple(orec['config']['chunks'])}, the input {src.shape} and {src.chunks}")
     params = {"target": out_name, "source": array.name, "version": a.uuid,
-              "fn": getattr(fn, "__qualname__", repr(fn)), "skip_empty": bool(skip_empty),
+              "fn": _fn_token(fn), "skip_empty": bool(skip_empty),
               "create": _jsonable(new)}
     j = Job.start(repo, "map_blocks", params, parent=p.uuid, name=job, branch=branch,
                   note=note, new_instances=new)
