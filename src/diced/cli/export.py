@@ -9,6 +9,7 @@ from typing import Any
 
 from diced.cli._args import floats as _floats
 from diced.cli._args import ints as _ints
+from diced.cli._cluster import add_cluster_args, cluster_client, wants_cluster
 
 _STORE_HELP = "store location: a path (embedded LMDB store) or an fsspec URL (gs://..., s3://...)"
 _VERSION_HELP = ("version to export: a UUID, a unique UUID prefix, or 'branch~N' "
@@ -91,6 +92,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     pc.add_argument("--overwrite", action="store_true",
                     help="replace an existing volume at DEST")
     pc.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_cluster_args(pc)
     pc.set_defaults(func=run_precomputed)
 
     zp = fmt.add_parser(
@@ -115,6 +117,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     zp.add_argument("--overwrite", action="store_true",
                     help="delete everything at DEST first")
     zp.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_cluster_args(zp)
     zp.set_defaults(func=run_zarr)
 
 
@@ -177,6 +180,7 @@ def _add_shards(sub: argparse._SubParsersAction, name: str) -> None:
                    help="label every block by supervoxel id also in the body column "
                         "(no mapping applied)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_cluster_args(p)
     p.set_defaults(func=run_shards)
 
 
@@ -194,11 +198,17 @@ def run_precomputed(args: argparse.Namespace) -> int:
     from diced.export.precomputed import export_precomputed
 
     arr = _open_array(args, args.array)
-    info = export_precomputed(
-        arr, args.dest, scales=args.scales, encoding=args.encoding, sharded=args.sharded,
-        voxel_size=args.voxel_size, unit=args.unit, supervoxels=args.supervoxels,
-        progress=not args.quiet,
-        overwrite=args.overwrite, jpeg_quality=args.jpeg_quality)
+    options = {"scales": args.scales, "encoding": args.encoding, "sharded": args.sharded,
+               "voxel_size": args.voxel_size, "unit": args.unit,
+               "supervoxels": args.supervoxels, "overwrite": args.overwrite,
+               "jpeg_quality": args.jpeg_quality}
+    if wants_cluster(args):
+        from diced.cluster import export_precomputed as on_cluster
+
+        with cluster_client(args) as client:
+            info = on_cluster(arr, args.dest, client=client, **options)
+    else:
+        info = export_precomputed(arr, args.dest, progress=not args.quiet, **options)
     scales = ", ".join(f"{s['key']} {s['size']}" for s in info["scales"])
     print(f"wrote precomputed {info['type']} volume to {args.dest}: {scales}")
     return 0
@@ -209,10 +219,15 @@ def run_zarr(args: argparse.Namespace) -> int:
     from diced.export.zarr_export import export_zarr
 
     arr = _open_array(args, args.array)
-    group = export_zarr(arr, args.dest, scales=args.scales, voxel_size=args.voxel_size,
-                        unit=args.unit,
-                        supervoxels=args.supervoxels, progress=not args.quiet,
-                        overwrite=args.overwrite)
+    options = {"scales": args.scales, "voxel_size": args.voxel_size, "unit": args.unit,
+               "supervoxels": args.supervoxels, "overwrite": args.overwrite}
+    if wants_cluster(args):
+        from diced.cluster import export_zarr as on_cluster
+
+        with cluster_client(args) as client:
+            group = on_cluster(arr, args.dest, client=client, **options)
+    else:
+        group = export_zarr(arr, args.dest, progress=not args.quiet, **options)
     levels = sorted(name for name, _ in group.arrays())
     print(f"wrote zarr v3 group to {args.dest}: levels {', '.join(levels)}; "
           f"{json.dumps(dict(group.attrs).get('diced', {}))}")
@@ -236,9 +251,15 @@ def run_shards(args: argparse.Namespace) -> int:
             "--shard-voxels/--voxel-size, not both")
     labels = _open_array(args, args.labels)
     kwargs = {} if spec is not None else {**sharding, "unit": args.unit}
-    report = export_shards(labels, dest, spec, supervoxels=args.supervoxels,
-                           scale=args.scale, batch_size=args.batch_size,
-                           overwrite=args.overwrite, progress=not args.quiet, **kwargs)
+    kwargs.update(supervoxels=args.supervoxels, scale=args.scale, batch_size=args.batch_size,
+                  overwrite=args.overwrite, progress=not args.quiet)
+    if wants_cluster(args):
+        from diced.cluster import export_shards as on_cluster
+
+        with cluster_client(args) as client:
+            report = on_cluster(labels, dest, spec, client=client, **kwargs)
+    else:
+        report = export_shards(labels, dest, spec, **kwargs)
     made = "" if spec is not None else f"; spec written to {dest.rstrip('/')}/info"
     print(f"wrote {report.shards_written} shards ({report.blocks_written} blocks, "
           f"{report.bytes_written / 1e6:.1f} MB) in {report.seconds:.1f} s to {report.dest}{made}")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
+from typing import Any
 
 from diced.cli._args import ints as _ints
+from diced.cli._cluster import add_cluster_args, cluster_client, wants_cluster
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -63,6 +66,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--no-resume", action="store_true",
                    help="ignore the record of an interrupted ingest and start from slab 0")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_cluster_args(p)
     p.set_defaults(func=run)
 
 
@@ -83,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.create_repo:
             raise RepoNotFoundError(f"{exc}; pass --create-repo to make it") from exc
         repo = store.create_repo(args.repo)
+    if wants_cluster(args):
+        return _run_cluster(args, repo)
     report = ingest(args.source, repo, args.name, dataset=args.dataset, axes=args.axes,
                     offset=args.offset,
                     create=not args.into_existing, dtype=args.dtype, labels=args.labels,
@@ -92,4 +98,45 @@ def run(args: argparse.Namespace) -> int:
     print(f"ingested {report.source} {report.shape} into {args.repo}/{report.name} at offset "
           f"{report.offset}: {report.slabs_written} slabs, {report.bytes_written / 1e6:.1f} MB "
           f"in {report.seconds:.1f} s ({report.mb_per_s:.0f} MB/s){resumed}")
+    return 0
+
+
+def _run_cluster(args: argparse.Namespace, repo: Any) -> int:
+    """``--scheduler`` / ``--workers``: a cluster job writing a new child of the head (the
+    head must be committed; a fresh repo's empty root is committed here). Rerunning an
+    interrupted command resumes it."""
+    import time
+
+    from diced.cluster import ingest as cluster_ingest
+    from diced.cluster.blocks import SourceArray
+    from diced.errors import InvalidArgumentError, UnlockedNodeError
+
+    if args.no_resume or args.slab is not None:
+        raise InvalidArgumentError(
+            "--no-resume and --slab are for the serial ingest; a cluster ingest resumes by "
+            "rerunning (diced.cluster.Job.load(repo, name).abandon() drops an unfinished job)")
+    head = repo.head
+    if not head.locked:
+        if len(repo.versions()) == 1 and not repo.instances():
+            head = repo.commit("empty root")
+        else:
+            raise UnlockedNodeError(
+                f"the head {head.uuid[:12]} is open: with --scheduler/--workers the ingest "
+                "writes a new child version of the head; commit it first ('diced commit')")
+    src = SourceArray(args.source, dataset=args.dataset, axes=args.axes)
+    create = None
+    if not args.into_existing:
+        create = {k: v for k, v in (("dtype", args.dtype), ("chunks", args.chunks),
+                                    ("max_scale", args.max_scale)) if v}
+    t0 = time.perf_counter()
+    with cluster_client(args) as client:
+        version = cluster_ingest(repo, args.name, src, offset=args.offset, create=create,
+                                 labels=args.labels, client=client,
+                                 note=f"ingest {args.source}")
+    repo.checkout(version.uuid)
+    secs = time.perf_counter() - t0
+    nbytes = src.dtype.itemsize * math.prod(src.shape)
+    print(f"ingested {args.source} {src.shape} into {args.repo}/{args.name} as version "
+          f"{version.uuid[:12]} (now the head) on the cluster: {nbytes / 1e6:.1f} MB in "
+          f"{secs:.1f} s ({nbytes / max(secs, 1e-9) / 1e6:.0f} MB/s)")
     return 0

@@ -8,6 +8,7 @@ Layout (all ASCII, fixed-width lowercase hex so that string order is numeric ord
     meta/alias/<hex(alias)>                  repo uuid owning an alias (unique)
     meta/counter/<name>                      store-wide counters (instance ids, ...)
     meta/head/<repo uuid>                    UUID of the version the repo's head was last moved to
+    meta/job/<repo uuid>/<hex(job name)>     an unfinished cluster job (:mod:`diced.cluster`)
     lock/<repo uuid>/<version id>            present once the version is locked
     lease/<repo uuid>/<stripe>               a writer's lease on a stripe of keys (object
                                              stores only, :mod:`diced.repo.writers`)
@@ -49,6 +50,8 @@ __all__ = [
     "head_key",
     "index_key",
     "index_prefix",
+    "job_key",
+    "job_prefix",
     "kv_ckey",
     "lease_key",
     "lock_key",
@@ -82,6 +85,16 @@ def alias_key(alias: str) -> str:
 def head_key(repo_uuid: str) -> str:
     """Where a repo remembers its head (as git's ``HEAD``): the UUID last checked out."""
     return f"meta/head/{repo_uuid}"
+
+
+def job_key(repo_uuid: str, name: str) -> str:
+    """Key of the record of an unfinished cluster job (its reserved version id, ...)."""
+    return f"meta/job/{repo_uuid}/{name.encode().hex()}"
+
+
+def job_prefix(repo_uuid: str) -> str:
+    """Prefix of the records of a repo's unfinished cluster jobs."""
+    return f"meta/job/{repo_uuid}/"
 
 
 def counter_key(name: str) -> str:

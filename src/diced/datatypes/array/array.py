@@ -682,6 +682,41 @@ class VersionedArray:
 
         return tile(self, plane, scale, ty, tx, index, size=size, format=format)
 
+    # --- dask and xarray (logic in diced.cluster.arrays) -------------------------------------
+
+    def to_dask(self, *, version: Any = None, scale: int = 0, **options: Any) -> Any:
+        """A lazy dask array of this array at a version (default: the handle's version now),
+        one block per storage chunk. See :func:`diced.cluster.to_dask`.
+
+        Returns
+        -------
+        dask.array.Array
+        """
+        from diced.cluster.arrays import to_dask
+
+        return to_dask(self, version=version, scale=scale, **options)
+
+    def to_xarray(self, *, version: Any = None, scale: int = 0, **options: Any) -> Any:
+        """The array at a version as an ``xarray.DataArray`` (dims ``z, y, x``; coordinates
+        from the origin, and ``voxel_size=`` if given). See :func:`diced.cluster.to_xarray`.
+
+        Returns
+        -------
+        xarray.DataArray
+        """
+        from diced.cluster.arrays import to_xarray
+
+        return to_xarray(self, version=version, scale=scale, **options)
+
+    def from_dask(self, data: Any, *, offset: Sequence[int] | None = None,
+                  client: Any = None, **options: Any) -> None:
+        """Write a dask array into this (open) version, chunk-aligned blocks in parallel on
+        a dask cluster (default: the active client, else local threads). See
+        :func:`diced.cluster.from_dask`."""
+        from diced.cluster.arrays import from_dask
+
+        from_dask(self, data, offset=offset, client=client, **options)
+
     # --- absolute coordinates ----------------------------------------------------------------
 
     @property
