@@ -300,6 +300,18 @@ class Store:
 
         return serve(self, host=host, port=port, **options)
 
+    def gc(self) -> Any:
+        """Reclaim the data of every repo's deleted and squashed versions (and, in a
+        deduplicating store, payloads nothing refers to any more).
+
+        Returns
+        -------
+        diced.repo.gc.GCReport
+        """
+        from diced.repo.gc import collect
+
+        return collect(self)
+
     def close(self) -> None:
         """Release the backend (files, LMDB environment). The store is unusable afterwards."""
         self.backend.close()
