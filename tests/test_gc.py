@@ -21,6 +21,14 @@ from diced.errors import InvalidArgumentError, UnlockedNodeError, VersionNotFoun
 from diced.repo import keys as K
 
 
+@pytest.fixture(params=[False, True], ids=["plain", "dedup"])
+def store(store_location, request):
+    """Every test here runs on a plain and on a deduplicating store."""
+    s = diced.Store(store_location, dedup=request.param, **store_location.options)
+    yield s
+    s.close()
+
+
 def _versioned_keys(backend) -> tuple[set[str], set[str]]:
     data = set(backend.list_keys("d/"))
     index = set(backend.list_keys("w/"))
@@ -53,6 +61,17 @@ def _assert_exact(repo):
     want_data, want_index = _reachable(repo)
     assert data == want_data
     assert index == want_index
+    if repo.store.dedup:  # shared payloads: exactly those the remaining values refer to
+        from diced.backends.checksum import ChecksummedBackend
+        from diced.backends.dedup import _ref_of
+
+        keys = sorted(data)
+        refs = {k: _ref_of(v) for k, v in
+                zip(keys, ChecksummedBackend.get_many(repo.backend, keys), strict=True)}
+        raw = repo.store.raw_backend
+        assert set(raw.list_keys("r/")) == {f"r/{h}/{k}" for k, h in refs.items() if h}
+        assert set(raw.list_keys("x/")) == {f"x/{h}" for h in refs.values() if h}
+        assert not list(raw.list_keys("q/"))
 
 
 def _history(repo):
@@ -260,28 +279,30 @@ def test_gc_waits_for_interrupted_operations(repo):
 _KILLER = textwrap.dedent("""
     import os, signal, sys
     import diced
-    from diced.backends.checksum import ChecksummedBackend
+    import diced.repo.gc
+    diced.repo.gc._BATCH = 7
+    store = diced.Store(sys.argv[1])
+    real = store.backend.delete_many
     calls = {"n": 0}
-    real = ChecksummedBackend.delete_many
-    def dying(self, keys):
+    def dying(keys):
         keys = list(keys)
         if any(k.startswith(("d/", "w/")) for k in keys):
             calls["n"] += 1
             if calls["n"] == int(sys.argv[2]):
-                real(self, keys[: len(keys) // 2])
+                real(keys[: len(keys) // 2])
                 os.kill(os.getpid(), signal.SIGKILL)
-        return real(self, keys)
-    ChecksummedBackend.delete_many = dying
-    diced.repo.gc._BATCH = 7
-    store = diced.Store(sys.argv[1])
+        return real(keys)
+    store.backend.delete_many = dying
     store.gc()
 """)
 
 
+@pytest.mark.parametrize("dedup", [False, True], ids=["plain", "dedup"])
+@pytest.mark.parametrize("kind", ["lmdb", "file"])
 @pytest.mark.parametrize("kill_at", [1, 3])
-def test_gc_killed_midway_then_rerun_finishes(tmp_path, kill_at):
-    url = str(tmp_path / "s.diced")
-    store = diced.Store(url)
+def test_gc_killed_midway_then_rerun_finishes(tmp_path, kill_at, kind, dedup):
+    url = str(tmp_path / "s.diced") if kind == "lmdb" else (tmp_path / "s").as_uri()
+    store = diced.Store(url, dedup=dedup)
     repo = store.create_repo("test")
     h = _history(repo)
     repo.delete_branch("feat")
@@ -289,7 +310,7 @@ def test_gc_killed_midway_then_rerun_finishes(tmp_path, kill_at):
     keep = _snapshot(repo, h["v2"].uuid)
     store.close()
     script = tmp_path / "kill.py"
-    script.write_text("import diced.repo.gc\n" + _KILLER)
+    script.write_text(_KILLER)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.run([sys.executable, str(script), url, str(kill_at)], env=env,
                           capture_output=True, timeout=300)

@@ -49,6 +49,10 @@ class Store:
         Upgrade a store written by an older diced to the current storage format in place
         (see :func:`diced.migrate.migrate_store`); without it such a store is refused with
         :class:`~diced.errors.StoreFormatError`.
+    dedup:
+        Make a new store deduplicating: identical chunk and value payloads written at any
+        version or position are stored once (:mod:`diced.backends.dedup`). The choice is
+        recorded in the store; later openers follow it whatever they pass.
     **options:
         Passed to the backend (fsspec storage options, or ``durable=`` for LMDB).
 
@@ -64,7 +68,8 @@ class Store:
     """
 
     def __init__(self, location: str | os.PathLike[str] | Backend, *,
-                 create: bool | None = None, migrate: bool = False, **options: Any) -> None:
+                 create: bool | None = None, migrate: bool = False, dedup: bool = False,
+                 **options: Any) -> None:
         if create is not None and not isinstance(location, Backend):
             options["create"] = create
         backend = open_backend(location, **options)
@@ -73,6 +78,33 @@ class Store:
         self.backend: ChecksummedBackend = backend
         self.location = self.backend.url
         self._check_format(create, migrate)
+        self._check_dedup(dedup)
+
+    def _check_dedup(self, wanted: bool) -> None:
+        """Switch to the deduplicating wrapper when the store is (or is made) one."""
+        from diced.backends.dedup import DEDUP_KEY, DedupBackend
+
+        if isinstance(self.backend, DedupBackend):
+            return
+        on = self.backend.get(DEDUP_KEY) is not None
+        if wanted and not on:
+            if next(iter(self.backend.list_keys("d/")), None) is not None:
+                from diced.errors import InvalidArgumentError
+
+                raise InvalidArgumentError(
+                    f"store {self.location} already holds data stored without deduplication; "
+                    "dedup=True can only be chosen for a new (or data-free) store")
+            self.backend.set(DEDUP_KEY, b"1")
+            on = True
+        if on:
+            self.backend = DedupBackend(self.backend.raw)
+
+    @property
+    def dedup(self) -> bool:
+        """Whether identical value payloads are stored once (:mod:`diced.backends.dedup`)."""
+        from diced.backends.dedup import DedupBackend
+
+        return isinstance(self.backend, DedupBackend)
 
     @property
     def raw_backend(self) -> Backend:
