@@ -130,3 +130,14 @@ def test_missing_payload_is_a_clear_error(store):
     store.raw_backend.delete_many(list(_blobs(store)))
     with pytest.raises(CorruptDataError, match="img"):
         repo.array("img")[...]
+
+
+def test_verify_reads_through_shared_payloads(store):
+    repo = store.create_repo("t")
+    a = repo.create_array("img", "uint8", (32, 32), chunks=(16, 16))
+    a[...] = np.tile(_noise(9), (2, 2))
+    lab = repo.create_labels("seg", (16, 16, 16), chunks=(8, 8, 8))
+    lab[...] = np.random.default_rng(1).integers(1, 9, (16, 16, 16), dtype=np.uint64)
+    repo.commit("v0")
+    report = store.verify()
+    assert report.problems == [] and report.chunks >= 4

@@ -112,6 +112,14 @@ class DedupBackend(ChecksummedBackend):
                                    "(a store written without deduplication?)", store_key=key)
         return None, h
 
+    def payload(self, key: str, stored: bytes | memoryview) -> bytes | memoryview:
+        """The payload of a stored (unframed) value: itself without its tag, or the shared
+        payload it refers to. Raises :class:`CorruptDataError` when that is missing."""
+        if not _is_value(key):
+            return stored
+        inline, h = self._split(key, stored)
+        return inline if h is None else self._blobs([h], [key])[0]
+
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         vals = ChecksummedBackend.get_many(self, keys)
         refs: list[tuple[int, str]] = []
