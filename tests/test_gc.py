@@ -321,3 +321,34 @@ def test_gc_killed_midway_then_rerun_finishes(tmp_path, kill_at, kind, dedup):
     _assert_exact(repo)
     _same(_snapshot(repo, h["v2"].uuid), keep)
     store.close()
+
+
+def test_gc_reads_only_what_the_garbage_names(store, repo):
+    """No listing of whole key spaces or of the store: only the removed versions' indexes,
+    the pending records and (dedup) the queue of payloads to check."""
+    _history(repo)
+    repo.delete_branch("feat")
+    seen: list[str] = []
+    backend = store.backend
+    real_list, real_lists = backend.list_keys, backend.list_prefixes
+
+    def list_keys(prefix="", start=None, stop=None):
+        seen.append(prefix)
+        return real_list(prefix, start, stop)
+
+    def list_prefixes(prefixes):
+        seen.extend(prefixes)
+        return real_lists(prefixes)
+
+    backend.list_keys, backend.list_prefixes = list_keys, list_prefixes
+    try:
+        report = repo.gc()
+    finally:
+        del backend.list_keys, backend.list_prefixes
+    assert report.versions == 2
+    feat = {v.id for v in repo.versions()}  # remaining ids: none of them is listed
+    for p in seen:
+        assert p.startswith(("meta/gc/", "w/", "meta/label/", "q/", "r/")), p
+        if p.startswith("w/"):
+            assert len(p) == len(K.index_prefix(0, 0)) and int(p[11:19], 16) not in feat, p
+    _assert_exact(repo)

@@ -171,9 +171,8 @@ class DedupBackend(ChecksummedBackend):
 
         ChecksummedBackend.visit_last_many(self, requests, accept, hit)
         if refs:
-            blobs = self._blobs([h for *_, h in refs], [k for _, k, _ in refs])
-            for (i, key, _), b in zip(refs, blobs, strict=True):
-                visit(i, key, b)
+            self._visit_blobs([h for *_, h in refs], [k for _, k, _ in refs],
+                              lambda j, b: visit(refs[j][0], refs[j][1], b))
 
     def visit_many(self, keys: Sequence[str],
                    visit: Callable[[int, bytes | memoryview], None]) -> None:
@@ -191,9 +190,25 @@ class DedupBackend(ChecksummedBackend):
 
         ChecksummedBackend.visit_many(self, keys, hit)
         if refs:
-            blobs = self._blobs([h for _, h in refs], [keys[i] for i, _ in refs])
-            for (i, _), b in zip(refs, blobs, strict=True):
-                visit(i, b)
+            self._visit_blobs([h for _, h in refs], [keys[i] for i, _ in refs],
+                              lambda j, b: visit(refs[j][0], b))
+
+    def _visit_blobs(self, digests: Sequence[str], keys: Sequence[str],
+                     visit: Callable[[int, Any], None]) -> None:
+        """Hand the payloads of ``digests`` to ``visit(j, view)`` zero-copy where the
+        backend can (falling back to :meth:`_blobs` for any that are missing)."""
+        seen = [False] * len(digests)
+
+        def hit(j: int, value: Any) -> None:
+            seen[j] = True
+            visit(j, value)
+
+        ChecksummedBackend.visit_many(self, [_blob_key(h) for h in digests], hit)
+        missing = [j for j, s in enumerate(seen) if not s]
+        if missing:
+            blobs = self._blobs([digests[j] for j in missing], [keys[j] for j in missing])
+            for j, b in zip(missing, blobs, strict=True):
+                visit(j, b)
 
     # --- writes ------------------------------------------------------------------------------
 
