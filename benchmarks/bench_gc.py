@@ -120,7 +120,10 @@ def row1(tmp: str, seg0: np.ndarray) -> dict:
         path = os.path.join(tmp, f"hist-{'dedup' if dedup else 'plain'}.diced")
         store, info = build_history(path, dedup, seg0)
         out[dedup] = {**info, "values": stored_bytes(store, ("d/", "x/")),
-                      "total": stored_bytes(store, ("",)), "path": path}
+                      "total": stored_bytes(store, ("",)), "path": path,
+                      "refs": sum(1 for _ in store.raw_backend.list_keys("r/")),
+                      "payloads": sum(1 for _ in store.raw_backend.list_keys("x/")),
+                      "keys": sum(1 for _ in store.raw_backend.list_keys("d/"))}
         store.close()
     p, d = out[False], out[True]
     print("## row 1: stored bytes, pinky40 256^3 labels + 256^3 uint8 image, "
@@ -131,7 +134,8 @@ def row1(tmp: str, seg0: np.ndarray) -> dict:
         print(f"| {name} | {r['values'] / 1e6:.2f} MB | {r['total'] / 1e6:.2f} MB | "
               f"{r['build_s']:.1f} s |")
     print(f"dedup / plain: values {d['values'] / p['values']:.3f}, "
-          f"whole store {d['total'] / p['total']:.3f}")
+          f"whole store {d['total'] / p['total']:.3f}; {d['keys']} stored values, "
+          f"{d['refs']} by reference to {d['payloads']} distinct payloads")
     return out
 
 
