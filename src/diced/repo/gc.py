@@ -27,8 +27,13 @@ before its metadata change) is left alone. Collection is idempotent: a crash par
 next run.
 
 Caveats: handles in *other processes* that still hold the removed versions (or a squashed
-version's old ancestry) in their cached DAG must reopen the repo; a write by such a stale
-handle to a deleted open version after its collection is not reclaimed.
+version's old ancestry) in their cached DAG must reopen the repo, and on stores without
+ordered scans (object stores, ``file://``) other :class:`~diced.Store` objects must be
+reopened after a squash, because the squashed version's manifest (cached as immutable once
+locked) gains the lifted keys. A write by a stale handle to a deleted open version after its
+collection is not reclaimed. The leaf check and the removal are two metadata updates: a
+child made of the version in between by another process is reported with
+:class:`~diced.errors.ConcurrencyError`.
 """
 
 from __future__ import annotations
@@ -292,7 +297,20 @@ def _remove(repo: Repo, vids: list[int], what: str) -> None:
     _drop_instances_created_at(repo, removed)
     _forget_shapes(repo, removed)
     repo._delete_nodes(vids)
+    _check_no_orphans(repo, removed)
     _after_removal(repo, removed, max(outside) if outside else repo._dag.root.id)
+
+
+def _check_no_orphans(repo: Repo, removed: set[int]) -> None:
+    """Loud failure if another process gave a removed version a child meanwhile (the leaf
+    check and the removal are two metadata updates)."""
+    bad = [n.uuid for n in repo._dag.nodes.values() if any(p in removed for p in n.parents)]
+    if bad:
+        from diced.errors import ConcurrencyError
+
+        raise ConcurrencyError(
+            f"version(s) {', '.join(b[:12] for b in bad)} were made children of a version "
+            "while it was being deleted; their parent is gone")
 
 
 # --- squashing -----------------------------------------------------------------------------
@@ -358,6 +376,7 @@ def squash(repo: Repo, first: Any, last: Any) -> Version:
     _lift_label_meta(repo, folded, top)
     _reparent(repo, top, parents, folded)
     repo._delete_nodes(folded)
+    _check_no_orphans(repo, set(folded))
     _after_removal(repo, set(folded), top)
     return Version(repo, repo._dag.nodes[top])
 
