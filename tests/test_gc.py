@@ -352,3 +352,77 @@ def test_gc_reads_only_what_the_garbage_names(store, repo):
         if p.startswith("w/"):
             assert len(p) == len(K.index_prefix(0, 0)) and int(p[11:19], 16) not in feat, p
     _assert_exact(repo)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_histories_against_a_model(store, seed):
+    """Random writes, commits, branches, deletes, squashes and collections on a keyvalue;
+    every remaining version must read what a plain-dict model says, and the store must hold
+    exactly the reachable keys after each collection."""
+    import random
+
+    rnd = random.Random(seed)
+    repo = store.create_repo(f"m{seed}")
+    kv = repo.create_keyvalue("kv")
+    pool = [bytes([i]) * 100 for i in range(4)] + [b"s%d" % i for i in range(3)]
+    model: dict[str, dict[str, bytes]] = {}
+    state: dict[str, bytes] = {}
+    head_open = True
+
+    def lock():
+        nonlocal head_open
+        v = repo.commit("c")
+        model[v.uuid] = dict(state)
+        head_open = False
+
+    for _step in range(80):
+        op = rnd.random()
+        if head_open and op < 0.45:
+            k = f"k{rnd.randrange(6)}"
+            if rnd.random() < 0.2 and k in state:
+                del kv[k]
+                del state[k]
+            else:
+                state[k] = rnd.choice(pool)
+                kv[k] = state[k]
+        elif head_open and op < 0.6:
+            lock()
+        elif not head_open and op < 0.75:
+            parent = rnd.choice(sorted(model))
+            if rnd.random() < 0.5:
+                repo.branch(f"b{_step}", parent=parent)
+            else:
+                try:
+                    repo.newversion(parent=parent)
+                except diced.errors.DuplicateNameError:
+                    repo.branch(f"b{_step}", parent=parent)
+            state = dict(model[parent])
+            head_open = True
+        elif op < 0.8:
+            dag = repo.dag
+            leaves = [n for n in dag.nodes.values()
+                      if not dag.children[n.id] and n.id != dag.root.id and n.locked]
+            if leaves:
+                gone = rnd.choice(leaves)
+                repo.delete_version(gone.uuid)
+                model.pop(gone.uuid, None)
+        elif op < 0.93:
+            dag = repo.dag
+            runs = [(n.parents[0], n.id) for n in dag.nodes.values()
+                    if n.locked and len(n.parents) == 1 and n.parents[0] != dag.root.id
+                    and dag.children[n.parents[0]] == [n.id] and dag.nodes[n.parents[0]].locked]
+            if runs:
+                a, b = rnd.choice(runs)
+                repo.squash(dag.nodes[a].uuid, dag.nodes[b].uuid)
+                model.pop(dag.nodes[a].uuid, None)
+        else:
+            repo.gc()
+            _assert_exact(repo)
+            for uuid, want in model.items():
+                assert dict(repo.version(uuid)["kv"].items()) == want, uuid
+        if head_open and repo.head.locked:
+            head_open = False
+    repo.gc()
+    _assert_exact(repo)
+    for uuid, want in model.items():
+        assert dict(repo.version(uuid)["kv"].items()) == want, uuid

@@ -274,6 +274,11 @@ class DedupBackend(ChecksummedBackend):
         keys = list(keys)
         if not any(_is_value(k) for k in keys):
             return ChecksummedBackend.update(self, keys, fn)
+        if not self.capabilities.atomic_update:  # not atomic anyway: write in safe order
+            made = dict(fn(dict(zip(keys, self.get_many(keys), strict=True))))
+            if made:
+                self.apply(made)
+            return made
         for _ in range(16):
             pre = self._old(keys)
             extra = sorted({_blob_key(h) for h in map(_ref_of, pre.values()) if h})
