@@ -128,8 +128,8 @@ def row1(tmp: str, seg0: np.ndarray) -> dict:
     p, d = out[False], out[True]
     print("## row 1: stored bytes, pinky40 256^3 labels + 256^3 uint8 image, "
           f"{p['versions']} versions")
-    print(f"| store | versioned values (d/ + x/) | whole store | build time |")
-    print(f"|---|---|---|---|")
+    print("| store | versioned values (d/ + x/) | whole store | build time |")
+    print("|---|---|---|---|")
     for name, r in (("plain", p), ("dedup", d)):
         print(f"| {name} | {r['values'] / 1e6:.2f} MB | {r['total'] / 1e6:.2f} MB | "
               f"{r['build_s']:.1f} s |")
@@ -153,13 +153,16 @@ def row2(hist: dict, repeat: int) -> None:
             ctx = repo._ctx(repo.head.id)
             lkeys = lab._space.live_keys(ctx)
             ikeys = img._space.live_keys(ctx)
-            for name, fn in (("fetch payloads: 64 label + 64 image chunks",
-                              lambda: (lab._space.read_many(lkeys, ctx),
-                                       img._space.read_many(ikeys, ctx))),
-                             ("labels 256^3", lambda: lab[...]),
-                             ("image 256^3", lambda: img[...]),
-                             ("20 label boxes 64^3", lambda: [lab[b] for b in boxes]),
-                             ("20 image boxes 64^3", lambda: [img[b] for b in boxes])):
+            reads = {
+                "fetch payloads: 64 label + 64 image chunks":
+                    lambda lab=lab, img=img, ctx=ctx, lk=lkeys, ik=ikeys:
+                    (lab._space.read_many(lk, ctx), img._space.read_many(ik, ctx)),
+                "labels 256^3": lambda lab=lab: lab[...],
+                "image 256^3": lambda img=img: img[...],
+                "20 label boxes 64^3": lambda lab=lab: [lab[b] for b in boxes],
+                "20 image boxes 64^3": lambda img=img: [img[b] for b in boxes],
+            }
+            for name, fn in reads.items():
                 t = time.perf_counter()
                 fn()
                 dt = time.perf_counter() - t
@@ -223,7 +226,8 @@ def main() -> int:
     print(f"# bench_gc: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, "
           f"python {sys.version.split()[0]}")
-    seg0 = np.load(gzip.open(DATA)).astype(np.uint64)
+    with gzip.open(DATA) as f:
+        seg0 = np.load(f).astype(np.uint64)
     tmp = tempfile.mkdtemp(prefix="bench-gc-")
     try:
         hist = None

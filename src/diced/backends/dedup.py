@@ -284,7 +284,8 @@ class DedupBackend(ChecksummedBackend):
             extra = sorted({_blob_key(h) for h in map(_ref_of, pre.values()) if h})
             made: dict[str, bytes | None] = {}
 
-            def body(cur: dict[str, bytes | None]) -> dict[str, bytes | None]:
+            def body(cur: dict[str, bytes | None],
+                     made: dict[str, bytes | None] = made) -> dict[str, bytes | None]:
                 user: dict[str, bytes | None] = {}
                 for k in keys:
                     v = cur[k]

@@ -48,7 +48,6 @@ from typing import TYPE_CHECKING, Any
 
 from diced.errors import (
     InvalidArgumentError,
-    LockedNodeError,
     UnlockedNodeError,
     VersionNotFoundError,
 )
