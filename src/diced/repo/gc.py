@@ -140,21 +140,52 @@ def _fence(repo: Repo, vids: Iterable[int]) -> None:
         lock_version(repo.backend, repo.uuid, v)
 
 
-def _drop_instances_created_at(repo: Repo, vids: set[int]) -> None:
-    """Instances created at removed versions are visible nowhere afterwards: delete them."""
-    from diced.repo.repo import drop_instance_data
-
-    gone = {n: r for n, r in repo._doc["instances"].items() if r["created"] in vids}
-    if not gone:
+def _edit_node(repo: Repo, vid: int, fn: Any) -> None:
+    """Edit version ``vid``'s metadata record in place (``fn(record)``)."""
+    update_node = getattr(repo, "_update_node", None)  # per-record metadata
+    if update_node is not None:
+        update_node(vid, fn)
         return
 
-    def fn(doc: dict[str, Any]) -> None:
-        for n in gone:
-            doc["instances"].pop(n, None)
+    def body(doc: dict[str, Any]) -> None:
+        for n in doc["nodes"]:
+            if n["id"] == vid:
+                fn(n)
+                return
+        raise VersionNotFoundError(f"version id {vid} not found")
 
-    repo._mutate(fn)
-    for rec in gone.values():
-        drop_instance_data(repo.backend, rec)
+    repo._mutate(body)
+
+
+def _drop_instances_created_at(repo: Repo, vids: set[int]) -> None:
+    """Instances created at removed versions are visible nowhere afterwards: delete them."""
+    for name, rec in list(repo._doc["instances"].items()):
+        if rec["created"] in vids:
+            repo.delete_instance(name)
+
+
+def _move_instance_meta(repo: Repo, vid: int, fold: set[int], anc: frozenset[int]) -> None:
+    """Instance creation and array shapes of the ``fold`` versions, moved to ``vid`` (or,
+    with ``vid < 0``, shapes of the removed ``fold`` versions forgotten)."""
+    for name, rec in list(repo._doc["instances"].items()):
+        shapes = rec.get("config", {}).get("shapes") or {}
+        if rec["created"] not in fold and not any(str(v) in shapes for v in fold):
+            continue
+
+        def fn(r: dict[str, Any]) -> None:
+            if vid >= 0 and r["created"] in fold:
+                r["created"] = vid
+            sh = r.get("config", {}).get("shapes")
+            if not sh:
+                return
+            if vid >= 0 and str(vid) not in sh and any(str(v) in sh for v in fold):
+                best = max(int(v) for v in sh if int(v) in anc)
+                sh[str(vid)] = sh[str(best)]
+            for v in fold:
+                if len(sh) > 1:
+                    sh.pop(str(v), None)
+
+        repo._update_instance(name, fn)
 
 
 def _reparent(repo: Repo, vid: int, parents: list[int], folded: Sequence[int]) -> None:
@@ -162,42 +193,14 @@ def _reparent(repo: Repo, vid: int, parents: list[int], folded: Sequence[int]) -
     carried in the metadata: instance creation, array shapes, log lines."""
     fold = set(folded)
     dag = repo._dag
-    anc = dag.ancestors(vid)
+    lines = [line for v in sorted(fold) for line in dag.nodes[v].log]
 
-    def fn(doc: dict[str, Any]) -> None:
-        nodes = {n["id"]: n for n in doc["nodes"]}
-        node = nodes[vid]
-        node["parents"] = list(parents)
-        lines = [line for v in sorted(fold) for line in nodes[v]["log"] if v in nodes]
-        node["log"] = lines + node["log"]
-        for rec in doc["instances"].values():
-            if rec["created"] in fold:
-                rec["created"] = vid
-            shapes = rec.get("config", {}).get("shapes")
-            if shapes and str(vid) not in shapes and any(str(v) in shapes for v in fold):
-                best = max(int(v) for v in shapes if int(v) in anc)
-                shapes[str(vid)] = shapes[str(best)]
-            if shapes:
-                for v in fold:
-                    if len(shapes) > 1:
-                        shapes.pop(str(v), None)
+    def fn(rec: dict[str, Any]) -> None:
+        rec["parents"] = list(parents)
+        rec["log"] = lines + list(rec["log"])
 
-    repo._mutate(fn)
-
-
-def _forget_shapes(repo: Repo, vids: set[int]) -> None:
-    """Drop array shape entries of removed versions (keeping at least one per array)."""
-
-    def fn(doc: dict[str, Any]) -> None:
-        for rec in doc["instances"].values():
-            shapes = rec.get("config", {}).get("shapes")
-            for v in vids:
-                if shapes and len(shapes) > 1:
-                    shapes.pop(str(v), None)
-
-    if any(str(v) in (r.get("config", {}).get("shapes") or {})
-           for r in repo._doc["instances"].values() for v in vids):
-        repo._mutate(fn)
+    _move_instance_meta(repo, vid, fold, dag.ancestors(vid))
+    _edit_node(repo, vid, fn)
 
 
 def _after_removal(repo: Repo, removed: set[int], new_head: int) -> None:
@@ -294,7 +297,7 @@ def _remove(repo: Repo, vids: list[int], what: str) -> None:
     _write_record(repo, vids, what)
     _fence(repo, vids)
     _drop_instances_created_at(repo, removed)
-    _forget_shapes(repo, removed)
+    _move_instance_meta(repo, -1, removed, frozenset())
     repo._delete_nodes(vids)
     _check_no_orphans(repo, removed)
     _after_removal(repo, removed, max(outside) if outside else repo._dag.root.id)
