@@ -431,3 +431,27 @@ def test_random_histories_against_a_model(store, seed):
     _assert_exact(repo)
     for uuid, want in model.items():
         assert dict(repo.version(uuid)["kv"].items()) == want, uuid
+
+
+def test_delete_branch_through_its_merge_node(repo):
+    """A branch ending in a merge goes back through first parents; the merged-in branch
+    (the merge's other parent) stays."""
+    a = repo.create_array("a", "uint8", (32,), chunks=(8,))
+    a[:8] = 1
+    base = repo.commit("base")
+    repo.branch("x")
+    a[8:16] = 2
+    x1 = repo.commit("x1")
+    repo.branch("y", parent=base.uuid)
+    a[16:24] = 3
+    y1 = repo.commit("y1")
+    m = repo.merge(x1.uuid, y1.uuid, note="m")
+    a[24:] = 4
+    repo.commit("m")
+    assert m.branch == "x"
+    gone = repo.delete_branch("x")
+    assert gone == [m.uuid, x1.uuid]
+    assert repo.branches()["y"].uuid == y1.uuid
+    repo.gc()
+    _assert_exact(repo)
+    assert list(repo.version(y1.uuid).array("a")[...]) == [1] * 8 + [0] * 8 + [3] * 8 + [0] * 8

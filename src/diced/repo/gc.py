@@ -256,9 +256,9 @@ def _branch_run(repo: Repo, name: str) -> list[int]:
             break
         run.append(cur.id)
         gone.add(cur.id)
-        if len(cur.parents) != 1:  # a merge node: its parents belong to other walks
+        if not cur.parents:
             break
-        cur = dag.nodes[cur.parents[0]]
+        cur = dag.nodes[cur.parents[0]]  # first parents: a merge's others are other branches
     return run
 
 
