@@ -455,3 +455,30 @@ def test_delete_branch_through_its_merge_node(repo):
     repo.gc()
     _assert_exact(repo)
     assert list(repo.version(y1.uuid).array("a")[...]) == [1] * 8 + [0] * 8 + [3] * 8 + [0] * 8
+
+
+def test_stale_handle_cannot_write_to_a_deleted_version(store, repo):
+    from diced.errors import LockedNodeError
+
+    a = repo.create_array("a", "uint8", (16,), chunks=(8,))
+    repo.commit("v0")
+    repo.branch("tmp")
+    other = store.open_repo("test")  # another handle, its DAG read now
+    stale = other.version(repo.head.uuid).array("a")
+    stale[:4] = 1
+    repo.delete_branch("tmp")
+    repo.gc()
+    with pytest.raises(LockedNodeError):
+        stale[:8] = 2
+    _assert_exact(repo)
+    assert a.shape == (16,)
+
+
+def test_records_of_a_deleted_repo_are_cleared(store, repo):
+    _history(repo)
+    repo.delete_branch("feat")
+    store.delete_repo("test")
+    report = store.gc()
+    assert report.records == 1
+    assert not list(store.backend.list_keys("meta/gc/"))
+    assert not list(store.backend.list_keys("d/"))

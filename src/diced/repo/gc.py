@@ -30,9 +30,9 @@ Caveats: handles in *other processes* that still hold the removed versions (or a
 version's old ancestry) in their cached DAG must reopen the repo, and on stores without
 ordered scans (object stores, ``file://``) other :class:`~diced.Store` objects must be
 reopened after a squash, because the squashed version's manifest (cached as immutable once
-locked) gains the lifted keys. A write by a stale handle to a deleted open version after its
-collection is not reclaimed. The leaf check and the removal are two metadata updates: a
-child made of the version in between by another process is reported with
+locked) gains the lifted keys. A write by a stale handle to a deleted open version is
+refused (the removed ids keep their lock marks). The leaf check and the removal are two
+metadata updates: a child made of the version in between by another process is reported with
 :class:`~diced.errors.ConcurrencyError`.
 """
 
@@ -299,6 +299,7 @@ def _remove(repo: Repo, vids: list[int], what: str) -> None:
     _drop_instances_created_at(repo, removed)
     _move_instance_meta(repo, -1, removed, frozenset())
     repo._delete_nodes(vids)
+    _fence(repo, vids)  # stays: a stale handle elsewhere cannot write at a deleted version
     _check_no_orphans(repo, removed)
     _after_removal(repo, removed, max(outside) if outside else repo._dag.root.id)
 
@@ -378,6 +379,7 @@ def squash(repo: Repo, first: Any, last: Any) -> Version:
     _lift_label_meta(repo, folded, top)
     _reparent(repo, top, parents, folded)
     repo._delete_nodes(folded)
+    _fence(repo, folded)
     _check_no_orphans(repo, set(folded))
     _after_removal(repo, set(folded), top)
     return Version(repo, repo._dag.nodes[top])
