@@ -55,6 +55,10 @@ class Store:
         Upgrade a store written by an older diced to the current storage format in place
         (see :func:`diced.migrate.migrate_store`); without it such a store is refused with
         :class:`~diced.errors.StoreFormatError`.
+    dedup:
+        Make a new store deduplicating: identical chunk and value payloads written at any
+        version or position are stored once (:mod:`diced.backends.dedup`). The choice is
+        recorded in the store; later openers follow it whatever they pass.
     **options:
         Passed to the backend (fsspec storage options, or ``durable=`` for LMDB).
 
@@ -70,7 +74,7 @@ class Store:
     """
 
     def __init__(self, location: str | os.PathLike[str] | Backend, *,
-                 create: bool | None = None, migrate: bool = False,
+                 create: bool | None = None, migrate: bool = False, dedup: bool = False,
                  layer_options: LayerOptions | None = None, **options: Any) -> None:
         if create is not None and not isinstance(location, Backend):
             options["create"] = create
@@ -87,6 +91,33 @@ class Store:
         self.backend: ChecksummedBackend = backend
         self.location = self.backend.url
         self._check_format(create, migrate)
+        self._check_dedup(dedup)
+
+    def _check_dedup(self, wanted: bool) -> None:
+        """Switch to the deduplicating wrapper when the store is (or is made) one."""
+        from diced.backends.dedup import DEDUP_KEY, DedupBackend
+
+        if isinstance(self.backend, DedupBackend):
+            return
+        on = self.backend.get(DEDUP_KEY) is not None
+        if wanted and not on:
+            if next(iter(self.backend.list_keys("d/")), None) is not None:
+                from diced.errors import InvalidArgumentError
+
+                raise InvalidArgumentError(
+                    f"store {self.location} already holds data stored without deduplication; "
+                    "dedup=True can only be chosen for a new (or data-free) store")
+            self.backend.set(DEDUP_KEY, b"1")
+            on = True
+        if on:
+            self.backend = DedupBackend(self.backend.raw)
+
+    @property
+    def dedup(self) -> bool:
+        """Whether identical value payloads are stored once (:mod:`diced.backends.dedup`)."""
+        from diced.backends.dedup import DedupBackend
+
+        return isinstance(self.backend, DedupBackend)
 
     @classmethod
     def chain(cls, base: str | os.PathLike[str], local: str | os.PathLike[str], *,
@@ -366,6 +397,18 @@ class Store:
         from diced.server.run import serve
 
         return serve(self, host=host, port=port, **options)
+
+    def gc(self) -> Any:
+        """Reclaim the data of every repo's deleted and squashed versions (and, in a
+        deduplicating store, payloads nothing refers to any more).
+
+        Returns
+        -------
+        diced.repo.gc.GCReport
+        """
+        from diced.repo.gc import collect
+
+        return collect(self)
 
     def close(self) -> None:
         """Release the backend (files, LMDB environment). The store is unusable afterwards."""

@@ -303,7 +303,9 @@ def _check_values(store: Store, keys: Sequence[str], spaces: dict[int, _Space],
             if check is None:
                 continue
             try:
-                check(value[:-TRAILER])
+                payload = value[:-TRAILER]
+                deref = getattr(store.backend, "payload", None)  # deduplicating stores
+                check(payload if deref is None else deref(key, payload))
                 report.chunks += 1
             except (CorruptDataError, ValueError) as exc:
                 report.problems.append(Problem("undecodable", str(exc), **_where(key, spaces)))

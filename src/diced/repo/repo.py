@@ -936,6 +936,94 @@ class Repo:
     def __repr__(self) -> str:
         return f"<Repo {self.alias!r} root={self.uuid[:12]} head={self.current_uuid[:12]}>"
 
+    # --- deleting, squashing and garbage collection (diced.repo.gc) -------------------------
+
+    def delete_version(self, version: str | Version) -> list[str]:
+        """Delete a leaf version (DVID's rule: no children, tags included; not the root).
+
+        Its data is reclaimed by the next :meth:`gc`.
+
+        Parameters
+        ----------
+        version : str or Version
+            UUID (or prefix, ``branch~N``, ...) of the version.
+
+        Returns
+        -------
+        list of str
+            The deleted UUID.
+
+        Raises
+        ------
+        InvalidArgumentError
+            The version has children or is the root.
+        """
+        from diced.repo.gc import delete_version
+
+        return delete_version(self, version)
+
+    def delete_branch(self, name: str) -> list[str]:
+        """Delete branch ``name``: its leaf-first run of versions that nothing else (another
+        branch, a tag, a merge) builds on. Data is reclaimed by the next :meth:`gc`.
+
+        Parameters
+        ----------
+        name : str
+            Branch name (not ``master``).
+
+        Returns
+        -------
+        list of str
+            The deleted UUIDs, leaf first.
+
+        Raises
+        ------
+        InvalidArgumentError
+            ``master``, or the branch leaf has children.
+        VersionNotFoundError
+            No such branch.
+        """
+        from diced.repo.gc import delete_branch
+
+        return delete_branch(self, name)
+
+    def squash(self, first: str | Version, last: str | Version) -> Version:
+        """Fold the linear run of locked versions ``first .. last`` into ``last``, which keeps
+        its UUID, content and children and takes ``first``'s parents. The folded versions'
+        data is reclaimed by the next :meth:`gc`.
+
+        Parameters
+        ----------
+        first, last : str or Version
+            Oldest and newest version of the run.
+
+        Returns
+        -------
+        Version
+            ``last``.
+
+        Raises
+        ------
+        InvalidArgumentError
+            Not a linear run, or ``first`` is the root.
+        UnlockedNodeError
+            A version of the run is open.
+        """
+        from diced.repo.gc import squash
+
+        return squash(self, first, last)
+
+    def gc(self) -> Any:
+        """Reclaim the data of this repo's deleted and squashed versions.
+
+        Returns
+        -------
+        diced.repo.gc.GCReport
+        """
+        from diced.repo.gc import collect
+
+        return collect(self.store, self.uuid)
+
 
 def instance_spaces(rec: dict[str, Any]) -> list[int]:
     """Every key-space id an instance owns (its own, pyramid levels, label spaces)."""
