@@ -237,9 +237,7 @@ def test_merge_with_a_tag_first_continues_the_tagged_branch(repo):
 def test_two_thousand_versions_without_recursion(store):
     """A long linear history (built in one metadata update) works end to end: ancestry,
     ``~N``, log, reads and writes at the leaf."""
-    import time
-
-    from diced.repo.dag import Node, new_uuid
+    from diced.repo.dag import new_uuid
 
     repo = store.create_repo("long")
     arr = repo.create_array("a", "uint8", (4,), chunks=(2,))
@@ -247,17 +245,10 @@ def test_two_thousand_versions_without_recursion(store):
     repo.commit("root")
     n = 2000
     uuids = [new_uuid() for _ in range(n)]
-
-    def grow(doc):
-        prev = doc["nodes"][0]["id"]
-        for i, u in enumerate(uuids):
-            vid = doc["next_id"]
-            doc["next_id"] += 1
-            doc["nodes"].append(Node(u, vid, [prev], "", f"v{i}", [], locked=i < n - 1,
-                                     created=time.time(), updated=time.time()).to_dict())
-            prev = vid
-
-    repo._mutate(grow)
+    for i, u in enumerate(uuids):
+        repo.newversion(f"v{i}", uuid=u)
+        if i < n - 1:
+            repo.commit()
     leaf = repo.checkout(uuids[-1])
     assert repo.version("master") == leaf
     assert repo.version(f"master~{n}") == repo.root

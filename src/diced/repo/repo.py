@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 from diced.datatypes.registry import get_datatype
 from diced.errors import (
     BackendError,
-    CorruptMetadataError,
     DuplicateNameError,
     InstanceNotFoundError,
     InvalidArgumentError,
     LockedNodeError,
+    RepoNotFoundError,
     UnknownDatatypeError,
     UnlockedNodeError,
     VersionNotFoundError,
@@ -24,8 +24,18 @@ from diced.repo.context import InstanceContext
 from diced.repo.dag import DAG, MASTER, Node, new_uuid
 from diced.repo.diff import Diff
 from diced.repo.merge import Conflict, Strategy
-from diced.repo.meta import dump_doc, load_doc, next_counter, update_docs
+from diced.repo.history import (
+    RepoState,
+    catch_up,
+    journal,
+    load_state,
+    maybe_pack,
+    node_record,
+    parse_node,
+)
+from diced.repo.meta import bump_counter, cas_update, dump_doc, load_doc, next_counter
 from diced.repo.resolve import VersionCtx
+from diced.repo.writers import lock_version
 
 if TYPE_CHECKING:
     from diced.datatypes.base import Datatype
@@ -220,16 +230,11 @@ class Repo:
         self.store = store
         self.backend = store.backend
         self.uuid = uuid
-        self._doc: dict[str, Any] = {}
-        self._raw: bytes | None = None
-        self._dag = DAG([])
+        self._set_state(load_state(self.backend, uuid))
         if head:
-            self.refresh()
-            node = self._dag.resolve(head)
-        else:  # the document and the stored head in one round of requests
-            raw, saved = self.backend.get_many([K.repo_key(uuid), K.head_key(uuid)])
-            self.refresh(raw)
-            node = self._saved_head(saved)
+            node = self._node(head)
+        else:  # the head stored by the last handle that moved it, read with the metadata
+            node = self._saved_head(self._state.head_raw)
         self._head_id = node.id
 
     def _saved_head(self, raw: bytes | None | bool = False) -> Node:
@@ -257,55 +262,114 @@ class Repo:
 
     # --- metadata --------------------------------------------------------------------------
 
-    def refresh(self, _raw: bytes | None | bool = False) -> None:
-        """Re-read the repo's metadata (other processes may have changed it)."""
-        raw = self.backend.get(K.repo_key(self.uuid)) if _raw is False else _raw
-        if raw is None:
-            from diced.errors import RepoNotFoundError
+    def _set_state(self, state: RepoState) -> None:
+        self._state = state
+        self._dag = state.dag
 
-            raise RepoNotFoundError(f"repo {self.uuid} does not exist (deleted?)")
-        if raw != self._raw:
-            self._set_doc(raw)
+    @property
+    def _doc(self) -> dict[str, Any]:
+        """The repo document with the instance records under ``"instances"`` (read-only view;
+        change metadata with :meth:`_update_repo`, :meth:`_update_node`,
+        :meth:`_update_instance`)."""
+        return {**self._state.meta, "instances": self._state.instances}
 
-    def _set_doc(self, raw: bytes, doc: dict[str, Any] | None = None) -> None:
-        if doc is None:
-            doc = load_doc(raw, f"repo {self.uuid}")
-            assert doc is not None
-        try:
-            nodes = [Node.from_dict(n) for n in doc["nodes"]]
-            doc["instances"]
-        except (KeyError, TypeError) as exc:
-            raise CorruptMetadataError(f"repo {self.uuid}: metadata lacks {exc}") from exc
-        if doc.get("format") != K.REPO_FORMAT:
-            raise CorruptMetadataError(
-                f"repo {self.uuid}: metadata format {doc.get('format')!r} is not {K.REPO_FORMAT}")
-        self._doc, self._raw, self._dag = doc, raw, DAG(nodes)
+    @property
+    def _stamp(self) -> bytes | None:
+        """The repo's change journal as last read: equal stamps mean equal metadata."""
+        return self._state.gen_raw
 
-    def _mutate(self, fn: Callable[[dict[str, Any]], dict[str, bytes | None] | None],
-                extra_keys: Iterable[str] = ()) -> dict[str, Any]:
-        """Apply ``fn`` to a fresh copy of the repo document, atomically where possible.
+    @property
+    def _state_raw(self) -> bytes | None:
+        """The repo document as last read."""
+        return self._state.meta_raw
 
-        ``fn`` edits the document in place and may return extra key changes; raising aborts
-        with nothing stored.
-        """
+    def _instance_records(self) -> dict[str, dict[str, Any]]:
+        """``{name: instance record}`` of every instance of the repo, as last read."""
+        return self._state.instances
+
+    def refresh(self, _raw: Any = False, *, full: bool = False) -> None:
+        """Re-read the repo's metadata (other processes may have changed it): one read of
+        the change journal when nothing changed, the changed records otherwise, everything
+        with ``full=True`` or when this handle is far behind."""
+        state = None if full else catch_up(self.backend, self.uuid, self._state)
+        if state is None:
+            state = load_state(self.backend, self.uuid)
+        if state is not self._state:
+            self._set_state(state)
+
+    def _journal(self, *entries: tuple[str, Any]) -> None:
+        raw, old, new = journal(self.backend, self.uuid, *entries)
+        if old == self._state.gen_n:  # nobody else changed anything since we last read
+            self._state.gen_raw, self._state.gen_n = raw, new
+
+    def _apply(self, put: Iterable[Node] = (), drop: Iterable[int] = (),
+               refs: dict[str, int] | None = None) -> None:
+        """Our own change, applied to this handle's snapshot."""
+        self._set_state(RepoState(self._state.meta, self._dag.derive(put, drop, refs),
+                                  self._state.instances, self._state.gen_raw,
+                                  self._state.gen_n, self._state.head_raw,
+                                  dict(self._state.extra), self._state.meta_raw))
+
+    def _update_repo(self, fn: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Change the repo document (alias, description, log, properties) by compare-and-set:
+        ``fn(doc)`` edits a fresh copy in place (again if another writer won a race);
+        raising aborts with nothing stored."""
         rk = K.repo_key(self.uuid)
-        extra = list(extra_keys)
+        out: dict[str, Any] = {}
 
-        def body(cur: dict[str, bytes | None]) -> dict[str, bytes | None]:
-            doc = load_doc(cur[rk], f"repo {self.uuid}")
+        def body(cur: bytes | None) -> bytes:
+            doc = load_doc(cur, f"repo {self.uuid}")
             if doc is None:
-                from diced.errors import RepoNotFoundError
-
                 raise RepoNotFoundError(f"repo {self.uuid} does not exist (deleted?)")
-            more = fn(doc) or {}
+            fn(doc)
             doc["updated"] = time.time()
-            written["doc"] = doc
-            return {rk: dump_doc(doc), **more}
+            out["doc"] = doc
+            return dump_doc(doc)
 
-        written: dict[str, dict[str, Any]] = {}
-        changes = update_docs(self.backend, [rk, *extra], body)
-        self._set_doc(changes[rk], written["doc"])  # type: ignore[arg-type]
-        return self._doc
+        _, raw = cas_update(self.backend, rk, body)
+        self._state.meta, self._state.meta_raw = out["doc"], raw
+        self._journal(("r", ""))
+        return out["doc"]
+
+    def _override(self, vids: Iterable[int]) -> None:
+        """List packed (or packable) nodes whose records are about to change, so that the
+        records beat the packs (see :mod:`diced.repo.history`)."""
+        want = {int(v) for v in vids}
+        if want <= set(self._state.meta.get("overrides", [])):
+            return
+
+        def fn(doc: dict[str, Any]) -> None:
+            doc["overrides"] = sorted(set(doc.get("overrides", [])) | want)
+
+        self._update_repo(fn)
+
+    def _update_node(self, vid: int, fn: Callable[[dict[str, Any]], None]) -> Node:
+        """Change version ``vid``'s record (note, log) by compare-and-set: ``fn(record)``
+        edits a fresh copy in place; raising aborts with nothing stored."""
+        key = K.node_key(self.uuid, vid)
+        if self._dag.nodes.get(vid) is not None and self._dag.nodes[vid].locked:
+            self._override([vid])
+        out: dict[str, Node] = {}
+
+        def body(cur: bytes | None) -> bytes:
+            node = None if cur is None else parse_node(cur, f"record of version id {vid}")
+            if node is None:
+                raise VersionNotFoundError(f"version id {vid} not in repo {self.alias!r}")
+            if node.locked and vid not in self._state.meta.get("overrides", []):
+                self._override([vid])  # locked meanwhile: it may be packed any time now
+            rec = node.to_dict()
+            fn(rec)
+            rec["updated"] = time.time()
+            new = Node.from_dict(rec)
+            out["node"] = new
+            return node_record(new)
+
+        cas_update(self.backend, key, body)
+        node = out["node"]
+        node.locked = node.locked or bool(self._dag.nodes.get(vid) and self._dag.nodes[vid].locked)
+        self._apply([node])
+        self._journal(("n", vid))
+        return node
 
     def _ctx(self, vid: int) -> VersionCtx:
         node = self._dag.nodes.get(vid)
@@ -314,19 +378,19 @@ class Repo:
             node = self._dag.nodes.get(vid)
             if node is None:
                 raise VersionNotFoundError(f"version id {vid} not in repo {self.alias!r}")
-        nodes = self._dag.nodes
-        return VersionCtx(self.uuid, vid, self._dag.ancestors(vid), node.locked, node.uuid,
-                          uuid_of=lambda v: nodes[v].uuid)
+        dag = self._dag
+        return VersionCtx(self.uuid, vid, dag.ancestors(vid), node.locked, node.uuid,
+                          uuid_of=lambda v: dag.nodes[v].uuid)
 
     @property
     def alias(self) -> str:
         """The repo's name in its store."""
-        return self._doc.get("alias", "")
+        return self._state.meta.get("alias", "")
 
     @property
     def description(self) -> str:
         """The repo's free-text description."""
-        return self._doc.get("description", "")
+        return self._state.meta.get("description", "")
 
     @property
     def root(self) -> Version:
@@ -430,104 +494,187 @@ class Repo:
     # --- DAG operations ----------------------------------------------------------------------
 
     def commit(self, note: str = "", log: Iterable[str] = (), *, uuid: str | None = None) -> Version:
-        """Lock a version (default: the head) with a note and log lines. Returns it."""
+        """Lock a version (default: the head) with a note and log lines. Returns it.
+
+        The lock key decides (one create-only compare-and-set: of two racing commits one
+        wins, the other gets :class:`LockedNodeError`); the node record follows."""
         node = self._node(uuid)
         lines = [str(x) for x in log]
         vid = node.id
+        if node.locked or not self.backend.compare_and_set(K.lock_key(self.uuid, vid), None, b"1"):
+            self.refresh()
+            raise LockedNodeError(f"version {node.uuid} is already locked")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
-        def fn(doc: dict[str, Any]) -> dict[str, bytes | None]:
-            rec = _node_rec(doc, vid)
-            if rec["locked"]:
-                raise LockedNodeError(f"version {rec['uuid']} is already locked")
+        def fn(rec: dict[str, Any]) -> None:
             rec["locked"] = True
             if note:
                 rec["note"] = note
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             rec["log"].extend(f"{stamp}  {line}" for line in lines)
-            rec["updated"] = time.time()
-            return {K.lock_key(self.uuid, vid): b"1"}
 
-        self._mutate(fn, [K.lock_key(self.uuid, vid)])
+        self._update_node(vid, fn)
         if vid == self._head_id:
             self._move_head(vid)  # remember it: reopening lands on the committed head
+        maybe_pack(self.backend, self.uuid, self._state)
         return Version(self, self._dag.nodes[vid])
 
     lock = commit
 
     def _add_child(self, parents: list[int], branch: str, note: str, *, tag: str | None = None,
-                   uuid: str | None = None, check: Callable[[dict[str, Any]], None] | None = None,
-                   vid: int | None = None, move_head: bool = True) -> Version:
+                   uuid: str | None = None, check: Callable[[DAG], None] | None = None,
+                   vid: int | None = None, move_head: bool = True,
+                   ref: str = "follow") -> Version:
+        """Publish a new node: its record at a fresh (or reserved, ``vid=``) id, then its ref.
+
+        ``ref``: ``"advance"`` (newversion: the branch ref must name the first parent and
+        moves to the child by compare-and-set), ``"create"`` (a new branch: create-only ref),
+        ``"tag"`` (create-only tag ref, the node is locked at birth), ``"follow"`` (a merge or
+        a reserved node: the ref moves only if it names the first parent). A lost race
+        removes the record again and raises :class:`DuplicateNameError`."""
         child_uuid = uuid or new_uuid()
         if uuid is not None and (len(uuid) != 32 or any(c not in "0123456789abcdef" for c in uuid)) \
                 and tag is None:
             raise InvalidArgumentError(f"an assigned UUID must be 32 lowercase hex characters: {uuid!r}")
-        created: dict[str, int] = {}
-
-        def fn(doc: dict[str, Any]) -> None:
-            for p in parents:
-                rec = _node_rec(doc, p)
-                if not rec["locked"]:
-                    raise UnlockedNodeError(
-                        f"version {rec['uuid']} is open; lock (commit) it before making children")
-            if any(n["uuid"] == child_uuid for n in doc["nodes"]):
-                raise DuplicateNameError(f"version UUID {child_uuid} already exists")
-            if check is not None:
-                check(doc)
-            new_id = vid if vid is not None else doc["next_id"]
-            doc["next_id"] = max(doc["next_id"], new_id + 1)
-            now = time.time()
-            doc["nodes"].append(Node(child_uuid, new_id, list(parents), branch, note, [],
-                                     locked=tag is not None, created=now, updated=now,
-                                     tag=tag).to_dict())
-            created["id"] = new_id
-
-        extra = [K.lock_key(self.uuid, vid)] if (tag is not None and vid is not None) else []
-        self._mutate(fn, extra)
-        if tag is not None:  # tags are locked at birth
-            self.backend.set(K.lock_key(self.uuid, created["id"]), b"1")
-        node = self._dag.nodes[created["id"]]
+        self.refresh()
+        for p in parents:
+            node = self._dag.nodes.get(p)
+            if node is None:
+                raise VersionNotFoundError(f"version id {p} not in repo {self.alias!r}")
+            if not node.locked and self.backend.get(K.lock_key(self.uuid, p)) is None:
+                raise UnlockedNodeError(
+                    f"version {node.uuid} is open; lock (commit) it before making children")
+        if child_uuid in self._dag.by_uuid:
+            raise DuplicateNameError(f"version UUID {child_uuid} already exists")
+        if check is not None:
+            check(self._dag)
+        new_id = vid if vid is not None else self._reserve_id()
+        now = time.time()
+        node = Node(child_uuid, new_id, list(parents), branch, note, [],
+                    locked=tag is not None, created=now, updated=now, tag=tag)
+        nk = K.node_key(self.uuid, new_id)
+        if not self.backend.compare_and_set(nk, None, node_record(node)):
+            raise DuplicateNameError(f"version id {new_id} is taken")
+        try:
+            entries = self._move_ref(node, ref)
+        except BaseException:
+            self.backend.compare_and_set(nk, node_record(node), None)  # ours: nobody else writes it
+            raise
+        refs = dict(self._dag.refs)
+        for kind, name in entries:
+            if kind == "b":
+                refs[name] = new_id
+        self._apply([node], refs=refs)
+        self._journal(("n", new_id), *entries)
         if move_head and tag is None:
-            self._move_head(node.id)
+            self._move_head(new_id)
         return Version(self, node)
+
+    def _move_ref(self, node: Node, mode: str) -> list[tuple[str, Any]]:
+        """Point the node's branch (or tag) ref at it; see :meth:`_add_child`."""
+        first = node.parents[0] if node.parents else None
+        while first is not None and self._dag.nodes[first].tag is not None and mode == "follow":
+            ps = self._dag.parents_of(first)  # a merge "onto a tag" continues the tagged node
+            first = ps[0] if ps else None
+        if mode == "tag":
+            assert node.tag is not None
+            if not self.backend.compare_and_set(K.tag_key(self.uuid, node.tag), None,
+                                                str(node.id).encode()):
+                raise DuplicateNameError(f"tag {node.tag!r} already exists")
+            lock_version(self.backend, self.uuid, node.id)
+            self._state.extra.setdefault("tags", {})[node.tag] = node.id
+            return [("t", node.tag)]
+        name = node.branch or MASTER
+        key = K.branch_key(self.uuid, name)
+        new = str(node.id).encode()
+        if mode == "create":
+            if not self.backend.compare_and_set(key, None, new):
+                raise DuplicateNameError(f"branch {name!r} already exists")
+            return [("b", name)]
+        moved = {"ok": False}
+
+        def fn(cur: bytes | None) -> bytes | None:
+            moved["ok"] = False
+            if cur is None:
+                if mode == "advance" and any(
+                        self._dag.nodes[c].branch == node.branch and self._dag.nodes[c].tag is None
+                        for c in self._dag.children.get(first, []) if c != node.id):
+                    raise self._has_child(first)
+                moved["ok"] = True
+                return new
+            if int(cur) == first:
+                moved["ok"] = True
+                return new
+            if mode == "advance":
+                raise self._has_child(first)
+            return cur  # a merge onto an older node: the branch head stays
+
+        cas_update(self.backend, key, fn)
+        return [("b", name)] if moved["ok"] else []
+
+    def _has_child(self, vid: int | None) -> DuplicateNameError:
+        p = self._dag.nodes[vid] if vid is not None else None
+        name = p.uuid if p is not None else vid
+        branch = p.branch_name if p is not None else "?"
+        return DuplicateNameError(f"version {name} already has a child on branch {branch!r}; "
+                                  "use branch(name) to fork")
 
     def _reserve_id(self) -> int:
         """A fresh version id, never handed out again, for a node published later with
         ``_add_child(..., vid=)`` (data can be written at it before the node exists)."""
-        reserved: dict[str, int] = {}
-
-        def reserve(doc: dict[str, Any]) -> None:
-            reserved["id"] = doc["next_id"]
-            doc["next_id"] += 1
-
-        self._mutate(reserve)
-        return reserved["id"]
+        return bump_counter(self.backend, K.vid_counter_key(self.uuid))
 
     def _delete_nodes(self, vids: Iterable[int]) -> None:
         """Remove the version nodes ``vids`` from the repo's metadata (their records, lock
-        marks and any stored head pointing at them); their data is not touched. The caller
-        checks that the result is still a valid DAG (no remaining node has a removed parent).
-        """
-        gone = set(vids)
+        marks, refs naming them and any stored head pointing at them); their data is not
+        touched. The caller checks that the result is still a valid DAG (no remaining node
+        has a removed parent).
 
-        def fn(doc: dict[str, Any]) -> dict[str, bytes | None]:
-            doc["nodes"] = [n for n in doc["nodes"] if n["id"] not in gone]
-            return {K.lock_key(self.uuid, v): None for v in gone}
-
-        self._mutate(fn, [K.lock_key(self.uuid, v) for v in gone])
+        Each record is replaced by a deletion marker (after listing it in the document's
+        overrides, so the marker beats any pack holding the node); a branch ref naming a
+        removed node moves to its nearest remaining first-parent ancestor on the branch."""
+        self.refresh()
+        gone = sorted({int(v) for v in vids})
+        if not gone:
+            return
+        self._override(gone)
+        for v in gone:
+            self.backend.set(K.node_key(self.uuid, v), dump_doc({"deleted": True, "id": v}))
+        entries: list[tuple[str, Any]] = [("n", v) for v in gone]
+        refs = dict(self._dag.refs)
+        for name, leaf in list(self._dag.refs.items()):
+            if leaf not in gone:
+                continue
+            target = leaf
+            while target in gone or (target in self._dag.nodes and
+                                     self._dag.nodes[target].branch_name != name):
+                ps = self._dag.parents_of(target) if target in self._dag.nodes else []
+                target = ps[0] if ps else None
+                if target is None:
+                    break
+            new = None if target is None else str(target).encode()
+            cas_update(self.backend, K.branch_key(self.uuid, name),
+                       lambda cur, new=new, leaf=leaf: new if cur == str(leaf).encode() else cur)
+            entries.append(("b", name))
+            if target is None:
+                refs.pop(name, None)
+            else:
+                refs[name] = target
+        for name, tvid in list(self._state.extra.get("tags", {}).items()):
+            if tvid in gone:
+                self.backend.compare_and_set(K.tag_key(self.uuid, name), str(tvid).encode(), None)
+                entries.append(("t", name))
+        self.backend.delete_many([K.lock_key(self.uuid, v) for v in gone])
+        self._apply(drop=[v for v in gone if v in self._dag.nodes], refs=refs)
+        self._journal(*entries)
 
     def newversion(self, note: str = "", *, uuid: str | None = None,
                    parent: str | Version | None = None) -> Version:
-        """A new open child of a locked version (default: head) on the same branch; becomes head."""
+        """A new open child of a locked version (default: head) on the same branch; becomes head.
+
+        The branch ref moves from the parent to the child by compare-and-set, so of two
+        racing ``newversion`` calls on one parent exactly one succeeds."""
         p = self._node(parent)
-
-        def check(doc: dict[str, Any]) -> None:
-            for n in doc["nodes"]:
-                if p.id in n["parents"] and n["branch"] == p.branch and n.get("tag") is None:
-                    raise DuplicateNameError(
-                        f"version {p.uuid} already has a child on branch {p.branch_name!r}; "
-                        "use branch(name) to fork")
-
-        return self._add_child([p.id], p.branch, note, uuid=uuid, check=check)
+        return self._add_child([p.id], p.branch, note, uuid=uuid, ref="advance")
 
     def branch(self, name: str, note: str = "", *, uuid: str | None = None,
                parent: str | Version | None = None) -> Version:
@@ -540,11 +687,11 @@ class Repo:
             raise InvalidArgumentError("'master' is the default branch; use newversion()")
         p = self._node(parent)
 
-        def check(doc: dict[str, Any]) -> None:
-            if any(n["branch"] == name for n in doc["nodes"]):
+        def check(dag: DAG) -> None:
+            if name in dag.refs or len(dag._on_branch(name)):
                 raise DuplicateNameError(f"branch {name!r} already exists")
 
-        return self._add_child([p.id], name, note, uuid=uuid, check=check)
+        return self._add_child([p.id], name, note, uuid=uuid, check=check, ref="create")
 
     create_branch_named = branch
 
@@ -553,12 +700,12 @@ class Repo:
         _check_name(name, "tag")
         p = self._node(parent)
 
-        def check(doc: dict[str, Any]) -> None:
-            if any(n.get("tag") == name or n["uuid"] == name for n in doc["nodes"]):
+        def check(dag: DAG) -> None:
+            if name in dag.tags() or name in dag.by_uuid:
                 raise DuplicateNameError(f"tag {name!r} already exists")
 
         return self._add_child([p.id], f"tag-{name}", note, tag=name, uuid=name, check=check,
-                               move_head=False)
+                               move_head=False, ref="tag")
 
     def merge(self, *versions: str | Version, note: str = "",
               strategy: Strategy = "fail") -> Version:
@@ -581,17 +728,17 @@ class Repo:
         """Versioned parts of instance records (array shapes) at a merge node, merged by
         each instance's datatype (:meth:`Datatype.merge_record`)."""
         parents = [self._dag.ancestors(p) for p in parent_ids]
-
-        def merged(doc: dict[str, Any]) -> bool:
-            changed = False
-            for rec in doc["instances"].values():
-                changed |= bool(_datatype_or_base(rec["type"]).merge_record(rec, parents, vid))
-            return changed
-
         import copy
 
-        if merged(copy.deepcopy(self._doc)):  # only write the document when a record changes
-            self._mutate(lambda doc: merged(doc) and None)
+        for name, rec in list(self._state.instances.items()):
+            dt = _datatype_or_base(rec["type"])
+            if not dt.merge_record(copy.deepcopy(rec), parents, vid):
+                continue  # only write records that change
+
+            def fn(r: dict[str, Any], dt: Datatype = dt) -> None:
+                dt.merge_record(r, parents, vid)
+
+            self._update_instance(name, fn)
 
     def diff(self, a: str | Version, b: str | Version | None = None) -> Diff:
         """What changed from version ``a`` to version ``b`` (default: head), per instance."""
@@ -599,7 +746,7 @@ class Repo:
         na, nb = self._node(a), self._node(b)
         ca, cb = self._ctx(na.id), self._ctx(nb.id)
         out = Diff(na.uuid, nb.uuid)
-        for name, rec in sorted(self._doc["instances"].items()):
+        for name, rec in sorted(self._state.instances.items()):
             in_a, in_b = rec["created"] in ca.ancestors, rec["created"] in cb.ancestors
             if in_b and not in_a:
                 out.created.append(name)
@@ -615,13 +762,13 @@ class Repo:
     def instances(self, uuid: str | Version | None = None) -> dict[str, str]:
         """Names and types of the instances visible at a version (default: head)."""
         anc = self._dag.ancestors(self._node(uuid).id)
-        return {n: r["type"] for n, r in sorted(self._doc["instances"].items()) if r["created"] in anc}
+        return {n: r["type"] for n, r in sorted(self._state.instances.items()) if r["created"] in anc}
 
     def _instance(self, name: str, ref: _Ref) -> Any:
-        rec = self._doc["instances"].get(name)
+        rec = self._state.instances.get(name)
         if rec is None:
             self.refresh()
-            rec = self._doc["instances"].get(name)
+            rec = self._state.instances.get(name)
         vid = self._head_id if ref.vid is None else ref.vid
         if rec is None or rec["created"] not in self._dag.ancestors(vid):
             raise InstanceNotFoundError(
@@ -724,7 +871,7 @@ class Repo:
         """For ``exist_ok=True``: the instance ``name`` if it exists with this configuration,
         ``None`` if it does not exist; :class:`DuplicateNameError` if it differs."""
         self.refresh()
-        rec = self._doc["instances"].get(name)
+        rec = self._state.instances.get(name)
         if rec is None:
             return None
         where = f"repo {self.alias!r} already has an instance {name!r}"
@@ -760,31 +907,46 @@ class Repo:
         if head.locked:
             raise LockedNodeError(f"version {head.uuid} is locked; new instances need an open version")
         self.refresh()  # refuse a taken name before allocating ids for it
-        if name in self._doc["instances"]:
+        if name in self._state.instances:
             raise DuplicateNameError(f"repo {self.alias!r} already has an instance {name!r}")
+        vid = head.id
+        lk = K.lock_key(self.uuid, vid)
+        if self.backend.get(lk) is not None:
+            raise LockedNodeError(f"version {head.uuid} was locked")
         inst_id = next_counter(self.backend, "instance")
         _datatype(typename).allocate(config, lambda: next_counter(self.backend, "instance"))
-        vid = head.id
-
-        def fn(doc: dict[str, Any]) -> None:
-            if name in doc["instances"]:
-                raise DuplicateNameError(f"repo {self.alias!r} already has an instance {name!r}")
-            if _node_rec(doc, vid)["locked"]:
-                raise LockedNodeError(f"version {head.uuid} was locked")
-            doc["instances"][name] = {"id": inst_id, "type": typename, "created": vid,
-                                      "config": config}
-
-        self._mutate(fn)
+        rec = {"id": inst_id, "type": typename, "created": vid, "config": config}
+        ik, raw = K.instance_key(self.uuid, name), dump_doc(rec)
+        if not self.backend.compare_and_set(ik, None, raw):
+            raise DuplicateNameError(f"repo {self.alias!r} already has an instance {name!r}")
+        if self.backend.get(lk) is not None:  # locked meanwhile: take the record back
+            self.backend.compare_and_set(ik, raw, None)
+            raise LockedNodeError(f"version {head.uuid} was locked; no instance made")
+        self._set_instance(name, load_doc(raw, name))
+        self._journal(("i", name))
         return self[name]
 
+    def _set_instance(self, name: str, rec: dict[str, Any] | None) -> None:
+        insts = dict(self._state.instances)
+        if rec is None:
+            insts.pop(name, None)
+        else:
+            insts[name] = rec
+        self._state.instances = dict(sorted(insts.items()))
+
     def _update_instance(self, name: str, fn: Callable[[dict[str, Any]], None]) -> None:
-        def body(doc: dict[str, Any]) -> None:
-            rec = doc["instances"].get(name)
+        """Change instance ``name``'s record by compare-and-set: ``fn(record)`` edits a fresh
+        copy in place (again after a lost race); raising aborts with nothing stored."""
+        def body(cur: bytes | None) -> bytes:
+            rec = load_doc(cur, f"instance record {name!r}")
             if rec is None:
                 raise InstanceNotFoundError(f"no data instance {name!r}")
             fn(rec)
+            return dump_doc(rec)
 
-        self._mutate(body)
+        _, new = cas_update(self.backend, K.instance_key(self.uuid, name), body)
+        self._set_instance(name, load_doc(new, name))
+        self._journal(("i", name))
 
     def create_array(self, name: str, dtype: Any, shape: Iterable[int] | None = None, *,
                      chunks: Iterable[int] | None = None, fill_value: Any = 0,
@@ -877,15 +1039,16 @@ class Repo:
 
     def delete_instance(self, name: str) -> None:
         """Delete an instance and its data from every version (irreversible, as in DVID)."""
-        rec = self._doc["instances"].get(name)
+        rec = self._state.instances.get(name)
         if rec is None:
             raise InstanceNotFoundError(f"no data instance {name!r}")
 
-        def fn(doc: dict[str, Any]) -> None:
-            doc["instances"].pop(name, None)
-
-        self._mutate(fn)
-        drop_instance_data(self.backend, rec)
+        ik = K.instance_key(self.uuid, name)
+        old, _ = cas_update(self.backend, ik, lambda cur: None)
+        self._set_instance(name, None)
+        self._journal(("i", name))
+        if old is not None:
+            drop_instance_data(self.backend, load_doc(old, name))
 
     def view(self, host: str = "127.0.0.1", port: int = 8000, *, open_browser: bool | None = None,
              **options: Any) -> Any:
@@ -923,10 +1086,3 @@ def _datatype_or_base(typename: str) -> Datatype:
         from diced.datatypes.base import Datatype
 
         return Datatype()
-
-
-def _node_rec(doc: dict[str, Any], vid: int) -> dict[str, Any]:
-    for n in doc["nodes"]:
-        if n["id"] == vid:
-            return n
-    raise VersionNotFoundError(f"version id {vid} not found")
