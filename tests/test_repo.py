@@ -237,7 +237,10 @@ def test_merge_with_a_tag_first_continues_the_tagged_branch(repo):
 def test_two_thousand_versions_without_recursion(store):
     """A long linear history (built in one metadata update) works end to end: ancestry,
     ``~N``, log, reads and writes at the leaf."""
-    from diced.repo.dag import new_uuid
+    import time
+
+    from diced.repo.dag import Node, new_uuid
+    from diced.repo.history import bulk_append
 
     repo = store.create_repo("long")
     arr = repo.create_array("a", "uint8", (4,), chunks=(2,))
@@ -245,10 +248,14 @@ def test_two_thousand_versions_without_recursion(store):
     repo.commit("root")
     n = 2000
     uuids = [new_uuid() for _ in range(n)]
-    for i, u in enumerate(uuids):
-        repo.newversion(f"v{i}", uuid=u)
-        if i < n - 1:
-            repo.commit()
+    prev = repo.head.id
+    nodes = []
+    for i, u in enumerate(uuids):  # written as the operations write them, in one go
+        nodes.append(Node(u, prev + 1, [prev], "", f"v{i}", [], locked=i < n - 1,
+                          created=time.time(), updated=time.time()))
+        prev += 1
+    bulk_append(repo.backend, repo.uuid, nodes, refs={"master": prev})
+    repo.refresh()
     leaf = repo.checkout(uuids[-1])
     assert repo.version("master") == leaf
     assert repo.version(f"master~{n}") == repo.root

@@ -98,20 +98,23 @@ def _is_uuid(s: str) -> bool:
 
 
 class TextSource:
-    """Notes and logs of the nodes of one pack, decoded on first use."""
+    """Notes and logs of the nodes of one pack: one JSON ``[note, log]`` per node, laid end
+    to end (``ends``: where each ends); a node's text is decoded when it is asked for."""
 
-    def __init__(self, raw: bytes | Callable[[], list[Any]]) -> None:
-        self._raw = raw
-        self._items: list[Any] | None = None
+    def __init__(self, blob: bytes, ends: np.ndarray) -> None:
+        self._blob, self._ends = blob, ends
 
     def get(self, pos: int) -> tuple[str, list[str]]:
         """``(note, log)`` of the pack's ``pos``-th node."""
-        if self._items is None:
-            import json
+        import json
 
-            self._items = self._raw() if callable(self._raw) else json.loads(self._raw)
-        note, log = self._items[pos]
-        return note, list(log)
+        start = int(self._ends[pos - 1]) if pos else 0
+        try:
+            note, log = json.loads(self._blob[start:int(self._ends[pos])])
+        except (ValueError, TypeError) as exc:
+            raise CorruptMetadataError(f"a node pack's note and log of node {pos} do not "
+                                       f"decode: {exc}") from exc
+        return str(note), [str(x) for x in log]
 
 
 class Columns:
@@ -269,17 +272,19 @@ class _Chains:
         self.cont[fp[joins]] = True
         order = ids[np.lexsort((dist[ids], ptr[ids]))]
         heads = ptr[order]
-        cuts = np.flatnonzero(np.diff(heads)) + 1
-        self.chains: dict[int, list[int]] = {}
-        for part in np.split(order, cuts) if len(order) else []:
-            self.chains[int(ptr[part[0]])] = part.tolist()
+        cuts = [0, *(np.flatnonzero(np.diff(heads)) + 1).tolist(), len(order)]
+        flat, hs = order.tolist(), heads.tolist()
+        self.chains: dict[int, list[int]] = {
+            hs[a]: flat[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a}
         self.links: dict[int, list[tuple[int, int]]] = {}
-        for vid, more in cols.extra.items():
-            if vid < n and cols.exists[vid]:
-                self.links.setdefault(int(ptr[vid]), []).extend(
-                    (int(dist[vid]), int(p)) for p in more)
-        for v in self.links.values():
-            v.sort()
+        if cols.extra:
+            mids = np.fromiter(cols.extra, np.int64, len(cols.extra))
+            hs, ds = ptr[mids].tolist(), dist[mids].tolist()
+            for vid, h, d in zip(mids.tolist(), hs, ds, strict=True):
+                if cols.exists[vid]:
+                    self.links.setdefault(h, []).extend((d, p) for p in cols.extra[vid])
+            for v in self.links.values():
+                v.sort()
 
     def _extend(self, cols: Columns, prev: _Chains, added: list[int]) -> None:
         n = cols.size

@@ -47,13 +47,14 @@ from diced.repo.dag import DAG, MASTER, Columns, Node, TextSource
 from diced.repo.meta import cas_update, dump_doc, load_doc
 
 __all__ = ["PACK_MIN", "RepoState", "catch_up", "decode_pack", "encode_pack", "journal",
+           "journal_fn",
            "load_state", "maybe_pack"]
 
 #: locked nodes past the last pack that make the next commit write a pack
 PACK_MIN = 256
 #: changes the journal remembers (a handle further behind reloads everything)
 JOURNAL = 64
-_MAGIC = b"DPK1"
+_MAGIC = b"DPK2"
 
 
 @dataclass
@@ -96,9 +97,14 @@ def journal(backend: Backend, repo: str, *entries: tuple[str, Any]) -> tuple[byt
     """Record changes in the repo's journal: ``("n", vid)`` node, ``("i", name)`` instance,
     ``("b", name)`` branch ref, ``("t", name)`` tag ref, ``("r", "")`` repo document,
     ``("*", "")`` anything (readers reload everything). Returns ``(raw, old n, new n)``."""
-    key = K.gen_key(repo)
-    got: dict[str, int] = {}
+    got: dict[str, Any] = {}
+    cas_update(backend, K.gen_key(repo), journal_fn(repo, entries, got))
+    return got["raw"], got["old"], got["new"]
 
+
+def journal_fn(repo: str, entries: Any, got: dict[str, Any]) -> Any:
+    """The journal update of :func:`journal` as a :func:`~diced.repo.meta.run_steps` step
+    function; ``got`` receives ``raw``, ``old`` and ``new``."""
     def fn(cur: bytes | None) -> bytes:
         doc = load_doc(cur, f"change journal of repo {repo}") or {"n": 0, "recent": []}
         n = int(doc.get("n", 0))
@@ -107,13 +113,11 @@ def journal(backend: Backend, repo: str, *entries: tuple[str, Any]) -> tuple[byt
         for kind, name in entries:
             n += 1
             recent.append([n, kind, name])
-        doc = {"n": n, "recent": recent[-JOURNAL:]}
         got["new"] = n
-        return dump_doc(doc)
+        got["raw"] = dump_doc({"n": n, "recent": recent[-JOURNAL:]})
+        return got["raw"]
 
-    _, raw = cas_update(backend, key, fn)
-    assert raw is not None
-    return raw, got["old"], got["new"]
+    return fn
 
 
 # --- packs -----------------------------------------------------------------------------------
@@ -144,8 +148,10 @@ def encode_pack(nodes: list[Node]) -> bytes:
         np.array([bnames[n.branch] for n in nodes], np.int32).tobytes(),
         np.array([n.created for n in nodes], np.float64).tobytes(),
         np.array([n.updated for n in nodes], np.float64).tobytes(),
-        json.dumps([[n.note, n.log] for n in nodes], separators=(",", ":")).encode(),
     ]
+    texts = [json.dumps([n.note, n.log], separators=(",", ":")).encode() for n in nodes]
+    ends = np.cumsum([len(t) for t in texts], dtype=np.int64) if texts else np.zeros(0, np.int64)
+    cols += [ends.tobytes(), b"".join(texts)]  # each node's text decodes on its own
     return b"".join([_MAGIC, struct.pack("<I", len(header)), header, *cols])
 
 
@@ -164,7 +170,7 @@ def decode_pack(raw: bytes, cols: Columns, what: str) -> list[int]:
         head = json.loads(raw[8:8 + hlen])
         n = int(head["n"])
         off = 8 + hlen
-        sizes = [8 * n, 16 * n, 8 * n, 4 * n, 8 * n, 8 * n]
+        sizes = [8 * n, 16 * n, 8 * n, 4 * n, 8 * n, 8 * n, 8 * n]
         parts = []
         for s in sizes:
             if off + s > len(raw):
@@ -177,7 +183,10 @@ def decode_pack(raw: bytes, cols: Columns, what: str) -> list[int]:
         br = np.frombuffer(parts[3], np.int32)
         created = np.frombuffer(parts[4], np.float64)
         updated = np.frombuffer(parts[5], np.float64)
+        ends = np.frombuffer(parts[6], np.int64)
         text = raw[off:]
+        if n and (ends[-1] != len(text) or (np.diff(ends) < 0).any()):
+            raise ValueError("bad text offsets")
         if n and (ids.min() < 0 or (fp >= ids).any() or br.max() >= len(head["bnames"])):
             raise ValueError("inconsistent columns")
     except (ValueError, KeyError, TypeError, struct.error) as exc:
@@ -195,7 +204,7 @@ def decode_pack(raw: bytes, cols: Columns, what: str) -> list[int]:
     cols.updated[ids] = updated
     cols.pack_of[ids] = len(cols.packs)
     cols.pack_pos[ids] = np.arange(n, dtype=np.int32)
-    cols.packs.append(TextSource(bytes(text)))
+    cols.packs.append(TextSource(bytes(text), ends))
     for k, v in head["special"].items():
         cols.special[int(k)] = v
     for k, v in head["tags"].items():
@@ -416,3 +425,29 @@ def first_state(repo: str, root: Node, meta: dict[str, Any]) -> dict[str, bytes]
         K.gen_key(repo): dump_doc({"n": 0, "recent": []}),
         K.repo_key(repo): dump_doc(meta),
     }
+
+
+def bulk_append(backend: Backend, repo: str, nodes: list[Node],
+                refs: dict[str, int] | None = None, tags: dict[str, int] | None = None) -> None:
+    """Write many new nodes at once (tools, tests and benchmarks that build long histories):
+    their records and lock keys, the id counter, the given branch and tag refs, then a
+    journal entry telling every handle to reload, then packs.
+
+    The caller guarantees what the ordinary operations check: fresh ids above the counter,
+    parents that exist (with smaller ids), and that nobody else writes the repo meanwhile.
+    """
+    out: dict[str, bytes] = {}
+    for n in nodes:
+        out[K.node_key(repo, n.id)] = node_record(n)
+        if n.locked:
+            out[K.lock_key(repo, n.id)] = b"1"
+    top = max(n.id for n in nodes) if nodes else 0
+    cur = int(backend.get(K.vid_counter_key(repo)) or b"0")
+    out[K.vid_counter_key(repo)] = str(max(cur, top)).encode()
+    for name, vid in (refs or {}).items():
+        out[K.branch_key(repo, name or MASTER)] = str(vid).encode()
+    for name, vid in (tags or {}).items():
+        out[K.tag_key(repo, name)] = str(vid).encode()
+    backend.set_many(out)
+    journal(backend, repo, ("*", ""))
+    maybe_pack(backend, repo, load_state(backend, repo))

@@ -27,15 +27,21 @@ from diced.repo.merge import Conflict, Strategy
 from diced.repo.history import (
     RepoState,
     catch_up,
-    journal,
+    journal_fn,
     load_state,
     maybe_pack,
     node_record,
     parse_node,
 )
-from diced.repo.meta import bump_counter, cas_update, dump_doc, load_doc, next_counter
+from diced.repo.meta import (
+    Step,
+    bump_counter,
+    dump_doc,
+    load_doc,
+    next_counter,
+    run_steps,
+)
 from diced.repo.resolve import VersionCtx
-from diced.repo.writers import lock_version
 
 if TYPE_CHECKING:
     from diced.datatypes.base import Datatype
@@ -76,6 +82,10 @@ def _datatype(typename: str) -> Datatype:
         raise UnknownDatatypeError(
             f"instance type {typename!r} is not known to this diced: install the package "
             f"that provides it ({exc})") from exc
+
+
+class _NeedOverride(Exception):
+    """A node record turned out locked: list it in the overrides first (internal)."""
 
 
 class _Ref:
@@ -230,6 +240,7 @@ class Repo:
         self.store = store
         self.backend = store.backend
         self.uuid = uuid
+        self._pending_uuid: dict[int, str] = {}
         self._set_state(load_state(self.backend, uuid))
         if head:
             node = self._node(head)
@@ -298,9 +309,28 @@ class Repo:
             self._set_state(state)
 
     def _journal(self, *entries: tuple[str, Any]) -> None:
-        raw, old, new = journal(self.backend, self.uuid, *entries)
-        if old == self._state.gen_n:  # nobody else changed anything since we last read
-            self._state.gen_raw, self._state.gen_n = raw, new
+        self._run([], list(entries))
+
+    def _run(self, steps: list[Step], entries: list[tuple[str, Any]],
+             head: int | None = None) -> dict[str, bytes | None]:
+        """Run a metadata change (see :func:`~diced.repo.meta.run_steps`) with the journal
+        entries naming what changed and, if ``head`` is given, the stored head moved there;
+        on LMDB one transaction."""
+        got: dict[str, Any] = {}
+        steps = [*steps, (K.gen_key(self.uuid), journal_fn(self.uuid, entries, got))]
+        if head is not None:
+            raw_uuid = self._uuid_for_head(head)
+            steps.append((K.head_key(self.uuid), lambda cur: raw_uuid))
+        out = run_steps(self.backend, steps)
+        if got["old"] == self._state.gen_n:  # nobody else changed anything since we read
+            self._state.gen_raw, self._state.gen_n = got["raw"], got["new"]
+        if head is not None:
+            self._head_id = head
+        return out
+
+    def _uuid_for_head(self, vid: int) -> bytes:
+        pend = self._pending_uuid.get(vid)
+        return (pend if pend is not None else self._dag.nodes[vid].uuid).encode()
 
     def _apply(self, put: Iterable[Node] = (), drop: Iterable[int] = (),
                refs: dict[str, int] | None = None) -> None:
@@ -310,13 +340,8 @@ class Repo:
                                   self._state.gen_n, self._state.head_raw,
                                   dict(self._state.extra), self._state.meta_raw))
 
-    def _update_repo(self, fn: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-        """Change the repo document (alias, description, log, properties) by compare-and-set:
-        ``fn(doc)`` edits a fresh copy in place (again if another writer won a race);
-        raising aborts with nothing stored."""
-        rk = K.repo_key(self.uuid)
-        out: dict[str, Any] = {}
-
+    def _repo_step(self, fn: Callable[[dict[str, Any]], None],
+                   out: dict[str, Any]) -> Step:
         def body(cur: bytes | None) -> bytes:
             doc = load_doc(cur, f"repo {self.uuid}")
             if doc is None:
@@ -326,49 +351,69 @@ class Repo:
             out["doc"] = doc
             return dump_doc(doc)
 
-        _, raw = cas_update(self.backend, rk, body)
-        self._state.meta, self._state.meta_raw = out["doc"], raw
-        self._journal(("r", ""))
+        return K.repo_key(self.uuid), body
+
+    def _update_repo(self, fn: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Change the repo document (alias, description, log, properties) by compare-and-set:
+        ``fn(doc)`` edits a fresh copy in place (again if another writer won a race);
+        raising aborts with nothing stored."""
+        out: dict[str, Any] = {}
+        vals = self._run([self._repo_step(fn, out)], [("r", "")])
+        self._state.meta, self._state.meta_raw = out["doc"], vals[K.repo_key(self.uuid)]
         return out["doc"]
 
-    def _override(self, vids: Iterable[int]) -> None:
-        """List packed (or packable) nodes whose records are about to change, so that the
-        records beat the packs (see :mod:`diced.repo.history`)."""
+    def _override_step(self, vids: Iterable[int], out: dict[str, Any]) -> Step:
+        """A step listing packed (or packable) nodes whose records are about to change, so
+        that the records beat the packs (see :mod:`diced.repo.history`)."""
         want = {int(v) for v in vids}
-        if want <= set(self._state.meta.get("overrides", [])):
-            return
 
         def fn(doc: dict[str, Any]) -> None:
             doc["overrides"] = sorted(set(doc.get("overrides", [])) | want)
 
-        self._update_repo(fn)
+        return self._repo_step(fn, out)
 
-    def _update_node(self, vid: int, fn: Callable[[dict[str, Any]], None]) -> Node:
+    def _update_node(self, vid: int, fn: Callable[[dict[str, Any]], None], *,
+                     steps: tuple[Step, ...] = (), head: int | None = None) -> Node:
         """Change version ``vid``'s record (note, log) by compare-and-set: ``fn(record)``
-        edits a fresh copy in place; raising aborts with nothing stored."""
+        edits a fresh copy in place; raising aborts with nothing stored. ``steps`` run
+        first, in the same change."""
         key = K.node_key(self.uuid, vid)
-        if self._dag.nodes.get(vid) is not None and self._dag.nodes[vid].locked:
-            self._override([vid])
-        out: dict[str, Node] = {}
+        known = self._dag.nodes.get(vid)
+        need = vid in self._state.meta.get("overrides", [])
+        locked_now = (known is not None and known.locked) or \
+            self.backend.get(K.lock_key(self.uuid, vid)) is not None
+        out: dict[str, Any] = {}
+        for _ in range(3):
+            override = locked_now and not need
+            node_out: dict[str, Node] = {}
 
-        def body(cur: bytes | None) -> bytes:
-            node = None if cur is None else parse_node(cur, f"record of version id {vid}")
-            if node is None:
-                raise VersionNotFoundError(f"version id {vid} not in repo {self.alias!r}")
-            if node.locked and vid not in self._state.meta.get("overrides", []):
-                self._override([vid])  # locked meanwhile: it may be packed any time now
-            rec = node.to_dict()
-            fn(rec)
-            rec["updated"] = time.time()
-            new = Node.from_dict(rec)
-            out["node"] = new
-            return node_record(new)
+            def body(cur: bytes | None, override: bool = override) -> bytes:
+                node = None if cur is None else parse_node(cur, f"record of version id {vid}")
+                if node is None:
+                    raise VersionNotFoundError(f"version id {vid} not in repo {self.alias!r}")
+                if node.locked and not (override or need):
+                    raise _NeedOverride
+                rec = node.to_dict()
+                fn(rec)
+                rec["updated"] = time.time()
+                new = Node.from_dict(rec)
+                node_out["node"] = new
+                return node_record(new)
 
-        cas_update(self.backend, key, body)
-        node = out["node"]
-        node.locked = node.locked or bool(self._dag.nodes.get(vid) and self._dag.nodes[vid].locked)
+            pre = [self._override_step([vid], out)] if override else []
+            try:
+                vals = self._run([*pre, *steps, (key, body)], [("n", vid)], head)
+            except _NeedOverride:
+                locked_now = True
+                continue
+            break
+        else:  # pragma: no cover - the record keeps flipping
+            raise VersionNotFoundError(f"version id {vid}: its record keeps changing")
+        if "doc" in out:
+            self._state.meta, self._state.meta_raw = out["doc"], vals[K.repo_key(self.uuid)]
+        node = node_out["node"]
+        node.locked = node.locked or locked_now
         self._apply([node])
-        self._journal(("n", vid))
         return node
 
     def _ctx(self, vid: int) -> VersionCtx:
@@ -496,15 +541,19 @@ class Repo:
     def commit(self, note: str = "", log: Iterable[str] = (), *, uuid: str | None = None) -> Version:
         """Lock a version (default: the head) with a note and log lines. Returns it.
 
-        The lock key decides (one create-only compare-and-set: of two racing commits one
-        wins, the other gets :class:`LockedNodeError`); the node record follows."""
+        The lock key decides (create-only: of two racing commits one wins, the other gets
+        :class:`LockedNodeError`); the node record follows in the same change."""
         node = self._node(uuid)
         lines = [str(x) for x in log]
         vid = node.id
-        if node.locked or not self.backend.compare_and_set(K.lock_key(self.uuid, vid), None, b"1"):
-            self.refresh()
+        if node.locked:
             raise LockedNodeError(f"version {node.uuid} is already locked")
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+        def lock(cur: bytes | None) -> bytes:
+            if cur is not None:
+                raise LockedNodeError(f"version {node.uuid} is already locked")
+            return b"1"
 
         def fn(rec: dict[str, Any]) -> None:
             rec["locked"] = True
@@ -512,9 +561,12 @@ class Repo:
                 rec["note"] = note
             rec["log"].extend(f"{stamp}  {line}" for line in lines)
 
-        self._update_node(vid, fn)
-        if vid == self._head_id:
-            self._move_head(vid)  # remember it: reopening lands on the committed head
+        try:
+            self._update_node(vid, fn, steps=((K.lock_key(self.uuid, vid), lock),),
+                              head=vid if vid == self._head_id else None)
+        except LockedNodeError:
+            self.refresh()
+            raise
         maybe_pack(self.backend, self.uuid, self._state)
         return Version(self, self._dag.nodes[vid])
 
@@ -524,13 +576,14 @@ class Repo:
                    uuid: str | None = None, check: Callable[[DAG], None] | None = None,
                    vid: int | None = None, move_head: bool = True,
                    ref: str = "follow") -> Version:
-        """Publish a new node: its record at a fresh (or reserved, ``vid=``) id, then its ref.
+        """Publish a new node: its record at a fresh (or reserved, ``vid=``) id and its ref,
+        in one change (one transaction on LMDB; record first, then ref elsewhere).
 
         ``ref``: ``"advance"`` (newversion: the branch ref must name the first parent and
         moves to the child by compare-and-set), ``"create"`` (a new branch: create-only ref),
         ``"tag"`` (create-only tag ref, the node is locked at birth), ``"follow"`` (a merge or
         a reserved node: the ref moves only if it names the first parent). A lost race
-        removes the record again and raises :class:`DuplicateNameError`."""
+        stores nothing and raises :class:`DuplicateNameError`."""
         child_uuid = uuid or new_uuid()
         if uuid is not None and (len(uuid) != 32 or any(c not in "0123456789abcdef" for c in uuid)) \
                 and tag is None:
@@ -551,65 +604,70 @@ class Repo:
         now = time.time()
         node = Node(child_uuid, new_id, list(parents), branch, note, [],
                     locked=tag is not None, created=now, updated=now, tag=tag)
-        nk = K.node_key(self.uuid, new_id)
-        if not self.backend.compare_and_set(nk, None, node_record(node)):
-            raise DuplicateNameError(f"version id {new_id} is taken")
+        raw = node_record(node)
+
+        def create(cur: bytes | None) -> bytes:
+            if cur is not None:
+                raise DuplicateNameError(f"version id {new_id} is taken")
+            return raw
+
+        ref_steps, entries = self._ref_steps(node, ref)
+        self._pending_uuid[new_id] = child_uuid
         try:
-            entries = self._move_ref(node, ref)
-        except BaseException:
-            self.backend.compare_and_set(nk, node_record(node), None)  # ours: nobody else writes it
-            raise
+            vals = self._run([(K.node_key(self.uuid, new_id), create), *ref_steps],
+                             [("n", new_id), *entries],
+                             new_id if move_head and tag is None else None)
+        finally:
+            self._pending_uuid.pop(new_id, None)
         refs = dict(self._dag.refs)
-        for kind, name in entries:
-            if kind == "b":
-                refs[name] = new_id
+        name = node.branch or MASTER
+        bk = K.branch_key(self.uuid, name)
+        if bk in vals and vals[bk] is not None:
+            refs[name] = int(vals[bk])
+        if tag is not None:
+            self._state.extra.setdefault("tags", {})[tag] = new_id
         self._apply([node], refs=refs)
-        self._journal(("n", new_id), *entries)
-        if move_head and tag is None:
-            self._move_head(new_id)
         return Version(self, node)
 
-    def _move_ref(self, node: Node, mode: str) -> list[tuple[str, Any]]:
-        """Point the node's branch (or tag) ref at it; see :meth:`_add_child`."""
+    def _ref_steps(self, node: Node, mode: str) -> tuple[list[Step], list[tuple[str, Any]]]:
+        """Steps pointing the node's branch (or tag) ref at it; see :meth:`_add_child`."""
         first = node.parents[0] if node.parents else None
         while first is not None and self._dag.nodes[first].tag is not None and mode == "follow":
             ps = self._dag.parents_of(first)  # a merge "onto a tag" continues the tagged node
             first = ps[0] if ps else None
+        new = str(node.id).encode()
+
+        def create_only(what: str) -> Callable[[bytes | None], bytes]:
+            def fn(cur: bytes | None) -> bytes:
+                if cur is not None:
+                    raise DuplicateNameError(f"{what} already exists")
+                return new
+            return fn
+
         if mode == "tag":
             assert node.tag is not None
-            if not self.backend.compare_and_set(K.tag_key(self.uuid, node.tag), None,
-                                                str(node.id).encode()):
-                raise DuplicateNameError(f"tag {node.tag!r} already exists")
-            lock_version(self.backend, self.uuid, node.id)
-            self._state.extra.setdefault("tags", {})[node.tag] = node.id
-            return [("t", node.tag)]
+            return ([(K.tag_key(self.uuid, node.tag), create_only(f"tag {node.tag!r}")),
+                     (K.lock_key(self.uuid, node.id), lambda cur: b"1")],
+                    [("t", node.tag)])
         name = node.branch or MASTER
         key = K.branch_key(self.uuid, name)
-        new = str(node.id).encode()
         if mode == "create":
-            if not self.backend.compare_and_set(key, None, new):
-                raise DuplicateNameError(f"branch {name!r} already exists")
-            return [("b", name)]
-        moved = {"ok": False}
+            return [(key, create_only(f"branch {name!r}"))], [("b", name)]
 
         def fn(cur: bytes | None) -> bytes | None:
-            moved["ok"] = False
             if cur is None:
                 if mode == "advance" and any(
                         self._dag.nodes[c].branch == node.branch and self._dag.nodes[c].tag is None
                         for c in self._dag.children.get(first, []) if c != node.id):
                     raise self._has_child(first)
-                moved["ok"] = True
                 return new
             if int(cur) == first:
-                moved["ok"] = True
                 return new
             if mode == "advance":
                 raise self._has_child(first)
             return cur  # a merge onto an older node: the branch head stays
 
-        cas_update(self.backend, key, fn)
-        return [("b", name)] if moved["ok"] else []
+        return [(key, fn)], [("b", name)]
 
     def _has_child(self, vid: int | None) -> DuplicateNameError:
         p = self._dag.nodes[vid] if vid is not None else None
@@ -636,36 +694,40 @@ class Repo:
         gone = sorted({int(v) for v in vids})
         if not gone:
             return
-        self._override(gone)
+        out: dict[str, Any] = {}
+        steps: list[Step] = [self._override_step(gone, out)]
         for v in gone:
-            self.backend.set(K.node_key(self.uuid, v), dump_doc({"deleted": True, "id": v}))
+            marker = dump_doc({"deleted": True, "id": v})
+            steps.append((K.node_key(self.uuid, v), lambda cur, m=marker: m))
         entries: list[tuple[str, Any]] = [("n", v) for v in gone]
         refs = dict(self._dag.refs)
         for name, leaf in list(self._dag.refs.items()):
             if leaf not in gone:
                 continue
-            target = leaf
-            while target in gone or (target in self._dag.nodes and
-                                     self._dag.nodes[target].branch_name != name):
+            target: int | None = leaf
+            while target is not None and (target in gone or (
+                    target in self._dag.nodes and self._dag.nodes[target].branch_name != name)):
                 ps = self._dag.parents_of(target) if target in self._dag.nodes else []
                 target = ps[0] if ps else None
-                if target is None:
-                    break
             new = None if target is None else str(target).encode()
-            cas_update(self.backend, K.branch_key(self.uuid, name),
-                       lambda cur, new=new, leaf=leaf: new if cur == str(leaf).encode() else cur)
+            steps.append((K.branch_key(self.uuid, name),
+                          lambda cur, new=new, leaf=leaf: new if cur == str(leaf).encode() else cur))
             entries.append(("b", name))
             if target is None:
                 refs.pop(name, None)
             else:
                 refs[name] = target
-        for name, tvid in list(self._state.extra.get("tags", {}).items()):
+        tags = self._state.extra.setdefault("tags", {})
+        for name, tvid in list(tags.items()):
             if tvid in gone:
-                self.backend.compare_and_set(K.tag_key(self.uuid, name), str(tvid).encode(), None)
+                steps.append((K.tag_key(self.uuid, name),
+                              lambda cur, t=tvid: None if cur == str(t).encode() else cur))
                 entries.append(("t", name))
-        self.backend.delete_many([K.lock_key(self.uuid, v) for v in gone])
+                tags.pop(name)
+        steps += [(K.lock_key(self.uuid, v), lambda cur: None) for v in gone]
+        vals = self._run(steps, entries)
+        self._state.meta, self._state.meta_raw = out["doc"], vals[K.repo_key(self.uuid)]
         self._apply(drop=[v for v in gone if v in self._dag.nodes], refs=refs)
-        self._journal(*entries)
 
     def newversion(self, note: str = "", *, uuid: str | None = None,
                    parent: str | Version | None = None) -> Version:
@@ -917,13 +979,21 @@ class Repo:
         _datatype(typename).allocate(config, lambda: next_counter(self.backend, "instance"))
         rec = {"id": inst_id, "type": typename, "created": vid, "config": config}
         ik, raw = K.instance_key(self.uuid, name), dump_doc(rec)
-        if not self.backend.compare_and_set(ik, None, raw):
-            raise DuplicateNameError(f"repo {self.alias!r} already has an instance {name!r}")
-        if self.backend.get(lk) is not None:  # locked meanwhile: take the record back
-            self.backend.compare_and_set(ik, raw, None)
-            raise LockedNodeError(f"version {head.uuid} was locked; no instance made")
+
+        def create(cur: bytes | None) -> bytes:
+            if cur is not None:
+                raise DuplicateNameError(f"repo {self.alias!r} already has an instance {name!r}")
+            return raw
+
+        def unlocked(cur: bytes | None) -> bytes | None:
+            if cur is not None:  # locked meanwhile: the record is taken back
+                raise LockedNodeError(f"version {head.uuid} was locked; no instance made")
+            return cur
+
+        # the record, then the lock check: a commit racing with this either comes first
+        # (the record is taken back) or finds the instance made before the lock
+        self._run([(ik, create), (lk, unlocked)], [("i", name)])
         self._set_instance(name, load_doc(raw, name))
-        self._journal(("i", name))
         return self[name]
 
     def _set_instance(self, name: str, rec: dict[str, Any] | None) -> None:
@@ -944,9 +1014,9 @@ class Repo:
             fn(rec)
             return dump_doc(rec)
 
-        _, new = cas_update(self.backend, K.instance_key(self.uuid, name), body)
-        self._set_instance(name, load_doc(new, name))
-        self._journal(("i", name))
+        ik = K.instance_key(self.uuid, name)
+        vals = self._run([(ik, body)], [("i", name)])
+        self._set_instance(name, load_doc(vals[ik], name))
 
     def create_array(self, name: str, dtype: Any, shape: Iterable[int] | None = None, *,
                      chunks: Iterable[int] | None = None, fill_value: Any = 0,
@@ -1044,11 +1114,16 @@ class Repo:
             raise InstanceNotFoundError(f"no data instance {name!r}")
 
         ik = K.instance_key(self.uuid, name)
-        old, _ = cas_update(self.backend, ik, lambda cur: None)
+        old: dict[str, bytes | None] = {}
+
+        def remove(cur: bytes | None) -> None:
+            old["rec"] = cur
+            return None
+
+        self._run([(ik, remove)], [("i", name)])
         self._set_instance(name, None)
-        self._journal(("i", name))
-        if old is not None:
-            drop_instance_data(self.backend, load_doc(old, name))
+        if old.get("rec") is not None:
+            drop_instance_data(self.backend, load_doc(old["rec"], name))
 
     def view(self, host: str = "127.0.0.1", port: int = 8000, *, open_browser: bool | None = None,
              **options: Any) -> Any:
