@@ -146,7 +146,7 @@ def _changed_keys(backend, fn):
 
 def test_one_change_writes_the_same_few_small_records_at_any_size(store):
     sizes = {}
-    for n in (5, 3000):
+    for n in (5, 2000):
         repo = store.create_repo(f"r{n}")
         repo.commit()
         _linear(repo, n)
@@ -164,8 +164,8 @@ def test_one_change_writes_the_same_few_small_records_at_any_size(store):
             got[name] = (len(keys), sum(len(b.get(k) or b"") for k in keys))
         sizes[n] = got
     for name in sizes[5]:
-        assert sizes[3000][name][0] == sizes[5][name][0] <= 5, name
-        assert sizes[3000][name][1] < 3000, name  # bytes: no document listing every node
+        assert sizes[2000][name][0] == sizes[5][name][0] <= 5, name
+        assert sizes[2000][name][1] < 3000, name  # bytes: no document listing every node
 
 
 def test_ten_thousand_versions_work_through_the_api(tmp_path):
@@ -277,8 +277,9 @@ def test_racing_newversions_on_one_parent_one_wins(store):
     a.newversion("a")
     with pytest.raises(DuplicateNameError, match="already has a child"):
         b.newversion("b", parent=a.root.uuid)
-    with pytest.raises(DuplicateNameError):
-        b.branch("x", parent=a.root.uuid) and b.branch("x", parent=a.root.uuid)
+    b.branch("x", parent=a.root.uuid)
+    with pytest.raises(DuplicateNameError, match="already exists"):
+        a.branch("x", parent=a.root.uuid)  # a's snapshot is stale: the ref decides
     assert len(store.open_repo("r").dag.nodes) == 3
     with pytest.raises(VersionNotFoundError):
         store.open_repo("r").version("nope")

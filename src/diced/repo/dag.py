@@ -20,10 +20,11 @@ walk is iterative: histories of any depth work.
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 import uuid as uuidlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -275,7 +276,7 @@ class _Chains:
         cuts = [0, *(np.flatnonzero(np.diff(heads)) + 1).tolist(), len(order)]
         flat, hs = order.tolist(), heads.tolist()
         self.chains: dict[int, list[int]] = {
-            hs[a]: flat[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a}
+            hs[a]: flat[a:b] for a, b in itertools.pairwise(cuts) if b > a}
         self.links: dict[int, list[tuple[int, int]]] = {}
         if cols.extra:
             mids = np.fromiter(cols.extra, np.int64, len(cols.extra))

@@ -17,7 +17,7 @@ from typing import Any
 from diced.backends.base import Backend
 from diced.errors import ConcurrencyError, CorruptMetadataError
 
-__all__ = ["Step", "bump_counter", "cas_update", "run_steps", "dump_doc", "load_doc", "next_counter", "update_docs"]
+__all__ = ["Step", "bump_counter", "cas_update", "dump_doc", "load_doc", "next_counter", "run_steps", "update_docs"]
 
 _CAS_RETRIES = 50
 #: attempts of one :func:`cas_update` before giving up with ConcurrencyError

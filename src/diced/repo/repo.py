@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from diced.datatypes.registry import get_datatype
 from diced.errors import (
     BackendError,
+    ConcurrencyError,
     DuplicateNameError,
     InstanceNotFoundError,
     InvalidArgumentError,
@@ -23,7 +24,6 @@ from diced.repo import keys as K
 from diced.repo.context import InstanceContext
 from diced.repo.dag import DAG, MASTER, Node, new_uuid
 from diced.repo.diff import Diff
-from diced.repo.merge import Conflict, Strategy
 from diced.repo.history import (
     RepoState,
     catch_up,
@@ -33,6 +33,7 @@ from diced.repo.history import (
     node_record,
     parse_node,
 )
+from diced.repo.merge import Conflict, Strategy
 from diced.repo.meta import (
     Step,
     bump_counter,
@@ -82,6 +83,10 @@ def _datatype(typename: str) -> Datatype:
         raise UnknownDatatypeError(
             f"instance type {typename!r} is not known to this diced: install the package "
             f"that provides it ({exc})") from exc
+
+
+class _RefMoved(Exception):
+    """A branch ref moved since the snapshot a change was planned on (internal)."""
 
 
 class _NeedOverride(Exception):
@@ -383,9 +388,9 @@ class Repo:
         locked_now = (known is not None and known.locked) or \
             self.backend.get(K.lock_key(self.uuid, vid)) is not None
         out: dict[str, Any] = {}
+        node_out: dict[str, Node] = {}
         for _ in range(3):
             override = locked_now and not need
-            node_out: dict[str, Node] = {}
 
             def body(cur: bytes | None, override: bool = override) -> bytes:
                 node = None if cur is None else parse_node(cur, f"record of version id {vid}")
@@ -611,12 +616,20 @@ class Repo:
                 raise DuplicateNameError(f"version id {new_id} is taken")
             return raw
 
-        ref_steps, entries = self._ref_steps(node, ref)
         self._pending_uuid[new_id] = child_uuid
         try:
-            vals = self._run([(K.node_key(self.uuid, new_id), create), *ref_steps],
-                             [("n", new_id), *entries],
-                             new_id if move_head and tag is None else None)
+            for attempt in range(20):
+                ref_steps, entries = self._ref_steps(node, ref)
+                try:
+                    vals = self._run([(K.node_key(self.uuid, new_id), create), *ref_steps],
+                                     [("n", new_id), *entries],
+                                     new_id if move_head and tag is None else None)
+                    break
+                except _RefMoved:  # nothing stored: re-read and decide again
+                    self.refresh()
+                    time.sleep(0.001 * attempt)
+            else:
+                raise ConcurrencyError(f"branch {node.branch_name!r} keeps moving; try again")
         finally:
             self._pending_uuid.pop(new_id, None)
         refs = dict(self._dag.refs)
@@ -654,18 +667,21 @@ class Repo:
         if mode == "create":
             return [(key, create_only(f"branch {name!r}"))], [("b", name)]
 
+        snap = self._dag.refs.get(name)
+
         def fn(cur: bytes | None) -> bytes | None:
-            if cur is None:
-                if mode == "advance" and any(
-                        self._dag.nodes[c].branch == node.branch and self._dag.nodes[c].tag is None
-                        for c in self._dag.children.get(first, []) if c != node.id):
-                    raise self._has_child(first)
+            if mode == "follow":
+                return new  # a merge (or a reserved node) is the branch's newest leaf
+            at = None if cur is None else int(cur)
+            if at == first:
                 return new
-            if int(cur) == first:
-                return new
-            if mode == "advance":
+            if at != snap:
+                raise _RefMoved  # the branch moved since our snapshot: look again
+            if first is not None and any(
+                    self._dag.nodes[c].branch == node.branch and self._dag.nodes[c].tag is None
+                    for c in self._dag.children.get(first, []) if c != node.id):
                 raise self._has_child(first)
-            return cur  # a merge onto an older node: the branch head stays
+            return new  # the parent is a leaf off the ref (after a merge onto an older node)
 
         return [(key, fn)], [("b", name)]
 
@@ -1118,7 +1134,6 @@ class Repo:
 
         def remove(cur: bytes | None) -> None:
             old["rec"] = cur
-            return None
 
         self._run([(ik, remove)], [("i", name)])
         self._set_instance(name, None)
