@@ -8,9 +8,9 @@ Layout (all ASCII, fixed-width lowercase hex so that string order is numeric ord
                                              properties, node packs, overridden node ids
     meta/node/<repo uuid>/<version id>       one version node record (JSON)
     meta/pack/<repo uuid>/<first>-<last>     an immutable pack of locked node records (binary)
-    meta/inst/<repo uuid>/<hex(name)>        one data instance record (JSON)
-    meta/branch/<repo uuid>/<hex(name)>      a branch ref: the id of the branch's leaf
-    meta/tag/<repo uuid>/<hex(name)>         a tag ref: the id of the tag's node
+    meta/inst/<repo uuid>/<name>             one data instance record (JSON)
+    meta/branch/<repo uuid>/<name>           a branch ref: the id of the branch's leaf
+    meta/tag/<repo uuid>/<name>              a tag ref: the id of the tag's node
     meta/vid/<repo uuid>                     the repo's version id counter (last id handed out)
     meta/gen/<repo uuid>                     change journal: a counter and the latest changes
     meta/alias/<hex(alias)>                  repo uuid owning an alias (unique)
@@ -28,6 +28,9 @@ scanning everything.
 A chunk key (``ckey``) is the chunk coordinates as 8-hex-digit numbers joined by ``.``; a
 keyvalue key is the hex of its UTF-8 bytes (hex preserves byte order and prefixes); a label
 key (label index, mapping, members) is the label as 16 hex digits.
+
+A ``<name>`` is ``n`` + the name when it is made of letters, digits, ``_``, ``-`` and ``.``
+(every name diced accepts), else ``x`` + the hex of its UTF-8 bytes.
 
 Every metadata change is a compare-and-set of one of these keys (see :mod:`diced.repo.meta`),
 so it writes O(1) small records whatever the size of the history.
@@ -121,7 +124,7 @@ def pack_prefix(repo_uuid: str) -> str:
 
 def instance_key(repo_uuid: str, name: str) -> str:
     """Key of the record of data instance ``name``."""
-    return f"meta/inst/{repo_uuid}/{name.encode().hex()}"
+    return f"meta/inst/{repo_uuid}/{_name_part(name)}"
 
 
 def instance_prefix(repo_uuid: str) -> str:
@@ -131,7 +134,7 @@ def instance_prefix(repo_uuid: str) -> str:
 
 def branch_key(repo_uuid: str, name: str) -> str:
     """Key of the ref of branch ``name`` (``"master"`` for the default branch)."""
-    return f"meta/branch/{repo_uuid}/{name.encode().hex()}"
+    return f"meta/branch/{repo_uuid}/{_name_part(name)}"
 
 
 def branch_prefix(repo_uuid: str) -> str:
@@ -141,7 +144,7 @@ def branch_prefix(repo_uuid: str) -> str:
 
 def tag_key(repo_uuid: str, name: str) -> str:
     """Key of the ref of tag ``name``."""
-    return f"meta/tag/{repo_uuid}/{name.encode().hex()}"
+    return f"meta/tag/{repo_uuid}/{_name_part(name)}"
 
 
 def tag_prefix(repo_uuid: str) -> str:
@@ -159,9 +162,21 @@ def gen_key(repo_uuid: str) -> str:
     return f"meta/gen/{repo_uuid}"
 
 
+_NAME_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def _name_part(name: str) -> str:
+    # names of letters, digits, "_", "-" and "." (all that diced accepts) stay readable and
+    # short ("n" + name: 256 characters at most); anything else is hex ("x" + hex)
+    if name and set(name) <= _NAME_SAFE:
+        return "n" + name
+    return "x" + name.encode().hex()
+
+
 def name_of_key(key: str) -> str:
-    """The name a ``meta/inst|branch|tag/<repo>/<hex>`` key stands for."""
-    return bytes.fromhex(key.rsplit("/", 1)[1]).decode()
+    """The name a ``meta/inst|branch|tag/<repo>/<name>`` key stands for."""
+    part = key.rsplit("/", 1)[1]
+    return part[1:] if part[:1] == "n" else bytes.fromhex(part[1:]).decode()
 
 
 def repo_meta_prefixes(repo_uuid: str) -> list[str]:
