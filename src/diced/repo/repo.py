@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -605,33 +606,43 @@ class Repo:
             raise DuplicateNameError(f"version UUID {child_uuid} already exists")
         if check is not None:
             check(self._dag)
-        new_id = vid if vid is not None else self._reserve_id()
-        now = time.time()
-        node = Node(child_uuid, new_id, list(parents), branch, note, [],
-                    locked=tag is not None, created=now, updated=now, tag=tag)
-        raw = node_record(node)
+        # on LMDB (atomic multi-key transactions) the id comes from the counter inside the
+        # one transaction that publishes the node; elsewhere it is reserved first
+        ck = K.vid_counter_key(self.uuid)
+        fold = vid is None and self.backend.capabilities.atomic_update
+        fixed = vid if vid is not None else (None if fold else self._reserve_id())
+        for attempt in range(50):
+            new_id = fixed if fixed is not None else int(self.backend.get(ck) or b"0") + 1
+            now = time.time()
+            node = Node(child_uuid, new_id, list(parents), branch, note, [],
+                        locked=tag is not None, created=now, updated=now, tag=tag)
+            raw = node_record(node)
 
-        def create(cur: bytes | None) -> bytes:
-            if cur is not None:
-                raise DuplicateNameError(f"version id {new_id} is taken")
-            return raw
+            def create(cur: bytes | None, raw: bytes = raw, new_id: int = new_id) -> bytes:
+                if cur is not None:
+                    raise DuplicateNameError(f"version id {new_id} is taken")
+                return raw
 
-        self._pending_uuid[new_id] = child_uuid
-        try:
-            for attempt in range(20):
-                ref_steps, entries = self._ref_steps(node, ref)
-                try:
-                    vals = self._run([(K.node_key(self.uuid, new_id), create), *ref_steps],
-                                     [("n", new_id), *entries],
-                                     new_id if move_head and tag is None else None)
-                    break
-                except _RefMoved:  # nothing stored: re-read and decide again
-                    self.refresh()
-                    time.sleep(0.001 * attempt)
-            else:
-                raise ConcurrencyError(f"branch {node.branch_name!r} keeps moving; try again")
-        finally:
-            self._pending_uuid.pop(new_id, None)
+            def count(cur: bytes | None, new_id: int = new_id) -> bytes:
+                if int(cur or b"0") != new_id - 1:
+                    raise _RefMoved  # another id was handed out meanwhile
+                return str(new_id).encode()
+
+            steps: list[Step] = [] if fixed is not None else [(ck, count)]
+            steps.append((K.node_key(self.uuid, new_id), create))
+            ref_steps, entries = self._ref_steps(node, ref)
+            self._pending_uuid[new_id] = child_uuid
+            try:
+                vals = self._run([*steps, *ref_steps], [("n", new_id), *entries],
+                                 new_id if move_head and tag is None else None)
+                break
+            except _RefMoved:  # nothing stored: re-read and decide again
+                self.refresh()
+                time.sleep(0.001 * random.random() * attempt)
+            finally:
+                self._pending_uuid.pop(new_id, None)
+        else:
+            raise ConcurrencyError(f"branch {node.branch_name!r} keeps moving; try again")
         refs = dict(self._dag.refs)
         name = node.branch or MASTER
         bk = K.branch_key(self.uuid, name)
