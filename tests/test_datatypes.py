@@ -285,10 +285,10 @@ def test_stored_instance_of_uninstalled_type(store, repo):
     kv = repo.create_keyvalue("kv")
     kv["k"] = b"v"
 
-    def fn(doc):
-        doc["instances"]["kv"]["type"] = "gone-type"
+    def fn(rec):
+        rec["type"] = "gone-type"
 
-    repo._mutate(fn)  # as a store written by a package that is not installed here
+    repo._update_instance("kv", fn)  # as a store written by a package not installed here
     again = store.open_repo("dt")
     assert again.instances() == {"kv": "gone-type"}
     with pytest.raises(UnknownDatatypeError, match="install"):

@@ -530,7 +530,7 @@ def test_cli_migrate(tmp_path, capsys):
     assert main(["verify", str(path)]) == 2  # refused: old format
     assert "diced migrate" in capsys.readouterr().err
     assert main(["migrate", str(path)]) == 0
-    assert "migrated from format 1 to 2" in capsys.readouterr().out
+    assert "migrated from format 1 to 3" in capsys.readouterr().out
     assert main(["migrate", str(path)]) == 0
     assert "already" in capsys.readouterr().out
     assert main(["verify", str(path)]) == 0

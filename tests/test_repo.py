@@ -240,6 +240,7 @@ def test_two_thousand_versions_without_recursion(store):
     import time
 
     from diced.repo.dag import Node, new_uuid
+    from diced.repo.history import bulk_append
 
     repo = store.create_repo("long")
     arr = repo.create_array("a", "uint8", (4,), chunks=(2,))
@@ -247,17 +248,14 @@ def test_two_thousand_versions_without_recursion(store):
     repo.commit("root")
     n = 2000
     uuids = [new_uuid() for _ in range(n)]
-
-    def grow(doc):
-        prev = doc["nodes"][0]["id"]
-        for i, u in enumerate(uuids):
-            vid = doc["next_id"]
-            doc["next_id"] += 1
-            doc["nodes"].append(Node(u, vid, [prev], "", f"v{i}", [], locked=i < n - 1,
-                                     created=time.time(), updated=time.time()).to_dict())
-            prev = vid
-
-    repo._mutate(grow)
+    prev = repo.head.id
+    nodes = []
+    for i, u in enumerate(uuids):  # written as the operations write them, in one go
+        nodes.append(Node(u, prev + 1, [prev], "", f"v{i}", [], locked=i < n - 1,
+                          created=time.time(), updated=time.time()))
+        prev += 1
+    bulk_append(repo.backend, repo.uuid, nodes, refs={"master": prev})
+    repo.refresh()
     leaf = repo.checkout(uuids[-1])
     assert repo.version("master") == leaf
     assert repo.version(f"master~{n}") == repo.root

@@ -22,6 +22,7 @@ from diced.errors import (
 )
 from diced.repo import keys as K
 from diced.repo.dag import Node, new_uuid
+from diced.repo.history import first_state
 from diced.repo.meta import dump_doc, load_doc, next_counter, update_docs
 from diced.repo.repo import Repo, _check_name, drop_instance_data
 
@@ -204,7 +205,8 @@ class Store:
         if not migrate:
             raise StoreFormatError(
                 f"store {self.location} has storage format {found!r}; this diced reads format "
-                f"{K.FORMAT_VERSION} (every value checksummed). Upgrade it in place, once, "
+                f"{K.FORMAT_VERSION} (checksummed values, per-record repo metadata). Upgrade it in "
+                f"place, once, "
                 f"with `diced migrate {self.location}` or diced.Store(..., migrate=True); "
                 "no other process may use the store meanwhile")
         from diced.migrate import migrate_store
@@ -252,24 +254,30 @@ class Store:
                         f"{raw.decode()}, not {uuid}")
                 return self.open_repo(alias)
         root = uuid or new_uuid()
+        if uuid is not None and (not isinstance(uuid, str) or len(uuid) != 32
+                                 or any(c not in "0123456789abcdef" for c in uuid)):
+            raise InvalidArgumentError(f"a repo UUID must be 32 lowercase hex characters: {uuid!r}")
         now = time.time()
-        doc = {
+        meta = {
             "format": K.REPO_FORMAT, "uuid": root, "alias": alias,
             "description": str(description), "created": now, "updated": now, "log": [],
-            "properties": {}, "next_id": 2, "mutation_id": 0,
-            "nodes": [Node(root, 1, [], "", "", [], False, now, now).to_dict()],
-            "instances": {},
+            "properties": {}, "mutation_id": 0, "packs": [], "overrides": [],
         }
-        ak, rk = K.alias_key(alias), K.repo_key(root)
-
-        def body(cur: dict[str, bytes | None]) -> dict[str, bytes | None]:
-            if cur[ak] is not None:
-                raise DuplicateNameError(f"a repo named {alias!r} already exists in {self.location}")
-            if cur[rk] is not None:
-                raise DuplicateNameError(f"a repo with root {root} already exists")
-            return {ak: root.encode(), rk: dump_doc(doc)}
-
-        update_docs(self.backend, [ak, rk], body)
+        records = first_state(root, Node(root, 1, [], "", "", [], False, now, now), meta)
+        # claim the alias, then the root (its node record), each create-only; the repo
+        # document, written last, makes the repo visible
+        ak = K.alias_key(alias)
+        if not self.backend.compare_and_set(ak, None, root.encode()):
+            raise DuplicateNameError(f"a repo named {alias!r} already exists in {self.location}")
+        nk = K.node_key(root, 1)
+        if self.backend.get(K.repo_key(root)) is not None or \
+                not self.backend.compare_and_set(nk, None, records.pop(nk)):
+            self.backend.compare_and_set(ak, root.encode(), None)
+            raise DuplicateNameError(f"a repo with root {root} already exists")
+        rk = K.repo_key(root)
+        doc = records.pop(rk)
+        self.backend.set_many(records)
+        self.backend.set(rk, doc)
         return Repo(self, root)
 
     def _repo_uuid(self, alias: str | None, uuid: str | None) -> str:
@@ -344,8 +352,10 @@ class Store:
     def list_repos(self) -> list[tuple[str, str]]:
         """``[(alias, root uuid), ...]`` as DICED returned them."""
         out = []
-        for r in self._repo_uuids():
-            doc = load_doc(self.backend.get(K.repo_key(r)), f"repo {r}")
+        roots = self._repo_uuids()
+        for r, raw in zip(roots, self.backend.get_many([K.repo_key(r) for r in roots]),
+                          strict=True):
+            doc = load_doc(raw, f"repo {r}")
             if doc is not None:
                 out.append((doc.get("alias", ""), r))
         return sorted(out)
@@ -356,10 +366,15 @@ class Store:
         repo = Repo(self, root)
         ak, rk = K.alias_key(repo.alias), K.repo_key(root)
         hk = K.head_key(root)
-        update_docs(self.backend, [ak, rk, hk], lambda cur: {ak: None, rk: None, hk: None})
-        for rec in repo._doc["instances"].values():
+        # the document first (the repo disappears), then everything else it owned
+        self.backend.delete(rk)
+        self.backend.compare_and_set(ak, root.encode(), None)
+        for rec in repo._instance_records().values():
             drop_instance_data(self.backend, rec, self)
-        self.backend.delete_many(list(self.backend.list_keys(f"lock/{root}/")))
+        more = [hk, K.gen_key(root), K.vid_counter_key(root)]
+        for prefix in [f"lock/{root}/", *K.repo_meta_prefixes(root)]:
+            more += self.backend.list_keys(prefix)
+        self.backend.delete_many(more)
 
     def verify(self, repo: str | None = None, version: str | None = None,
                repair: bool = False) -> Any:

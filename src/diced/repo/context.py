@@ -92,7 +92,7 @@ class InstanceContext:
     def record(self) -> dict[str, Any]:
         """The instance record as the repo last read it (``config`` may have changed since
         the instance was opened)."""
-        return self.repo._doc["instances"].get(self.name, self._opened)
+        return self.repo._instance_records().get(self.name, self._opened)
 
     @property
     def config(self) -> dict[str, Any]:

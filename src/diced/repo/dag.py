@@ -6,21 +6,29 @@ order, so every ancestor of a node has a smaller id than the node; resolution re
 :mod:`diced.repo.resolve`).
 
 History follows git's rule everywhere: a merge node belongs to the branch of its first parent,
-``branch~N`` and ``Repo.log()`` walk first parents, and a branch's leaf is its newest node
-without a child on the same branch (so merging two feature branches moves only the first
-one). Every walk over the graph is iterative: histories of any depth work.
+``branch~N`` and ``Repo.log()`` walk first parents, and a branch's leaf is what its branch
+ref names (the newest node without a child on the same branch when no ref is stored).
+
+Scale: a snapshot keeps its nodes in columns (numpy arrays indexed by version id), so
+10,000 versions cost a few hundred kilobytes and load without building 10,000 Python
+objects; :class:`Node` objects are made on access. The graph is cut into *chains* (runs of
+nodes each continuing its first parent), so an ancestor set is a handful of chain prefixes
+found by a walk over chains, not over nodes, and ``branch~N`` counts chain lengths. Every
+walk is iterative: histories of any depth work.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 import uuid as uuidlib
-from collections.abc import Iterable, Iterator
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
 from typing import Any
 
-import networkx as nx
+import numpy as np
 
 from diced.errors import (
     AmbiguousVersionError,
@@ -34,6 +42,8 @@ __all__ = ["DAG", "MASTER", "Node", "new_uuid"]
 #: DVID's name for the unnamed default branch.
 MASTER = "master"
 _HEX = re.compile(r"^[0-9a-f]+$")
+#: ancestor sets kept per repo handle (each up to the repo's size)
+_ANC_CACHE = 16
 
 
 def new_uuid() -> str:
@@ -57,7 +67,7 @@ class Node:
     tag: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The node as the JSON record stored in the repo document."""
+        """The node as its stored JSON record."""
         return asdict(self)
 
     @classmethod
@@ -70,9 +80,13 @@ class Node:
             The record has missing or unknown fields.
         """
         try:
-            return cls(**d)
+            node = cls(**d)
         except TypeError as exc:
             raise CorruptMetadataError(f"bad version node record {d!r}: {exc}") from exc
+        if not isinstance(node.id, int) or not isinstance(node.parents, list) \
+                or not isinstance(node.uuid, str):
+            raise CorruptMetadataError(f"bad version node record {d!r}")
+        return node
 
     @property
     def branch_name(self) -> str:
@@ -80,67 +94,488 @@ class Node:
         return self.branch or MASTER
 
 
+def _is_uuid(s: str) -> bool:
+    return len(s) == 32 and _HEX.match(s) is not None
+
+
+class TextSource:
+    """Notes and logs of the nodes of one pack: one JSON ``[note, log]`` per node, laid end
+    to end (``ends``: where each ends); a node's text is decoded when it is asked for."""
+
+    def __init__(self, blob: bytes, ends: np.ndarray) -> None:
+        self._blob, self._ends = blob, ends
+
+    def get(self, pos: int) -> tuple[str, list[str]]:
+        """``(note, log)`` of the pack's ``pos``-th node."""
+        import json
+
+        start = int(self._ends[pos - 1]) if pos else 0
+        try:
+            note, log = json.loads(self._blob[start:int(self._ends[pos])])
+        except (ValueError, TypeError) as exc:
+            raise CorruptMetadataError(f"a node pack's note and log of node {pos} do not "
+                                       f"decode: {exc}") from exc
+        return str(note), [str(x) for x in log]
+
+
+class Columns:
+    """The mutable columns a :class:`DAG` snapshot is made from (one row per version id)."""
+
+    def __init__(self, size: int = 16) -> None:
+        size = max(int(size), 2)
+        self.exists = np.zeros(size, bool)
+        self.fp = np.full(size, -1, np.int64)  # first parent
+        self.extra: dict[int, tuple[int, ...]] = {}  # further parents of merge nodes
+        self.uuid16 = np.zeros((size, 16), np.uint8)
+        self.special: dict[int, str] = {}  # UUIDs that are not 32 hex characters (tags)
+        self.branch = np.zeros(size, np.int32)
+        self.bnames: list[str] = [""]
+        self.bindex: dict[str, int] = {"": 0}
+        self.tag: dict[int, str] = {}
+        self.locked = np.zeros(size, bool)
+        self.created = np.zeros(size, np.float64)
+        self.updated = np.zeros(size, np.float64)
+        self.texts: dict[int, tuple[str, list[str]]] = {}
+        self.pack_of = np.full(size, -1, np.int32)
+        self.pack_pos = np.zeros(size, np.int32)
+        self.packs: list[TextSource] = []
+
+    def copy(self) -> Columns:
+        """An independent copy (arrays and dicts; pack texts are shared, they never change)."""
+        out = Columns.__new__(Columns)
+        for k, v in self.__dict__.items():
+            out.__dict__[k] = v.copy() if hasattr(v, "copy") else v
+        return out
+
+    @property
+    def size(self) -> int:
+        """Rows allocated (the largest storable id + 1)."""
+        return len(self.exists)
+
+    def reserve(self, size: int) -> None:
+        """Grow every column to hold ids below ``size``."""
+        if size <= self.size:
+            return
+        new = max(size, self.size * 2)
+        for name in ("exists", "fp", "branch", "locked", "created", "updated", "pack_of",
+                     "pack_pos", "uuid16"):
+            old = getattr(self, name)
+            shape = (new, *old.shape[1:])
+            fill = -1 if name in ("fp", "pack_of") else 0
+            arr = np.full(shape, fill, old.dtype)
+            arr[:len(old)] = old
+            setattr(self, name, arr)
+
+    def branch_id(self, name: str) -> int:
+        """Index of branch name ``name`` (added if new)."""
+        i = self.bindex.get(name)
+        if i is None:
+            i = self.bindex[name] = len(self.bnames)
+            self.bnames.append(name)
+        return i
+
+    def put(self, n: Node) -> None:
+        """Store (or replace) node ``n``."""
+        vid = n.id
+        if vid < 0 or any((not isinstance(p, int)) or p >= vid or p < 0 for p in n.parents):
+            raise CorruptMetadataError(f"version node {n.uuid} (id {vid}) has bad parents "
+                                       f"{n.parents!r}: parents must have smaller ids")
+        self.reserve(vid + 1)
+        self.exists[vid] = True
+        self.fp[vid] = n.parents[0] if n.parents else -1
+        if len(n.parents) > 1:
+            self.extra[vid] = tuple(n.parents[1:])
+        else:
+            self.extra.pop(vid, None)
+        if _is_uuid(n.uuid):
+            self.uuid16[vid] = np.frombuffer(bytes.fromhex(n.uuid), np.uint8)
+            self.special.pop(vid, None)
+        else:
+            self.uuid16[vid] = 0
+            self.special[vid] = n.uuid
+        self.branch[vid] = self.branch_id(n.branch)
+        if n.tag is not None:
+            self.tag[vid] = n.tag
+        else:
+            self.tag.pop(vid, None)
+        self.locked[vid] = bool(n.locked)
+        self.created[vid] = float(n.created)
+        self.updated[vid] = float(n.updated)
+        self.texts[vid] = (n.note, list(n.log))
+        self.pack_of[vid] = -1
+
+    def drop(self, vid: int) -> None:
+        """Forget node ``vid``."""
+        if vid < self.size:
+            self.exists[vid] = False
+            self.fp[vid] = -1
+        for d in (self.extra, self.special, self.tag, self.texts):
+            d.pop(vid, None)
+
+    def note_log(self, vid: int) -> tuple[str, list[str]]:
+        """``(note, log)`` of node ``vid``."""
+        hit = self.texts.get(vid)
+        if hit is not None:
+            return hit[0], list(hit[1])
+        p = int(self.pack_of[vid])
+        if p < 0:
+            return "", []
+        return self.packs[p].get(int(self.pack_pos[vid]))
+
+    def uuid_of(self, vid: int) -> str:
+        """The UUID string of node ``vid``."""
+        s = self.special.get(vid)
+        return s if s is not None else self.uuid16[vid].tobytes().hex()
+
+    def node(self, vid: int) -> Node:
+        """A :class:`Node` built from the columns."""
+        parents = [] if self.fp[vid] < 0 else [int(self.fp[vid]), *self.extra.get(vid, ())]
+        note, log = self.note_log(vid)
+        return Node(self.uuid_of(vid), vid, parents, self.bnames[self.branch[vid]], note, log,
+                    bool(self.locked[vid]), float(self.created[vid]), float(self.updated[vid]),
+                    self.tag.get(vid))
+
+
+class _Chains:
+    """The graph cut into chains: each node either continues the chain of its first parent
+    (when it is that parent's lowest-id child continuing it) or starts a new one."""
+
+    def __init__(self, cols: Columns, prev: _Chains | None = None,
+                 added: list[int] | None = None) -> None:
+        if prev is not None and added is not None:
+            self._extend(cols, prev, added)
+        else:
+            self._build(cols)
+
+    def _build(self, cols: Columns) -> None:
+        n = cols.size
+        ids = np.flatnonzero(cols.exists)
+        fp = cols.fp
+        joins = np.zeros(n, bool)
+        if len(ids):
+            fpi = fp[ids]
+            has = fpi >= 0
+            has &= cols.exists[np.where(has, fpi, 0)]
+            kids, parents = ids[has], fpi[has]
+            _, first = np.unique(parents, return_index=True)  # ids ascend: the lowest child
+            joins[kids[first]] = True
+        ptr = np.arange(n, dtype=np.int64)
+        ptr[joins] = fp[joins]
+        dist = joins.astype(np.int64)
+        while True:  # pointer doubling: log2(depth) rounds
+            nxt = ptr[ptr]
+            if np.array_equal(nxt, ptr):
+                break
+            dist = dist + dist[ptr]
+            ptr = nxt
+        self.head, self.depth = ptr, dist
+        self.cont = np.zeros(n, bool)  # has a child continuing its chain
+        self.cont[fp[joins]] = True
+        order = ids[np.lexsort((dist[ids], ptr[ids]))]
+        heads = ptr[order]
+        cuts = [0, *(np.flatnonzero(np.diff(heads)) + 1).tolist(), len(order)]
+        flat, hs = order.tolist(), heads.tolist()
+        self.chains: dict[int, list[int]] = {
+            hs[a]: flat[a:b] for a, b in itertools.pairwise(cuts) if b > a}
+        self.links: dict[int, list[tuple[int, int]]] = {}
+        if cols.extra:
+            mids = np.fromiter(cols.extra, np.int64, len(cols.extra))
+            hs, ds = ptr[mids].tolist(), dist[mids].tolist()
+            for vid, h, d in zip(mids.tolist(), hs, ds, strict=True):
+                if cols.exists[vid]:
+                    self.links.setdefault(h, []).extend((d, p) for p in cols.extra[vid])
+            for v in self.links.values():
+                v.sort()
+
+    def _extend(self, cols: Columns, prev: _Chains, added: list[int]) -> None:
+        n = cols.size
+        self.head = _grown(prev.head, n, np.arange(n))
+        self.depth = _grown(prev.depth, n, 0)
+        self.cont = _grown(prev.cont, n, False)
+        self.chains = dict(prev.chains)
+        self.links = dict(prev.links)
+        copied: set[int] = set()
+        for vid in sorted(added):
+            p = int(cols.fp[vid])
+            if p >= 0 and not self.cont[p]:
+                h = int(self.head[p])
+                self.head[vid], self.depth[vid] = h, self.depth[p] + 1
+                self.cont[p] = True
+                if h not in copied:
+                    self.chains[h] = list(self.chains[h])
+                    copied.add(h)
+            else:
+                h = vid
+                self.head[vid], self.depth[vid] = vid, 0
+                self.chains[h] = []
+                copied.add(h)
+            self.chains[h].append(vid)
+            more = cols.extra.get(vid)
+            if more:
+                self.links[h] = sorted([*self.links.get(h, []),
+                                        *((int(self.depth[vid]), int(q)) for q in more)])
+
+
+def _grown(arr: np.ndarray, n: int, fill: Any) -> np.ndarray:
+    out = np.empty(n, arr.dtype)
+    out[:len(arr)] = arr
+    if n > len(arr):
+        out[len(arr):] = fill[len(arr):] if isinstance(fill, np.ndarray) else fill
+    return out
+
+
+class _NodeMap(Mapping[int, Node]):
+    """``{version id: Node}`` of a snapshot, building Node objects on access."""
+
+    def __init__(self, dag: DAG) -> None:
+        self._dag = dag
+        self._made: dict[int, Node] = {}
+
+    def __getitem__(self, vid: int) -> Node:
+        hit = self._made.get(vid)
+        if hit is not None:
+            return hit
+        cols = self._dag._cols
+        if not isinstance(vid, (int, np.integer)) or not 0 <= vid < cols.size \
+                or not cols.exists[vid]:
+            raise KeyError(vid)
+        node = self._made[int(vid)] = cols.node(int(vid))
+        return node
+
+    def __contains__(self, vid: object) -> bool:
+        cols = self._dag._cols
+        return isinstance(vid, (int, np.integer)) and 0 <= vid < cols.size \
+            and bool(cols.exists[vid])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._dag._ids().tolist())
+
+    def __len__(self) -> int:
+        return len(self._dag._ids())
+
+
+class _UuidMap(Mapping[str, Node]):
+    """``{uuid: Node}`` of a snapshot, searched in the UUID column."""
+
+    def __init__(self, dag: DAG) -> None:
+        self._dag = dag
+
+    def __getitem__(self, uuid: str) -> Node:
+        vid = self._dag._find_uuid(uuid)
+        if vid is None:
+            raise KeyError(uuid)
+        return self._dag.nodes[vid]
+
+    def __contains__(self, uuid: object) -> bool:
+        return isinstance(uuid, str) and self._dag._find_uuid(uuid) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        cols = self._dag._cols
+        return (cols.uuid_of(v) for v in self._dag._ids().tolist())
+
+    def __len__(self) -> int:
+        return len(self._dag._ids())
+
+
+class _ChildMap(Mapping[int, list[int]]):
+    """``{version id: child ids}`` of a snapshot, found in the parent columns."""
+
+    def __init__(self, dag: DAG) -> None:
+        self._dag = dag
+
+    def __getitem__(self, vid: int) -> list[int]:
+        if vid not in self._dag.nodes:
+            raise KeyError(vid)
+        cols = self._dag._cols
+        kids = np.flatnonzero(cols.exists & (cols.fp == vid)).tolist()
+        kids += [c for c, more in cols.extra.items() if vid in more and cols.exists[c]]
+        return sorted(kids)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._dag.nodes)
+
+    def __len__(self) -> int:
+        return len(self._dag.nodes)
+
+
 class DAG:
     """An immutable snapshot of a repo's version graph.
 
-    Build it from a list of :class:`Node`; derived structures (children, ancestor sets,
-    the networkx graph) are computed lazily and cached, which is safe because a snapshot
-    never changes (the repo makes a new one after each metadata update).
+    Build it from a list of :class:`Node` (or, inside the repo, from columns and refs);
+    derived structures are computed lazily and cached, which is safe because a snapshot
+    never changes (the repo makes a new one after each metadata update, sharing what it
+    can with the previous one).
+
+    Parameters
+    ----------
+    nodes : iterable of Node
+    refs : dict, optional
+        ``{branch name: leaf id}`` of the stored branch refs (``"master"`` for the default
+        branch); a branch without a valid ref falls back to its newest childless node.
     """
 
-    def __init__(self, nodes: Iterable[Node]) -> None:
-        self.nodes: dict[int, Node] = {n.id: n for n in nodes}
-        self.by_uuid: dict[str, Node] = {n.uuid: n for n in self.nodes.values()}
-        self._anc: dict[int, frozenset[int]] = {}
+    def __init__(self, nodes: Iterable[Node] = (), refs: Mapping[str, int] | None = None,
+                 *, _cols: Columns | None = None, _prev: DAG | None = None,
+                 _added: list[int] | None = None) -> None:
+        if _cols is None:
+            _cols = Columns()
+            for n in nodes:
+                _cols.put(n)
+        self._cols = _cols
+        self.refs: dict[str, int] = dict(refs or {})
+        self.nodes: Mapping[int, Node] = _NodeMap(self)
+        self.by_uuid: Mapping[str, Node] = _UuidMap(self)
+        self.children: Mapping[int, list[int]] = _ChildMap(self)
+        self._idcache: np.ndarray | None = None
+        self._uuid_u64: np.ndarray | None = None
+        self._chains: _Chains | None = None
+        if _prev is not None:
+            self._anc = _prev._anc  # ancestor sets never change: parents are immutable
+            if _added is not None and _prev._chains is not None:
+                self._chains = _Chains(_cols, _prev._chains, _added)
+        else:
+            self._anc: OrderedDict[int, frozenset[int]] = OrderedDict()
+
+    def derive(self, put: Iterable[Node] = (), drop: Iterable[int] = (),
+               refs: Mapping[str, int] | None = None) -> DAG:
+        """A new snapshot with nodes added or replaced (``put``), removed (``drop``) and
+        the branch refs replaced (if given). Parents of a kept node never change."""
+        cols = self._cols.copy()
+        put, drop = list(put), list(drop)
+        new = [n.id for n in put if n.id not in self.nodes]
+        for vid in drop:
+            cols.drop(vid)
+        for n in put:
+            cols.put(n)
+        top = int(self._ids()[-1]) if len(self._ids()) else 0
+        appended = not drop and all(v > top for v in new)
+        out = DAG(_cols=cols, refs=self.refs if refs is None else refs, _prev=self,
+                  _added=new if appended else None)
+        for vid in drop:
+            out._anc.pop(vid, None)
+        if drop:  # cached sets may hold dropped ids only if the caller broke the DAG
+            out._anc = OrderedDict((k, v) for k, v in out._anc.items()
+                                   if not v.intersection(drop))
+        return out
+
+    # --- columns ---------------------------------------------------------------------------
+
+    def _ids(self) -> np.ndarray:
+        if self._idcache is None:
+            self._idcache = np.flatnonzero(self._cols.exists)
+        return self._idcache
+
+    def _find_uuid(self, uuid: str) -> int | None:
+        cols = self._cols
+        if not _is_uuid(uuid):
+            for vid, u in cols.special.items():
+                if u == uuid:
+                    return vid
+            return None
+        want = np.frombuffer(bytes.fromhex(uuid), np.uint64)
+        if self._uuid_u64 is None:
+            self._uuid_u64 = np.ascontiguousarray(cols.uuid16).view(np.uint64)
+        u = self._uuid_u64
+        hits = np.flatnonzero((u[:, 0] == want[0]) & (u[:, 1] == want[1]) & cols.exists)
+        return int(hits[0]) if len(hits) else None
+
+    def _prefix_hits(self, prefix: str) -> list[int]:
+        cols = self._cols
+        nb = len(prefix) // 2
+        mask = cols.exists.copy()
+        if nb:
+            mask &= (cols.uuid16[:, :nb] == np.frombuffer(bytes.fromhex(prefix[:2 * nb]),
+                                                          np.uint8)).all(axis=1)
+        if len(prefix) % 2:
+            mask &= (cols.uuid16[:, nb] >> 4) == int(prefix[-1], 16)
+        for vid in cols.special:
+            mask[vid] = False
+        hits = np.flatnonzero(mask).tolist()
+        hits += [v for v, u in cols.special.items() if u.startswith(prefix)]
+        return hits
+
+    def _chain(self) -> _Chains:
+        if self._chains is None:
+            self._chains = _Chains(self._cols)
+        return self._chains
 
     # --- graph structure -----------------------------------------------------------------
 
-    @cached_property
-    def graph(self) -> nx.DiGraph:
+    @property
+    def graph(self) -> Any:
+        """The graph as a :class:`networkx.DiGraph` (edges parent -> child); built on use."""
+        import networkx as nx
+
         g = nx.DiGraph()
         g.add_nodes_from(self.nodes)
-        for n in self.nodes.values():
-            for p in n.parents:
-                g.add_edge(p, n.id)
+        cols = self._cols
+        for vid in self._ids().tolist():
+            for p in ([int(cols.fp[vid])] if cols.fp[vid] >= 0 else []) + \
+                    list(cols.extra.get(vid, ())):
+                g.add_edge(p, vid)
         return g
-
-    @cached_property
-    def children(self) -> dict[int, list[int]]:
-        out: dict[int, list[int]] = {i: [] for i in self.nodes}
-        for n in self.nodes.values():
-            for p in n.parents:
-                out[p].append(n.id)
-        return out
 
     @property
     def root(self) -> Node:
         """The root node (the smallest id)."""
-        return self.nodes[min(self.nodes)]
+        ids = self._ids()
+        if not len(ids):
+            raise VersionNotFoundError("the repo has no versions")
+        return self.nodes[int(ids[0])]
+
+    def parents_of(self, vid: int) -> list[int]:
+        """Parent ids of ``vid`` (first parent first)."""
+        cols = self._cols
+        return [] if cols.fp[vid] < 0 else [int(cols.fp[vid]), *cols.extra.get(vid, ())]
 
     def ancestors(self, vid: int) -> frozenset[int]:
-        """Ids of ``vid`` and all its ancestors (cached per snapshot).
+        """Ids of ``vid`` and all its ancestors.
 
-        An iterative walk (no recursion, so any history depth works) that reuses the cached
-        sets of ancestors met on the way; only the asked-for set is cached, so memory stays
-        proportional to the versions actually queried.
+        Found as prefixes of chains by an iterative walk over chains (not nodes), and kept
+        in a small cache shared by later snapshots of the same repo handle (a node's
+        ancestors never change); a child whose parents' sets are cached reuses them.
         """
         hit = self._anc.get(vid)
         if hit is not None:
+            self._anc.move_to_end(vid)
             return hit
-        acc: set[int] = {vid}
+        if vid not in self.nodes:
+            raise VersionNotFoundError(f"version id {vid} is not in this repo")
+        parents = self.parents_of(vid)
+        known = [self._anc.get(p) for p in parents]
+        if parents and all(k is not None for k in known):
+            out = frozenset().union(*known) | {vid}  # type: ignore[arg-type]
+        else:
+            out = frozenset(self._walk(vid))
+        self._anc[vid] = out
+        while len(self._anc) > _ANC_CACHE:
+            self._anc.popitem(last=False)
+        return out
+
+    def _walk(self, vid: int) -> list[int]:
+        ch = self._chain()
+        head, depth, fp = ch.head, ch.depth, self._cols.fp
+        reach: dict[int, int] = {}
         todo = [vid]
         while todo:
-            for p in self.nodes[todo.pop()].parents:
-                if p in acc:
-                    continue
-                known = self._anc.get(p)
-                if known is not None:
-                    acc |= known
-                else:
-                    acc.add(p)
+            u = todo.pop()
+            h, d = int(head[u]), int(depth[u])
+            old = reach.get(h, -1)
+            if old >= d:
+                continue
+            reach[h] = d
+            if old < 0 and fp[h] >= 0:
+                todo.append(int(fp[h]))
+            links = ch.links.get(h)
+            if links:
+                lo = bisect.bisect_right(links, (old, 1 << 62))
+                for dd, p in links[lo:]:
+                    if dd > d:
+                        break
                     todo.append(p)
-        out = frozenset(acc)
-        self._anc[vid] = out
+        out: list[int] = []
+        for h, d in reach.items():
+            out += ch.chains[h][:d + 1]
         return out
 
     def is_ancestor(self, a: int, b: int) -> bool:
@@ -151,27 +586,72 @@ class DAG:
         """The lowest common ancestors of ``ids`` (usually one; several after criss-cross merges)."""
         ids = list(ids)
         common = frozenset.intersection(*(self.ancestors(i) for i in ids))
-        # common ancestors are closed under "parent of": one is an ancestor of another common
-        # ancestor exactly when one of its children is common too
-        return sorted(c for c in common if not any(k in common for k in self.children[c]))
+        if not common:
+            return []
+        # common ancestors are closed under "parent of": c is a lowest one exactly when no
+        # child of c is common; only parents of common nodes can fail that
+        arr = np.fromiter(common, np.int64, len(common))
+        cols = self._cols
+        not_lowest = set(cols.fp[arr][cols.fp[arr] >= 0].tolist())
+        for c in common:
+            not_lowest.update(cols.extra.get(c, ()))
+        return sorted(common - not_lowest)
 
     def first_parent_chain(self, vid: int) -> list[int]:
         """``vid``, its first parent, that one's first parent, ... up to the root."""
-        out = [vid]
-        while self.nodes[out[-1]].parents:
-            out.append(self.nodes[out[-1]].parents[0])
+        ch = self._chain()
+        out: list[int] = []
+        u = vid
+        while u >= 0:
+            h, d = int(ch.head[u]), int(ch.depth[u])
+            out += ch.chains[h][d::-1]
+            u = int(self._cols.fp[h])
         return out
 
+    def nth_first_parent(self, vid: int, n: int) -> int | None:
+        """The id ``n`` first-parent steps above ``vid`` (``None``: the history is shorter)."""
+        ch = self._chain()
+        u = vid
+        while u >= 0:
+            h, d = int(ch.head[u]), int(ch.depth[u])
+            if n <= d:
+                return ch.chains[h][d - n]
+            n -= d + 1
+            u = int(self._cols.fp[h])
+        return None
+
+    def _on_branch(self, name: str) -> np.ndarray:
+        cols = self._cols
+        b = cols.bindex.get(name)
+        if b is None:
+            return np.zeros(0, np.int64)
+        mask = cols.exists & (cols.branch == b)
+        for vid in cols.tag:
+            mask[vid] = False
+        return np.flatnonzero(mask)
+
     def branch_leaf(self, branch: str) -> Node:
-        """The newest node on ``branch`` ("" and "master" name the default branch)."""
+        """The newest node on ``branch`` ("" and "master" name the default branch): the
+        node its branch ref names."""
         name = "" if branch == MASTER else branch
-        on = [n for n in self.nodes.values() if n.branch == name and n.tag is None]
-        if not on:
+        ref = self.refs.get(name or MASTER)
+        cols = self._cols
+        if ref is not None and ref in self.nodes and cols.tag.get(ref) is None \
+                and cols.bnames[cols.branch[ref]] == name:
+            return self.nodes[ref]
+        on = self._on_branch(name)
+        if not len(on):
             raise VersionNotFoundError(f"no branch named {branch!r}")
-        # the leaf is the node with no child on the same branch; newest if several
-        leaves = [n for n in on if not any(self.nodes[c].branch == name
-                                           for c in self.children[n.id])]
-        return max(leaves or on, key=lambda n: n.id)
+        # no usable ref (an interrupted write): the newest node without a child on the branch
+        b = cols.bindex[name]
+        has_child = np.zeros(cols.size, bool)
+        fps = cols.fp[on]
+        has_child[fps[fps >= 0]] = True
+        for c, more in cols.extra.items():
+            if cols.exists[c] and cols.branch[c] == b and c not in cols.tag:
+                has_child[list(more)] = True
+        leaves = on[~has_child[on]]
+        return self.nodes[int((leaves if len(leaves) else on)[-1])]
 
     def branch_ancestry(self, branch: str) -> list[Node]:
         """From the branch leaf up to the root through first parents (what ``branch~N``
@@ -182,23 +662,33 @@ class DAG:
         """The branch a new child continuing ``vid`` belongs to: ``vid``'s own branch, or for
         a tag, the branch of the version it names. Merge nodes get their first parent's
         branch (``""`` is the default branch)."""
-        node = self.nodes[vid]
-        while node.tag is not None and node.parents:
-            node = self.nodes[node.parents[0]]
-        return node.branch
+        cols = self._cols
+        while vid in cols.tag and cols.fp[vid] >= 0:
+            vid = int(cols.fp[vid])
+        return cols.bnames[cols.branch[vid]]
+
+    def branch_names(self) -> list[str]:
+        """Names of the branches that have nodes (``""`` for the default branch), sorted."""
+        cols = self._cols
+        ids = self._ids()
+        mask = np.ones(len(ids), bool)
+        if cols.tag:
+            mask &= ~np.isin(ids, np.fromiter(cols.tag, np.int64, len(cols.tag)))
+        used = np.unique(cols.branch[ids[mask]])
+        return sorted(cols.bnames[i] for i in used.tolist())
 
     def branches(self) -> dict[str, Node]:
         """``{branch name: leaf node}`` for every branch, ``'master'`` included."""
-        names = {n.branch for n in self.nodes.values() if n.tag is None}
-        return {(b or MASTER): self.branch_leaf(b) for b in sorted(names)}
+        return {(b or MASTER): self.branch_leaf(b) for b in self.branch_names()}
 
     def tags(self) -> dict[str, Node]:
         """``{tag name: tag node}``."""
-        return {n.tag: n for n in self.nodes.values() if n.tag is not None}
+        return {name: self.nodes[vid] for vid, name in sorted(self._cols.tag.items())
+                if vid in self.nodes}
 
     def topological(self) -> Iterator[Node]:
-        """Every node, parents before children."""
-        for i in nx.topological_sort(self.graph):
+        """Every node, parents before children (ids ascend along every edge)."""
+        for i in self._ids().tolist():
             yield self.nodes[i]
 
     # --- lookup ----------------------------------------------------------------------------
@@ -208,32 +698,34 @@ class DAG:
         ``prefix:branch`` or ``branch~N`` (N first-parent steps back from the branch leaf)."""
         if not isinstance(spec, str) or not spec:
             raise InvalidArgumentError(f"a version must be a non-empty string, got {spec!r}")
-        if spec in self.by_uuid:
-            return self.by_uuid[spec]
-        tags = self.tags()
-        if spec in tags:
-            return tags[spec]
+        vid = self._find_uuid(spec)
+        if vid is not None:
+            return self.nodes[vid]
+        for tvid, name in self._cols.tag.items():
+            if name == spec:
+                return self.nodes[tvid]
         if "~" in spec:
             name, _, num = spec.rpartition("~")
             if not num.isdigit():
                 raise InvalidArgumentError(f"bad version spec {spec!r}: '~' must be followed by N")
-            chain = self.branch_ancestry(self._branch_of_spec(name))
+            leaf = self.branch_leaf(self._branch_of_spec(name))
             n = int(num)
-            if n >= len(chain):
-                raise VersionNotFoundError(
-                    f"{spec!r}: branch {name!r} has only {len(chain)} versions")
-            return chain[n]
+            got = self.nth_first_parent(leaf.id, n)
+            if got is None:
+                have = len(self.first_parent_chain(leaf.id))
+                raise VersionNotFoundError(f"{spec!r}: branch {name!r} has only {have} versions")
+            return self.nodes[got]
         if ":" in spec:
             return self.branch_leaf(self._branch_of_spec(spec))
         low = spec.lower()
-        if _HEX.match(low):
-            hits = [n for u, n in self.by_uuid.items() if u.startswith(low)]
+        if _HEX.match(low) and len(low) <= 32:
+            hits = self._prefix_hits(low)
             if len(hits) == 1:
-                return hits[0]
+                return self.nodes[hits[0]]
             if len(hits) > 1:
                 raise AmbiguousVersionError(
                     f"UUID prefix {spec!r} matches {len(hits)} versions; give more characters")
-        if any(n.branch == spec for n in self.nodes.values()) or spec == MASTER:
+        if spec == MASTER or len(self._on_branch(spec)):
             return self.branch_leaf(spec)
         raise VersionNotFoundError(f"no version matches {spec!r}")
 

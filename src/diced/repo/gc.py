@@ -142,19 +142,7 @@ def _fence(repo: Repo, vids: Iterable[int]) -> None:
 
 def _edit_node(repo: Repo, vid: int, fn: Any) -> None:
     """Edit version ``vid``'s metadata record in place (``fn(record)``)."""
-    update_node = getattr(repo, "_update_node", None)  # per-record metadata
-    if update_node is not None:
-        update_node(vid, fn)
-        return
-
-    def body(doc: dict[str, Any]) -> None:
-        for n in doc["nodes"]:
-            if n["id"] == vid:
-                fn(n)
-                return
-        raise VersionNotFoundError(f"version id {vid} not found")
-
-    repo._mutate(body)
+    repo._update_node(vid, fn)
 
 
 def _drop_instances_created_at(repo: Repo, vids: set[int]) -> None:

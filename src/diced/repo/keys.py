@@ -4,7 +4,15 @@ Layout (all ASCII, fixed-width lowercase hex so that string order is numeric ord
 
     meta/format                              {"format": N} (the store format, see below)
     meta/migrate                             progress of an unfinished format migration
-    meta/repo/<repo uuid>                    repo document (JSON): DAG, instances, alias, log
+    meta/repo/<repo uuid>                    repo document (JSON): alias, description, log,
+                                             properties, node packs, overridden node ids
+    meta/node/<repo uuid>/<version id>       one version node record (JSON)
+    meta/pack/<repo uuid>/<first>-<last>     an immutable pack of locked node records (binary)
+    meta/inst/<repo uuid>/<name>             one data instance record (JSON)
+    meta/branch/<repo uuid>/<name>           a branch ref: the id of the branch's leaf
+    meta/tag/<repo uuid>/<name>              a tag ref: the id of the tag's node
+    meta/vid/<repo uuid>                     the repo's version id counter (last id handed out)
+    meta/gen/<repo uuid>                     change journal: a counter and the latest changes
     meta/alias/<hex(alias)>                  repo uuid owning an alias (unique)
     meta/counter/<name>                      store-wide counters (instance ids, ...)
     meta/head/<repo uuid>                    UUID of the version the repo's head was last moved to
@@ -24,8 +32,15 @@ A chunk key (``ckey``) is the chunk coordinates as 8-hex-digit numbers joined by
 keyvalue key is the hex of its UTF-8 bytes (hex preserves byte order and prefixes); a label
 key (label index, mapping, members) is the label as 16 hex digits.
 
-Store formats: 1 stored values as they are; 2 (current) ends every value with its CRC32C
-(:mod:`diced.backends.checksum`). :mod:`diced.migrate` upgrades a format-1 store.
+A ``<name>`` is ``n`` + the name when it is made of letters, digits, ``_``, ``-`` and ``.``
+(every name diced accepts), else ``x`` + the hex of its UTF-8 bytes.
+
+Every metadata change is a compare-and-set of one of these keys (see :mod:`diced.repo.meta`),
+so it writes O(1) small records whatever the size of the history.
+
+Store formats: 1 stored values as they are; 2 ends every value with its CRC32C
+(:mod:`diced.backends.checksum`); 3 (current) also splits each repo's metadata document into
+the per-record keys above. :mod:`diced.migrate` upgrades format-1 and format-2 stores.
 """
 
 from __future__ import annotations
@@ -40,6 +55,8 @@ __all__ = [
     "REPO_FORMAT",
     "TOMB",
     "alias_key",
+    "branch_key",
+    "branch_prefix",
     "chunk_ckey",
     "chunk_prefix",
     "counter_key",
@@ -47,27 +64,41 @@ __all__ = [
     "data_prefix",
     "describe_ckey",
     "describe_store_key",
+    "gen_key",
     "head_key",
     "index_key",
     "index_prefix",
+    "instance_key",
+    "instance_prefix",
     "job_key",
     "job_prefix",
     "kv_ckey",
     "lease_key",
     "lock_key",
+    "name_of_key",
+    "node_key",
+    "node_prefix",
+    "pack_key",
+    "pack_prefix",
     "parse_chunk_ckey",
     "parse_data_key",
     "parse_index_key",
     "parse_kv_ckey",
     "repo_key",
+    "repo_meta_prefixes",
+    "tag_key",
+    "tag_prefix",
+    "vid_counter_key",
 ]
 
 FORMAT_KEY = "meta/format"
 MIGRATE_KEY = "meta/migrate"
-#: the store format: 2 = every value carries a CRC32C trailer
-FORMAT_VERSION = 2
-#: the format of a repo document (``meta/repo/<uuid>``), independent of the store format
-REPO_FORMAT = 1
+#: the store format: 2 = every value carries a CRC32C trailer; 3 = repo metadata in
+#: per-record keys (:data:`REPO_FORMAT` 2)
+FORMAT_VERSION = 3
+#: the format of repo metadata, independent of the store format: 1 = one JSON document
+#: holding every node and instance; 2 = per-record keys (node, instance, branch, tag, packs)
+REPO_FORMAT = 2
 DATA = "d"
 TOMB = "t"
 
@@ -75,6 +106,89 @@ TOMB = "t"
 def repo_key(repo_uuid: str) -> str:
     """Key of a repo's metadata document."""
     return f"meta/repo/{repo_uuid}"
+
+
+def node_key(repo_uuid: str, vid: int) -> str:
+    """Key of the record of version ``vid``."""
+    return f"meta/node/{repo_uuid}/{vid:08x}"
+
+
+def node_prefix(repo_uuid: str) -> str:
+    """Prefix of every node record of a repo."""
+    return f"meta/node/{repo_uuid}/"
+
+
+def pack_key(repo_uuid: str, first: int, last: int) -> str:
+    """Key of the pack of locked node records with ids ``first..last``."""
+    return f"meta/pack/{repo_uuid}/{first:08x}-{last:08x}"
+
+
+def pack_prefix(repo_uuid: str) -> str:
+    """Prefix of every node pack of a repo."""
+    return f"meta/pack/{repo_uuid}/"
+
+
+def instance_key(repo_uuid: str, name: str) -> str:
+    """Key of the record of data instance ``name``."""
+    return f"meta/inst/{repo_uuid}/{_name_part(name)}"
+
+
+def instance_prefix(repo_uuid: str) -> str:
+    """Prefix of every instance record of a repo."""
+    return f"meta/inst/{repo_uuid}/"
+
+
+def branch_key(repo_uuid: str, name: str) -> str:
+    """Key of the ref of branch ``name`` (``"master"`` for the default branch)."""
+    return f"meta/branch/{repo_uuid}/{_name_part(name)}"
+
+
+def branch_prefix(repo_uuid: str) -> str:
+    """Prefix of every branch ref of a repo."""
+    return f"meta/branch/{repo_uuid}/"
+
+
+def tag_key(repo_uuid: str, name: str) -> str:
+    """Key of the ref of tag ``name``."""
+    return f"meta/tag/{repo_uuid}/{_name_part(name)}"
+
+
+def tag_prefix(repo_uuid: str) -> str:
+    """Prefix of every tag ref of a repo."""
+    return f"meta/tag/{repo_uuid}/"
+
+
+def vid_counter_key(repo_uuid: str) -> str:
+    """Key of a repo's version id counter."""
+    return f"meta/vid/{repo_uuid}"
+
+
+def gen_key(repo_uuid: str) -> str:
+    """Key of a repo's change journal (what changed lately, for cheap refreshes)."""
+    return f"meta/gen/{repo_uuid}"
+
+
+_NAME_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def _name_part(name: str) -> str:
+    # names of letters, digits, "_", "-" and "." (all that diced accepts) stay readable and
+    # short ("n" + name: 256 characters at most); anything else is hex ("x" + hex)
+    if name and set(name) <= _NAME_SAFE:
+        return "n" + name
+    return "x" + name.encode().hex()
+
+
+def name_of_key(key: str) -> str:
+    """The name a ``meta/inst|branch|tag/<repo>/<name>`` key stands for."""
+    part = key.rsplit("/", 1)[1]
+    return part[1:] if part[:1] == "n" else bytes.fromhex(part[1:]).decode()
+
+
+def repo_meta_prefixes(repo_uuid: str) -> list[str]:
+    """Every key prefix holding a repo's metadata (deleting the repo removes them)."""
+    return [node_prefix(repo_uuid), pack_prefix(repo_uuid), instance_prefix(repo_uuid),
+            branch_prefix(repo_uuid), tag_prefix(repo_uuid)]
 
 
 def alias_key(alias: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -11,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 from diced.datatypes.registry import get_datatype
 from diced.errors import (
     BackendError,
-    CorruptMetadataError,
+    ConcurrencyError,
     DuplicateNameError,
     InstanceNotFoundError,
     InvalidArgumentError,
     LockedNodeError,
+    RepoNotFoundError,
     UnknownDatatypeError,
     UnlockedNodeError,
     VersionNotFoundError,
@@ -24,8 +26,24 @@ from diced.repo import keys as K
 from diced.repo.context import InstanceContext
 from diced.repo.dag import DAG, MASTER, Node, new_uuid
 from diced.repo.diff import Diff
+from diced.repo.history import (
+    RepoState,
+    catch_up,
+    journal_fn,
+    load_state,
+    maybe_pack,
+    node_record,
+    parse_node,
+)
 from diced.repo.merge import Conflict, Strategy
-from diced.repo.meta import dump_doc, load_doc, next_counter, update_docs
+from diced.repo.meta import (
+    Step,
+    bump_counter,
+    dump_doc,
+    load_doc,
+    next_counter,
+    run_steps,
+)
 from diced.repo.resolve import VersionCtx
 from diced.repo.writers import lock_version
 
@@ -68,6 +86,14 @@ def _datatype(typename: str) -> Datatype:
         raise UnknownDatatypeError(
             f"instance type {typename!r} is not known to this diced: install the package "
             f"that provides it ({exc})") from exc
+
+
+class _RefMoved(Exception):
+    """A branch ref moved since the snapshot a change was planned on (internal)."""
+
+
+class _NeedOverride(Exception):
+    """A node record turned out locked: list it in the overrides first (internal)."""
 
 
 class _Ref:
@@ -222,16 +248,12 @@ class Repo:
         self.store = store
         self.backend = store.backend
         self.uuid = uuid
-        self._doc: dict[str, Any] = {}
-        self._raw: bytes | None = None
-        self._dag = DAG([])
+        self._pending_uuid: dict[int, str] = {}
+        self._set_state(load_state(self.backend, uuid))
         if head:
-            self.refresh()
-            node = self._dag.resolve(head)
-        else:  # the document and the stored head in one round of requests
-            raw, saved = self.backend.get_many([K.repo_key(uuid), K.head_key(uuid)])
-            self.refresh(raw)
-            node = self._saved_head(saved)
+            node = self._node(head)
+        else:  # the head stored by the last handle that moved it, read with the metadata
+            node = self._saved_head(self._state.head_raw)
         self._head_id = node.id
 
     def _saved_head(self, raw: bytes | None | bool = False) -> Node:
@@ -259,55 +281,148 @@ class Repo:
 
     # --- metadata --------------------------------------------------------------------------
 
-    def refresh(self, _raw: bytes | None | bool = False) -> None:
-        """Re-read the repo's metadata (other processes may have changed it)."""
-        raw = self.backend.get(K.repo_key(self.uuid)) if _raw is False else _raw
-        if raw is None:
-            from diced.errors import RepoNotFoundError
+    def _set_state(self, state: RepoState) -> None:
+        self._state = state
+        self._dag = state.dag
 
-            raise RepoNotFoundError(f"repo {self.uuid} does not exist (deleted?)")
-        if raw != self._raw:
-            self._set_doc(raw)
+    @property
+    def _doc(self) -> dict[str, Any]:
+        """The repo document with the instance records under ``"instances"`` (read-only view;
+        change metadata with :meth:`_update_repo`, :meth:`_update_node`,
+        :meth:`_update_instance`)."""
+        return {**self._state.meta, "instances": self._state.instances}
 
-    def _set_doc(self, raw: bytes, doc: dict[str, Any] | None = None) -> None:
-        if doc is None:
-            doc = load_doc(raw, f"repo {self.uuid}")
-            assert doc is not None
-        try:
-            nodes = [Node.from_dict(n) for n in doc["nodes"]]
-            doc["instances"]
-        except (KeyError, TypeError) as exc:
-            raise CorruptMetadataError(f"repo {self.uuid}: metadata lacks {exc}") from exc
-        if doc.get("format") != K.REPO_FORMAT:
-            raise CorruptMetadataError(
-                f"repo {self.uuid}: metadata format {doc.get('format')!r} is not {K.REPO_FORMAT}")
-        self._doc, self._raw, self._dag = doc, raw, DAG(nodes)
+    @property
+    def _stamp(self) -> bytes | None:
+        """The repo's change journal as last read: equal stamps mean equal metadata."""
+        return self._state.gen_raw
 
-    def _mutate(self, fn: Callable[[dict[str, Any]], dict[str, bytes | None] | None],
-                extra_keys: Iterable[str] = ()) -> dict[str, Any]:
-        """Apply ``fn`` to a fresh copy of the repo document, atomically where possible.
+    @property
+    def _state_raw(self) -> bytes | None:
+        """The repo document as last read."""
+        return self._state.meta_raw
 
-        ``fn`` edits the document in place and may return extra key changes; raising aborts
-        with nothing stored.
-        """
-        rk = K.repo_key(self.uuid)
-        extra = list(extra_keys)
+    def _instance_records(self) -> dict[str, dict[str, Any]]:
+        """``{name: instance record}`` of every instance of the repo, as last read."""
+        return self._state.instances
 
-        def body(cur: dict[str, bytes | None]) -> dict[str, bytes | None]:
-            doc = load_doc(cur[rk], f"repo {self.uuid}")
+    def refresh(self, _raw: Any = False, *, full: bool = False) -> None:
+        """Re-read the repo's metadata (other processes may have changed it): one read of
+        the change journal when nothing changed, the changed records otherwise, everything
+        with ``full=True`` or when this handle is far behind."""
+        state = None if full else catch_up(self.backend, self.uuid, self._state)
+        if state is None:
+            state = load_state(self.backend, self.uuid)
+        if state is not self._state:
+            self._set_state(state)
+
+    def _journal(self, *entries: tuple[str, Any]) -> None:
+        self._run([], list(entries))
+
+    def _run(self, steps: list[Step], entries: list[tuple[str, Any]],
+             head: int | None = None) -> dict[str, bytes | None]:
+        """Run a metadata change (see :func:`~diced.repo.meta.run_steps`) with the journal
+        entries naming what changed and, if ``head`` is given, the stored head moved there;
+        on LMDB one transaction."""
+        got: dict[str, Any] = {}
+        steps = [*steps, (K.gen_key(self.uuid), journal_fn(self.uuid, entries, got))]
+        if head is not None:
+            raw_uuid = self._uuid_for_head(head)
+            steps.append((K.head_key(self.uuid), lambda cur: raw_uuid))
+        out = run_steps(self.backend, steps)
+        if got["old"] == self._state.gen_n:  # nobody else changed anything since we read
+            self._state.gen_raw, self._state.gen_n = got["raw"], got["new"]
+        if head is not None:
+            self._head_id = head
+        return out
+
+    def _uuid_for_head(self, vid: int) -> bytes:
+        pend = self._pending_uuid.get(vid)
+        return (pend if pend is not None else self._dag.nodes[vid].uuid).encode()
+
+    def _apply(self, put: Iterable[Node] = (), drop: Iterable[int] = (),
+               refs: dict[str, int] | None = None) -> None:
+        """Our own change, applied to this handle's snapshot."""
+        self._set_state(RepoState(self._state.meta, self._dag.derive(put, drop, refs),
+                                  self._state.instances, self._state.gen_raw,
+                                  self._state.gen_n, self._state.head_raw,
+                                  dict(self._state.extra), self._state.meta_raw))
+
+    def _repo_step(self, fn: Callable[[dict[str, Any]], None],
+                   out: dict[str, Any]) -> Step:
+        def body(cur: bytes | None) -> bytes:
+            doc = load_doc(cur, f"repo {self.uuid}")
             if doc is None:
-                from diced.errors import RepoNotFoundError
-
                 raise RepoNotFoundError(f"repo {self.uuid} does not exist (deleted?)")
-            more = fn(doc) or {}
+            fn(doc)
             doc["updated"] = time.time()
-            written["doc"] = doc
-            return {rk: dump_doc(doc), **more}
+            out["doc"] = doc
+            return dump_doc(doc)
 
-        written: dict[str, dict[str, Any]] = {}
-        changes = update_docs(self.backend, [rk, *extra], body)
-        self._set_doc(changes[rk], written["doc"])  # type: ignore[arg-type]
-        return self._doc
+        return K.repo_key(self.uuid), body
+
+    def _update_repo(self, fn: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Change the repo document (alias, description, log, properties) by compare-and-set:
+        ``fn(doc)`` edits a fresh copy in place (again if another writer won a race);
+        raising aborts with nothing stored."""
+        out: dict[str, Any] = {}
+        vals = self._run([self._repo_step(fn, out)], [("r", "")])
+        self._state.meta, self._state.meta_raw = out["doc"], vals[K.repo_key(self.uuid)]
+        return out["doc"]
+
+    def _override_step(self, vids: Iterable[int], out: dict[str, Any]) -> Step:
+        """A step listing packed (or packable) nodes whose records are about to change, so
+        that the records beat the packs (see :mod:`diced.repo.history`)."""
+        want = {int(v) for v in vids}
+
+        def fn(doc: dict[str, Any]) -> None:
+            doc["overrides"] = sorted(set(doc.get("overrides", [])) | want)
+
+        return self._repo_step(fn, out)
+
+    def _update_node(self, vid: int, fn: Callable[[dict[str, Any]], None], *,
+                     steps: tuple[Step, ...] = (), head: int | None = None) -> Node:
+        """Change version ``vid``'s record (note, log) by compare-and-set: ``fn(record)``
+        edits a fresh copy in place; raising aborts with nothing stored. ``steps`` run
+        first, in the same change."""
+        key = K.node_key(self.uuid, vid)
+        known = self._dag.nodes.get(vid)
+        need = vid in self._state.meta.get("overrides", [])
+        locked_now = (known is not None and known.locked) or \
+            self.backend.get(K.lock_key(self.uuid, vid)) is not None
+        out: dict[str, Any] = {}
+        node_out: dict[str, Node] = {}
+        for _ in range(3):
+            override = locked_now and not need
+
+            def body(cur: bytes | None, override: bool = override) -> bytes:
+                node = None if cur is None else parse_node(cur, f"record of version id {vid}")
+                if node is None:
+                    raise VersionNotFoundError(f"version id {vid} not in repo {self.alias!r}")
+                if node.locked and not (override or need):
+                    raise _NeedOverride
+                rec = node.to_dict()
+                fn(rec)
+                rec["updated"] = time.time()
+                new = Node.from_dict(rec)
+                node_out["node"] = new
+                return node_record(new)
+
+            pre = [self._override_step([vid], out)] if override else []
+            try:
+                vals = self._run([*pre, *steps, (key, body)], [("n", vid)], head)
+            except _NeedOverride:
+                locked_now = True
+                continue
+            break
+        else:  # pragma: no cover - the record keeps flipping
+            raise VersionNotFoundError(f"version id {vid}: its record keeps changing")
+        if "doc" in out:
+            self._state.meta, self._state.meta_raw = out["doc"], vals[K.repo_key(self.uuid)]
+        node = node_out["node"]
+        node.locked = node.locked or locked_now
+        self._apply([node])
+        return node
 
     def _ctx(self, vid: int) -> VersionCtx:
         node = self._dag.nodes.get(vid)
@@ -316,19 +431,19 @@ class Repo:
             node = self._dag.nodes.get(vid)
             if node is None:
                 raise VersionNotFoundError(f"version id {vid} not in repo {self.alias!r}")
-        nodes = self._dag.nodes
-        return VersionCtx(self.uuid, vid, self._dag.ancestors(vid), node.locked, node.uuid,
-                          uuid_of=lambda v: nodes[v].uuid)
+        dag = self._dag
+        return VersionCtx(self.uuid, vid, dag.ancestors(vid), node.locked, node.uuid,
+                          uuid_of=lambda v: dag.nodes[v].uuid)
 
     @property
     def alias(self) -> str:
         """The repo's name in its store."""
-        return self._doc.get("alias", "")
+        return self._state.meta.get("alias", "")
 
     @property
     def description(self) -> str:
         """The repo's free-text description."""
-        return self._doc.get("description", "")
+        return self._state.meta.get("description", "")
 
     @property
     def root(self) -> Version:
@@ -432,105 +547,226 @@ class Repo:
     # --- DAG operations ----------------------------------------------------------------------
 
     def commit(self, note: str = "", log: Iterable[str] = (), *, uuid: str | None = None) -> Version:
-        """Lock a version (default: the head) with a note and log lines. Returns it."""
+        """Lock a version (default: the head) with a note and log lines. Returns it.
+
+        The lock key decides (create-only: of two racing commits one wins, the other gets
+        :class:`LockedNodeError`); the node record follows in the same change."""
         node = self._node(uuid)
         lines = [str(x) for x in log]
         vid = node.id
+        if node.locked:
+            raise LockedNodeError(f"version {node.uuid} is already locked")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
-        def fn(doc: dict[str, Any]) -> dict[str, bytes | None]:
-            rec = _node_rec(doc, vid)
-            if rec["locked"]:
-                raise LockedNodeError(f"version {rec['uuid']} is already locked")
+        def lock(cur: bytes | None) -> bytes:
+            if cur is not None:
+                raise LockedNodeError(f"version {node.uuid} is already locked")
+            return b"1"
+
+        def fn(rec: dict[str, Any]) -> None:
             rec["locked"] = True
             if note:
                 rec["note"] = note
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             rec["log"].extend(f"{stamp}  {line}" for line in lines)
-            rec["updated"] = time.time()
-            return {K.lock_key(self.uuid, vid): b"1"}
 
-        self._mutate(fn, [K.lock_key(self.uuid, vid)])
+        try:
+            self._update_node(vid, fn, steps=((K.lock_key(self.uuid, vid), lock),),
+                              head=vid if vid == self._head_id else None)
+        except LockedNodeError:
+            self.refresh()
+            raise
         lock_version(self.backend, self.uuid, vid)  # waits for writers already under way
-        if vid == self._head_id:
-            self._move_head(vid)  # remember it: reopening lands on the committed head
+        maybe_pack(self.backend, self.uuid, self._state)
         return Version(self, self._dag.nodes[vid])
 
     lock = commit
 
     def _add_child(self, parents: list[int], branch: str, note: str, *, tag: str | None = None,
-                   uuid: str | None = None, check: Callable[[dict[str, Any]], None] | None = None,
-                   vid: int | None = None, move_head: bool = True) -> Version:
+                   uuid: str | None = None, check: Callable[[DAG], None] | None = None,
+                   vid: int | None = None, move_head: bool = True,
+                   ref: str = "follow") -> Version:
+        """Publish a new node: its record at a fresh (or reserved, ``vid=``) id and its ref,
+        in one change (one transaction on LMDB; record first, then ref elsewhere).
+
+        ``ref``: ``"advance"`` (newversion: the branch ref must name the first parent and
+        moves to the child by compare-and-set), ``"create"`` (a new branch: create-only ref),
+        ``"tag"`` (create-only tag ref, the node is locked at birth), ``"follow"`` (a merge or
+        a reserved node: the ref moves only if it names the first parent). A lost race
+        stores nothing and raises :class:`DuplicateNameError`."""
         child_uuid = uuid or new_uuid()
         if uuid is not None and (len(uuid) != 32 or any(c not in "0123456789abcdef" for c in uuid)) \
                 and tag is None:
             raise InvalidArgumentError(f"an assigned UUID must be 32 lowercase hex characters: {uuid!r}")
-        created: dict[str, int] = {}
-
-        def fn(doc: dict[str, Any]) -> None:
-            for p in parents:
-                rec = _node_rec(doc, p)
-                if not rec["locked"]:
-                    raise UnlockedNodeError(
-                        f"version {rec['uuid']} is open; lock (commit) it before making children")
-            if any(n["uuid"] == child_uuid for n in doc["nodes"]):
-                raise DuplicateNameError(f"version UUID {child_uuid} already exists")
-            if check is not None:
-                check(doc)
-            new_id = vid if vid is not None else doc["next_id"]
-            doc["next_id"] = max(doc["next_id"], new_id + 1)
+        self.refresh()
+        for p in parents:
+            node = self._dag.nodes.get(p)
+            if node is None:
+                raise VersionNotFoundError(f"version id {p} not in repo {self.alias!r}")
+            if not node.locked and self.backend.get(K.lock_key(self.uuid, p)) is None:
+                raise UnlockedNodeError(
+                    f"version {node.uuid} is open; lock (commit) it before making children")
+        if child_uuid in self._dag.by_uuid:
+            raise DuplicateNameError(f"version UUID {child_uuid} already exists")
+        if check is not None:
+            check(self._dag)
+        # on LMDB (atomic multi-key transactions) the id comes from the counter inside the
+        # one transaction that publishes the node; elsewhere it is reserved first
+        ck = K.vid_counter_key(self.uuid)
+        fold = vid is None and self.backend.capabilities.atomic_update
+        fixed = vid if vid is not None else (None if fold else self._reserve_id())
+        for attempt in range(50):
+            new_id = fixed if fixed is not None else int(self.backend.get(ck) or b"0") + 1
             now = time.time()
-            doc["nodes"].append(Node(child_uuid, new_id, list(parents), branch, note, [],
-                                     locked=tag is not None, created=now, updated=now,
-                                     tag=tag).to_dict())
-            created["id"] = new_id
+            node = Node(child_uuid, new_id, list(parents), branch, note, [],
+                        locked=tag is not None, created=now, updated=now, tag=tag)
+            raw = node_record(node)
 
-        extra = [K.lock_key(self.uuid, vid)] if (tag is not None and vid is not None) else []
-        self._mutate(fn, extra)
-        if tag is not None:  # tags are locked at birth
-            self.backend.set(K.lock_key(self.uuid, created["id"]), b"1")
-        node = self._dag.nodes[created["id"]]
-        if move_head and tag is None:
-            self._move_head(node.id)
+            def create(cur: bytes | None, raw: bytes = raw, new_id: int = new_id) -> bytes:
+                if cur is not None:
+                    raise DuplicateNameError(f"version id {new_id} is taken")
+                return raw
+
+            def count(cur: bytes | None, new_id: int = new_id) -> bytes:
+                if int(cur or b"0") != new_id - 1:
+                    raise _RefMoved  # another id was handed out meanwhile
+                return str(new_id).encode()
+
+            steps: list[Step] = [] if fixed is not None else [(ck, count)]
+            steps.append((K.node_key(self.uuid, new_id), create))
+            ref_steps, entries = self._ref_steps(node, ref)
+            self._pending_uuid[new_id] = child_uuid
+            try:
+                vals = self._run([*steps, *ref_steps], [("n", new_id), *entries],
+                                 new_id if move_head and tag is None else None)
+                break
+            except _RefMoved:  # nothing stored: re-read and decide again
+                self.refresh()
+                time.sleep(0.001 * random.random() * attempt)
+            finally:
+                self._pending_uuid.pop(new_id, None)
+        else:
+            raise ConcurrencyError(f"branch {node.branch_name!r} keeps moving; try again")
+        refs = dict(self._dag.refs)
+        name = node.branch or MASTER
+        bk = K.branch_key(self.uuid, name)
+        if bk in vals and vals[bk] is not None:
+            refs[name] = int(vals[bk])
+        if tag is not None:
+            self._state.extra.setdefault("tags", {})[tag] = new_id
+        self._apply([node], refs=refs)
         return Version(self, node)
+
+    def _ref_steps(self, node: Node, mode: str) -> tuple[list[Step], list[tuple[str, Any]]]:
+        """Steps pointing the node's branch (or tag) ref at it; see :meth:`_add_child`."""
+        first = node.parents[0] if node.parents else None
+        while first is not None and self._dag.nodes[first].tag is not None and mode == "follow":
+            ps = self._dag.parents_of(first)  # a merge "onto a tag" continues the tagged node
+            first = ps[0] if ps else None
+        new = str(node.id).encode()
+
+        def create_only(what: str) -> Callable[[bytes | None], bytes]:
+            def fn(cur: bytes | None) -> bytes:
+                if cur is not None:
+                    raise DuplicateNameError(f"{what} already exists")
+                return new
+            return fn
+
+        if mode == "tag":
+            assert node.tag is not None
+            return ([(K.tag_key(self.uuid, node.tag), create_only(f"tag {node.tag!r}")),
+                     (K.lock_key(self.uuid, node.id), lambda cur: b"1")],
+                    [("t", node.tag)])
+        name = node.branch or MASTER
+        key = K.branch_key(self.uuid, name)
+        if mode == "create":
+            return [(key, create_only(f"branch {name!r}"))], [("b", name)]
+
+        snap = self._dag.refs.get(name)
+
+        def fn(cur: bytes | None) -> bytes | None:
+            if mode == "follow":
+                return new  # a merge (or a reserved node) is the branch's newest leaf
+            at = None if cur is None else int(cur)
+            if at == first:
+                return new
+            if at != snap:
+                raise _RefMoved  # the branch moved since our snapshot: look again
+            if first is not None and any(
+                    self._dag.nodes[c].branch == node.branch and self._dag.nodes[c].tag is None
+                    for c in self._dag.children.get(first, []) if c != node.id):
+                raise self._has_child(first)
+            return new  # the parent is a leaf off the ref (after a merge onto an older node)
+
+        return [(key, fn)], [("b", name)]
+
+    def _has_child(self, vid: int | None) -> DuplicateNameError:
+        p = self._dag.nodes[vid] if vid is not None else None
+        name = p.uuid if p is not None else vid
+        branch = p.branch_name if p is not None else "?"
+        return DuplicateNameError(f"version {name} already has a child on branch {branch!r}; "
+                                  "use branch(name) to fork")
 
     def _reserve_id(self) -> int:
         """A fresh version id, never handed out again, for a node published later with
         ``_add_child(..., vid=)`` (data can be written at it before the node exists)."""
-        reserved: dict[str, int] = {}
-
-        def reserve(doc: dict[str, Any]) -> None:
-            reserved["id"] = doc["next_id"]
-            doc["next_id"] += 1
-
-        self._mutate(reserve)
-        return reserved["id"]
+        return bump_counter(self.backend, K.vid_counter_key(self.uuid))
 
     def _delete_nodes(self, vids: Iterable[int]) -> None:
         """Remove the version nodes ``vids`` from the repo's metadata (their records, lock
-        marks and any stored head pointing at them); their data is not touched. The caller
-        checks that the result is still a valid DAG (no remaining node has a removed parent).
-        """
-        gone = set(vids)
+        marks, refs naming them and any stored head pointing at them); their data is not
+        touched. The caller checks that the result is still a valid DAG (no remaining node
+        has a removed parent).
 
-        def fn(doc: dict[str, Any]) -> dict[str, bytes | None]:
-            doc["nodes"] = [n for n in doc["nodes"] if n["id"] not in gone]
-            return {K.lock_key(self.uuid, v): None for v in gone}
-
-        self._mutate(fn, [K.lock_key(self.uuid, v) for v in gone])
+        Each record is replaced by a deletion marker (after listing it in the document's
+        overrides, so the marker beats any pack holding the node); a branch ref naming a
+        removed node moves to its nearest remaining first-parent ancestor on the branch."""
+        self.refresh()
+        gone = sorted({int(v) for v in vids})
+        if not gone:
+            return
+        out: dict[str, Any] = {}
+        steps: list[Step] = [self._override_step(gone, out)]
+        for v in gone:
+            marker = dump_doc({"deleted": True, "id": v})
+            steps.append((K.node_key(self.uuid, v), lambda cur, m=marker: m))
+        entries: list[tuple[str, Any]] = [("n", v) for v in gone]
+        refs = dict(self._dag.refs)
+        for name, leaf in list(self._dag.refs.items()):
+            if leaf not in gone:
+                continue
+            target: int | None = leaf
+            while target is not None and (target in gone or (
+                    target in self._dag.nodes and self._dag.nodes[target].branch_name != name)):
+                ps = self._dag.parents_of(target) if target in self._dag.nodes else []
+                target = ps[0] if ps else None
+            new = None if target is None else str(target).encode()
+            steps.append((K.branch_key(self.uuid, name),
+                          lambda cur, new=new, leaf=leaf: new if cur == str(leaf).encode() else cur))
+            entries.append(("b", name))
+            if target is None:
+                refs.pop(name, None)
+            else:
+                refs[name] = target
+        tags = self._state.extra.setdefault("tags", {})
+        for name, tvid in list(tags.items()):
+            if tvid in gone:
+                steps.append((K.tag_key(self.uuid, name),
+                              lambda cur, t=tvid: None if cur == str(t).encode() else cur))
+                entries.append(("t", name))
+                tags.pop(name)
+        steps += [(K.lock_key(self.uuid, v), lambda cur: None) for v in gone]
+        vals = self._run(steps, entries)
+        self._state.meta, self._state.meta_raw = out["doc"], vals[K.repo_key(self.uuid)]
+        self._apply(drop=[v for v in gone if v in self._dag.nodes], refs=refs)
 
     def newversion(self, note: str = "", *, uuid: str | None = None,
                    parent: str | Version | None = None) -> Version:
-        """A new open child of a locked version (default: head) on the same branch; becomes head."""
+        """A new open child of a locked version (default: head) on the same branch; becomes head.
+
+        The branch ref moves from the parent to the child by compare-and-set, so of two
+        racing ``newversion`` calls on one parent exactly one succeeds."""
         p = self._node(parent)
-
-        def check(doc: dict[str, Any]) -> None:
-            for n in doc["nodes"]:
-                if p.id in n["parents"] and n["branch"] == p.branch and n.get("tag") is None:
-                    raise DuplicateNameError(
-                        f"version {p.uuid} already has a child on branch {p.branch_name!r}; "
-                        "use branch(name) to fork")
-
-        return self._add_child([p.id], p.branch, note, uuid=uuid, check=check)
+        return self._add_child([p.id], p.branch, note, uuid=uuid, ref="advance")
 
     def branch(self, name: str, note: str = "", *, uuid: str | None = None,
                parent: str | Version | None = None) -> Version:
@@ -543,11 +779,11 @@ class Repo:
             raise InvalidArgumentError("'master' is the default branch; use newversion()")
         p = self._node(parent)
 
-        def check(doc: dict[str, Any]) -> None:
-            if any(n["branch"] == name for n in doc["nodes"]):
+        def check(dag: DAG) -> None:
+            if name in dag.refs or len(dag._on_branch(name)):
                 raise DuplicateNameError(f"branch {name!r} already exists")
 
-        return self._add_child([p.id], name, note, uuid=uuid, check=check)
+        return self._add_child([p.id], name, note, uuid=uuid, check=check, ref="create")
 
     create_branch_named = branch
 
@@ -556,12 +792,12 @@ class Repo:
         _check_name(name, "tag")
         p = self._node(parent)
 
-        def check(doc: dict[str, Any]) -> None:
-            if any(n.get("tag") == name or n["uuid"] == name for n in doc["nodes"]):
+        def check(dag: DAG) -> None:
+            if name in dag.tags() or name in dag.by_uuid:
                 raise DuplicateNameError(f"tag {name!r} already exists")
 
         return self._add_child([p.id], f"tag-{name}", note, tag=name, uuid=name, check=check,
-                               move_head=False)
+                               move_head=False, ref="tag")
 
     def merge(self, *versions: str | Version, note: str = "",
               strategy: Strategy = "fail") -> Version:
@@ -584,17 +820,17 @@ class Repo:
         """Versioned parts of instance records (array shapes) at a merge node, merged by
         each instance's datatype (:meth:`Datatype.merge_record`)."""
         parents = [self._dag.ancestors(p) for p in parent_ids]
-
-        def merged(doc: dict[str, Any]) -> bool:
-            changed = False
-            for rec in doc["instances"].values():
-                changed |= bool(_datatype_or_base(rec["type"]).merge_record(rec, parents, vid))
-            return changed
-
         import copy
 
-        if merged(copy.deepcopy(self._doc)):  # only write the document when a record changes
-            self._mutate(lambda doc: merged(doc) and None)
+        for name, rec in list(self._state.instances.items()):
+            dt = _datatype_or_base(rec["type"])
+            if not dt.merge_record(copy.deepcopy(rec), parents, vid):
+                continue  # only write records that change
+
+            def fn(r: dict[str, Any], dt: Datatype = dt) -> None:
+                dt.merge_record(r, parents, vid)
+
+            self._update_instance(name, fn)
 
     def diff(self, a: str | Version, b: str | Version | None = None) -> Diff:
         """What changed from version ``a`` to version ``b`` (default: head), per instance."""
@@ -602,7 +838,7 @@ class Repo:
         na, nb = self._node(a), self._node(b)
         ca, cb = self._ctx(na.id), self._ctx(nb.id)
         out = Diff(na.uuid, nb.uuid)
-        for name, rec in sorted(self._doc["instances"].items()):
+        for name, rec in sorted(self._state.instances.items()):
             in_a, in_b = rec["created"] in ca.ancestors, rec["created"] in cb.ancestors
             if in_b and not in_a:
                 out.created.append(name)
@@ -618,13 +854,13 @@ class Repo:
     def instances(self, uuid: str | Version | None = None) -> dict[str, str]:
         """Names and types of the instances visible at a version (default: head)."""
         anc = self._dag.ancestors(self._node(uuid).id)
-        return {n: r["type"] for n, r in sorted(self._doc["instances"].items()) if r["created"] in anc}
+        return {n: r["type"] for n, r in sorted(self._state.instances.items()) if r["created"] in anc}
 
     def _instance(self, name: str, ref: _Ref) -> Any:
-        rec = self._doc["instances"].get(name)
+        rec = self._state.instances.get(name)
         if rec is None:
             self.refresh()
-            rec = self._doc["instances"].get(name)
+            rec = self._state.instances.get(name)
         vid = self._head_id if ref.vid is None else ref.vid
         if rec is None or rec["created"] not in self._dag.ancestors(vid):
             raise InstanceNotFoundError(
@@ -737,7 +973,7 @@ class Repo:
         """For ``exist_ok=True``: the instance ``name`` if it exists with this configuration,
         ``None`` if it does not exist; :class:`DuplicateNameError` if it differs."""
         self.refresh()
-        rec = self._doc["instances"].get(name)
+        rec = self._state.instances.get(name)
         if rec is None:
             return None
         where = f"repo {self.alias!r} already has an instance {name!r}"
@@ -779,36 +1015,59 @@ class Repo:
         if head.locked:
             raise LockedNodeError(f"version {head.uuid} is locked; new instances need an open version")
         self.refresh()  # refuse a taken name before allocating ids for it
-        if name in self._doc["instances"]:
+        if name in self._state.instances:
             raise DuplicateNameError(f"repo {self.alias!r} already has an instance {name!r}")
+        vid = head.id
+        lk = K.lock_key(self.uuid, vid)
+        if self.backend.get(lk) is not None:
+            raise LockedNodeError(f"version {head.uuid} was locked")
         inst_id = next_counter(self.backend, "instance")
         _datatype(typename).allocate(config, lambda: next_counter(self.backend, "instance"))
-        vid = head.id
         rec: dict[str, Any] = {"id": inst_id, "type": typename, "created": vid,
                                "config": config}
         if storage is not None:  # routed before the record is published: no stray writes
             from diced.backends.layers import place_spaces
 
             rec["storage"] = place_spaces(self.store, instance_spaces(rec), storage)
+        ik, raw = K.instance_key(self.uuid, name), dump_doc(rec)
 
-        def fn(doc: dict[str, Any]) -> None:
-            if name in doc["instances"]:
+        def create(cur: bytes | None) -> bytes:
+            if cur is not None:
                 raise DuplicateNameError(f"repo {self.alias!r} already has an instance {name!r}")
-            if _node_rec(doc, vid)["locked"]:
-                raise LockedNodeError(f"version {head.uuid} was locked")
-            doc["instances"][name] = rec
+            return raw
 
-        self._mutate(fn)
+        def unlocked(cur: bytes | None) -> bytes | None:
+            if cur is not None:  # locked meanwhile: the record is taken back
+                raise LockedNodeError(f"version {head.uuid} was locked; no instance made")
+            return cur
+
+        # the record, then the lock check: a commit racing with this either comes first
+        # (the record is taken back) or finds the instance made before the lock
+        self._run([(ik, create), (lk, unlocked)], [("i", name)])
+        self._set_instance(name, load_doc(raw, name))
         return self[name]
 
+    def _set_instance(self, name: str, rec: dict[str, Any] | None) -> None:
+        insts = dict(self._state.instances)
+        if rec is None:
+            insts.pop(name, None)
+        else:
+            insts[name] = rec
+        self._state.instances = dict(sorted(insts.items()))
+
     def _update_instance(self, name: str, fn: Callable[[dict[str, Any]], None]) -> None:
-        def body(doc: dict[str, Any]) -> None:
-            rec = doc["instances"].get(name)
+        """Change instance ``name``'s record by compare-and-set: ``fn(record)`` edits a fresh
+        copy in place (again after a lost race); raising aborts with nothing stored."""
+        def body(cur: bytes | None) -> bytes:
+            rec = load_doc(cur, f"instance record {name!r}")
             if rec is None:
                 raise InstanceNotFoundError(f"no data instance {name!r}")
             fn(rec)
+            return dump_doc(rec)
 
-        self._mutate(body)
+        ik = K.instance_key(self.uuid, name)
+        vals = self._run([(ik, body)], [("i", name)])
+        self._set_instance(name, load_doc(vals[ik], name))
 
     def create_array(self, name: str, dtype: Any, shape: Iterable[int] | None = None, *,
                      chunks: Iterable[int] | None = None, fill_value: Any = 0,
@@ -910,15 +1169,20 @@ class Repo:
 
     def delete_instance(self, name: str) -> None:
         """Delete an instance and its data from every version (irreversible, as in DVID)."""
-        rec = self._doc["instances"].get(name)
+        rec = self._state.instances.get(name)
         if rec is None:
             raise InstanceNotFoundError(f"no data instance {name!r}")
 
-        def fn(doc: dict[str, Any]) -> None:
-            doc["instances"].pop(name, None)
+        ik = K.instance_key(self.uuid, name)
+        old: dict[str, bytes | None] = {}
 
-        self._mutate(fn)
-        drop_instance_data(self.backend, rec, self.store)
+        def remove(cur: bytes | None) -> None:
+            old["rec"] = cur
+
+        self._run([(ik, remove)], [("i", name)])
+        self._set_instance(name, None)
+        if old.get("rec") is not None:
+            drop_instance_data(self.backend, load_doc(old["rec"], name), self.store)
 
     def view(self, host: str = "127.0.0.1", port: int = 8000, *, open_browser: bool | None = None,
              **options: Any) -> Any:
@@ -1056,10 +1320,3 @@ def _same_location(a: str, b: str) -> bool:
     from diced.backends.layers import same_location
 
     return same_location(a, b if "://" in b else os.path.abspath(os.path.expanduser(b)))
-
-
-def _node_rec(doc: dict[str, Any], vid: int) -> dict[str, Any]:
-    for n in doc["nodes"]:
-        if n["id"] == vid:
-            return n
-    raise VersionNotFoundError(f"version id {vid} not found")

@@ -65,7 +65,7 @@ class Catalog:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._lock = threading.Lock()
-        self._repos: dict[str, tuple[bytes, Repo]] = {}
+        self._repos: dict[str, tuple[tuple[bytes | None, bytes | None], Repo]] = {}
         self._roots: list[str] | None = None
 
     # --- repos ------------------------------------------------------------------------------
@@ -81,7 +81,7 @@ class Catalog:
         """A current (cached) handle on the repo with this root UUID."""
         from diced.repo.repo import Repo
 
-        raw = self.store.backend.get(K.repo_key(root))
+        raw, stamp = self.store.backend.get_many([K.repo_key(root), K.gen_key(root)])
         if raw is None:
             with self._lock:
                 self._repos.pop(root, None)
@@ -89,11 +89,11 @@ class Catalog:
             raise not_found(f"repo {root} does not exist")
         with self._lock:
             hit = self._repos.get(root)
-            if hit is not None and hit[0] == raw:
+            if hit is not None and hit[0] == (raw, stamp):  # the journal names every change
                 return hit[1]
         repo = Repo(self.store, root)
         with self._lock:
-            self._repos[root] = (repo._raw or raw, repo)
+            self._repos[root] = ((repo._state_raw, repo._stamp), repo)
         return repo
 
     def repos(self) -> list[Repo]:

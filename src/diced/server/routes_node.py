@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from diced.errors import VersionNotFoundError
 from diced.server._http import HTTPError, bad, json_body, json_response, not_found
 from diced.server._run import blocking
 from diced.server.catalog import Located
@@ -145,17 +146,10 @@ def _post_log(st: Any, loc: Located, body: bytes) -> Response:
 
 def _update_node(st: Any, loc: Located, fn: Any) -> None:
     """Change a node's note or log (DVID allows this on locked nodes too)."""
-    vid = loc.node.id
-
-    def body(doc: dict[str, Any]) -> None:
-        for rec in doc["nodes"]:
-            if rec["id"] == vid:
-                fn(rec)
-                rec["updated"] = time.time()
-                return
-        raise not_found(f"version {loc.uuid} vanished")
-
-    st.catalog.fresh(loc)._mutate(body)
+    try:
+        st.catalog.fresh(loc)._update_node(loc.node.id, fn)
+    except VersionNotFoundError:
+        raise not_found(f"version {loc.uuid} vanished") from None
 
 
 _ACTIONS = {
@@ -178,7 +172,7 @@ async def instance_endpoint(request: Request) -> Response:
     rest = p.get("rest", "")
     parts = [x for x in rest.split("/") if x != ""] if rest else []
     loc = await blocking(st.catalog.locate, p["uuid"])
-    record = loc.repo._doc["instances"].get(name)
+    record = loc.repo._instance_records().get(name)
     if record is None or record["created"] not in loc.repo.dag.ancestors(loc.node.id):
         raise not_found(f"no data instance {name!r} at version {loc.uuid}")
     typename = dvid_typename(record)

@@ -27,7 +27,7 @@ def repo_info_json(repo: Any) -> dict[str, Any]:
     """DVID's repo JSON, with each instance's info at the newest version that sees it."""
     instances: dict[str, Any] = {}
     nodes = sorted(repo.dag.nodes.values(), key=lambda n: -n.id)
-    for name, rec in sorted(repo._doc["instances"].items()):
+    for name, rec in sorted(repo._instance_records().items()):
         at = next((n for n in nodes if rec["created"] in repo.dag.ancestors(n.id)), None)
         if at is None:
             continue
@@ -96,7 +96,7 @@ async def repo_info(request: Request) -> Response:
                 def fn(doc: dict[str, Any]) -> None:
                     doc["description"] = changes["description"]
 
-                repo._mutate(fn)
+                repo._update_repo(fn)
 
         await blocking(work)
         return Response(b"", 200)
@@ -117,7 +117,7 @@ async def repo_log(request: Request) -> Response:
             def fn(doc: dict[str, Any]) -> None:
                 doc.setdefault("log", []).extend(lines)
 
-            st.catalog.fresh(loc)._mutate(fn)
+            st.catalog.fresh(loc)._update_repo(fn)
 
         await blocking(work)
         return Response(b"", 200)
