@@ -211,3 +211,28 @@ def test_multi_group_reads_equal_numpy(repo, monkeypatch):
     for sel in [(...,), (slice(3, 61), slice(5, 47), slice(1, 39)), (slice(None, None, -2),),
                 (5, slice(None), slice(2, 30))]:
         assert np.array_equal(a[sel], data[sel])
+
+
+def test_labelblock_encode_counted_equals_encode_and_counts():
+    from diced.array.codecs.labelblock import LabelBlockCodec, block_label_counts
+
+    rng = np.random.default_rng(9)
+    for outer in ("zstd", "none"):
+        codec = LabelBlockCodec(outer)
+        for kind in ("random", "solid", "zero", "few"):
+            if kind == "random":
+                blk = rng.integers(0, 1 << 40, size=(16, 16, 16)).astype(np.uint64)
+            elif kind == "solid":
+                blk = np.full((16, 16, 16), 77, np.uint64)
+            elif kind == "zero":
+                blk = np.zeros((16, 16, 16), np.uint64)
+            else:
+                blk = rng.choice(np.array([0, 5, 1 << 63], np.uint64), size=(16, 16, 16))
+            data, labs, counts = codec.encode_counted(blk)
+            want_l, want_n = block_label_counts(blk)
+            assert labs.tolist() == want_l.tolist() and counts.tolist() == want_n.tolist()
+            if kind == "zero":
+                assert data is None
+            else:
+                assert data == codec.encode(blk)
+                assert np.array_equal(codec.decode(data, blk.shape, np.uint64), blk)

@@ -7,7 +7,6 @@ downsampling kernels) lives one layer down in :mod:`diced.array`."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from diced.array._readcache import _copy_out, _decode_part, _fill_cached, _locked_cache
-from diced.array._readplan import IO_WORKERS, io_pool
+from diced.array._readplan import IO_WORKERS, cpu_workers, io_pool
 from diced.array.codecs.base import ChunkCodec, codec_from_dict
 from diced.array.grid import (
     as_int,
@@ -53,7 +52,7 @@ GROUP_BYTES = 4 << 20
 _POOL: ThreadPoolExecutor | None = None
 
 
-_WORKERS = max(2, os.cpu_count() or 2)
+_WORKERS = cpu_workers()
 
 
 def _pool() -> ThreadPoolExecutor:

@@ -226,8 +226,12 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
         base = None if current is None or current[1] is None else self._decode(current[1])
         new = make(base)
         old_l = block_label_counts(base)[0] if base is not None else np.zeros(0, np.uint64)
-        new_l, new_n = block_label_counts(new)
-        data = None if (len(new_l) == 1 and new_l[0] == 0) else self.codec.encode(new)
+        counted = getattr(self.codec, "encode_counted", None)
+        if counted is not None:  # labelblock: counted from the packed block (cheaper)
+            data, new_l, new_n = counted(new)
+        else:
+            new_l, new_n = block_label_counts(new)
+            data = None if (len(new_l) == 1 and new_l[0] == 0) else self.codec.encode(new)
         return (data, *block_delta(old_l, new_l, new_n))
 
     def _plan_blocks(self, ctx: VersionCtx, items: Sequence[tuple[tuple[int, ...], Any]],
