@@ -487,7 +487,19 @@ class LabelBlockCodec(ChunkCodec):
 
     def encode(self, chunk: np.ndarray) -> bytes:
         """Encode a 3-D integer chunk (edges multiples of 8) to outer(DVID block)."""
+        return self._outer_encode(encode_block(chunk))
+
+    def encode_counted(self, chunk: np.ndarray) -> tuple[bytes | None, np.ndarray, np.ndarray]:
+        """:meth:`encode` plus the chunk's distinct labels and voxel counts (as
+        :func:`block_label_counts`), counted from the packed block rather than from the
+        voxels. The payload is ``None`` when every voxel is 0 (nothing to store)."""
         block = encode_block(chunk)
+        labels, counts = block_label_counts(block)
+        if len(labels) == 1 and labels[0] == 0:
+            return None, labels, counts
+        return self._outer_encode(block), labels, counts
+
+    def _outer_encode(self, block: bytes) -> bytes:
         if self.outer == "zstd":
             return _zstd_compressor(self.level).compress(block)
         if self.outer == "lz4":

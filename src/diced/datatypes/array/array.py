@@ -7,7 +7,6 @@ downsampling kernels) lives one layer down in :mod:`diced.array`."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from diced.array._readcache import _copy_out, _decode_part, _fill_cached, _locked_cache
-from diced.array._readplan import IO_WORKERS, io_pool
+from diced.array._readplan import IO_WORKERS, cpu_workers, io_pool
 from diced.array.codecs.base import ChunkCodec, codec_from_dict
 from diced.array.grid import (
     as_int,
@@ -46,12 +45,14 @@ __all__ = ["VersionedArray", "array_config"]
 
 #: raw bytes of chunk data handled per write batch (one transaction)
 BATCH_BYTES = 32 << 20
+#: smallest write batch when a large write is split for pipelining
+PIPELINE_MIN_BYTES = 4 << 20
 #: raw bytes of chunk data one reader thread fetches and decodes at a time
 GROUP_BYTES = 4 << 20
 _POOL: ThreadPoolExecutor | None = None
 
 
-_WORKERS = max(2, os.cpu_count() or 2)
+_WORKERS = cpu_workers()
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -374,8 +375,18 @@ class VersionedArray:
         if second is None:
             work(first)
             return
-        for _ in (io_pool() if remote else _pool()).map(work, _chain([first, second], groups)):
-            pass
+        # the pool takes every group but the first, which this thread reads meanwhile (one
+        # hand-off fewer: small reads, such as a box of a few chunks, wait on one worker)
+        pool = io_pool() if remote else _pool()
+        futures = [pool.submit(work, g) for g in _chain([second], groups)]
+        try:
+            work(first)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        for f in futures:
+            f.result()
 
     def prefetch(self, selection: Any = Ellipsis, *, margin: int = 1) -> Any:
         """Warm the locked-chunk cache (:mod:`diced.backends.cache`) in the background with the
@@ -426,28 +437,77 @@ class VersionedArray:
         self._write(ctx, shape, sel, arr)
 
     def _write(self, ctx: VersionCtx, shape, sel, arr: np.ndarray) -> None:
-        for batch in _batches(sel.project(self.chunks, shape), self._chunk_nbytes()):
-            self._write_batch(ctx, batch, arr)
-            if self.max_scale:
-                self._update_pyramid(ctx, [p.coords for p in batch])
+        """Write ``arr`` (selection-shaped) batch by batch, pipelined: the whole chunks of the
+        next batch are encoded in the pool while the current batch is stored (the LMDB
+        transaction runs in this thread), so encoding and storing overlap."""
+        limit = self._batch_limit(int(np.prod(sel.shape, dtype=np.int64)) * self.dtype.itemsize)
+        pending: tuple[list[ChunkProjection], Any] | None = None
+        ahead = None
+        try:
+            for batch in _batches(sel.project(self.chunks, shape), self._chunk_nbytes(), limit):
+                ahead = self._encode_ahead(ctx, batch, arr)
+                if pending is not None:
+                    self._store_batch(ctx, *pending, arr)
+                pending = (batch, ahead)
+            if pending is not None:
+                self._store_batch(ctx, *pending, arr)
+        except BaseException:  # drop the encodings not started yet
+            self._drop_ahead(ahead)
+            if pending is not None:
+                self._drop_ahead(pending[1])
+            raise
 
-    def _write_batch(self, ctx: VersionCtx, batch: list[ChunkProjection], arr: np.ndarray) -> None:
-        """Encode a batch of chunks in the thread pool, then store it in one transaction.
+    def _batch_limit(self, total: int) -> int:
+        """Raw bytes per write batch (one transaction) for a write of ``total`` bytes: about
+        8 batches for a large write (more overlap), each at most ``BATCH_BYTES``."""
+        return max(PIPELINE_MIN_BYTES, min(BATCH_BYTES, total // 8))
+
+    def _store_batch(self, ctx: VersionCtx, batch: list[ChunkProjection], ahead: Any,
+                     arr: np.ndarray) -> None:
+        if ahead is None:
+            self._write_batch(ctx, batch, arr)
+        else:
+            self._write_batch(ctx, batch, arr, ahead)
+        if self.max_scale:
+            self._update_pyramid(ctx, [p.coords for p in batch])
+
+    def _encode_chunk(self, p: ChunkProjection, arr: np.ndarray) -> tuple[str, bytes | None]:
+        """Key and payload of a chunk the write covers whole (``p.full``)."""
+        chunk = _scratch(self.chunks, self.dtype)  # per thread; no allocation per chunk
+        if not _is_whole(p, self.chunks):  # edge chunk covering the array's remainder
+            chunk[...] = self.fill_value
+        chunk[p.chunk_sel] = arr[p.out_sel]
+        return K.chunk_ckey(p.coords), self._encode(chunk)
+
+    def _encode_ahead(self, ctx: VersionCtx, batch: list[ChunkProjection], arr: np.ndarray
+                      ) -> Any:
+        """Start encoding the batch's whole chunks in the pool (futures of
+        :meth:`_encode_chunk`), or ``None`` when :meth:`_write_batch` encodes by itself."""
+        full = [p for p in batch if p.full]
+        if len(full) <= 2:
+            return None
+        pool = _pool()
+        return [pool.submit(self._encode_chunk, p, arr) for p in full]
+
+    def _drop_ahead(self, ahead: Any) -> None:
+        """Cancel what :meth:`_encode_ahead` started and has not run yet (after an error)."""
+        for f in ahead or ():
+            f.cancel()
+
+    def _write_batch(self, ctx: VersionCtx, batch: list[ChunkProjection], arr: np.ndarray,
+                     ahead: Any = None) -> None:
+        """Encode a batch of chunks in the thread pool (or take the encodings started by
+        :meth:`_encode_ahead`), then store it in one transaction.
 
         Partly covered chunks are merged with their current value before the transaction
         opens; inside it, a chunk whose value changed meanwhile (another writer) makes the
         batch start over, so no update is lost and the writer lock is held only for I/O."""
         full = [p for p in batch if p.full]
         partial = [p for p in batch if not p.full]
-
-        def enc(p: ChunkProjection) -> tuple[str, bytes | None]:
-            chunk = _scratch(self.chunks, self.dtype)  # per thread; no allocation per chunk
-            if not _is_whole(p, self.chunks):  # edge chunk covering the array's remainder
-                chunk[...] = self.fill_value
-            chunk[p.chunk_sel] = arr[p.out_sel]
-            return K.chunk_ckey(p.coords), self._encode(chunk)
-
-        encoded = dict(_pool().map(enc, full) if len(full) > 2 else map(enc, full))
+        if ahead is not None:
+            encoded = dict(f.result() for f in ahead)
+        else:
+            encoded = dict(map(lambda p: self._encode_chunk(p, arr), full))
         keys = [K.chunk_ckey(p.coords) for p in partial]
         for _attempt in range(50):
             current = self._space.read_many(keys, ctx)
