@@ -395,9 +395,8 @@ def test_file_process_locks_exclude_and_share(store_location):
     assert events == ["released", "acquired"]
     with backend.hold_locks(shared=["v-1"]), backend.hold_locks(shared=["v-1"]):
         pass  # shared holders do not wait for each other
-    with pytest.raises(diced.errors.InvalidArgumentError):
-        with backend.hold_locks(exclusive=["../x"]):
-            pass
+    with pytest.raises(diced.errors.InvalidArgumentError), backend.hold_locks(exclusive=["../x"]):
+        pass
     backend.close()
 
 

@@ -55,7 +55,7 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from diced.backends.base import Backend
 from diced.errors import ConcurrencyError, CorruptDataError, LockedNodeError
@@ -157,7 +157,7 @@ class _Leases:
     def _value(self) -> bytes:
         return f"{self.token} {self.vid} {self._beat}".encode()
 
-    def __enter__(self) -> _Leases:
+    def __enter__(self) -> Self:
         try:
             self._acquire()
         except BaseException:
@@ -214,11 +214,10 @@ class _Leases:
                 continue
             if cur != seen:
                 seen, since = cur, now
-            elif now - since > LEASE_TTL:
-                if self.backend.compare_and_set(key, cur, mine):
-                    log.warning("took over an abandoned write lease %s (%r)", key, cur)
-                    self.held[key] = mine
-                    return
+            elif now - since > LEASE_TTL and self.backend.compare_and_set(key, cur, mine):
+                log.warning("took over an abandoned write lease %s (%r)", key, cur)
+                self.held[key] = mine
+                return
             if now - start > _WAIT_LIMIT:
                 raise ConcurrencyError(f"waited {_WAIT_LIMIT:.0f} s for write lease {key}")
             time.sleep(delay * (0.5 + random.random()))
