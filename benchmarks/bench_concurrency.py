@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -228,6 +229,8 @@ def main() -> None:
     sys.path.insert(0, str(HERE.parent / "tests"))
     os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     import conftest  # the emulators and their precondition patches
+
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)  # 404s are normal
 
     print(f"# {a.workers} writer processes, load {os.getloadavg()[0]:.1f}, "
           f"{os.cpu_count()} cpus, {time.strftime('%Y-%m-%d %H:%M')}")

@@ -406,3 +406,37 @@ def test_backends_without_process_locks_say_so(store_location):
     with pytest.raises(diced.errors.BackendError, match="no process locks"):
         backend.hold_locks(exclusive=["x"])
     backend.close()
+
+
+@pytest.mark.backends("lmdb", "memory", "file", "s3", "gcs")
+def test_commit_waits_for_a_write_under_way(store_location):
+    """A write that passed its lock check before the commit lands before ``commit()``
+    returns (deterministic: the write is held inside its read-modify-write)."""
+    from diced.repo.resolve import VersionedSpace
+
+    store = _open(store_location)
+    repo = store.create_repo("conc")
+    vid = repo.head.id
+    space = VersionedSpace(store.backend, 4242, "probe", kind="key")
+    entered, release, committed = threading.Event(), threading.Event(), threading.Event()
+
+    def fn(ckey: str, base: bytes | None) -> bytes:
+        entered.set()
+        release.wait(30)
+        return b"in flight"
+
+    writer = threading.Thread(target=lambda: space.modify(repo._ctx(vid), ["k1"], fn))
+    writer.start()
+    assert entered.wait(30)
+    committer = threading.Thread(target=lambda: (repo.commit("lock"), committed.set()))
+    committer.start()
+    time.sleep(1.0)
+    assert not committed.is_set()  # commit waits for the write under way
+    release.set()
+    writer.join(30)
+    committer.join(60)
+    assert committed.is_set()
+    assert space.read_many(["k1"], repo._ctx(vid)) == [b"in flight"]
+    with pytest.raises(LockedNodeError):
+        space.modify(repo._ctx(vid), ["k2"], lambda c, b: b"late")
+    store.close()

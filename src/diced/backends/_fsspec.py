@@ -10,7 +10,8 @@ Three object layers sit under one :class:`FsspecBackend`:
   which makes compare-and-set atomic across the processes of one machine (and on network
   filesystems whose ``flock`` works across clients). :meth:`FsspecBackend.hold_locks` gives
   named ``flock`` locks (files ``<root>/.~diced-lock-<name>``) that versioned writers use
-  (:mod:`diced.repo.writers`); the kernel drops them when a process dies.
+  (:mod:`diced.repo.writers`); the kernel drops them when a process dies. The lock files
+  stay (empty; 64 stripes per repo and one per version written) and are never keys.
 * ``memory://`` (:class:`_MemoryObjects`): fsspec's process-wide dict; a lock per root makes
   compare-and-set and update atomic (no other process can see the dict).
 * anything else (:class:`_FsObjects`): fsspec bulk calls (``cat``/``pipe``/``rm`` run

@@ -323,9 +323,10 @@ def modify_parts(ctx: VersionCtx, parts: Sequence[Part], extra_keys: Sequence[st
         inst = part.space.inst
         dkeys = [K.data_key(inst, c, vid, K.DATA) for c in part.ckeys]
         tkeys = [K.data_key(inst, c, vid, K.TOMB) for c in part.ckeys]
-        read += dkeys + tkeys
         if by_index:
             read += [K.index_key(inst, vid, c, m) for c in part.ckeys for m in (K.DATA, K.TOMB)]
+        else:
+            read += dkeys + tkeys
         plans.append((part, pv, dkeys, tkeys))
 
     def body(cur: dict[str, bytes | None]) -> dict[str, bytes | None]:
@@ -367,7 +368,7 @@ def modify_parts(ctx: VersionCtx, parts: Sequence[Part], extra_keys: Sequence[st
             return
         written = [k for _, _, dkeys, _ in plans for k in dkeys] + list(extra_keys)
         with _exclusive(backend, mode, ctx.repo, vid, written) as check:
-            cur = dict(zip(read, backend.get_many(read), strict=True))
+            cur = _read_by_index(backend, read, plans, vid)
             changes = body(cur)
             check()
             # no other writer can change these keys now: skip what would not change them
@@ -380,6 +381,26 @@ def modify_parts(ctx: VersionCtx, parts: Sequence[Part], extra_keys: Sequence[st
                                                  K.index_prefix(part.space.inst))):
                 raise part.space.locate(exc, ctx) from exc
         raise
+
+
+def _read_by_index(backend: Backend, read: list[str], plans: list, vid: int
+                   ) -> dict[str, bytes | None]:
+    """The current values a non-atomic write needs, in two rounds: the lock mark, the plain
+    keys and the version's index entries; then only the values the index names. A
+    tombstone's value is empty, so it is known from its index entry (an orphan left by a
+    crash stays where it is, ignored like every value without an index entry)."""
+    cur = dict(zip(read, backend.get_many(read), strict=True))
+    wanted: list[str] = []
+    for part, _, dkeys, tkeys in plans:
+        inst = part.space.inst
+        for c, dk, tk in zip(part.ckeys, dkeys, tkeys, strict=True):
+            cur[tk] = b"" if cur[K.index_key(inst, vid, c, K.TOMB)] is not None else None
+            if cur[K.index_key(inst, vid, c, K.DATA)] is not None:
+                wanted.append(dk)
+            else:
+                cur[dk] = None
+    cur.update(zip(wanted, backend.get_many(wanted), strict=True))
+    return cur
 
 
 def _apply_ordered(backend: Backend, changes: Mapping[str, bytes | None]) -> None:
