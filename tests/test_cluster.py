@@ -435,7 +435,8 @@ def test_ingest_resumes_after_a_failed_source_block(tmp_path, monkeypatch):
 
     src = da.from_array(data, chunks=(16, 32, 32)).map_blocks(source, dtype=np.uint8)
     with pytest.raises(RuntimeError, match="source block failed"):
-        cluster.ingest(repo, "img", src, create={"chunks": [16, 16, 16], "max_scale": 1})
+        cluster.ingest(repo, "img", src, create={"chunks": [16, 16, 16], "max_scale": 1},
+                       client="threads")  # in order: the failing block is the last one
     assert "img" not in repo.instances() and len(cluster.list_jobs(repo)) == 1
     first = _settled(calls)  # tasks the thread pool had queued may still run: wait for them
     saved = {}
@@ -448,7 +449,8 @@ def test_ingest_resumes_after_a_failed_source_block(tmp_path, monkeypatch):
         return publish(self, **kw)
 
     monkeypatch.setattr(Job, "publish", keep_record)
-    v = cluster.ingest(repo, "img", src, create={"chunks": [16, 16, 16], "max_scale": 1})
+    v = cluster.ingest(repo, "img", src, create={"chunks": [16, 16, 16], "max_scale": 1},
+                       client="threads")
     second = len(list(calls.iterdir())) - first
     assert 1 <= second < 4  # blocks written by the first run were not computed again
     np.testing.assert_array_equal(repo.version(v.uuid).array("img")[...], data)

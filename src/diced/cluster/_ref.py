@@ -43,6 +43,12 @@ class StoreRef:
             _STORES.setdefault(_cache_key(location, storage_options), store)
         return cls(location, dict(storage_options))
 
+    @property
+    def local(self) -> bool:
+        """Whether the store exists only in this process (``memory://``): jobs on it run
+        on threads of this process unless given a client explicitly."""
+        return self.location.startswith("memory://")
+
     def open(self) -> Store:
         """The store, opened once per process."""
         return open_store(self.location, self.options)
