@@ -430,6 +430,11 @@ def test_ingest_resumes_after_a_failed_source_block(tmp_path, monkeypatch):
         (calls / f"{z0}-{uuid.uuid4().hex}").write_text("")
         if z0 == 48 and not marker.exists():
             marker.write_text("")
+            import time
+
+            deadline = time.monotonic() + 60  # fail once another block is stored
+            while len(list(store.backend.list_keys("w/"))) < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
             raise RuntimeError("source block failed")
         return block
 
