@@ -33,7 +33,7 @@ def client():
     os.environ["PYTHONPATH"] = SRC + (os.pathsep + old if old else "")
     try:
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      dashboard_address=None) as lc, \
+                                      dashboard_address=":0") as lc, \
                 distributed.Client(lc) as c:
             yield c
     finally:
