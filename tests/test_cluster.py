@@ -362,6 +362,8 @@ def test_bad_input_is_refused_with_nothing_stored(tmp_path):
                        create={"shape": [8, 8, 8]})
     with pytest.raises(InvalidArgumentError):  # labels are 3-d: refused before any id is taken
         cluster.ingest(repo, "seg", np.zeros((4, 4), np.uint64), labels=True)
+    with pytest.raises(InvalidArgumentError, match="colour"):
+        cluster.ingest(repo, "seg", np.zeros((4, 4, 4), np.uint64), create={"colour": 1})
     with pytest.raises(ShapeMismatchError):
         cluster.map_blocks(_invert, repo.version(v1.uuid).array("img"), out="small")
     assert cluster.list_jobs(repo) == []
