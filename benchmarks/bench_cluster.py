@@ -118,7 +118,7 @@ def main() -> None:
             repo = store.create_repo("bench")
             repo.commit("root")
             with distributed.LocalCluster(n_workers=w, threads_per_worker=1, processes=True,
-                                          dashboard_address=None) as lc, \
+                                          dashboard_address=":0") as lc, \
                     distributed.Client(lc) as client:
                 src = da.map_blocks(_synth, dtype=np.uint8,
                                     chunks=((64,) * (n // 64), (256,) * (n // 256),

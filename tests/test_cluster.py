@@ -33,7 +33,7 @@ def client():
     os.environ["PYTHONPATH"] = SRC + (os.pathsep + old if old else "")
     try:
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      dashboard_address=None) as lc, \
+                                      dashboard_address=":0") as lc, \
                 distributed.Client(lc) as c:
             yield c
     finally:
@@ -362,6 +362,8 @@ def test_bad_input_is_refused_with_nothing_stored(tmp_path):
                        create={"shape": [8, 8, 8]})
     with pytest.raises(InvalidArgumentError):  # labels are 3-d: refused before any id is taken
         cluster.ingest(repo, "seg", np.zeros((4, 4), np.uint64), labels=True)
+    with pytest.raises(InvalidArgumentError, match="colour"):
+        cluster.ingest(repo, "seg", np.zeros((4, 4, 4), np.uint64), create={"colour": 1})
     with pytest.raises(ShapeMismatchError):
         cluster.map_blocks(_invert, repo.version(v1.uuid).array("img"), out="small")
     assert cluster.list_jobs(repo) == []
@@ -430,12 +432,18 @@ def test_ingest_resumes_after_a_failed_source_block(tmp_path, monkeypatch):
         (calls / f"{z0}-{uuid.uuid4().hex}").write_text("")
         if z0 == 48 and not marker.exists():
             marker.write_text("")
+            import time
+
+            deadline = time.monotonic() + 60  # fail once another block is stored
+            while len(list(store.backend.list_keys("w/"))) < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
             raise RuntimeError("source block failed")
         return block
 
     src = da.from_array(data, chunks=(16, 32, 32)).map_blocks(source, dtype=np.uint8)
     with pytest.raises(RuntimeError, match="source block failed"):
-        cluster.ingest(repo, "img", src, create={"chunks": [16, 16, 16], "max_scale": 1})
+        cluster.ingest(repo, "img", src, create={"chunks": [16, 16, 16], "max_scale": 1},
+                       client="threads")  # in order: the failing block is the last one
     assert "img" not in repo.instances() and len(cluster.list_jobs(repo)) == 1
     first = _settled(calls)  # tasks the thread pool had queued may still run: wait for them
     saved = {}
@@ -448,7 +456,8 @@ def test_ingest_resumes_after_a_failed_source_block(tmp_path, monkeypatch):
         return publish(self, **kw)
 
     monkeypatch.setattr(Job, "publish", keep_record)
-    v = cluster.ingest(repo, "img", src, create={"chunks": [16, 16, 16], "max_scale": 1})
+    v = cluster.ingest(repo, "img", src, create={"chunks": [16, 16, 16], "max_scale": 1},
+                       client="threads")
     second = len(list(calls.iterdir())) - first
     assert 1 <= second < 4  # blocks written by the first run were not computed again
     np.testing.assert_array_equal(repo.version(v.uuid).array("img")[...], data)

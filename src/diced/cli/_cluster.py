@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -41,10 +42,13 @@ def cluster_client(args: argparse.Namespace) -> Iterator[Any]:
     except ImportError as exc:
         raise BackendUnavailableError(
             "--scheduler/--workers need dask.distributed: pip install 'diced[cluster]'") from exc
+    # the command's own output, not the scheduler's and workers' bookkeeping
+    logging.getLogger("distributed").setLevel(logging.ERROR)
     if args.scheduler is not None:
         with Client(args.scheduler) as client:
             yield client
         return
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
+            Client(cluster) as client:
         yield client

@@ -14,8 +14,9 @@ running the same call again resumes it.
   version and parallel writes from dask (also ``VersionedArray.to_dask()`` etc.).
 
 ``client`` arguments take a ``distributed.Client``, a scheduler address
-(``"tcp://host:8786"``), or ``None``: the active default client, else threads of this
-process. Needs the ``cluster`` extra (``pip install 'diced[cluster]'``).
+(``"tcp://host:8786"``), ``"threads"`` (threads of this process), or ``None``: the active
+default client, else threads of this process (always threads for ``memory://`` stores,
+which exist in one process only). Needs the ``cluster`` extra (``pip install 'diced[cluster]'``).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,10 @@ if TYPE_CHECKING:
 
 __all__ = ["StoreRef", "open_store"]
 
+#: stores opened by tasks (worker processes keep them for every later task)
 _STORES: dict[tuple[str, str], Store] = {}
+#: stores of this process's own callers (the driver), used by tasks running here (threads)
+_OWN: weakref.WeakValueDictionary[tuple[str, str], Store] = weakref.WeakValueDictionary()
 _LOCK = threading.Lock()
 
 
@@ -37,11 +41,17 @@ class StoreRef:
             fs = getattr(store.raw_backend, "fs", None)
             storage_options = dict(getattr(fs, "storage_options", None) or {})
         location = str(store.location)
-        if location.startswith("memory://"):
-            # one dict per process: only threads of this process (LocalCluster(processes=False))
-            # see it; allowed, since the in-process cache hands back this very store
-            _STORES.setdefault(_cache_key(location, storage_options), store)
+        # tasks running in this process (threads) use this very store: a memory:// store
+        # exists nowhere else, and LMDB must not be opened twice by one process
+        with _LOCK:
+            _OWN[_cache_key(location, storage_options)] = store
         return cls(location, dict(storage_options))
+
+    @property
+    def local(self) -> bool:
+        """Whether the store exists only in this process (``memory://``): jobs on it run
+        on threads of this process unless given a client explicitly."""
+        return self.location.startswith("memory://")
 
     def open(self) -> Store:
         """The store, opened once per process."""
@@ -62,7 +72,9 @@ def open_store(location: str, options: dict[str, Any] | None = None) -> Store:
 
     key = _cache_key(location, dict(options or {}))
     with _LOCK:
-        store = _STORES.get(key)
+        store = _OWN.get(key)
+        if store is None:
+            store = _STORES.get(key)
         if store is None:
             store = Store(location, create=False, **dict(options or {}))
             _STORES[key] = store

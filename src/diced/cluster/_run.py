@@ -16,12 +16,16 @@ __all__ = ["client_for", "compute", "run_tasks"]
 
 
 @contextmanager
-def client_for(client: Any) -> Iterator[Any]:
+def client_for(client: Any, *, use_default: bool = True) -> Iterator[Any]:
     """The ``distributed.Client`` to run on, or ``None`` for threads of this process.
 
     ``client``: a Client, a scheduler address (``"tcp://host:8786"``; a client is opened
-    and closed here), or ``None`` (the active default client, if any).
+    and closed here), ``"threads"`` (threads of this process), or ``None``: the active
+    default client if any (and ``use_default``), else threads.
     """
+    if client == "threads" or (client is None and not use_default):
+        yield None
+        return
     if client is None:
         try:
             from distributed import default_client
@@ -53,8 +57,11 @@ def client_for(client: Any) -> Iterator[Any]:
     yield client
 
 
-def compute(tasks: Sequence[Any], client: Any = None, *, threads: int = 2) -> list[Any]:
-    """Compute dask collections / delayed objects on the cluster, in order.
+def compute(tasks: Sequence[Any], client: Any = None, *, threads: int = 2,
+            local: bool = False) -> list[Any]:
+    """Compute dask collections / delayed objects on the cluster, in order (``local``: the
+    store lives in this process, so without an explicit client use threads, not the
+    default client).
 
     The first task that raises makes this raise (the rest are cancelled). A task lost with
     its worker is rerun by the scheduler (``distributed``'s rule).
@@ -63,7 +70,7 @@ def compute(tasks: Sequence[Any], client: Any = None, *, threads: int = 2) -> li
         return []
     import dask
 
-    with client_for(client) as c:
+    with client_for(client, use_default=not local) as c:
         if c is None:
             return list(dask.compute(*tasks, scheduler="threads", num_workers=max(1, threads)))
         futures = c.compute(list(tasks))
@@ -75,8 +82,9 @@ def compute(tasks: Sequence[Any], client: Any = None, *, threads: int = 2) -> li
 
 
 def run_tasks(fn: Callable[[Any], Any], items: Sequence[Any], client: Any = None, *,
-              threads: int = 2) -> list[Any]:
+              threads: int = 2, local: bool = False) -> list[Any]:
     """``[fn(x) for x in items]`` on the cluster (see :func:`compute`)."""
     import dask
 
-    return compute([dask.delayed(fn, pure=False)(x) for x in items], client, threads=threads)
+    return compute([dask.delayed(fn, pure=False)(x) for x in items], client, threads=threads,
+                   local=local)

@@ -249,7 +249,7 @@ def from_dask(array: Any, data: Any, *, offset: Sequence[int] | None = None,
         written.update(c for c, _, _ in chunk_boxes(start, bshape, target.chunks))
         tasks.append(dask.delayed(_paste_block, pure=False)(target, start, frozenset(),
                                                             blocks[idx]))
-    compute(tasks, client)
+    compute(tasks, client, local=store.local)
     w = _OpenVersion(repo, ctx)
     if pyramid and int(rec["config"].get("max_scale", 0)):
         pyramid_levels(w, store, rec, sorted(written), client)

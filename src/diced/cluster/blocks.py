@@ -230,7 +230,7 @@ def ingest(repo: Any, name: str, data: Any, *, offset: Sequence[int] | None = No
             target, start, frozenset(mine[0] & done), blocks[idx]))
     log.info("ingest %s: %d blocks to write, %d already written (resumed job)", name,
              len(tasks), skipped)
-    compute(tasks, client)
+    compute(tasks, client, local=store.local)
     return _finish(j, store, rec, client, pyramid, lock)
 
 
@@ -421,5 +421,5 @@ def map_blocks(fn: Callable[..., Any], array: Any, *, out: str | None = None,
     tasks = [(fn, src, dst, with_box, todo[i:i + per]) for i in range(0, len(todo), per)]
     log.info("map_blocks %s -> %s: %d chunks (%d done before)", array.name, out_name,
              len(todo), len(coords) - len(todo))
-    run_tasks(_map_task, tasks, client)
+    run_tasks(_map_task, tasks, client, local=store.local)
     return _finish(j, store, rec, client, pyramid, lock)

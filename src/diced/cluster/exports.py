@@ -128,7 +128,7 @@ def export_zarr(array: Any, dest: str | os.PathLike[str], *, client: Any = None,
             reader = _reader_of(array, s, supervoxels, store)
             sub = path.rstrip("/") + f"/{s}"
             tasks += [(reader, sub, opts, g) for g in _group(boxes, view.dtype.itemsize)]
-        run_tasks(_zarr_task, tasks, client)
+        run_tasks(_zarr_task, tasks, client, local=store.local)
         attrs: dict[str, Any] = {"diced": {
             "repo": array.repo.alias, "array": array.name, "version": array.version.uuid,
             "type": array.typename, "origin": list(array.origin),
@@ -281,7 +281,7 @@ def export_precomputed(array: Any, dest: str | os.PathLike[str], *, client: Any 
             reader = _reader_of(array, s, supervoxels, store)
             tasks += [(reader, spec, key, dest_text, opts, g)
                       for g in _group(boxes, array.dtype.itemsize)]
-        run_tasks(_precomputed_task, tasks, client)
+        run_tasks(_precomputed_task, tasks, client, local=store.local)
         if target.fs is None:  # the staging copy is the destination: info is there already
             import json
 
@@ -367,8 +367,9 @@ def export_shards(labels: Any, dest: str | os.PathLike[str], spec: Any = None, *
     made = spec is None
     if made:
         spec = sharded_spec(labels, **sharding)
-    source = _ShardSource(labels, StoreRef.of(labels.repo.store, store_options), supervoxels)
-    with client_for(client) as c:
+    store = StoreRef.of(labels.repo.store, store_options)
+    source = _ShardSource(labels, store, supervoxels)
+    with client_for(client, use_default=not store.local) as c:
         report = write_shards(source, spec, dest, dask_client=c if c is not None else "threads",
                               **kwargs)
     if made:

@@ -271,7 +271,10 @@ def _check_new_instances(repo: Repo, new: dict[str, tuple[str, dict[str, Any]]],
         _check_name(name, "instance name")
         if name in repo._doc["instances"]:
             raise DuplicateNameError(f"repo {repo.alias!r} already has an instance {name!r}")
-        get_datatype(typename).configure(vid, **options)
+        try:
+            get_datatype(typename).configure(vid, **options)
+        except TypeError as exc:  # an option the datatype does not take
+            raise InvalidArgumentError(f"instance {name!r}: {exc}") from exc
 
 
 def _configure(repo: Repo, vid: int, new: dict[str, tuple[str, dict[str, Any]]]

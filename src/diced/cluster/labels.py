@@ -118,7 +118,7 @@ def index_labels(job: Any, store: StoreRef, record: dict[str, Any], client: Any 
     reduces = [dask.delayed(_reduce_task, pure=False)(store, index_id, job.ctx, stale[p],
                                                       done, *[m[p] for m in maps])
                for p in range(nparts)]
-    tops = compute(reduces, client)
+    tops = compute(reduces, client, local=store.local)
     top = max(tops, default=0)
     log.info("label index of %s: %d blocks, %d partitions, max label %d", record.get("id"),
              len(ckeys), nparts, top)

@@ -68,7 +68,7 @@ def pyramid_levels(job: Any, store: StoreRef, record: dict[str, Any],
         todo = sorted(p for p in parents if K.chunk_ckey(p) not in done)
         per = max(1, (32 << 20) // max(1, 8 * lower.chunk_nbytes))
         tasks = [(lower, upper, labels, todo[i:i + per]) for i in range(0, len(todo), per)]
-        total += sum(run_tasks(_downsample_task, tasks, client))
+        total += sum(run_tasks(_downsample_task, tasks, client, local=store.local))
         log.info("pyramid level %d: %d chunks (%d skipped, already written)", level,
                  len(todo), len(parents) - len(todo))
         cur = sorted(parents)
