@@ -14,6 +14,7 @@ skips the chunks the version's per-version index (``w/``) already lists.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -223,28 +224,26 @@ class Job:
             new = self.record.get("instances") or {}
             shapes = self.record.get("shapes") or {}
 
-            def check(doc: dict[str, Any]) -> None:
-                for n in doc["nodes"]:
-                    if branch is None and parent.id in n["parents"] and \
-                            n["branch"] == parent.branch and n.get("tag") is None:
-                        raise DuplicateNameError(
-                            f"version {parent.uuid} got a child on branch {parent.branch!r} "
-                            f"while job {self.name!r} ran; rerun it with branch=")
-                    if branch is not None and n["branch"] == branch:
-                        raise DuplicateNameError(f"branch {branch!r} already exists")
-                for name, rec in new.items():
-                    if name in doc["instances"]:
-                        raise DuplicateNameError(
-                            f"instance {name!r} was created while job {self.name!r} ran")
-                    doc["instances"][name] = rec
-                for name, shape in shapes.items():
-                    doc["instances"][name]["config"]["shapes"][str(vid)] = shape
-
             if branch == MASTER:
                 raise InvalidArgumentError("'master' is the default branch; leave branch=None")
+            # the instance records and shapes first: they name the job's version id, which
+            # no version has yet, so nothing shows until the node itself is published
+            for name, rec in new.items():
+                rec = copy.deepcopy(rec)
+                if name in shapes:
+                    rec["config"]["shapes"][str(vid)] = shapes[name]
+                _publish_instance(repo, name, rec, self.name)
+            for name, shape in shapes.items():
+                if name not in new:
+                    repo._update_instance(
+                        name, lambda rec, shape=shape: rec["config"]["shapes"].__setitem__(
+                            str(vid), shape))
+            # a new branch is created only once; continuing the parent's branch moves its
+            # ref by compare-and-set (another child made meanwhile refuses the publish)
             version = repo._add_child([parent.id], branch or parent.branch,
-                                      self.record.get("note", ""), vid=vid, check=check,
-                                      move_head=move_head)
+                                      self.record.get("note", ""), vid=vid,
+                                      move_head=move_head,
+                                      ref="create" if branch is not None else "advance")
         else:  # published by an earlier run that stopped before removing the record
             from diced.repo.repo import Version
 
@@ -259,6 +258,23 @@ class Job:
         """Forget the job: its record goes; what it wrote stays unreachable (no version
         has its id) and is left to garbage collection."""
         self.repo.backend.delete(self.key)
+
+
+def _publish_instance(repo: Repo, name: str, rec: dict[str, Any], job: str) -> None:
+    """Create the record of an instance the job made (create-only); the same record left
+    by an earlier run of the job is kept, another one refuses the publish."""
+    from diced.repo import keys as K
+    from diced.repo.meta import dump_doc, load_doc
+
+    ik, raw = K.instance_key(repo.uuid, name), dump_doc(rec)
+
+    def create(cur: bytes | None) -> bytes:
+        if cur is not None and load_doc(cur, name) != rec:
+            raise DuplicateNameError(f"instance {name!r} was created while job {job!r} ran")
+        return raw
+
+    repo._run([(ik, create)], [("i", name)])
+    repo._set_instance(name, rec)
 
 
 def _check_new_instances(repo: Repo, new: dict[str, tuple[str, dict[str, Any]]],
