@@ -150,3 +150,22 @@ def test_prefetch_warms_neighbours_of_locked_versions_only(store, cache):
     for bad in (-1, 1.5, True):
         with pytest.raises(InvalidArgumentError):
             a.prefetch(np.s_[0:8], margin=bad)
+
+
+@pytest.mark.backends("lmdb")
+def test_same_tag_in_two_stores_is_two_entries(tmp_path, cache):
+    """A tag's UUID is its name, so two stores can hold a locked version with the same UUID:
+    the cache key includes the repo, and each store reads its own data."""
+    import diced
+
+    got = []
+    for i in (1, 2):
+        store = diced.Store(tmp_path / f"s{i}")
+        repo = store.create_repo("r")
+        arr = repo.create_array("img", "uint8", (16, 16), chunks=(8, 8))
+        arr[...] = i
+        repo.commit()
+        repo.tag("v1")
+        got.append(int(repo.version("v1").array("img")[0, 0]))
+        got.append(int(repo.version("v1").array("img")[0, 0]))  # the cached read
+    assert got == [1, 1, 2, 2]

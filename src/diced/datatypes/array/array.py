@@ -326,7 +326,7 @@ class VersionedArray:
 
         def work(group: list[ChunkProjection]) -> None:
             if cache is not None:
-                group = _fill_cached(group, cache, (ctx.uuid, inst), out, self.fill_value, post)
+                group = _fill_cached(group, cache, (ctx.repo, ctx.uuid, inst), out, self.fill_value, post)
                 if not group:
                     return
 
@@ -334,7 +334,7 @@ class VersionedArray:
                 p = group[i]
                 if keep and data is not None:  # locked version: decode once, keep, copy out
                     chunk = self._decode(data)
-                    cache.put((ctx.uuid, inst, p.coords), chunk)  # type: ignore[union-attr]
+                    cache.put((ctx.repo, ctx.uuid, inst, p.coords), chunk)  # type: ignore[union-attr]
                     _copy_out(p, chunk, out, post)
                     return
                 if p.fancy:  # index arrays: out[out_sel] would be a copy, so assign into it
