@@ -448,6 +448,10 @@ class Repo:
             return {K.lock_key(self.uuid, vid): b"1"}
 
         self._mutate(fn, [K.lock_key(self.uuid, vid)])
+        # object stores / file://: build the version's compacted chunk index now (reads at
+        # any depth then cost O(1) requests; see repo/manifests.py; no-op on LMDB)
+        from diced.repo.manifests import compact_version
+        compact_version(self, vid)
         if vid == self._head_id:
             self._move_head(vid)  # remember it: reopening lands on the committed head
         return Version(self, self._dag.nodes[vid])
