@@ -450,3 +450,70 @@ def test_lmdb_commit_writes_no_compacted_index(tmp_path):
         assert not list(store.backend.list_keys("x/"))
     finally:
         store.close()
+
+
+@pytest.mark.backends("s3")
+def test_native_reads_match_fsspec(store_location):
+    pytest.importorskip("obstore")
+    store = diced.Store(store_location, create=True, **store_location.options)
+    try:
+        uuid, ref = _chain(store, 3)
+        objects = store.raw_backend._objects
+        keys = sorted(store.raw_backend.list_keys("d/"))[:20] + ["d/absent/key"]
+        assert objects._native is not None
+        native = store.raw_backend.get_many(keys)
+        assert objects._native is not None  # no failure made it fall back to fsspec
+        objects._native = None
+        assert store.raw_backend.get_many(keys) == native  # fsspec's answer
+        for kind in ("gcs", "file"):
+            assert _native_for(kind, store_location) is None
+        assert native[-1] is None and all(v is not None for v in native[:-1])
+    finally:
+        store.close()
+    fresh = diced.Store(store_location, **store_location.options)
+    try:
+        assert np.array_equal(fresh.open_repo("r").array("img").at(uuid)[...], ref)
+        assert fresh.raw_backend._objects._native is not None
+    finally:
+        fresh.close()
+
+
+def _native_for(kind, location):
+    from diced.backends._fsspec import _native_reader
+
+    if kind == "file":
+        import fsspec
+
+        return _native_reader(fsspec.filesystem("file"), "/tmp")
+    return None if kind == "gcs" else _native_reader(object(), "b")
+
+
+@pytest.mark.backends("s3")
+def test_native_reads_fall_back_to_fsspec_on_failure(store_location, monkeypatch, caplog):
+    pytest.importorskip("obstore")
+    store = diced.Store(store_location, create=True, **store_location.options)
+    try:
+        uuid, ref = _chain(store, 2)
+        objects = store.raw_backend._objects
+
+        class Broken:
+            def read(self, keys):
+                raise OSError("native client exploded")
+
+        objects._native = Broken()
+        key = sorted(store.raw_backend.list_keys("d/"))[0]
+        assert store.raw_backend.get(key) is not None
+        assert objects._native is None and "native object reads" in caplog.text
+    finally:
+        store.close()
+
+
+def test_native_reads_can_be_turned_off(monkeypatch):
+    pytest.importorskip("obstore")
+    s3fs = pytest.importorskip("s3fs")
+    from diced.backends._fsspec import _native_reader
+
+    fs = s3fs.S3FileSystem(key="k", secret="s", client_kwargs={"endpoint_url": "http://127.0.0.1:9"})
+    assert _native_reader(fs, "bucket/path") is not None
+    monkeypatch.setenv("DICED_NATIVE_READS", "0")
+    assert _native_reader(fs, "bucket/path") is None
