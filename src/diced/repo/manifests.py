@@ -12,9 +12,9 @@ also gets a *compacted index* (as icechunk's snapshots reference manifests), bui
   bucket's entries (ckey -> greatest writer id and data/tombstone mark) as its descendants
   see them, plus the version's ancestor set as a bitmap. A version writes new bucket objects
   only for the buckets it (or a merge of differently-indexed parents) changed, and
-  references the others; a version that wrote nothing in a space stores a tiny table naming
-  the table it is identical to. Small indexes (<= :data:`INLINE_MAX` entries) live inline in
-  the table;
+  references the others; a version that wrote nothing in a space copies its parent's table,
+  or, when that maps many buckets, stores a tiny table naming it. Small indexes
+  (<= :data:`INLINE_MAX` entries) live inline in the table;
 * every object is immutable and written create-only; the table is written last, so its
   presence means the version's index is complete.
 
@@ -63,6 +63,9 @@ HASH_BUCKETS = 64
 #: per grid rank: how many low bits of each chunk coordinate stay inside one bucket
 _SHIFT = {1: 9, 2: 5, 3: 3}
 _TABLE_FORMAT = 1
+#: a version that changed nothing refers to its parent's table instead of copying it only
+#: when that table maps more buckets than this
+_SAME_MIN_BUCKETS = 64
 #: parsed bucket objects kept per backend (immutable, LRU)
 _MAX_OBJECTS = 1024
 _MAX_TABLES = 8192
@@ -441,13 +444,18 @@ class _Manifests:
         return t
 
     def _build(self, inst: int, vid: int, ancestors: frozenset[int]) -> _Table:
+        def b_is_big(b: _Table) -> bool:
+            return b.buckets is not None and len(b.buckets) > _SAME_MIN_BUCKETS
+
         anc = self.bits(ancestors)
         parents = anc.copy()
         parents[vid] = False
         bases, plain = self._cover(inst, parents)
         diff = self._own_writes(inst, [*plain, vid])
         bits_text = _encode_bits(anc)
-        if len(bases) == 1 and not diff:  # nothing changed: point at the base's table
+        if len(bases) == 1 and not diff and b_is_big(bases[0]):
+            # nothing changed: point at the base's table (one more GET for readers, so only
+            # where copying the base's bucket map would cost more than that)
             b = bases[0]
             same = b.same if b.same is not None else b.vid
             self._store({}, K.compact_table_key(inst, vid),
