@@ -517,3 +517,38 @@ def test_native_reads_can_be_turned_off(monkeypatch):
     assert _native_reader(fs, "bucket/path") is not None
     monkeypatch.setenv("DICED_NATIVE_READS", "0")
     assert _native_reader(fs, "bucket/path") is None
+
+
+@pytest.mark.backends("memory")
+def test_commit_stands_when_compaction_fails_and_a_read_builds_the_index(store_location,
+                                                                         monkeypatch, caplog):
+    from diced.errors import BackendError
+
+    store = diced.Store(store_location, create=True, **store_location.options)
+    try:
+        repo = store.create_repo("c")
+        a = repo.create_array("a", "uint8", (16, 16, 16), chunks=(8, 8, 8))
+        a[...] = 5
+        repo.commit("v1")
+        repo.newversion()
+        a[0:8] = 6
+
+        def broken(self, objects, table_key, table):
+            raise BackendError("the store went away")
+
+        monkeypatch.setattr(M._Manifests, "_store", broken)
+        v2 = repo.commit("v2")
+        monkeypatch.undo()
+        assert repo.version(v2.uuid).node.locked and "compacting version" in caplog.text
+        inst = a._space.inst
+        key = K.compact_table_key(inst, repo._node(v2.uuid).id)
+        assert store.backend.get(key) is None
+    finally:
+        store.close()
+    fresh = diced.Store(store_location, **store_location.options)
+    try:
+        got = fresh.open_repo("c").version(v2.uuid).array("a")[...]
+        assert (got[:8] == 6).all() and (got[8:] == 5).all()
+        assert fresh.backend.get(key) is not None  # built by the read
+    finally:
+        fresh.close()
