@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from collections import Counter
@@ -497,13 +498,23 @@ def test_native_reads_fall_back_to_fsspec_on_failure(store_location, monkeypatch
         objects = store.raw_backend._objects
 
         class Broken:
+            pid = os.getpid()
+
             def read(self, keys):
                 raise OSError("native client exploded")
 
         objects._native = Broken()
         key = sorted(store.raw_backend.list_keys("d/"))[0]
-        assert store.raw_backend.get(key) is not None
+        value = store.raw_backend.get(key)
+        assert value is not None
         assert objects._native is None and "native object reads" in caplog.text
+        # a forked child never calls into the parent's native client
+        from diced.backends._fsspec import _native_reader
+
+        objects._native = _native_reader(objects.fs, objects.root)
+        assert objects._native is not None
+        objects._native.pid = -1
+        assert store.raw_backend.get(key) == value and objects._native is None
     finally:
         store.close()
 
@@ -552,3 +563,20 @@ def test_commit_stands_when_compaction_fails_and_a_read_builds_the_index(store_l
         assert fresh.backend.get(key) is not None  # built by the read
     finally:
         fresh.close()
+
+
+@pytest.mark.backends("memory", "file")
+def test_drop_compacted_then_reads_rebuild(store_location):
+    store = diced.Store(store_location, create=True, **store_location.options)
+    try:
+        uuid, ref = _chain(store, 4)
+        repo = store.open_repo("r")
+        inst = repo.array("img")._space.inst
+        vids = [n.id for n in repo._dag.nodes.values() if n.locked]
+        assert M.drop_compacted(store.backend, [inst], vids) >= len(vids)
+        assert not list(store.backend.list_keys(K.compact_prefix(inst)))
+        assert M.drop_compacted(store.backend, [inst], vids) == 0
+        assert np.array_equal(repo.array("img").at(uuid)[...], ref)
+        assert store.backend.get(K.compact_table_key(inst, repo._node(uuid).id)) is not None
+    finally:
+        store.close()

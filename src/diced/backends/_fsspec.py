@@ -144,6 +144,8 @@ class _FsObjects:
         if not keys:
             return []
         native = self._native
+        if native is not None and native.pid != os.getpid():
+            self._native = native = None  # a forked child: its client's runtime stayed behind
         if native is not None:
             try:
                 return native.read(keys)
@@ -243,8 +245,11 @@ class _NativeReader:
 
     def __init__(self, store: Any) -> None:
         self.store = store
+        self.pid = os.getpid()
 
     def read(self, keys: Sequence[str]) -> list[bytes | None]:
+        if os.getpid() != self.pid:  # a forked child: the client's runtime stayed behind
+            raise BackendError("native reader inherited across fork")
         return _run_native(self._read_all(list(keys)))
 
     async def _read_all(self, keys: list[str]) -> list[bytes | None]:
@@ -264,21 +269,23 @@ class _NativeReader:
         return list(await asyncio.gather(*(one(k) for k in keys)))
 
 
-_NATIVE_LOOP: asyncio.AbstractEventLoop | None = None
+_NATIVE_LOOP: tuple[int, asyncio.AbstractEventLoop] | None = None
 _NATIVE_LOOP_LOCK = threading.Lock()
 
 
 def _run_native(coro: Any) -> Any:
-    """Run ``coro`` on the process-wide loop of native reads (a daemon thread)."""
+    """Run ``coro`` on the process-wide loop of native reads (a daemon thread; a new one
+    in a forked child, where the parent's thread does not exist)."""
     global _NATIVE_LOOP
-    if _NATIVE_LOOP is None:
+    pid = os.getpid()
+    if _NATIVE_LOOP is None or _NATIVE_LOOP[0] != pid:
         with _NATIVE_LOOP_LOCK:
-            if _NATIVE_LOOP is None:
+            if _NATIVE_LOOP is None or _NATIVE_LOOP[0] != pid:
                 loop = asyncio.new_event_loop()
                 threading.Thread(target=loop.run_forever, name="diced-native-reads",
                                  daemon=True).start()
-                _NATIVE_LOOP = loop
-    return asyncio.run_coroutine_threadsafe(coro, _NATIVE_LOOP).result()
+                _NATIVE_LOOP = (pid, loop)
+    return asyncio.run_coroutine_threadsafe(coro, _NATIVE_LOOP[1]).result()
 
 
 def _native_reader(fs: Any, root: str) -> _NativeReader | None:

@@ -30,7 +30,8 @@ a child references its parent's unchanged buckets. They are derived data: deleti
 from the nearest compacted ancestors and the ``w/`` manifests), but a bucket object may be
 referenced by the tables of descendants, so whoever rewrites or deletes the data of a
 locked version (squash, GC) must delete the ``x/`` objects of that version AND of all its
-descendants. Deleting a leaf version may delete its own ``x/<inst>/<vid>/`` only.
+descendants (:func:`diced.repo.manifests.drop_compacted`). Deleting a leaf version may
+delete its own ``x/<inst>/<vid>/`` only.
 
 A chunk key (``ckey``) is the chunk coordinates as 8-hex-digit numbers joined by ``.``; a
 keyvalue key is the hex of its UTF-8 bytes (hex preserves byte order and prefixes); a label

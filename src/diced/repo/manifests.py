@@ -54,7 +54,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["INLINE_MAX", "IndexView", "bucket_of", "compact_version", "manifests"]
+__all__ = ["INLINE_MAX", "IndexView", "bucket_of", "compact_version", "drop_compacted",
+           "manifests"]
 
 #: a compacted index with at most this many entries is stored inline in its table
 INLINE_MAX = 512
@@ -595,3 +596,23 @@ def compact_version(repo: Repo, vid: int) -> None:
     except Exception as exc:  # noqa: BLE001 - the commit stands; readers build what is missing
         log.warning("compacting version id %d of repo %s failed (a read will retry): %r",
                     vid, repo.uuid, exc, exc_info=not isinstance(exc, DicedError))
+
+
+def drop_compacted(backend: Backend, spaces: Iterable[int], vids: Iterable[int]) -> int:
+    """Delete the compacted indexes (``x/<inst>/<vid>/``) of versions ``vids`` in key spaces
+    ``spaces`` and forget what this process cached of those spaces; returns the number of
+    keys deleted.
+
+    For GC and squash: deleting a leaf version may drop its own index; rewriting or deleting
+    the data of a locked version must also drop the indexes of all its descendants (their
+    tables may refer to its bucket objects). Readers rebuild whatever is missing.
+    """
+    spaces, vids = list(spaces), list(vids)
+    prefixes = [K.compact_prefix(inst, vid) for inst in spaces for vid in vids]
+    keys = [k for listing in backend.list_prefixes(prefixes) for k in listing]
+    if keys:
+        backend.delete_many(keys)
+    man = manifests(backend)
+    for inst in spaces:
+        man.forget(inst)
+    return len(keys)
