@@ -306,7 +306,7 @@ def _snapshot(repo, uuids):
     for u in uuids:
         ver = repo.version(u)
         kv = ver.keyvalue("kv")
-        out[u] = (ver.array("a")[...].copy(), {k: kv[k] for k in kv.keys()})
+        out[u] = (ver.array("a")[...].copy(), {k: kv[k] for k in kv})
     return out
 
 
@@ -494,7 +494,7 @@ def test_native_reads_fall_back_to_fsspec_on_failure(store_location, monkeypatch
     pytest.importorskip("obstore")
     store = diced.Store(store_location, create=True, **store_location.options)
     try:
-        uuid, ref = _chain(store, 2)
+        _chain(store, 2)
         objects = store.raw_backend._objects
 
         class Broken:
@@ -504,7 +504,7 @@ def test_native_reads_fall_back_to_fsspec_on_failure(store_location, monkeypatch
                 raise OSError("native client exploded")
 
         objects._native = Broken()
-        key = sorted(store.raw_backend.list_keys("d/"))[0]
+        key = min(store.raw_backend.list_keys("d/"))
         value = store.raw_backend.get(key)
         assert value is not None
         assert objects._native is None and "native object reads" in caplog.text

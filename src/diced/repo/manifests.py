@@ -593,7 +593,7 @@ def compact_version(repo: Repo, vid: int) -> None:
         else:
             for sid in spaces:
                 one(sid)
-    except Exception as exc:  # noqa: BLE001 - the commit stands; readers build what is missing
+    except Exception as exc:  # the commit stands; readers build what is missing
         log.warning("compacting version id %d of repo %s failed (a read will retry): %r",
                     vid, repo.uuid, exc, exc_info=not isinstance(exc, DicedError))
 
