@@ -577,6 +577,11 @@ class Repo:
             raise
         lock_version(self.backend, self.uuid, vid)  # waits for writers already under way
         maybe_pack(self.backend, self.uuid, self._state)
+        # object stores / file://: build the version's compacted chunk index now (reads at
+        # any depth then cost O(1) requests; see repo/manifests.py; no-op on LMDB)
+        from diced.repo.manifests import compact_version
+
+        compact_version(self, vid)
         return Version(self, self._dag.nodes[vid])
 
     lock = commit

@@ -8,8 +8,10 @@ writer id among v's ancestors. Finding it is in-memory work plus at most one bac
 per key, whatever the depth of history:
 
 * on ordered stores (LMDB) one cursor seek per key (:meth:`Backend.find_last_many`);
-* elsewhere (object stores) from per-version manifests (``w/`` index keys), listed once per
-  locked version and cached, then one batched GET of the winners.
+* elsewhere (object stores, ``file://``) from the compacted index of a locked version
+  (:mod:`diced.repo.manifests`: one table GET and one round of bucket GETs at any depth) or,
+  for an open version, its parent's index plus its own ``w/`` listing; then one batched GET
+  of the winners.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from diced.backends.base import Backend
 from diced.errors import CorruptDataError
 from diced.repo import keys as K
+from diced.repo.manifests import IndexView
 from diced.repo.manifests import manifests as _manifests
 from diced.repo.writers import ModifyFn, Part, modify_parts
 
@@ -157,19 +160,27 @@ class VersionedSpace:
             out.append((vid, None) if mark == K.TOMB else (vid, bytes(value)))
         return out
 
+    def _view(self, ctx: VersionCtx, strict: bool = False) -> tuple[IndexView, dict[str, str]]:
+        """The index view of ``ctx`` on stores without ordered scans, and the open version's
+        own manifest (empty for a locked version or ``strict``)."""
+        man = _manifests(self.backend)
+        if ctx.locked and not strict:
+            return man.locked_view(self.inst, ctx.vid, ctx.ancestors), {}
+        view = man.view(self.inst, ctx.ancestors - {ctx.vid})
+        own = {} if strict else man.manifest(self.inst, ctx.vid, locked=False)
+        return view, own
+
     def _writers(self, ckeys, ctx: VersionCtx, anc: frozenset[int], strict: bool
                  ) -> list[tuple[int, str] | None]:
-        man = _manifests(self.backend)
-        locked_anc = anc if (ctx.locked or strict) else anc - {ctx.vid}
-        latest = man.latest(self.inst, frozenset(locked_anc))
-        own = {} if (ctx.locked or strict) else man.manifest(self.inst, ctx.vid, locked=False)
-        out: list[tuple[int, str] | None] = []
-        for c in ckeys:
-            if c in own:
-                out.append((ctx.vid, own[c]))
-            else:
-                out.append(latest.get(c))
-        return out
+        view, own = self._view(ctx, strict)
+        return self._lookup(ckeys, ctx, view, own)
+
+    @staticmethod
+    def _lookup(ckeys, ctx: VersionCtx, view: IndexView, own: dict[str, str]
+                ) -> list[tuple[int, str] | None]:
+        rest = [c for c in ckeys if c not in own]
+        found = dict(zip(rest, view.lookup(rest), strict=True)) if rest else {}
+        return [(ctx.vid, own[c]) if c in own else found[c] for c in ckeys]
 
     def _resolve_manifest(self, ckeys, ctx, anc, strict) -> list[Resolved | None]:
         return self._fetch(ckeys, self._writers(ckeys, ctx, anc, strict))
@@ -198,12 +209,10 @@ class VersionedSpace:
         manifest is listed once, not per call. Safe to call from several threads."""
         if self.ordered or ctx.locked:
             return lambda ckeys: self.read_many(ckeys, ctx)
-        man = _manifests(self.backend)
-        latest = man.latest(self.inst, frozenset(ctx.ancestors - {ctx.vid}))
-        own = man.manifest(self.inst, ctx.vid, locked=False)
+        view, own = self._view(ctx)
 
         def read(ckeys: Sequence[str]) -> list[bytes | None]:
-            writers = [(ctx.vid, own[c]) if c in own else latest.get(c) for c in ckeys]
+            writers = self._lookup(ckeys, ctx, view, own)
             with self._naming(ctx, ckeys):
                 return [None if r is None else r[1] for r in self._fetch(ckeys, writers)]
 
@@ -323,16 +332,18 @@ class VersionedSpace:
                     if prev is None or vid > prev[0]:
                         best[ckey] = (vid, mark)
         else:
-            for vid in sorted(ctx.ancestors):
-                for ckey, mark in _manifests(self.backend).manifest(
-                        self.inst, vid, locked=vid != ctx.vid or ctx.locked).items():
-                    if (start is None or ckey >= start) and (stop is None or ckey < stop):
-                        best[ckey] = (vid, mark)
+            view, own = self._view(ctx)
+            best = view.entries()
+            best.update((c, (ctx.vid, m)) for c, m in own.items())
+            if start is not None or stop is not None:
+                best = {c: w for c, w in best.items()
+                        if (start is None or c >= start) and (stop is None or c < stop)}
         return sorted(c for c, (_, m) in best.items() if m == K.DATA)
 
     def drop(self) -> None:
         """Delete every key of the instance (all versions)."""
-        for prefix in (K.data_prefix(self.inst), K.index_prefix(self.inst)):
+        for prefix in (K.data_prefix(self.inst), K.index_prefix(self.inst),
+                       K.compact_prefix(self.inst)):
             batch: list[str] = []
             for k in self.backend.list_keys(prefix):
                 batch.append(k)

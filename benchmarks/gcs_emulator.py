@@ -1,0 +1,82 @@
+"""gcp-storage-emulator (in memory) on a loopback port, for the remote rows of bench_core.py.
+
+    python benchmarks/gcs_emulator.py PORT BUCKET
+
+The same two fixes as the test fixture (tests/conftest.py ``gcs_emulator``): no metadata
+dump to disk on every request (in-memory mode never reads it back, and it makes each
+request cost O(objects)), and multipart uploads keep every byte (the emulator's parser
+dropped a trailing ``\\r``). Serves until killed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+import urllib.request
+from functools import partial
+from http import server as http_server
+from typing import Any
+
+
+class _BacklogHTTPServer(http_server.HTTPServer):
+    request_queue_size = 1024
+    daemon_threads = True
+
+
+def _exact_multipart_uploads(server: Any) -> None:
+    original = server._read_data
+
+    def read_data(request_handler: Any, query: Any) -> Any:
+        content_type = request_handler.headers.get("Content-Type") or ""
+        if not content_type.startswith("multipart/related"):
+            return original(request_handler, query)
+        raw = server._decode_raw_data(server._read_raw_data(request_handler), request_handler)
+        if not raw:
+            return None
+        boundary = content_type.split("boundary=", 1)[1].strip().strip('"').encode()
+        delim = b"--" + boundary
+        body = raw[:raw.rindex(delim + b"--")]
+        parts = []
+        for part in body.split(delim)[1:]:
+            crlf = part.startswith(b"\r\n")
+            head, _, content = part.partition(b"\r\n\r\n" if crlf else b"\n\n")
+            end = b"\r\n" if crlf else b"\n"
+            parts.append((head, content.removesuffix(end)))
+        (_, meta), (head, content) = parts[0], parts[1]
+        ctype = "application/octet-stream"
+        for line in head.decode("latin-1").splitlines():
+            if line.lower().startswith("content-type:"):
+                ctype = line.split(":", 1)[1].strip()
+        return {"meta": json.loads(meta), "content": content, "content-type": ctype}
+
+    server._read_data = read_data
+
+
+def main(port: int, bucket: str) -> None:
+    from gcp_storage_emulator import server as emulator_server
+    from gcp_storage_emulator.storage import Storage
+
+    class MemoryStorage(Storage):
+        def _write_config_to_file(self) -> None:
+            pass
+
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.WARNING)
+    _exact_multipart_uploads(emulator_server)
+    httpd = _BacklogHTTPServer(("127.0.0.1", port), partial(
+        emulator_server.RequestHandler, MemoryStorage(use_memory_fs=True)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{port}"
+    body = {"name": bucket, "softDeletePolicy": {"retentionDurationSeconds": "0"}}
+    urllib.request.urlopen(urllib.request.Request(
+        f"{endpoint}/storage/v1/b?project=bench", data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"}, method="POST"), timeout=10).close()
+    print("ready", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), sys.argv[2])
