@@ -61,6 +61,9 @@ def _assert_exact(repo):
     want_data, want_index = _reachable(repo)
     assert data == want_data
     assert index == want_index
+    # compacted indexes (object stores, file://) only of remaining versions
+    ids = set(repo.dag.nodes)
+    assert {int(k[11:19], 16) for k in repo.backend.list_keys("i/")} <= ids
     if repo.store.dedup:  # shared payloads: exactly those the remaining values refer to
         from diced.backends.checksum import ChecksummedBackend
         from diced.backends.dedup import _ref_of
@@ -353,8 +356,8 @@ def test_gc_reads_only_what_the_garbage_names(store, repo):
     feat = {v.id for v in repo.versions()}  # remaining ids: none of them is listed
     for p in seen:
         # repo metadata, the removed versions' indexes, the dedup queue: never d/ or ""
-        assert p.startswith(("meta/", "w/", "q/", "r/")), p
-        if p.startswith("w/"):
+        assert p.startswith(("meta/", "w/", "i/", "q/", "r/")), p
+        if p.startswith(("w/", "i/")):
             assert len(p) == len(K.index_prefix(0, 0)) and int(p[11:19], 16) not in feat, p
     _assert_exact(repo)
 

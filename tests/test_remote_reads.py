@@ -339,7 +339,7 @@ def test_compacted_index_matches_brute_force_on_a_dag(store_location):
     def reread(drop):
         st = diced.Store(store_location, **store_location.options)
         try:
-            keys = [k for k in st.backend.list_keys("x/") if drop(k)]
+            keys = [k for k in st.backend.list_keys("i/") if drop(k)]
             st.backend.delete_many(keys)
             r = st.open_repo("dag")
             got = _snapshot(r, reversed(locked))  # newest first: builds from far ancestors
@@ -356,7 +356,7 @@ def test_compacted_index_matches_brute_force_on_a_dag(store_location):
     assert dropped
     st = diced.Store(store_location, **store_location.options)
     try:  # the reads rebuilt the tables
-        assert list(st.backend.list_keys("x/"))
+        assert list(st.backend.list_keys("i/"))
     finally:
         st.close()
 
@@ -448,7 +448,7 @@ def test_lmdb_commit_writes_no_compacted_index(tmp_path):
     store = diced.Store(tmp_path / "s.lmdb", create=True)
     try:
         _chain(store, 2)
-        assert not list(store.backend.list_keys("x/"))
+        assert not list(store.backend.list_keys("i/"))
     finally:
         store.close()
 

@@ -367,10 +367,27 @@ def squash(repo: Repo, first: Any, last: Any) -> Version:
     _lift_label_meta(repo, folded, top)
     _reparent(repo, top, parents, folded)
     repo._delete_nodes(folded)
+    # the compacted indexes of ``top`` and its descendants name the folded versions as
+    # writers: drop them (readers rebuild them from the ancestors' and the w/ manifests)
+    from diced.repo.manifests import drop_compacted
+
+    drop_compacted(repo.backend, spaces, _descendants(repo, top))
     _fence(repo, folded)
     _check_no_orphans(repo, set(folded))
     _after_removal(repo, set(folded), top)
     return Version(repo, repo._dag.nodes[top])
+
+
+def _descendants(repo: Repo, vid: int) -> list[int]:
+    """``vid`` and every version below it (iterative walk over children)."""
+    children = repo._dag.children
+    seen, todo = {vid}, [vid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in seen:
+                seen.add(c)
+                todo.append(c)
+    return sorted(seen)
 
 
 def _lift(backend: Backend, space: int, folded: Sequence[int], top: int) -> None:
@@ -478,6 +495,10 @@ def collect(store: Any, repo_uuid: str | None = None) -> GCReport:
         listings = backend.list_prefixes([K.index_prefix(s, v)
                                           for s in rec["spaces"] for v in vids])
         index = [k for keys in listings for k in keys]
+        # their compacted indexes (object stores, file://): only descendants refer to them,
+        # and a removed version has none left (squash dropped the kept version's)
+        compacted = [k for keys in backend.list_prefixes(
+            [K.compact_prefix(s, v) for s in rec["spaces"] for v in vids]) for k in keys]
         data = []
         for k in index:
             vid, ckey, mark = K.parse_index_key(k)
@@ -486,10 +507,11 @@ def collect(store: Any, repo_uuid: str | None = None) -> GCReport:
         _delete_batched(backend, data)  # values before the index entries naming them
         _delete_batched(backend, index)
         _delete_batched(backend, meta)
+        _delete_batched(backend, compacted)
         backend.delete(rec["key"])
         report.records += 1
         report.versions += len(vids)
-        report.keys += len(data) + len(index) + len(meta)
+        report.keys += len(data) + len(index) + len(meta) + len(compacted)
         if r not in report.repos:
             report.repos.append(r)
     sweep = getattr(backend, "sweep", None)

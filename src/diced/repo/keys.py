@@ -22,8 +22,8 @@ Layout (all ASCII, fixed-width lowercase hex so that string order is numeric ord
                                              stores only, :mod:`diced.repo.writers`)
     d/<inst>/<ckey>/<version id><m>          a value written at a version; m = "d" data, "t" tombstone
     w/<inst>/<version id>/<ckey>/<m>         per-version index of what the version wrote
-    x/<inst>/<version id>/t                  compacted chunk index of a locked version (table)
-    x/<inst>/<version id>/b/<bucket>         one bucket of compacted index entries
+    i/<inst>/<version id>/t                  compacted chunk index of a locked version (table)
+    i/<inst>/<version id>/b/<bucket>         one bucket of compacted index entries
 
 All versions of one logical key (``d/<inst>/<ckey>/``) sit next to each other in version
 order, so an ordered store finds the nearest ancestor's write with one seek, and the
@@ -32,17 +32,17 @@ scanning everything.
 
 Stores without ordered scans (object stores, ``file://``) also keep a compacted index per
 locked version and key space (:mod:`diced.repo.manifests`), so that a read at any history
-depth costs a constant number of requests: the table ``x/<inst>/<vid>/t`` names, for each
-bucket of ckeys, the version whose bucket object ``x/<inst>/<holder>/b/<bucket>`` holds the
+depth costs a constant number of requests: the table ``i/<inst>/<vid>/t`` names, for each
+bucket of ckeys, the version whose bucket object ``i/<inst>/<holder>/b/<bucket>`` holds the
 bucket's entries (ckey -> greatest writer id and mark) as seen from ``vid`` (small indexes
-are stored inline in the table). Every ``x/`` object is immutable and written create-only;
+are stored inline in the table). Every ``i/`` object is immutable and written create-only;
 a child references its parent's unchanged buckets. They are derived data: deleting all of
-``x/<inst>/<vid>/`` for any set of versions is always safe (readers rebuild a missing table
+``i/<inst>/<vid>/`` for any set of versions is always safe (readers rebuild a missing table
 from the nearest compacted ancestors and the ``w/`` manifests), but a bucket object may be
 referenced by the tables of descendants, so whoever rewrites or deletes the data of a
-locked version (squash, GC) must delete the ``x/`` objects of that version AND of all its
+locked version (squash, GC) must delete the ``i/`` objects of that version AND of all its
 descendants (:func:`diced.repo.manifests.drop_compacted`). Deleting a leaf version may
-delete its own ``x/<inst>/<vid>/`` only.
+delete its own ``i/<inst>/<vid>/`` only.
 
 A chunk key (``ckey``) is the chunk coordinates as 8-hex-digit numbers joined by ``.``; a
 keyvalue key is the hex of its UTF-8 bytes (hex preserves byte order and prefixes); a label
@@ -286,17 +286,17 @@ def parse_index_key(key: str) -> tuple[int, str, str]:
 
 def compact_prefix(inst: int, vid: int | None = None) -> str:
     """Prefix of the compacted indexes of space ``inst`` (of version ``vid`` if given)."""
-    return f"x/{inst:08x}/" if vid is None else f"x/{inst:08x}/{vid:08x}/"
+    return f"i/{inst:08x}/" if vid is None else f"i/{inst:08x}/{vid:08x}/"
 
 
 def compact_table_key(inst: int, vid: int) -> str:
     """Key of the compacted index table of locked version ``vid`` in space ``inst``."""
-    return f"x/{inst:08x}/{vid:08x}/t"
+    return f"i/{inst:08x}/{vid:08x}/t"
 
 
 def compact_bucket_key(inst: int, vid: int, bucket: str) -> str:
     """Key of bucket object ``bucket`` written by the compaction of version ``vid``."""
-    return f"x/{inst:08x}/{vid:08x}/b/{bucket}"
+    return f"i/{inst:08x}/{vid:08x}/b/{bucket}"
 
 
 def chunk_ckey(coords: Sequence[int]) -> str:

@@ -7,8 +7,8 @@ also gets a *compacted index* (as icechunk's snapshots reference manifests), bui
 
 * the ckey space is split into buckets (:func:`bucket_of`: 8³ neighbouring chunks of a 3-D
   grid, or one of 64 hash buckets for labels and keys);
-* the index of a locked version is a table ``x/<inst>/<vid>/t`` giving, for each non-empty
-  bucket, the version whose bucket object ``x/<inst>/<holder>/b/<bucket>`` holds the
+* the index of a locked version is a table ``i/<inst>/<vid>/t`` giving, for each non-empty
+  bucket, the version whose bucket object ``i/<inst>/<holder>/b/<bucket>`` holds the
   bucket's entries (ckey -> greatest writer id and data/tombstone mark) as its descendants
   see them, plus the version's ancestor set as a bitmap. A version writes new bucket objects
   only for the buckets it (or a merge of differently-indexed parents) changed, and
@@ -273,7 +273,7 @@ class _Manifests:
                 self._bits.popitem(last=False)
         return out
 
-    # --- compacted tables and buckets (x/) ---------------------------------------------------
+    # --- compacted tables and buckets (i/) ---------------------------------------------------
 
     def _parse_table(self, inst: int, vid: int, raw: bytes) -> _Table:
         key = K.compact_table_key(inst, vid)
@@ -599,7 +599,7 @@ def compact_version(repo: Repo, vid: int) -> None:
 
 
 def drop_compacted(backend: Backend, spaces: Iterable[int], vids: Iterable[int]) -> int:
-    """Delete the compacted indexes (``x/<inst>/<vid>/``) of versions ``vids`` in key spaces
+    """Delete the compacted indexes (``i/<inst>/<vid>/``) of versions ``vids`` in key spaces
     ``spaces`` and forget what this process cached of those spaces; returns the number of
     keys deleted.
 
