@@ -478,17 +478,9 @@ class ChainedBackend(Backend):
         return dict(made)
 
     def compare_and_set(self, key: str, expected: bytes | None, new: bytes | None) -> bool:
-        ok = True
-
-        def swap(current: dict[str, bytes | None]) -> dict[str, bytes | None]:
-            nonlocal ok
-            if current[key] != expected:
-                ok = False
-                return {}
-            return {key: new}
-
-        self.update([key], swap)
-        return ok
+        """The base class's swap, run through :meth:`update`: one transaction of the local
+        layer that also sees the base's value of ``key``."""
+        return super().compare_and_set(key, expected, new)
 
     def hold_locks(self, exclusive: Sequence[str] = (), shared: Sequence[str] = ()
                    ) -> AbstractContextManager[None]:

@@ -213,33 +213,19 @@ def export_precomputed(array: Any, dest: str | os.PathLike[str], *, client: Any 
     """
     from diced.export.precomputed import (
         BOX_BYTES,
-        _check_args,
-        _Destination,
-        _scale_key,
+        _plan,
         _tensorstore,
         default_sharding,
         iter_boxes,
     )
-    from diced.export.voxels import check_voxel_size, to_nanometers
 
     ts = _tensorstore()
     array = _pinned(array, version)
     is_labels = array.typename == "labels"
-    levels, enc = _check_args(array, scales, encoding, is_labels)
-    res0 = list(reversed(to_nanometers(check_voxel_size(voxel_size, 3, "precomputed volume"),
-                                       unit)))
-    if not 0 <= int(jpeg_quality) <= 100:
-        raise InvalidArgumentError(f"jpeg_quality must be in 0..100, got {jpeg_quality!r}")
-    if sharded and not isinstance(sharded, (bool, Mapping)):
-        raise InvalidArgumentError("sharded must be a bool or a sharding spec mapping")
-    keys = [_scale_key([r * (1 << s) for r in res0]) for s in levels]
-    target = _Destination(dest, storage_options)
-    try:
-        target.prepare(overwrite, keys)
-    except BaseException:
-        target.cleanup()
-        raise
-    kind = "segmentation" if (is_labels or enc == "compressed_segmentation") else "image"
+    levels, enc, res0, keys, target, kind = _plan(
+        array, dest, is_labels, scales=scales, encoding=encoding, voxel_size=voxel_size,
+        unit=unit, jpeg_quality=jpeg_quality, sharded=sharded, overwrite=overwrite,
+        storage_options=storage_options)
     store = StoreRef.of(array.repo.store, store_options)
     dest_text = os.fspath(dest)
     if "://" not in dest_text:

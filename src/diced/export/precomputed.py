@@ -327,6 +327,32 @@ def _check_args(array: VersionedArray, scales: Sequence[int] | None, encoding: s
     return levels, enc
 
 
+def _plan(array: VersionedArray, dest: str | os.PathLike[str], is_labels: bool, *,
+          scales: Sequence[int] | None, encoding: str | None, voxel_size: Any, unit: str,
+          jpeg_quality: int, sharded: Any, overwrite: bool,
+          storage_options: Mapping[str, Any] | None
+          ) -> tuple[list[int], str, list[float], list[str], _Destination, str]:
+    """Check an export's arguments and prepare its destination (the serial and the cluster
+    exporter share this): ``(levels, encoding, x/y/z nm at scale 0, scale keys,
+    destination, "image" | "segmentation")``."""
+    levels, enc = _check_args(array, scales, encoding, is_labels)
+    res0 = list(reversed(to_nanometers(check_voxel_size(voxel_size, 3, "precomputed volume"),
+                                       unit)))  # x, y, z in nm
+    if not 0 <= int(jpeg_quality) <= 100:
+        raise InvalidArgumentError(f"jpeg_quality must be in 0..100, got {jpeg_quality!r}")
+    if sharded and not isinstance(sharded, (bool, Mapping)):
+        raise InvalidArgumentError("sharded must be a bool or a sharding spec mapping")
+    keys = [_scale_key([r * (1 << s) for r in res0]) for s in levels]
+    target = _Destination(dest, storage_options)
+    try:
+        target.prepare(overwrite, keys)
+    except BaseException:
+        target.cleanup()
+        raise
+    kind = "segmentation" if (is_labels or enc == "compressed_segmentation") else "image"
+    return levels, enc, res0, keys, target, kind
+
+
 def export_precomputed(
     array: VersionedArray,
     dest: str | os.PathLike[str],
@@ -416,22 +442,11 @@ def export_precomputed(
     else:
         array = array.at(array.version.uuid)  # pin: a moving head must not change mid-export
     is_labels = isinstance(array, LabelArray)
-    levels, enc = _check_args(array, scales, encoding, is_labels)
-    res0 = list(reversed(to_nanometers(check_voxel_size(voxel_size, 3, "precomputed volume"),
-                                       unit)))  # x, y, z in nm
-    if not 0 <= int(jpeg_quality) <= 100:
-        raise InvalidArgumentError(f"jpeg_quality must be in 0..100, got {jpeg_quality!r}")
-    if sharded and not isinstance(sharded, (bool, Mapping)):
-        raise InvalidArgumentError("sharded must be a bool or a sharding spec mapping")
-    keys = [_scale_key([r * (1 << s) for r in res0]) for s in levels]
-    target = _Destination(dest, storage_options)
-    try:
-        target.prepare(overwrite, keys)
-    except BaseException:
-        target.cleanup()
-        raise
+    plan = _plan(array, dest, is_labels, scales=scales, encoding=encoding,
+                 voxel_size=voxel_size, unit=unit, jpeg_quality=jpeg_quality,
+                 sharded=sharded, overwrite=overwrite, storage_options=storage_options)
+    levels, enc, res0, keys, target, kind = plan
 
-    kind = "segmentation" if (is_labels or enc == "compressed_segmentation") else "image"
     views = {s: array.scale(s) for s in levels}
     reader = box_reader(array, supervoxels)
     plans = []
