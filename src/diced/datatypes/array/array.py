@@ -26,7 +26,6 @@ from diced.array.grid import (
 )
 from diced.array.indexing import ChunkProjection, plan_selection
 from diced.errors import (
-    ConcurrencyError,
     IndexOutOfBoundsError,
     InvalidArgumentError,
     LockedNodeError,
@@ -509,7 +508,9 @@ class VersionedArray:
         else:
             encoded = dict(map(lambda p: self._encode_chunk(p, arr), full))
         keys = [K.chunk_ckey(p.coords) for p in partial]
-        for _attempt in range(50):
+        proj = dict(zip(keys, partial, strict=True))
+        attempt = 0
+        while True:
             current = self._space.read_many(keys, ctx)
 
             def merge(item: tuple[ChunkProjection, bytes | None]) -> bytes | None:
@@ -527,9 +528,15 @@ class VersionedArray:
             new = {**encoded, **dict(zip(keys, merged, strict=True))}
             expected = dict(zip(keys, current, strict=True))
 
-            def modify(ckey: str, base: bytes | None, expected=expected, new=new
-                       ) -> bytes | None:
+            # after a few lost races, merge inside the write itself (holding the writer
+            # lock or transaction while decoding): a writer can never starve
+            inside = attempt >= _OPTIMISTIC_TRIES
+
+            def modify(ckey: str, base: bytes | None, expected=expected, new=new,
+                       inside=inside) -> bytes | None:
                 if ckey in expected and base != expected[ckey]:
+                    if inside:
+                        return merge((proj[ckey], base))
                     raise _Stale
                 return new[ckey]
 
@@ -537,8 +544,7 @@ class VersionedArray:
                 self._space.modify(ctx, list(new), modify)
                 return
             except _Stale:
-                continue
-        raise ConcurrencyError(f"{self.name!r}: chunks kept changing under concurrent writers")
+                attempt += 1
 
     def _chunk_nbytes(self) -> int:
         return int(np.prod(self.chunks)) * self.dtype.itemsize
@@ -860,6 +866,10 @@ class _SelectionIndexer:
 
     def __setitem__(self, selection: Any, value: Any) -> None:
         self.arr._set(selection, value, self.mode)
+
+
+#: optimistic rounds (partial chunks merged outside the write) before merging inside it
+_OPTIMISTIC_TRIES = 3
 
 
 class _Stale(Exception):
