@@ -232,7 +232,9 @@ class Job:
                 rec = copy.deepcopy(rec)
                 if name in shapes:
                     rec["config"]["shapes"][str(vid)] = shapes[name]
-                _publish_instance(repo, name, rec, self.name)
+                repo._put_instance(name, rec, same_ok=True,
+                                   taken=f"instance {name!r} was created while job "
+                                         f"{self.name!r} ran")
             for name, shape in shapes.items():
                 if name not in new:
                     repo._update_instance(
@@ -258,23 +260,6 @@ class Job:
         """Forget the job: its record goes; what it wrote stays unreachable (no version
         has its id) and is left to garbage collection."""
         self.repo.backend.delete(self.key)
-
-
-def _publish_instance(repo: Repo, name: str, rec: dict[str, Any], job: str) -> None:
-    """Create the record of an instance the job made (create-only); the same record left
-    by an earlier run of the job is kept, another one refuses the publish."""
-    from diced.repo import keys as K
-    from diced.repo.meta import dump_doc, load_doc
-
-    ik, raw = K.instance_key(repo.uuid, name), dump_doc(rec)
-
-    def create(cur: bytes | None) -> bytes:
-        if cur is not None and load_doc(cur, name) != rec:
-            raise DuplicateNameError(f"instance {name!r} was created while job {job!r} ran")
-        return raw
-
-    repo._run([(ik, create)], [("i", name)])
-    repo._set_instance(name, rec)
 
 
 def _check_new_instances(repo: Repo, new: dict[str, tuple[str, dict[str, Any]]],

@@ -1034,12 +1034,6 @@ class Repo:
             from diced.backends.layers import place_spaces
 
             rec["storage"] = place_spaces(self.store, instance_spaces(rec), storage)
-        ik, raw = K.instance_key(self.uuid, name), dump_doc(rec)
-
-        def create(cur: bytes | None) -> bytes:
-            if cur is not None:
-                raise DuplicateNameError(f"repo {self.alias!r} already has an instance {name!r}")
-            return raw
 
         def unlocked(cur: bytes | None) -> bytes | None:
             if cur is not None:  # locked meanwhile: the record is taken back
@@ -1048,9 +1042,25 @@ class Repo:
 
         # the record, then the lock check: a commit racing with this either comes first
         # (the record is taken back) or finds the instance made before the lock
-        self._run([(ik, create), (lk, unlocked)], [("i", name)])
-        self._set_instance(name, load_doc(raw, name))
+        self._put_instance(name, rec, [(lk, unlocked)])
         return self[name]
+
+    def _put_instance(self, name: str, rec: dict[str, Any], steps: Iterable[Step] = (),
+                      *, taken: str | None = None, same_ok: bool = False) -> None:
+        """Create instance ``name``'s record (create-only), with ``steps`` in the same change.
+
+        ``same_ok``: an identical record already stored is kept (a resumed job); ``taken``:
+        the message when the name is taken (default: the repo already has it)."""
+        ik, raw = K.instance_key(self.uuid, name), dump_doc(rec)
+
+        def create(cur: bytes | None) -> bytes:
+            if cur is not None and not (same_ok and load_doc(cur, name) == load_doc(raw, name)):
+                raise DuplicateNameError(
+                    taken or f"repo {self.alias!r} already has an instance {name!r}")
+            return raw
+
+        self._run([(ik, create), *steps], [("i", name)])
+        self._set_instance(name, load_doc(raw, name))
 
     def _set_instance(self, name: str, rec: dict[str, Any] | None) -> None:
         insts = dict(self._state.instances)
