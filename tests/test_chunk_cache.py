@@ -169,3 +169,89 @@ def test_same_tag_in_two_stores_is_two_entries(tmp_path, cache):
         got.append(int(repo.version("v1").array("img")[0, 0]))
         got.append(int(repo.version("v1").array("img")[0, 0]))  # the cached read
     assert got == [1, 1, 2, 2]
+
+
+def test_fully_cached_read_touches_neither_backend_nor_pool(store, cache, monkeypatch):
+    """A read whose chunks are all cached is served in the calling thread in one lookup: no
+    backend read, no hand-off to a thread pool (small warm reads are per-call overhead)."""
+    import diced.datatypes.array.array as array_mod
+
+    repo = store.create_repo("r")
+    data = np.arange(24 ** 3, dtype=np.uint16).reshape(24, 24, 24)
+    arr = repo.create_array("img", "uint16", data.shape, chunks=(8, 8, 8))
+    arr[...] = data
+    v = repo.commit("lock")
+    a = arr.at(v)
+    box = (slice(3, 21), slice(5, 19), slice(1, 23))
+    assert np.array_equal(a[box], data[box])  # fills the cache
+    before = cache.stats()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a fully cached read used the backend or the pool")
+
+    monkeypatch.setattr(a._space, "visit", refuse)
+    monkeypatch.setattr(array_mod, "_pool", refuse)
+    assert np.array_equal(a[box], data[box])
+    assert np.array_equal(a[7, 8:20, 2], data[7, 8:20, 2])
+    after = cache.stats()
+    assert after["misses"] == before["misses"]
+    assert after["hits"] == before["hits"] + 27 + 2  # 3x3x3 chunks, then 1x2x1
+
+
+def test_partly_cached_read_reads_only_the_misses(store, cache, monkeypatch):
+    repo = store.create_repo("r")
+    data = np.random.default_rng(3).integers(0, 1000, (32, 32, 32), dtype=np.int32)
+    arr = repo.create_array("img", "int32", data.shape, chunks=(8, 8, 8))
+    arr[...] = data
+    v = repo.commit("lock")
+    a = arr.at(v)
+    a[0:8, 0:8, 0:16]  # caches two chunks
+    read: list[str] = []
+    real = a._space.visit
+
+    def counting(ckeys, ctx, fn):
+        read.extend(ckeys)
+        return real(ckeys, ctx, fn)
+
+    monkeypatch.setattr(a._space, "visit", counting)
+    assert np.array_equal(a[0:8, 0:8, 0:32], data[0:8, 0:8, 0:32])
+    assert len(read) == 2  # the two chunks not cached yet
+
+
+def test_large_cached_reads_copy_in_the_pool_exactly(store, cache, monkeypatch):
+    """Above INLINE_COPY_BYTES the cached copies are shared with the pool: same values, and
+    an error in a pool share reaches the caller."""
+    import diced.array._readcache as rc
+
+    monkeypatch.setattr(rc, "INLINE_COPY_BYTES", 1)
+    repo = store.create_repo("r")
+    data = np.random.default_rng(4).integers(0, 2 ** 40, (32, 32, 32), dtype=np.uint64)
+    arr = repo.create_array("img", "uint64", data.shape, chunks=(8, 8, 8))
+    arr[...] = data
+    v = repo.commit("lock")
+    a = arr.at(v)
+    for sel in ((slice(None),) * 3, (slice(2, 31), slice(None, None, 3), slice(5, 27))):
+        assert np.array_equal(a[sel], data[sel])
+        assert np.array_equal(a[sel], data[sel])  # now from the cache
+    calls = []
+
+    def broken(p, chunk, out, post):
+        calls.append(p.coords)
+        if len(calls) == 5:
+            raise RuntimeError("copy failed")
+        out[p.out_sel] = chunk[p.chunk_sel]
+
+    monkeypatch.setattr(rc, "_copy_out", broken)
+    with pytest.raises(RuntimeError, match="copy failed"):
+        a[...]
+
+
+def test_get_many_counts_each_key_once_and_refreshes_lru_order():
+    c = ChunkCache(3 * 4096)
+    for key in "abc":
+        c.put(key, np.zeros(512))  # 4096 bytes each: the cache is full
+    got = c.get_many(["a", "x", "a", "y"])
+    assert [g is None for g in got] == [False, True, False, True]
+    assert c.stats()["hits"] == 2 and c.stats()["misses"] == 2
+    c.put("d", np.zeros(512))  # evicts the least recently used: b, not a
+    assert c.get("b") is None and c.get("a") is not None

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -61,17 +62,43 @@ def _decode_part(codec: Any, data: Any, chunks: tuple[int, ...], p: ChunkProject
     return bool(part(data, chunks, scratch.dtype, lo, hi, scratch))
 
 
-def _fill_cached(group: list[ChunkProjection], cache: ChunkCache, prefix: tuple[Any, ...],
-                 out: np.ndarray, fill_value: Any,
-                 post: Callable[[np.ndarray], Any] | None) -> list[ChunkProjection]:
-    """Serve the projections whose chunk is cached; return the others (to be read)."""
-    misses = []
-    for p in group:
-        chunk = cache.get((*prefix, p.coords))
-        if chunk is None:
-            misses.append(p)
-        else:
+#: cached bytes a read copies out in the calling thread; above it the copies are shared
+#: with the pool (large copies gain from a second core, small ones lose to the hand-offs)
+INLINE_COPY_BYTES = 32 << 20
+
+
+def _serve_cached(projections: Iterable[ChunkProjection], cache: ChunkCache,
+                  prefix: tuple[Any, ...], out: np.ndarray,
+                  post: Callable[[np.ndarray], Any] | None,
+                  pool: Callable[[], Executor], workers: int) -> list[ChunkProjection]:
+    """Serve every projection whose chunk is cached (one cache lookup for the read) and
+    return the others, to be read. Hits are copied out in the calling thread, with no
+    hand-off to a pool, unless they add up to more than :data:`INLINE_COPY_BYTES`; then
+    ``workers`` shares of them are copied in ``pool()`` and this thread together."""
+    projs = list(projections)
+    found = cache.get_many([(*prefix, p.coords) for p in projs])
+    hits = [(p, c) for p, c in zip(projs, found) if c is not None]
+    if not hits:
+        return projs
+    misses = [p for p, c in zip(projs, found) if c is None]
+
+    def copy(part: list[tuple[ChunkProjection, np.ndarray]]) -> None:
+        for p, chunk in part:
             _copy_out(p, chunk, out, post)
+
+    nbytes = sum(c.nbytes for _, c in hits)
+    if nbytes <= INLINE_COPY_BYTES or len(hits) < 2:
+        copy(hits)
+        return misses
+    k = max(2, min(workers, len(hits)))
+    parts = [hits[i::k] for i in range(k)]
+    executor = pool()
+    futures = [executor.submit(copy, part) for part in parts[1:]]
+    try:
+        copy(parts[0])
+    finally:
+        for f in futures:
+            f.result()
     return misses
 
 

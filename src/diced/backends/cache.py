@@ -92,6 +92,20 @@ class ChunkCache:
             self.hits += 1
             return arr
 
+    def get_many(self, keys: list[Hashable]) -> list[np.ndarray | None]:
+        """:meth:`get` of every key under one lock (a read's chunks: one lookup round)."""
+        items, out, hits = self._items, [], 0
+        with self._lock:
+            for key in keys:
+                arr = items.get(key)
+                if arr is not None:
+                    items.move_to_end(key)
+                    hits += 1
+                out.append(arr)
+            self.hits += hits
+            self.misses += len(out) - hits
+        return out
+
     def put(self, key: Hashable, chunk: np.ndarray) -> None:
         """Store a copy-free, read-only reference to ``chunk`` (the caller must not modify it
         afterwards: pass a private array)."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from diced.array._readcache import _copy_out, _decode_part, _fill_cached, _locked_cache
+from diced.array._readcache import _copy_out, _decode_part, _locked_cache, _serve_cached
 from diced.array._readplan import IO_WORKERS, cpu_workers, io_pool
 from diced.array.codecs.base import ChunkCodec, codec_from_dict
 from diced.array.grid import (
@@ -317,18 +317,16 @@ class VersionedArray:
         in memory at once. Whole chunks whose target is contiguous decode straight into
         ``out``; the others decode into a per-thread scratch chunk (no fresh allocation, so
         no page faults, per chunk). ``post(region)``, if given, runs on each filled region in
-        the same thread (label arrays apply the body mapping there).
+        the same thread (label arrays apply the body mapping there). At a locked version the
+        chunks in the locked-chunk cache are served first, in one lookup, and only the others
+        are read.
         """
         space = self._space
-        cache, keep = _locked_cache(ctx, sel.count_chunks(self.chunks, shape) * self._chunk_nbytes())
+        n = sel.count_chunks(self.chunks, shape)
+        cache, keep = _locked_cache(ctx, n * self._chunk_nbytes())
         inst = space.inst
 
         def work(group: list[ChunkProjection]) -> None:
-            if cache is not None:
-                group = _fill_cached(group, cache, (ctx.repo, ctx.uuid, inst), out, self.fill_value, post)
-                if not group:
-                    return
-
             def fill(i: int, data: bytes | memoryview | None) -> None:
                 p = group[i]
                 if keep and data is not None:  # locked version: decode once, keep, copy out
@@ -361,12 +359,16 @@ class VersionedArray:
 
             space.visit([K.chunk_ckey(p.coords) for p in group], ctx, fill)
 
-        # groups of at most GROUP_BYTES, and enough of them to keep every thread busy
-        n = sel.count_chunks(self.chunks, shape)
         remote = not space.ordered  # object stores: many groups in flight (see _readplan)
+        projections: Iterable[ChunkProjection] = sel.project(self.chunks, shape)
+        if cache is not None:  # locked version: cached chunks first, then read the others
+            projections = _serve_cached(projections, cache, (ctx.repo, ctx.uuid, inst), out,
+                                        post, _pool, _WORKERS)
+            n = len(projections)
+        # groups of at most GROUP_BYTES, and enough of them to keep every thread busy
         workers = IO_WORKERS if remote else _WORKERS
         per = max(1, min(GROUP_BYTES // self._chunk_nbytes(), -(-n // workers)))
-        groups = _batches(sel.project(self.chunks, shape), 1, per)
+        groups = _batches(projections, 1, per)
         first = next(groups, None)
         if first is None:
             return
