@@ -81,3 +81,50 @@ def test_many_groups_in_flight_equal_few(arr, monkeypatch):
     for s, m, f in zip(SELECTIONS, many, few, strict=True):
         assert np.array_equal(m, data[s]) and np.array_equal(m, f)
     assert _readplan.io_pool()._max_workers == _readplan.IO_WORKERS
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 7])
+def test_shared_queue_reads_every_chunk_once(arr, monkeypatch, workers):
+    """Local reads: threads take batches from one queue, costliest chunks first; every chunk
+    is read exactly once whatever the thread count."""
+    a, data = arr
+    if not a._space.ordered:
+        pytest.skip("object stores read fixed groups, all in flight")
+    monkeypatch.setattr("diced.datatypes.array.array._WORKERS", workers)
+    seen: list[str] = []
+    real = a._space.visit
+
+    def counting(ckeys, ctx, fn):
+        seen.extend(ckeys)
+        return real(ckeys, ctx, fn)
+
+    monkeypatch.setattr(a._space, "visit", counting)
+    for s in SELECTIONS:
+        seen.clear()
+        assert np.array_equal(a[s], data[s])
+        assert len(seen) == len(set(seen))
+    seen.clear()
+    box = (slice(14, 32), slice(0, 32), slice(0, 16))  # 2 rows of one chunk layer, 16 of the next
+    assert np.array_equal(a[box], data[box])
+    assert len(seen) == len(set(seen)) == 4
+
+
+def test_shared_queue_stops_and_raises_on_a_bad_chunk(arr, monkeypatch):
+    a, data = arr
+    if not a._space.ordered:
+        pytest.skip("object stores read fixed groups, all in flight")
+    monkeypatch.setattr("diced.datatypes.array.array._WORKERS", 3)
+    calls = []
+
+    def bad(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise diced.errors.CorruptDataError("damaged chunk")
+        return False  # decode the whole chunk instead
+
+    monkeypatch.setattr(a.codec, "decode_rows", bad)
+    with pytest.raises(diced.errors.CorruptDataError, match="damaged chunk"):
+        a[1:31, 1:31, 1:31]
+    assert len(calls) < 8  # the others stopped taking chunks
+    monkeypatch.undo()
+    assert np.array_equal(a[1:31, 1:31, 1:31], data[1:31, 1:31, 1:31])

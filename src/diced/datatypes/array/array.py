@@ -6,9 +6,10 @@ downsampling kernels) lives one layer down in :mod:`diced.array`."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -365,9 +366,11 @@ class VersionedArray:
             projections = _serve_cached(projections, cache, (ctx.repo, ctx.uuid, inst), out,
                                         post, _pool, _WORKERS)
             n = len(projections)
-        # groups of at most GROUP_BYTES, and enough of them to keep every thread busy
-        workers = IO_WORKERS if remote else _WORKERS
-        per = max(1, min(GROUP_BYTES // self._chunk_nbytes(), -(-n // workers)))
+        if not remote:
+            self._run_queue(list(projections), work)
+            return
+        # groups of at most GROUP_BYTES, and enough of them that all are in flight at once
+        per = max(1, min(GROUP_BYTES // self._chunk_nbytes(), -(-n // IO_WORKERS)))
         groups = _batches(projections, 1, per)
         first = next(groups, None)
         if first is None:
@@ -376,10 +379,8 @@ class VersionedArray:
         if second is None:
             work(first)
             return
-        # the pool takes every group but the first, which this thread reads meanwhile (one
-        # hand-off fewer: small reads, such as a box of a few chunks, wait on one worker)
-        pool = io_pool() if remote else _pool()
-        futures = [pool.submit(work, g) for g in _chain([second], groups)]
+        # the pool takes every group but the first, which this thread reads meanwhile
+        futures = [io_pool().submit(work, g) for g in _chain([second], groups)]
         try:
             work(first)
         except BaseException:
@@ -388,6 +389,54 @@ class VersionedArray:
             raise
         for f in futures:
             f.result()
+
+    def _run_queue(self, items: list[ChunkProjection],
+                   work: Callable[[list[ChunkProjection]], None]) -> None:
+        """Read ``items`` with this thread and up to ``_WORKERS - 1`` pool threads taking
+        batches from one shared queue, costliest chunks first, batches shrinking as the
+        queue empties (guided self-scheduling), so every thread finishes at about the same
+        time. A box read meets chunks that cost very different amounts (a chunk cut to a few
+        planes decodes only those), and fixed groups left one core idle while the last,
+        heaviest group finished."""
+        if not items:
+            return
+        k = min(_WORKERS, len(items))
+        if k == 1:
+            work(items)
+            return
+        cap = max(1, GROUP_BYTES // self._chunk_nbytes())
+        lead = self.chunks[0]
+        if hasattr(self.codec, "decode_rows"):  # partial chunks decode only their rows
+            items.sort(key=lambda p: _rows(p.chunk_sel[0], lead), reverse=True)
+        queue = collections.deque(items)
+        lock = threading.Lock()
+        failed: list[BaseException] = []
+
+        def runner() -> None:
+            while not failed:
+                with lock:
+                    m = min(cap, max(1, len(queue) // (2 * k)), len(queue))
+                    batch = [queue.popleft() for _ in range(m)]
+                if not batch:
+                    return
+                try:
+                    work(batch)
+                except BaseException as exc:
+                    failed.append(exc)
+                    raise
+
+        futures = [_pool().submit(runner) for _ in range(k - 1)]
+        try:
+            runner()
+        finally:
+            for f in futures:
+                try:
+                    f.result()
+                except BaseException as exc:  # noqa: BLE001 - the first failure is raised
+                    if not failed:
+                        failed.append(exc)
+        if failed:
+            raise failed[0]
 
     def prefetch(self, selection: Any = Ellipsis, *, margin: int = 1) -> Any:
         """Warm the locked-chunk cache (:mod:`diced.backends.cache`) in the background with the
@@ -917,6 +966,14 @@ def _all_fill(chunk: np.ndarray, fill: Any) -> bool:
 def _chain(head: list[Any], tail: Iterator[Any]) -> Iterator[Any]:
     yield from head
     yield from tail
+
+
+def _rows(s: Any, lead: int) -> int:
+    """Leading-axis rows a chunk's selection covers (the whole chunk for index arrays)."""
+    if isinstance(s, slice) and s.step in (None, 1) and s.start is not None \
+            and s.stop is not None:
+        return s.stop - s.start
+    return lead
 
 
 def _batches(projections: Iterable[ChunkProjection], chunk_nbytes: int,
