@@ -21,12 +21,13 @@ import numpy as np
 from diced.errors import CorruptDataError
 
 _LIB: Any = None
+_GETITEM: Any = None  # blosc2_getitem as a ctypes function object numba kernels can call
 _TRIED = False
 _LOCK = threading.Lock()
 
 
 def _lib() -> Any:
-    global _LIB, _TRIED
+    global _LIB, _GETITEM, _TRIED
     if _TRIED:
         return _LIB
     with _LOCK:
@@ -45,6 +46,10 @@ def _lib() -> Any:
                                    ctypes.c_void_p, ctypes.c_int32]
                     fn.restype = ctypes.c_int
                     lib.blosc2_init()
+                    proto = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int32,
+                                             ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                                             ctypes.c_int32)
+                    _GETITEM = proto(ctypes.cast(fn, ctypes.c_void_p).value)
                     _LIB = lib
             except (OSError, AttributeError, ImportError):
                 _LIB = None
@@ -68,3 +73,25 @@ def decode_rows(data: Any, out: np.ndarray, lo: int, hi: int) -> bool:
     if n != dest.nbytes:
         raise CorruptDataError(f"corrupt blosc2 chunk (partial decode returned {n})")
     return True
+
+
+def decode_box(data: Any, lo: int, hi: int, box: np.ndarray, origin: np.ndarray,
+               scratch: np.ndarray, out: np.ndarray) -> bool:
+    """Decode rows ``lo:hi`` of blosc2 chunk ``data`` into the chunk-shaped, C-contiguous 3-d
+    ``scratch`` and copy ``scratch[box]`` (``box`` = int64 ``[z0, z1, y0, y1, x0, x1]``) into
+    the 3-d ``out`` at ``origin`` (int64 ``[z, y, x]``), in one numba call that releases
+    the GIL (:mod:`diced.array.codecs._blosc_kernels`). ``False`` (nothing written) when the
+    library is unavailable; :class:`~diced.errors.CorruptDataError` on a damaged chunk."""
+    if _lib() is None:
+        return False
+    from diced.array.codecs._blosc_kernels import ODD_TYPESIZE, WRONG_SIZE, decode_copy
+
+    src = np.frombuffer(data, dtype=np.uint8)
+    n = decode_copy(_GETITEM, ctypes.memmove, src, lo, hi, box, origin, scratch, out)
+    if n == (hi - lo) * (scratch.nbytes // scratch.shape[0]):
+        return True
+    if n == ODD_TYPESIZE:
+        return False
+    if n == WRONG_SIZE:
+        raise CorruptDataError(f"blosc2 chunk does not hold {scratch.nbytes} bytes")
+    raise CorruptDataError(f"corrupt blosc2 chunk (partial decode returned {n})")

@@ -74,6 +74,16 @@ class BloscCodec(ChunkCodec):
             raise CorruptDataError(f"blosc2 chunk holds {nbytes} bytes, expected {out.nbytes}")
         return decode_rows(data, out, lo, hi)
 
+    def decode_box(self, data: Any, lo: int, hi: int, box: np.ndarray, origin: np.ndarray,
+                   scratch: np.ndarray, out: np.ndarray) -> bool:
+        """Decode rows ``lo:hi`` (leading axis) of a 3-d chunk into ``scratch`` (the
+        chunk-shaped, C-contiguous scratch buffer) and copy ``scratch[box]`` (int64
+        ``[z0, z1, y0, y1, x0, x1]``) into the 3-d ``out`` at ``origin`` (int64 ``[z, y, x]``),
+        in one call that releases the GIL; ``False`` (nothing written) when unavailable."""
+        from diced.array.codecs._blosc_partial import decode_box
+
+        return decode_box(data, lo, hi, box, origin, scratch, out)
+
     def decode(self, data, shape, dtype, out=None):
         dtype = np.dtype(dtype)
         n = int(np.prod(shape)) * dtype.itemsize

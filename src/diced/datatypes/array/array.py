@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from diced.array._readcache import _copy_out, _decode_part, _locked_cache, _serve_cached
+from diced.array._readcache import (
+    _copy_out,
+    _decode_box,
+    _decode_part,
+    _locked_cache,
+    _serve_cached,
+)
 from diced.array._readplan import IO_WORKERS, cpu_workers, io_pool
 from diced.array.codecs.base import ChunkCodec, codec_from_dict
 from diced.array.grid import (
@@ -25,7 +31,7 @@ from diced.array.grid import (
     check_dtype,
     check_shape,
 )
-from diced.array.indexing import ChunkProjection, plan_selection
+from diced.array.indexing import ChunkProjection, Selection, plan_selection
 from diced.errors import (
     IndexOutOfBoundsError,
     InvalidArgumentError,
@@ -326,6 +332,11 @@ class VersionedArray:
         n = sel.count_chunks(self.chunks, shape)
         cache, keep = _locked_cache(ctx, n * self._chunk_nbytes())
         inst = space.inst
+        # 3-d step-1 boxes of blosc2 chunks: a partial chunk is decoded and copied in one
+        # GIL-free call (see diced.array.codecs._blosc_kernels)
+        boxed = (out.ndim == 3 and hasattr(self.codec, "decode_box") and self.dtype.isnative
+                 and self.dtype.kind in "biufc" and isinstance(sel, Selection)
+                 and all(d.step == 1 for d in sel.dims))
 
         def work(group: list[ChunkProjection]) -> None:
             def fill(i: int, data: bytes | memoryview | None) -> None:
@@ -352,6 +363,10 @@ class VersionedArray:
                     self._decode(data, out=target)
                 else:
                     scratch = _scratch(self.chunks, self.dtype)
+                    if boxed and _decode_box(self.codec, data, p, scratch, out):
+                        if post is not None:
+                            post(target)
+                        return
                     if not _decode_part(self.codec, data, self.chunks, p, scratch):
                         self._decode(data, out=scratch)
                     target[...] = scratch[p.chunk_sel]
