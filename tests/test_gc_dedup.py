@@ -141,3 +141,32 @@ def test_verify_reads_through_shared_payloads(store):
     repo.commit("v0")
     report = store.verify()
     assert report.problems == [] and report.chunks >= 4
+
+
+
+def test_info_counts_shared_payloads_once(store, capsys):
+    """``diced info`` on a deduplicating store: the bytes as read (a payload shared by N
+    values counts N times) and the bytes stored (once)."""
+    from collections import Counter
+
+    from diced.cli import main
+    from diced.cli.inspect import _stored
+
+    repo = store.create_repo("t")
+    a = repo.create_array("img", "uint8", (64, 64), chunks=(16, 16))
+    for i in range(4):
+        a[16 * i:16 * i + 16, :16] = _noise(1)  # four values, one payload
+    a[:16, 16:32] = _noise(2)
+    repo.commit("v")
+    values = [k for k in store.raw_backend.list_keys("d/") if k.endswith("d")]
+    n, inline, refs = store.backend.value_sizes(values)
+    assert n == 5 and inline == 0 and sorted(Counter(refs).values()) == [1, 4]
+    sizes = store.backend.payload_bytes(sorted(set(refs)))
+    shared = Counter(refs).most_common(1)[0][0]
+    other = next(h for h in sizes if h != shared)
+    assert _stored(store.backend, repo._doc["instances"]["img"]) == (
+        5, 4 * sizes[shared] + sizes[other], sizes[shared] + sizes[other])
+    if not isinstance(store.location, str) or "://" in store.location:
+        return  # the CLI opens local paths here
+    assert main(["info", store.location, "t"]) == 0
+    assert "deduplicated" in capsys.readouterr().out

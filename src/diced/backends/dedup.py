@@ -120,6 +120,32 @@ class DedupBackend(ChecksummedBackend):
         inline, h = self._split(key, stored)
         return inline if h is None else self._blobs([h], [key])[0]
 
+    def value_sizes(self, keys: Sequence[str]) -> tuple[int, int, list[str]]:
+        """``(values, inline bytes, digests)`` of the stored values ``keys``: how many exist,
+        the bytes of the payloads kept inline, and the digest each other value refers to (one
+        entry per value; sizes from :meth:`payload_bytes`)."""
+        values = inline = 0
+        refs: list[str] = []
+        for key, stored in zip(keys, ChecksummedBackend.get_many(self, keys), strict=True):
+            if stored is None:
+                continue
+            values += 1
+            view, h = self._split(key, stored)
+            if h is None:
+                inline += len(view)
+            else:
+                refs.append(h)
+        return values, inline, refs
+
+    def payload_bytes(self, digests: Sequence[str]) -> dict[str, int]:
+        """Bytes of each shared payload (read in batches of 1024)."""
+        out: dict[str, int] = {}
+        for i in range(0, len(digests), 1024):
+            part = list(digests[i:i + 1024])
+            for h, blob in zip(part, self._blobs(part, [_blob_key(h) for h in part]), strict=True):
+                out[h] = len(blob)
+        return out
+
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         vals = ChecksummedBackend.get_many(self, keys)
         refs: list[tuple[int, str]] = []

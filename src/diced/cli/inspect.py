@@ -61,19 +61,32 @@ def _human(n: int) -> str:
     return str(n)  # pragma: no cover
 
 
-def _stored(backend: Any, rec: dict[str, Any]) -> tuple[int, int]:
-    """``(values, bytes)`` stored by an instance over all versions (all of its key spaces)."""
+def _stored(backend: Any, rec: dict[str, Any]) -> tuple[int, int, int | None]:
+    """``(values, bytes, unique bytes)`` stored by an instance over all versions (all of its
+    key spaces). ``unique bytes`` is ``None`` except in a deduplicating store, where ``bytes``
+    counts a shared payload once per value referring to it and ``unique bytes`` once."""
     from diced.repo import keys as K
     from diced.repo.repo import instance_spaces
 
-    values = nbytes = 0
+    sizes = getattr(backend, "value_sizes", None)  # a deduplicating store
+    values = nbytes = inline = 0
+    refs: list[str] = []
     for space in instance_spaces(rec):
         keys = [k for k in backend.list_keys(K.data_prefix(space)) if k.endswith(K.DATA)]
         for i in range(0, len(keys), 1024):
-            got = backend.get_many(keys[i:i + 1024])
+            part = keys[i:i + 1024]
+            if sizes is not None:
+                n, inl, hs = sizes(part)
+                values, inline = values + n, inline + inl
+                refs += hs
+                continue
+            got = backend.get_many(part)
             values += sum(v is not None for v in got)
             nbytes += sum(len(v) for v in got if v is not None)
-    return values, nbytes
+    if sizes is None:
+        return values, nbytes, None
+    shared = backend.payload_bytes(sorted(set(refs)))
+    return values, inline + sum(shared[h] for h in refs), inline + sum(shared.values())
 
 
 def _describe(repo: Any, name: str, typ: str, sizes: bool) -> str:
@@ -86,8 +99,10 @@ def _describe(repo: Any, name: str, typ: str, sizes: bool) -> str:
     else:  # any other datatype (annotation, third-party types)
         what = f"{len(inst)} items" if hasattr(inst, "__len__") else ""
     if sizes:
-        values, nbytes = _stored(repo.backend, repo._doc["instances"][name])
+        values, nbytes, unique = _stored(repo.backend, repo._doc["instances"][name])
         what += f"  stored: {values} values, {_human(nbytes)}"
+        if unique is not None:  # a deduplicating store: payloads shared by values count once
+            what += f" ({_human(unique)} deduplicated)"
     return f"  {typ:9s} {name:20s} {what}"
 
 
