@@ -8,7 +8,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from diced.datatypes.array import array as array_mod
+from diced.datatypes.array import _common, reading, writing
 from diced.datatypes.labels._common import decode_index, encode_index
 from diced.datatypes.labels._index_delta import IndexDeltas, block_delta
 from diced.errors import CorruptDataError
@@ -114,8 +114,8 @@ def test_block_delta_matches_setdiff():
 @pytest.fixture
 def small_batches(monkeypatch):
     """Batches of a few chunks, so a small write runs through the pipeline many times."""
-    monkeypatch.setattr(array_mod, "PIPELINE_MIN_BYTES", 3 * 4096)
-    monkeypatch.setattr(array_mod, "BATCH_BYTES", 5 * 4096)
+    monkeypatch.setattr(writing, "PIPELINE_MIN_BYTES", 3 * 4096)
+    monkeypatch.setattr(_common, "BATCH_BYTES", 5 * 4096)
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "float32"])
@@ -173,7 +173,7 @@ def test_pipelined_write_error_stops_cleanly(repo, small_batches, monkeypatch):
 
 
 def test_pipelined_label_writes_keep_the_index_exact(repo, small_batches, monkeypatch):
-    monkeypatch.setattr(array_mod, "BATCH_BYTES", 3 * 16 ** 3 * 8)  # 3 blocks per batch
+    monkeypatch.setattr(_common, "BATCH_BYTES", 3 * 16 ** 3 * 8)  # 3 blocks per batch
     rng = np.random.default_rng(5)
     shape = (48, 40, 40)
     L = repo.create_labels("seg", shape, chunks=(16, 16, 16))
@@ -204,7 +204,7 @@ def test_pipelined_label_writes_keep_the_index_exact(repo, small_batches, monkey
 
 
 def test_multi_group_reads_equal_numpy(repo, monkeypatch):
-    monkeypatch.setattr(array_mod, "GROUP_BYTES", 2 * 4096)
+    monkeypatch.setattr(reading, "GROUP_BYTES", 2 * 4096)
     data = np.random.default_rng(2).integers(0, 255, (64, 48, 40)).astype(np.uint8)
     a = repo.create_array("r", "uint8", data.shape, chunks=(16, 16, 16))
     a[...] = data

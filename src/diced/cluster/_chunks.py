@@ -97,7 +97,7 @@ class ChunkTarget:
 
     def encode(self, chunk: np.ndarray) -> bytes | None:
         """Chunk bytes, or ``None`` for an all-fill chunk (stored as nothing)."""
-        from diced.datatypes.array.array import _all_fill
+        from diced.datatypes.array.writing import _all_fill
 
         fill = np.asarray(self.fill, dtype=self.np_dtype)[()]
         if _all_fill(chunk, fill):

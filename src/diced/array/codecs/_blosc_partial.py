@@ -81,8 +81,11 @@ def decode_box(data: Any, lo: int, hi: int, box: np.ndarray, origin: np.ndarray,
     ``scratch`` and copy ``scratch[box]`` (``box`` = int64 ``[z0, z1, y0, y1, x0, x1]``) into
     the 3-d ``out`` at ``origin`` (int64 ``[z, y, x]``), in one numba call that releases
     the GIL (:mod:`diced.array.codecs._blosc_kernels`). ``False`` (nothing written) when the
-    library is unavailable; :class:`~diced.errors.CorruptDataError` on a damaged chunk."""
-    if _lib() is None:
+    library is unavailable or numba does not compile the dtype (float16, big-endian); :class:`~diced.errors.CorruptDataError` on a damaged chunk."""
+    dt = scratch.dtype
+    if _lib() is None or out.dtype != dt or scratch.ndim != 3 or out.ndim != 3 \
+            or not scratch.flags.c_contiguous or not dt.isnative \
+            or not (dt.kind in "biu" or dt.char in "fdFD"):  # types numba compiles
         return False
     from diced.array.codecs._blosc_kernels import ODD_TYPESIZE, WRONG_SIZE, decode_copy
 

@@ -315,7 +315,7 @@ def oblique(arr: VersionedArray, center: Any, u: Any, v: Any, size: Any, step: f
 
 def _rows(h: int, w: int, fn: Any) -> None:
     """Run ``fn(i0, i1)`` (a nogil kernel) over row ranges on the reader threads."""
-    from diced.datatypes.array.array import _WORKERS, _pool
+    from diced.datatypes.array._common import _WORKERS, _pool
 
     parts = min(_WORKERS, max(1, h * w >> 16), h)
     if parts == 1:
@@ -328,7 +328,7 @@ def _rows(h: int, w: int, fn: Any) -> None:
 
 def _fetch(arr: VersionedArray, ctx: Any, coords: np.ndarray, data: np.ndarray) -> np.ndarray:
     """Decode the chunks at ``coords`` into ``data[k]``; whether each is stored."""
-    from diced.datatypes.array.array import _WORKERS, _pool
+    from diced.datatypes.array._common import _WORKERS, _pool
 
     present = np.zeros(len(coords), dtype=bool)
     keys = [K.chunk_ckey(tuple(int(x) for x in cc)) for cc in coords]
@@ -465,7 +465,7 @@ _TILE_CACHE = _ChunkCache(TILE_CACHE_BYTES)
 def _read_plane(view: VersionedArray, fixed: int, keep: tuple[int, int], index: int,
                 rows: slice, cols: slice, read_options: dict[str, Any]) -> np.ndarray:
     """``view[...]`` of one plane region (plain slices), through the decoded-chunk cache."""
-    from diced.datatypes.array.array import _WORKERS, _pool
+    from diced.datatypes.array._common import _WORKERS, _pool
 
     ctx = view._ref.ctx()
     ch = view.chunks

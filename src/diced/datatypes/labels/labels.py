@@ -186,7 +186,7 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
         return items, self._plan_blocks(ctx, items, [K.chunk_ckey(c) for c, _ in items])
 
     def _batch_limit(self, total: int) -> int:
-        from diced.datatypes.array.array import BATCH_BYTES
+        from diced.datatypes.array._common import BATCH_BYTES
 
         # larger batches than plain arrays: each batch rewrites the index entries of the
         # labels it touches (pinky40 512^3: 6334 entry writes in batches of 16 blocks, 4274
@@ -240,7 +240,7 @@ class LabelArray(LabelEditsMixin, LabelMergeMixin, VersionedArray):
     def _plan_blocks(self, ctx: VersionCtx, items: Sequence[tuple[tuple[int, ...], Any]],
                      ckeys: list[str]) -> _BlockPlan:
         """Read the blocks' current values and start preparing the new ones in the pool."""
-        from diced.datatypes.array.array import _pool
+        from diced.datatypes.array._common import _pool
 
         cur = self._space.resolve_many(ckeys, ctx)
         parent = self._space.resolve_many(ckeys, ctx, strict=True)

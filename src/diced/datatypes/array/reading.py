@@ -1,0 +1,265 @@
+"""Reads of :class:`~diced.datatypes.array.array.VersionedArray` (the :class:`ArrayReads`
+mixin): basic, orthogonal and vectorized selections, chunk by chunk in threads, with the
+locked-chunk cache, partial decoding, and prefetching for viewers."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from diced.array._readcache import (
+    _copy_out,
+    _decode_box,
+    _decode_part,
+    _locked_cache,
+    _serve_cached,
+)
+from diced.array._readplan import IO_WORKERS, io_pool
+from diced.array.indexing import ChunkProjection, Selection, plan_selection
+from diced.datatypes.array import _common
+from diced.datatypes.array._common import _batches, _chain, _is_whole, _pool, _scratch
+from diced.datatypes.array.indexers import _SelectionIndexer
+from diced.errors import InvalidArgumentError
+from diced.repo import keys as K
+from diced.repo.resolve import VersionCtx
+
+__all__ = ["GROUP_BYTES", "ArrayReads"]
+
+#: raw bytes of chunk data one reader thread fetches and decodes at a time
+GROUP_BYTES = 4 << 20
+
+
+class ArrayReads:
+    """The read half of :class:`~diced.datatypes.array.array.VersionedArray`."""
+
+    def __getitem__(self, selection: Any) -> Any:
+        return self._get(selection, "basic")
+
+    def _read_post(self, ctx: VersionCtx, **options: Any) -> Any:
+        """A function applied to each filled region of a read (label arrays map bodies)."""
+        return None
+
+    def read(self, selection: Any = Ellipsis, *, roi: Any = None) -> Any:
+        """Voxels of a basic selection; with ``roi`` (an ROI instance), voxels outside the
+        ROI read as 0 (``roi`` needs a 3-d array and step-1 slices or integers).
+
+        Parameters
+        ----------
+        selection : index, default ``...``
+        roi : ROI, optional
+            A :class:`diced.datatypes.roi.ROI`; its mask of the selected box (in absolute,
+            origin-shifted ``(z, y, x)`` coordinates) zeroes the voxels outside.
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        return self._get(selection, "basic", roi=roi)
+
+    def _roi_mask(self, sel: Any, roi: Any) -> np.ndarray:
+        """The ROI's boolean mask over a basic selection's (undropped) shape."""
+        if not hasattr(roi, "mask_zyx"):
+            raise InvalidArgumentError(f"roi must be an ROI instance, got {type(roi).__name__}")
+        dims = getattr(sel, "dims", None)
+        if dims is None or len(dims) != 3 or any(d.step != 1 for d in dims):
+            raise InvalidArgumentError(
+                "roi= needs a 3-d array and a box selection (integers or step-1 slices)")
+        org = self.origin
+        lo = [d.start + o for d, o in zip(dims, org, strict=True)]
+        hi = [d.start + d.size + o for d, o in zip(dims, org, strict=True)]
+        return roi.mask_zyx((lo, hi))
+
+    def _get(self, selection: Any, mode: str, *, roi: Any = None, **options: Any) -> Any:
+        """Read a selection of kind ``mode`` (see :func:`diced.array.indexing.plan_selection`);
+        with ``roi``, zero the voxels outside it."""
+        ctx = self._ref.ctx()
+        shape = self._shape_at(ctx)
+        sel = plan_selection(selection, shape, mode)
+        mask = None if roi is None else self._roi_mask(sel, roi)
+        out = np.empty(sel.shape, dtype=self.dtype)
+        self._read_into(ctx, shape, sel, out, self._read_post(ctx, **options))
+        if mask is not None:
+            out[~mask] = 0
+        result = out.reshape(sel.result_shape)
+        return result[()] if sel.scalar else result
+
+    @property
+    def oindex(self) -> _SelectionIndexer:
+        """Orthogonal indexing, as zarr's: per axis an integer, a slice, an integer array or a
+        boolean array, each axis selected independently (numpy's ``a[np.ix_(...)]``).
+        ``arr.oindex[[1, 5], :, mask_x]`` reads; ``arr.oindex[...] = v`` writes."""
+        return _SelectionIndexer(self, "orthogonal")
+
+    @property
+    def vindex(self) -> _SelectionIndexer:
+        """Vectorized (point) indexing, as zarr's: one integer array per axis, broadcast
+        together (``arr.vindex[z, y, x]`` with the columns of an (n, 3) point list gives n
+        values), or a full-shape boolean mask. Reads only the chunks holding a point."""
+        return _SelectionIndexer(self, "vectorized")
+
+    def _read_into(self, ctx: VersionCtx, shape, sel, out: np.ndarray,
+                   post: Any = None) -> None:
+        """Fill ``out`` (selection-shaped) chunk by chunk.
+
+        Worker threads each fetch a small group of chunks (one batched backend read) and
+        decode it, so I/O overlaps decoding and only a few groups of compressed chunks are
+        in memory at once. Whole chunks whose target is contiguous decode straight into
+        ``out``; the others decode into a per-thread scratch chunk (no fresh allocation, so
+        no page faults, per chunk). ``post(region)``, if given, runs on each filled region in
+        the same thread (label arrays apply the body mapping there). At a locked version the
+        chunks in the locked-chunk cache are served first, in one lookup, and only the others
+        are read.
+        """
+        space = self._space
+        n = sel.count_chunks(self.chunks, shape)
+        cache, keep = _locked_cache(ctx, n * self._chunk_nbytes())
+        inst = space.inst
+        # 3-d step-1 boxes of blosc2 chunks: a partial chunk is decoded and copied in one
+        # GIL-free call (see diced.array.codecs._blosc_kernels)
+        boxed = (out.ndim == 3 and hasattr(self.codec, "decode_box") and self.dtype.isnative
+                 and (self.dtype.kind in "biu" or self.dtype.char in "fdFD")  # numba's types
+                 and isinstance(sel, Selection) and all(d.step == 1 for d in sel.dims))
+
+        def work(group: list[ChunkProjection]) -> None:
+            def fill(i: int, data: bytes | memoryview | None) -> None:
+                p = group[i]
+                if keep and data is not None:  # locked version: decode once, keep, copy out
+                    chunk = self._decode(data)
+                    cache.put((ctx.repo, ctx.uuid, inst, p.coords), chunk)  # type: ignore[union-attr]
+                    _copy_out(p, chunk, out, post)
+                    return
+                if p.fancy:  # index arrays: out[out_sel] would be a copy, so assign into it
+                    if data is None:
+                        out[p.out_sel] = self.fill_value
+                        return
+                    vals = self._decode(data, out=_scratch(self.chunks, self.dtype))[p.chunk_sel]
+                    if post is not None:
+                        post(vals)
+                    out[p.out_sel] = vals
+                    return
+                target = out[p.out_sel]
+                if data is None:
+                    target[...] = self.fill_value
+                    return
+                if p.full and _is_whole(p, self.chunks) and target.flags.c_contiguous:
+                    self._decode(data, out=target)
+                else:
+                    scratch = _scratch(self.chunks, self.dtype)
+                    if boxed and _decode_box(self.codec, data, p, scratch, out):
+                        if post is not None:
+                            post(target)
+                        return
+                    if not _decode_part(self.codec, data, self.chunks, p, scratch):
+                        self._decode(data, out=scratch)
+                    target[...] = scratch[p.chunk_sel]
+                if post is not None:
+                    post(target)
+
+            space.visit([K.chunk_ckey(p.coords) for p in group], ctx, fill)
+
+        remote = not space.ordered  # object stores: many groups in flight (see _readplan)
+        projections: Iterable[ChunkProjection] = sel.project(self.chunks, shape)
+        if cache is not None:  # locked version: cached chunks first, then read the others
+            projections = _serve_cached(projections, cache, (ctx.repo, ctx.uuid, inst), out,
+                                        post, _pool, _common._WORKERS)
+            n = len(projections)
+        if not remote:
+            self._run_queue(list(projections), work)
+            return
+        # groups of at most GROUP_BYTES, and enough of them that all are in flight at once
+        per = max(1, min(GROUP_BYTES // self._chunk_nbytes(), -(-n // IO_WORKERS)))
+        groups = _batches(projections, 1, per)
+        first = next(groups, None)
+        if first is None:
+            return
+        second = next(groups, None)
+        if second is None:
+            work(first)
+            return
+        # the pool takes every group but the first, which this thread reads meanwhile
+        futures = [io_pool().submit(work, g) for g in _chain([second], groups)]
+        try:
+            work(first)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        for f in futures:
+            f.result()
+
+    def _run_queue(self, items: list[ChunkProjection],
+                   work: Callable[[list[ChunkProjection]], None]) -> None:
+        """Read ``items`` with this thread and up to ``_WORKERS - 1`` pool threads taking
+        batches from one shared queue, costliest chunks first, batches shrinking as the
+        queue empties (guided self-scheduling), so every thread finishes at about the same
+        time. A box read meets chunks that cost very different amounts (a chunk cut to a few
+        planes decodes only those), and fixed groups left one core idle while the last,
+        heaviest group finished."""
+        if not items:
+            return
+        k = min(_common._WORKERS, len(items))
+        if k == 1:
+            work(items)
+            return
+        cap = max(1, GROUP_BYTES // self._chunk_nbytes())
+        lead = self.chunks[0]
+        if hasattr(self.codec, "decode_rows"):  # partial chunks decode only their rows
+            items.sort(key=lambda p: _rows(p.chunk_sel[0], lead), reverse=True)
+        queue = collections.deque(items)
+        lock = threading.Lock()
+        failed: list[BaseException] = []
+
+        def runner() -> None:
+            while not failed:
+                with lock:
+                    m = min(cap, max(1, len(queue) // (2 * k)), len(queue))
+                    batch = [queue.popleft() for _ in range(m)]
+                if not batch:
+                    return
+                try:
+                    work(batch)
+                except BaseException as exc:
+                    failed.append(exc)
+                    raise
+
+        futures = [_pool().submit(runner) for _ in range(k - 1)]
+        try:
+            runner()
+        finally:
+            for f in futures:
+                try:
+                    f.result()
+                except BaseException as exc:  # noqa: BLE001 - the first failure is raised
+                    if not failed:
+                        failed.append(exc)
+        if failed:
+            raise failed[0]
+
+    def prefetch(self, selection: Any = Ellipsis, *, margin: int = 1) -> Any:
+        """Warm the locked-chunk cache (:mod:`diced.backends.cache`) in the background with the
+        chunks of ``selection`` grown by ``margin`` chunks on every side, so that a viewer
+        scrolling on through a locked version finds them decoded. Opt-in, bounded (nothing
+        is done when the region exceeds half the cache), one background thread.
+
+        Returns a :class:`concurrent.futures.Future` of the number of chunks read (``0``:
+        nothing to do: the version is open, the cache is off or the region too large)."""
+        from diced.array._readcache import prefetch
+
+        return prefetch(self, selection, margin)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self[...]
+        arr = np.asarray(arr)
+        return arr.astype(dtype) if dtype is not None else arr
+
+
+def _rows(s: Any, lead: int) -> int:
+    """Leading-axis rows a chunk's selection covers (the whole chunk for index arrays)."""
+    if isinstance(s, slice) and s.step in (None, 1) and s.start is not None \
+            and s.stop is not None:
+        return s.stop - s.start
+    return lead
