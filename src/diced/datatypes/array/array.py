@@ -214,7 +214,10 @@ class VersionedArray(ArrayReads, ArrayWrites):
         return [None if v is None else self._decode(v) for v in vals]
 
     def _chunk_nbytes(self) -> int:
-        return int(np.prod(self.chunks)) * self.dtype.itemsize
+        n = 1
+        for c in self.chunks:  # (np.prod costs more than the rest of a cached read's planning)
+            n *= c
+        return n * self.dtype.itemsize
 
     # --- multiscale ------------------------------------------------------------------------
 
