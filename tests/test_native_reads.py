@@ -273,3 +273,29 @@ def test_gcs_native_failure_falls_back_to_gcsfs(store_location, caplog, monkeypa
         assert objects._native is None and "native object reads" in caplog.text
     finally:
         store.close()
+
+
+@pytest.mark.backends("gcs")
+def test_gcs_listing_costs_one_request_per_prefix(store_location, monkeypatch):
+    store = _gcs_store(store_location)
+    try:
+        raw = store.raw_backend
+        raw.set_many({"p/a": b"1", "p/b/c": b"2", "q x/%y": b"3", "pp": b"4"})
+        objects = raw._objects
+        prefixes = ["p/", "p", "q x/", "nothing/", "no", ""]
+        calls = []
+        real = objects._list_objects
+
+        async def counting(*args, **kwargs):
+            calls.append(kwargs.get("prefix"))
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(objects, "_list_objects", counting)
+        listed = raw.list_prefixes(prefixes)
+        assert sorted(calls) == sorted(p for p in prefixes if p)  # empty ones: one request too
+        assert listed[:5] == [["p/a", "p/b/c"], ["p/a", "p/b/c", "pp"], ["q x/%y"], [], []]
+        assert set(listed[5]) >= {"p/a", "p/b/c", "pp", "q x/%y"}
+        monkeypatch.setattr(objects, "_list_objects", None)  # gcsfs's find()
+        assert raw.list_prefixes(prefixes) == listed
+    finally:
+        store.close()

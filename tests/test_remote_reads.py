@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 from collections import Counter

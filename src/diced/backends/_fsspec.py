@@ -145,6 +145,10 @@ class _FsObjects:
             self.capabilities = Capabilities(compare_and_set=True)
         # gcsfs and s3fs list "<path>/<prefix>*" server-side with find(path, prefix=...)
         self._find_prefix = self._async and "prefix" in inspect.signature(fs._find).parameters
+        # gcsfs's find() repeats an empty prefix listing (the same request, "as a file"):
+        # one request per listing through the object listing it wraps
+        self._list_objects = getattr(fs, "_do_list_objects", None) \
+            if self._conditional == "gcs" else None
         # s3fs sends a HEAD before each GET to decide on a ranged parallel download (worth
         # it only for values far larger than chunks): one request per value instead
         self._cat_options: dict[str, Any] = {}
@@ -221,6 +225,9 @@ class _FsObjects:
 
         async def one(prefix: str) -> list[str]:
             async with gate:
+                if prefix and self._list_objects is not None:
+                    objects, _ = await self._list_objects(self.root, delimiter="", prefix=prefix)
+                    return [o["name"] for o in objects]
                 if prefix:
                     return await self.fs._find(self.root, prefix=prefix)
                 return await self.fs._find(self.root)
