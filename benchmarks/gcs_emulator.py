@@ -2,13 +2,14 @@
 
     python benchmarks/gcs_emulator.py PORT BUCKET
 
-The same fixes as the test fixture (tests/conftest.py ``gcs_emulator``): no metadata
-dump to disk on every request (in-memory mode never reads it back, and it makes each
-request cost O(objects)), and multipart uploads keep every byte (the emulator's parser
-dropped a trailing ``\\r``); and the fixture's GCS preconditions and download headers
-(``ifGenerationMatch``, ``x-goog-generation``, ``ETag``, ``Last-Modified``): diced's
-compare-and-set needs the first two, its native gs:// reads (obstore, through the XML API
-route ``GET /<bucket>/<object>``) the last two. Serves until killed.
+The test fixture's fixes (tests/conftest.py ``gcs_emulator``): no metadata dump to disk on
+every request (in-memory mode never reads it back, and it makes each request cost
+O(objects)); multipart uploads keep every byte (the emulator's parser dropped a trailing
+``\\r``); GCS's ``ifGenerationMatch`` and the ``x-goog-generation`` download header, which
+diced's compare-and-set needs (without them row 6 failed at ``create_array``). Beyond the
+fixture, downloads carry ``ETag`` and ``Last-Modified`` as on GCS: obstore's GCS client (XML
+API ``GET /<bucket>/<object>``, a candidate in bench_gcs_fetch.py) refuses responses without.
+Serves until killed.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def _gcs_preconditions(server: Any) -> None:
     """GCS's ``ifGenerationMatch`` on uploads and deletes (diced's compare-and-set on gs://
     relies on it; the emulator ignores it) and the download headers GCS sends
     (``x-goog-generation``, ``ETag``, ``Last-Modified``). The emulator serves one request
-    at a time, so the check and the write are atomic as on GCS. The same as the test
-    fixture's (tests/conftest.py)."""
+    at a time, so the check and the write are atomic as on GCS. As the test fixture's
+    (tests/conftest.py), plus ``ETag`` and ``Last-Modified``."""
     from email.utils import format_datetime
     from http import HTTPStatus
 
