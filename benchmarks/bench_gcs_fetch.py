@@ -2,7 +2,7 @@
 candidate native clients for gs:// reads (issue 12 §3; see BENCHMARKS.md, "Native GCS reads").
 
     PYTHONPATH=src python benchmarks/bench_gcs_fetch.py [--latency 0,20] [--size 262144]
-        [--count 64] [--repeat 9]
+        [--count 64] [--repeat 9] [--cold-reads 256]
 
 The emulator (benchmarks/gcs_emulator.py) runs in a child process, behind bench_core.py's
 delaying proxy when a latency is given. Candidates, interleaved, each checked against the
@@ -13,6 +13,10 @@ stored values before timing (wall time and this process's CPU time, medians):
   downloads on one aiohttp session on the native-reads loop);
 * ``obstore GCSStore``: obstore's Rust client (XML API, ``base_url`` at the emulator);
 * ``urllib3 threads``: JSON-API downloads on a urllib3 pool, 32 threads.
+
+``--cold-reads N`` adds an A/B of whole diced cold reads (bench_core.py row 6's uint8 N^3
+array and 20 unaligned 64^3 boxes: a new ``Store``, then ``open_repo`` + version + array +
+read timed, chunk cache cleared), gcsfs reads against native reads, interleaved.
 """
 
 from __future__ import annotations
@@ -82,6 +86,55 @@ def candidates(ep: str, bucket: str, paths: list[str]) -> dict[str, Any]:
     return out
 
 
+def cold_reads(direct: str, port: int, n: int, latencies: list[float], repeat: int) -> None:
+    """diced cold reads through gcsfs vs through the native reader, interleaved."""
+    import numpy as np
+    from bench_core import CHUNKS, DICED_CODEC, ProxyProcess, make_image, random_boxes
+
+    import diced
+    from diced.backends.cache import chunk_cache
+
+    url = "gs://fetch/cold"
+    data = make_image(n)
+    store = diced.Store(url, create=True, durable=False, token="anon", endpoint_url=direct)
+    repo = store.create_repo("remote")
+    repo.create_array("a", data.dtype, data.shape, chunks=CHUNKS, codec=DICED_CODEC)[...] = data
+    uuid = repo.commit("locked").uuid
+    store.close()
+    boxes = random_boxes(n, 64, 20, seed=2)
+    print(f"diced cold reads of a {n}^3 uint8 array, gcsfs vs native gs:// reads, median of "
+          f"{repeat}")
+    for lat in latencies:
+        proxy = ProxyProcess(port, lat / 1000) if lat else None
+        ep = f"http://127.0.0.1:{proxy.port}" if proxy else direct
+        t: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        try:
+            for rep in range(repeat):
+                for mode in ("gcsfs", "native"):
+                    for what, sels in (("whole", [Ellipsis]), ("boxes", boxes)):
+                        chunk_cache().clear()
+                        st = diced.Store(url, create=False, token="anon", endpoint_url=ep)
+                        if mode == "gcsfs":
+                            st.raw_backend._objects._native = None
+                        t0, c0 = time.perf_counter(), time.process_time()
+                        h = st.open_repo("remote").version(uuid).array("a")
+                        got = [h[s] for s in sels]
+                        t.setdefault((what, mode), []).append(
+                            (time.perf_counter() - t0, time.process_time() - c0))
+                        if rep == 0 and not all(np.array_equal(g, data[s])
+                                                for g, s in zip(got, sels, strict=True)):
+                            raise AssertionError(f"{mode} {what} read differs")
+                        st.close()
+        finally:
+            if proxy is not None:
+                proxy.close()
+        for (what, mode), v in sorted(t.items()):
+            print(f"  {lat:g} ms  {what:5s} {mode:6s}  wall "
+                  f"{statistics.median(x[0] for x in v) * 1e3:7.1f} ms  (min "
+                  f"{min(x[0] for x in v) * 1e3:6.1f})  client CPU "
+                  f"{statistics.median(x[1] for x in v) * 1e3:6.1f} ms", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench_core import ProxyProcess, start_gcs
 
@@ -90,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=256 * 1024, help="bytes per object")
     ap.add_argument("--count", type=int, default=64, help="objects per fetch")
     ap.add_argument("--repeat", type=int, default=9)
+    ap.add_argument("--cold-reads", type=int, default=0, metavar="N",
+                    help="also time diced cold reads of an N^3 array, gcsfs vs native")
     args = ap.parse_args(argv)
     bucket = "fetch"
     server, port = start_gcs(bucket)
@@ -103,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         want = [data[p] for p in paths]
         print(f"{args.count} objects of {args.size} B, GCS emulator on loopback, median of "
               f"{args.repeat}, load average {os.getloadavg()[0]:.1f}")
-        for lat in [float(x) for x in args.latency.split(",") if x.strip()]:
+        latencies = [float(x) for x in args.latency.split(",") if x.strip()]
+        for lat in latencies:
             proxy = ProxyProcess(port, lat / 1000) if lat else None
             ep = f"http://127.0.0.1:{proxy.port}" if proxy else direct
             try:
@@ -126,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 if proxy is not None:
                     proxy.close()
+        if args.cold_reads:
+            cold_reads(direct, port, args.cold_reads, latencies, args.repeat)
         print(f"load average at the end {os.getloadavg()[0]:.1f}")
     finally:
         server.terminate()
