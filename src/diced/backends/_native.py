@@ -206,7 +206,6 @@ class GCSReader:
         self.fs = fs
         self.bucket = bucket
         self.prefix = prefix
-        self.pid = os.getpid()
         location = str(fs._location).rstrip("/")
         self._base = f"{location}/download/storage/v1/b/{quote(bucket, safe='')}/o/"
         self._query = "?alt=media"
