@@ -20,7 +20,9 @@ Three object layers sit under one :class:`FsspecBackend`:
   request to the object store (S3 ``If-None-Match: *`` to create, ``If-Match: <ETag>`` of
   the value just read to replace or delete; GCS ``ifGenerationMatch`` with ``0`` or the
   generation just read), sent with the s3fs/gcsfs clients' own sessions. Elsewhere
-  ``compare_and_set`` and ``update`` are the base class's read-then-write.
+  ``compare_and_set`` and ``update`` are the base class's read-then-write. Reads of
+  ``s3://`` and ``gs://`` objects take the faster native path of
+  :mod:`diced.backends._native` when it applies (``DICED_NATIVE_READS=0`` turns it off).
 
 Limits of the key-as-path layout: a key and a key below it (``a/b`` and ``a/b/c``) cannot
 both exist on ``file://`` or ``memory://`` (writing the second raises
@@ -47,6 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from typing import Any
 
+from diced.backends._native import native_reader as _native_reader
 from diced.backends.base import Backend, Capabilities, UpdateFn
 from diced.errors import (
     BackendError,
@@ -142,6 +145,10 @@ class _FsObjects:
             self.capabilities = Capabilities(compare_and_set=True)
         # gcsfs and s3fs list "<path>/<prefix>*" server-side with find(path, prefix=...)
         self._find_prefix = self._async and "prefix" in inspect.signature(fs._find).parameters
+        # gcsfs's find() repeats an empty prefix listing (the same request, "as a file"):
+        # one request per listing through the object listing it wraps
+        self._list_objects = getattr(fs, "_do_list_objects", None) \
+            if self._conditional == "gcs" else None
         # s3fs sends a HEAD before each GET to decide on a ranged parallel download (worth
         # it only for values far larger than chunks): one request per value instead
         self._cat_options: dict[str, Any] = {}
@@ -164,7 +171,7 @@ class _FsObjects:
         if not keys:
             return []
         native = self._native
-        if native is not None and native.pid != os.getpid():
+        if native is not None and not native.usable():
             self._native = native = None  # a forked child: its client's runtime stayed behind
         if native is not None:
             try:
@@ -218,6 +225,9 @@ class _FsObjects:
 
         async def one(prefix: str) -> list[str]:
             async with gate:
+                if prefix and self._list_objects is not None:
+                    objects, _ = await self._list_objects(self.root, delimiter="", prefix=prefix)
+                    return [o["name"] for o in objects]
                 if prefix:
                     return await self.fs._find(self.root, prefix=prefix)
                 return await self.fs._find(self.root)
@@ -349,101 +359,6 @@ async def _gcs_get(fs: Any, bucket: str, key: str) -> tuple[bytes | None, str | 
     except FileNotFoundError:
         return None, None
     return bytes(data), headers.get("x-goog-generation")
-
-
-#: set to "0" to read object stores through fsspec only (no obstore)
-_NATIVE_ENV = "DICED_NATIVE_READS"
-_NATIVE_CONCURRENCY = 64
-
-
-class _NativeReader:
-    """Concurrent GETs of s3:// objects through obstore (Rust): the per-request client CPU
-    of s3fs (request signing and response parsing in Python) is what remote reads spent
-    their time on. Reads only; writes and listings stay with fsspec. (gs:// stays on gcsfs:
-    obstore reads GCS through its XML API, which the GCS emulator of the tests lacks.)"""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        self.pid = os.getpid()
-
-    def read(self, keys: Sequence[str]) -> list[bytes | None]:
-        if os.getpid() != self.pid:  # a forked child: the client's runtime stayed behind
-            raise BackendError("native reader inherited across fork")
-        return _run_native(self._read_all(list(keys)))
-
-    async def _read_all(self, keys: list[str]) -> list[bytes | None]:
-        import obstore
-        from obstore.exceptions import NotFoundError
-
-        gate = asyncio.Semaphore(_NATIVE_CONCURRENCY)
-
-        async def one(key: str) -> bytes | None:
-            async with gate:
-                try:
-                    got = await obstore.get_async(self.store, key)
-                    return bytes(await got.bytes_async())
-                except (NotFoundError, FileNotFoundError):
-                    return None
-
-        return list(await asyncio.gather(*(one(k) for k in keys)))
-
-
-_NATIVE_LOOP: tuple[int, asyncio.AbstractEventLoop] | None = None
-_NATIVE_LOOP_LOCK = threading.Lock()
-
-
-def _run_native(coro: Any) -> Any:
-    """Run ``coro`` on the process-wide loop of native reads (a daemon thread; a new one
-    in a forked child, where the parent's thread does not exist)."""
-    global _NATIVE_LOOP
-    pid = os.getpid()
-    if _NATIVE_LOOP is None or _NATIVE_LOOP[0] != pid:
-        with _NATIVE_LOOP_LOCK:
-            if _NATIVE_LOOP is None or _NATIVE_LOOP[0] != pid:
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="diced-native-reads",
-                                 daemon=True).start()
-                _NATIVE_LOOP = (pid, loop)
-    return asyncio.run_coroutine_threadsafe(coro, _NATIVE_LOOP[1]).result()
-
-
-def _native_reader(fs: Any, root: str) -> _NativeReader | None:
-    """An obstore reader for an s3fs filesystem when obstore is installed and the
-    filesystem's settings translate (endpoint, region, keys or anonymity); else ``None``."""
-    if os.environ.get(_NATIVE_ENV, "1").strip() == "0":
-        return None
-    if type(fs).__module__.split(".")[0] != "s3fs":
-        return None
-    try:
-        from obstore.store import S3Store
-    except ImportError:
-        return None
-    bucket, _, prefix = root.partition("/")
-    ck = dict(getattr(fs, "client_kwargs", None) or {})
-    endpoint = ck.get("endpoint_url") or getattr(fs, "endpoint_url", None)
-    cfg: dict[str, Any] = {}
-    region = ck.get("region_name") or os.environ.get("AWS_REGION") \
-        or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        cfg["region"] = region
-    if endpoint:
-        cfg["endpoint"] = endpoint
-    if getattr(fs, "anon", False):
-        cfg["skip_signature"] = True
-    elif getattr(fs, "key", None) and getattr(fs, "secret", None):
-        cfg["access_key_id"] = fs.key
-        cfg["secret_access_key"] = fs.secret
-        if getattr(fs, "token", None):
-            cfg["session_token"] = fs.token
-    elif not os.environ.get("AWS_ACCESS_KEY_ID"):
-        return None  # credentials from a boto profile or the like: leave them to s3fs
-    opts = {"allow_http": True} if str(endpoint or "").startswith("http://") else {}
-    try:
-        store = S3Store(bucket, prefix=prefix or None, config=cfg, client_options=opts)
-    except Exception as exc:  # noqa: BLE001 - settings obstore refuses: fsspec handles them
-        log.debug("no native reads for %s: %r", root, exc)
-        return None
-    return _NativeReader(store)
 
 
 #: memory root -> lock; memory:// is one dict per process, so these cover every writer
