@@ -180,3 +180,26 @@ def test_decode_box_refuses_damaged_and_foreign_chunks():
     odd = blosc2.compress2(chunk, typesize=3, clevel=1)
     assert not codec.decode_box(odd, 0, 4, box, origin, scratch, out)
     assert np.array_equal(codec.decode(odd, chunk.shape, chunk.dtype), chunk)
+
+
+def test_reads_from_inside_a_saturated_pool_finish(arr, monkeypatch):
+    """A local read run by a pool thread while every other pool thread is busy (a read
+    nested in pool work, or a server's many concurrent reads) completes on its own thread:
+    it never waits for queue runners no thread has started."""
+    import threading
+
+    from diced.datatypes.array import _common
+
+    a, data = arr
+    if not a._space.ordered:
+        pytest.skip("object stores read fixed groups on the I/O pool")
+    pool = _common._pool()
+    release = threading.Event()
+    blockers = [pool.submit(release.wait, 30) for _ in range(pool._max_workers - 1)]
+    try:
+        got = pool.submit(lambda: a[1:31, 2:30, 3:29]).result(timeout=20)
+    finally:
+        release.set()
+        for b in blockers:
+            b.result()
+    assert np.array_equal(got, data[1:31, 2:30, 3:29])

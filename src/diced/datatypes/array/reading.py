@@ -230,7 +230,13 @@ class ArrayReads:
         try:
             runner()
         finally:
+            # this thread's runner returns when the queue is empty (or on a failure): a runner
+            # no pool thread has started yet has nothing left to do, so it is cancelled
+            # instead of waited for (a busy pool, e.g. a server's concurrent reads, adds no
+            # latency, and a read called from a pool thread cannot wait on itself)
             for f in futures:
+                if f.cancel():
+                    continue
                 try:
                     f.result()
                 except BaseException as exc:  # noqa: BLE001 - the first failure is raised
