@@ -391,7 +391,6 @@ class RepoInstancesMixin:
             self._update_instance(name, fn)
 
 
-
 def instance_spaces(rec: dict[str, Any]) -> list[int]:
     """Every key-space id an instance owns (its own, pyramid levels, label spaces)."""
     return _datatype_or_base(rec["type"]).spaces(rec)

@@ -21,7 +21,6 @@ class _RefMoved(Exception):
     """A branch ref moved since the snapshot a change was planned on (internal)."""
 
 
-
 class RepoRefsMixin:
     """Ref lookups and branch/tag creation of a :class:`~diced.repo.repo.Repo` (see the
     module docstring)."""
