@@ -18,25 +18,21 @@ import fsspec
 import numpy as np
 
 from diced.errors import DicedError, InvalidArgumentError
+from diced.export._convert_plan import _check_source_shard, _fs, _list_output
+from diced.export._convert_spec import (
+    _BLOCK,
+    _check_scales,
+    _load_spec_obj,
+    _output_scales,
+    _OutScale,
+)
+from diced.export._convert_workers import _raise_block
 from diced.export._dvid_source import ArrowRecords as _ArrowRecords
 from diced.export._dvid_source import SourceShard as _SourceShard
 from diced.export._dvid_source import block_and_table as _block_and_table
 from diced.export._dvid_source import list_source as _list_source
 from diced.export._dvid_source import url as _url
-from diced.export.convert_shards import (
-    _BLOCK,
-    ShardFailure,
-    _check_scales,
-    _check_source_shard,
-    _failure_lines,
-    _fs,
-    _list_output,
-    _load_spec_obj,
-    _output_scales,
-    _OutScale,
-    _raise_block,
-    _retry_command,
-)
+from diced.export.convert_shards import ShardFailure, _failure_lines, _retry_command
 from diced.export.shard_reader import ShardIndex
 
 __all__ = ["VerifyReport", "VerifyScale", "verify_export"]

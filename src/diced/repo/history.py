@@ -43,8 +43,9 @@ import numpy as np
 from diced.backends.base import Backend
 from diced.errors import CorruptMetadataError, RepoNotFoundError
 from diced.repo import keys as K
-from diced.repo.dag import DAG, MASTER, Columns, Node, TextSource
+from diced.repo.dag import DAG, MASTER, Node
 from diced.repo.meta import cas_update, dump_doc, load_doc
+from diced.repo.nodes import Columns, TextSource
 
 __all__ = ["PACK_MIN", "RepoState", "catch_up", "decode_pack", "encode_pack", "journal",
            "journal_fn",
