@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import time
 import uuid
 
 import numpy as np
@@ -192,6 +193,9 @@ def _make_flaky(marker: str, kill: bool):
     def fn(block, box):
         if box[0].start >= 48 and not os.path.exists(marker):
             pathlib.Path(marker).write_text("failed once")
+            # fail late, so that other tasks have written chunks (a run that failed before
+            # any task finished would leave nothing for the rerun to skip)
+            time.sleep(1.0)
             if kill:
                 os._exit(3)  # the worker process dies mid-task
             raise RuntimeError("injected task failure")
