@@ -289,9 +289,10 @@ def _info(repo: Any, name: str, record: dict[str, Any], handle: Any) -> dict[str
 
 def _create(repo: Any, name: str, settings: dict[str, str]) -> Any:
     """A new annotation (``BlockSize`` optional, default 64; ``sync`` a labelmap name)."""
-    from diced.server.settings import block_size, create_props
+    from diced.server.settings import block_size, check_props, create_props
 
     bs = block_size(settings, 64)
+    check_props(settings)
     sync = [n.strip() for n in settings.get("sync", "").split(",") if n.strip()]
     if len(sync) > 1:
         raise bad(f"annotation can sync with one labelmap, got {sync}")

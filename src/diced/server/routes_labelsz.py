@@ -113,8 +113,9 @@ def _create(repo: Any, name: str, settings: dict[str, str]) -> Any:
     annotation name)."""
     from diced.errors import InstanceNotFoundError
     from diced.server._http import not_found
-    from diced.server.settings import create_props
+    from diced.server.settings import check_props, create_props
 
+    check_props(settings)
     roi = settings.get("roi", "").split(",")[0].strip() or None
     sync = [n.strip() for n in settings.get("sync", "").split(",") if n.strip()]
     if len(sync) > 1:

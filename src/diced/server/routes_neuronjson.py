@@ -224,8 +224,9 @@ def _info(repo: Any, name: str, record: dict[str, Any], handle: Any) -> dict[str
 
 def _create(repo: Any, name: str, settings: dict[str, str]) -> Any:
     """A new neuronjson (DVID's Firestore settings ``ProjectID``/``DatasetID`` are ignored)."""
-    from diced.server.settings import create_props
+    from diced.server.settings import check_props, create_props
 
+    check_props(settings)
     nj = repo.create_instance(name, "neuronjson")
     create_props(repo, name, settings)
     return nj

@@ -99,9 +99,10 @@ def _info(repo: Any, name: str, record: dict[str, Any], handle: Any) -> dict[str
 
 def _create(repo: Any, name: str, settings: dict[str, str]) -> Any:
     """A new ROI (``BlockSize`` optional, default 32 as DVID)."""
-    from diced.server.settings import block_size, create_props
+    from diced.server.settings import block_size, check_props, create_props
 
     bs = block_size(settings, 32)
+    check_props(settings)
     roi = repo.create_instance(name, "roi", block_size=list(bs))
     create_props(repo, name, settings)
     return roi
