@@ -74,7 +74,8 @@ def _user(req: InstanceRequest) -> str:
 
 
 def _keys(req: InstanceRequest) -> Response:
-    return json_response([str(b) for b in req.instance().keys()])
+    ids: list[int] = req.instance().keys()
+    return json_response([str(b) for b in ids])
 
 
 def _range(req: InstanceRequest) -> tuple[int, int]:
@@ -85,7 +86,8 @@ def _range(req: InstanceRequest) -> tuple[int, int]:
 
 def _keyrange(req: InstanceRequest) -> Response:
     a, b = _range(req)
-    return json_response([str(k) for k in req.instance().keys() if a <= k <= b])
+    ids: list[int] = req.instance().keys()
+    return json_response([str(k) for k in ids if a <= k <= b])
 
 
 def _values_response(req: InstanceRequest, items: list[tuple[str, dict[str, Any] | None]],
@@ -110,7 +112,8 @@ def _keyrangevalues(req: InstanceRequest) -> Response:
     a, b = _range(req)
     show, fields = _show(req), _fields(req)
     nj = req.instance()
-    ids = [k for k in nj.keys() if a <= k <= b]
+    every: list[int] = nj.keys()
+    ids = [k for k in every if a <= k <= b]
     docs = nj.get_many(ids, show=show, fields=fields)
     items = [(str(k), docs.get(k)) for k in ids]
     q = req.query
