@@ -21,7 +21,6 @@ import diced
 from diced.server import serve
 from diced.server._proto import decode_keyvalues, encode_keyvalues
 
-
 N = 128
 
 
@@ -455,6 +454,16 @@ def test_neuronjson_bad_input_changes_nothing(srv: Served) -> None:
     assert _snapshot(srv) == before
 
 
+def test_help_and_tags(srv: Served) -> None:
+    c = srv.client
+    for typename, keyword in (("annotation", "elements"), ("roi", "ptquery"),
+                              ("labelsz", "threshold"), ("neuronjson", "query")):
+        assert keyword in _ok(c.get(f"/api/help/{typename}")).text
+    _ok(srv.post("lh", "tags", json={"Tags": {"source": "test"}}))
+    assert _ok(srv.get("lh", "tags")).json() == {"Tags": {"source": "test"}}
+    assert _ok(srv.get("lh", "info")).json()["Base"]["Tags"] == {"source": "test"}
+
+
 # --- locked nodes --------------------------------------------------------------------------
 
 def test_locked_node_refuses_writes_allows_post_reads(srv: Served) -> None:
@@ -490,6 +499,11 @@ def test_locked_node_refuses_writes_allows_post_reads(srv: Served) -> None:
                       json={"x": 1}, params={"onlyid": "true"})).json() == [9]
     assert _ok(c.get(f"/api/node/{locked}/synapses_labelsz/count/7/PreSyn")).json() == {
         "Label": 7, "PreSyn": 1}
+    n9 = _ok(c.get(f"/api/node/{locked}/synapses_labelsz/count/9/PostSyn")).json()
+    assert _ok(c.post(f"/api/node/{locked}/synapses_labelsz/counts/PostSyn", json=[9])).json() \
+        == [n9]
+    assert c.post(f"/api/node/{locked}/synapses_labelsz/sync",
+                  json={"sync": "synapses"}).status_code == 400
     after = {k: c.get(f"/api/node/{locked}/{p}").content for k, p in (
         ("ann", "synapses/all-elements"), ("roi", "lh/roi"),
         ("nj", "segmentation_annotations/all?show=all"))}
@@ -499,3 +513,4 @@ def test_locked_node_refuses_writes_allows_post_reads(srv: Served) -> None:
     _ok(c.post(f"/api/node/{child}/lh/roi", json=[[7, 7, 7, 7]]))
     assert _ok(c.get(f"/api/node/{child}/lh/roi")).json() == [[7, 7, 7, 7]]
     assert _ok(c.get(f"/api/node/{locked}/lh/roi")).json() == [[0, 0, 0, 1]]
+
