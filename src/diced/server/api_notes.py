@@ -98,7 +98,7 @@ size, default 64, ``Extended.BlockSize``); POST ``blocks`` takes that shape;
 ``?relationships=true`` (``verbose`` adds the partner's ``Kind``/``Tags``/``Prop`` to each
 relationship); ``label`` needs a sync to a labelmap (POST ``sync {"sync": "seg"}`` or the
 ``sync`` setting at creation; a sync cannot be changed later). DELETE ``element/{x_y_z}``
-(partners drop their relationships; 404 if absent), POST ``move/{from}/{to}`` (400 if the
+(partners drop their relationships; 404 if absent; GET it is a diced extension), POST ``move/{from}/{to}`` (400 if the
 destination holds an element), POST ``reload`` rebuilds the tag and label indexes.
 Not served: POST ``labels`` (diced derives the label index itself).
 
