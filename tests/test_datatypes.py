@@ -130,7 +130,8 @@ def test_dvid_typenames():
     assert kv.dvid_typename({}) == "keyvalue"
     assert (arr.http_routes, lab.http_routes, kv.http_routes) == (
         "diced.server.routes_array", "diced.server.routes_labels", "diced.server.routes_keyvalue")
-    assert get_datatype("annotation").http_routes is None  # no endpoints yet
+    for name in ("annotation", "roi", "labelsz", "neuronjson"):
+        assert get_datatype(name).http_routes == f"diced.server.routes_{name}"
 
 
 def test_server_uses_the_registry(tally_type):

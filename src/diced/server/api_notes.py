@@ -81,9 +81,55 @@ re-gzipped (same labels as DVID's verbatim copy, not the same gzip bytes).
 
 Differences from DVID worth knowing: instances created through the API start with the extent
 of one block and grow as data is written (DVID has no extent); ``u=``/``app=`` are accepted
-but not recorded; POST ``index``/``indices``/``mappings``/``maxlabel``, annotation and ROI
-types answer 400.
+but not recorded; POST ``index``/``indices``/``mappings``/``maxlabel`` answer 400.
 
 Keyvalue: ``keys`` -> ``[key, ...]``; ``key/{key}`` GET/POST/DELETE/HEAD (raw bytes);
 ``keyrange/{k1}/{k2}``; ``keyvalues`` (protobuf or ``?json=true``).
+
+Annotation (``annotation``, dvid-reference §4.8; element JSON ``{"Pos": [x, y, z], "Kind":
+"PreSyn"|"PostSyn"|"Gap"|"Note"|"Unknown", "Tags": [str], "Prop": {str: str}, "Rels": [{"Rel":
+"PreSynTo"|..., "To": [x, y, z]}]}``, fields in that order, ``Tags``/``Prop``/``Rels`` answered
+as ``[]``/``{}`` when empty): ``elements/{size}/{offset}`` -> ``[element]`` with ``Rels`` in the
+box ``offset <= Pos < offset + size``; POST ``elements`` ``[element]`` adds or replaces by
+position (all validated first; send both sides of a relationship); ``all-elements`` and
+``blocks/{size}/{offset}`` -> ``{"bx,by,bz": [element]}`` (whole blocks of the instance's block
+size, default 64, ``Extended.BlockSize``); POST ``blocks`` takes that shape;
+``label/{id}``, ``tag/{tag}``, ``roi/{roi}[,{uuid}]`` -> ``[element]`` without ``Rels`` unless
+``?relationships=true`` (``verbose`` adds the partner's ``Kind``/``Tags``/``Prop`` to each
+relationship); ``label`` needs a sync to a labelmap (POST ``sync {"sync": "seg"}`` or the
+``sync`` setting at creation; a sync cannot be changed later). DELETE ``element/{x_y_z}``
+(partners drop their relationships; 404 if absent; GET it is a diced extension), POST ``move/{from}/{to}`` (400 if the
+destination holds an element), POST ``reload`` rebuilds the tag and label indexes.
+Not served: POST ``labels`` (diced derives the label index itself).
+
+ROI (``roi``, §4.9): ``roi`` -> ``[[z, y, x0, x1], ...]`` block spans (x1 inclusive) in normal
+form (sorted, touching spans merged: the same blocks DVID stores); POST ``roi`` replaces them
+(a span with ``x1 < x0`` -> 400); DELETE ``roi``; ``mask/0_1_2/{size}/{offset}`` -> one u8 per
+voxel, (z, y, x) C order, 1 inside; POST ``ptquery [[x, y, z], ...]`` -> ``[bool, ...]`` (a
+read: allowed on locked nodes); ``partition?batchsize=N`` -> ``{"NumTotalBlocks",
+"NumActiveBlocks", "NumSubvolumes", "ROI": {"MinChunk", "MaxChunk"}, "Subvolumes": [{"MinPoint",
+"MaxPoint" (inclusive voxels), "MinChunk", "MaxChunk", "TotalBlocks", "ActiveBlocks"}]}``
+(``optimized`` is accepted; the subvolumes are the same). ``info`` ``Extended``:
+``{"BlockSize": [x, y, z], "MinZ", "MaxZ"}``; block size 32 unless ``BlockSize`` is set.
+
+Labelsz (``labelsz``): counts of a synced annotation's elements per body, derived at each
+request: ``count/{id}/{type}`` -> ``{"Label": id, "<type>": n}``; ``counts/{type}`` (GET or
+POST, JSON body ``[id, ...]``) -> that object per id, in order; ``top/{n}/{type}`` and
+``threshold/{t}/{type}?offset=&n=`` (page of 10000 when ``n`` is 0) -> objects, most first, ties
+by ascending id. Types: ``PostSyn``, ``PreSyn``, ``Gap``, ``Note``, ``Unknown``, ``AllSyn``.
+POST ``sync {"sync": "annotation"}`` (or the ``sync`` setting; ``ROI`` setting restricts the
+counts to an ROI); POST ``reload`` is accepted and does nothing.
+
+Neuronjson (``neuronjson``): keys are body ids as decimal strings. ``keys`` -> ``["id", ...]``
+ascending; ``keyrange/{k1}/{k2}`` (numeric; a bound starting above ``9`` is the largest id);
+``keyrangevalues/{k1}/{k2}`` (protobuf, ``?json=true`` or ``?tar=true``); ``key/{id}`` GET ->
+the document (``{"bodyid": id, ...}``; ``?show=user|time|all`` adds ``<field>_user`` /
+``<field>_time`` stamps, ``?fields=a,b`` selects), HEAD 200/404, POST a JSON object (needs
+``?u=<user>``; updates the posted fields, ``null`` deletes one, ``?replace=true`` drops the
+others, ``?conditionals=f1,f2`` keeps values already set), DELETE (404 if absent);
+``keyvalues`` GET (protobuf Keys, or ``?json=true`` / ``?jsontar=true`` with a JSON list) and
+POST (protobuf KeyValues of JSON documents, ``?u=``); ``query`` GET or POST (a read) with a
+JSON object (fields ANDed; list values ORed; ``"re/<regex>"``, ``"exists/0|1"``) or a list of
+objects (ORed) -> ``[document]`` (``?onlyid=true`` -> ``[id]``); ``all``; ``fields`` ->
+``[name]``; ``fieldtimes`` -> ``{field: newest time}``.
 """

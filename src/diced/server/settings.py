@@ -7,7 +7,7 @@ from typing import Any
 from diced.server import props as P
 from diced.server._http import bad
 
-__all__ = ["block_size", "create_props"]
+__all__ = ["block_size", "check_props", "create_props"]
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -36,6 +36,15 @@ def block_size(settings: dict[str, str], default: int) -> tuple[int, int, int]:
 
 def create_props(repo: Any, name: str, settings: dict[str, str]) -> None:
     """Store VoxelSize, VoxelUnits and Tags given at instance creation."""
+    changes = check_props(settings)
+    if changes:
+        rec = repo._doc["instances"][name]
+        P.set_props(repo.backend, repo.uuid, rec["id"], changes)
+
+
+def check_props(settings: dict[str, str]) -> dict[str, Any]:
+    """The properties :func:`create_props` would store, validated (400 on bad values); call
+    it before creating an instance so that bad settings create nothing."""
     changes: dict[str, Any] = {}
     if settings.get("voxelsize"):
         changes["VoxelSize"] = _floats(settings["voxelsize"], "VoxelSize")
@@ -51,6 +60,4 @@ def create_props(repo: Any, name: str, settings: dict[str, str]) -> None:
             if k.strip():
                 tags[k.strip()] = v.strip()
         changes["Tags"] = tags
-    if changes:
-        rec = repo._doc["instances"][name]
-        P.set_props(repo.backend, repo.uuid, rec["id"], changes)
+    return changes

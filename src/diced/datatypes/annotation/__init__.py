@@ -35,6 +35,7 @@ class AnnotationType(Datatype):
 
     name = "annotation"
     dvid_names = ("annotation",)
+    http_routes = "diced.server.routes_annotation"
 
     def configure(self, vid: int, *, block_size: Any = 64) -> dict[str, Any]:
         sides = [block_size] * 3 if not isinstance(block_size, (list, tuple)) else block_size

@@ -26,6 +26,7 @@ class LabelSzType(Datatype):
 
     name = "labelsz"
     dvid_names = ("labelsz",)
+    http_routes = "diced.server.routes_labelsz"
 
     def configure(self, vid: int, *, roi: Any = None) -> dict[str, Any]:
         if roi is not None and (not isinstance(roi, str) or not roi):

@@ -21,6 +21,7 @@ class NeuronJSONType(Datatype):
 
     name = "neuronjson"
     dvid_names = ("neuronjson",)
+    http_routes = "diced.server.routes_neuronjson"
 
     def open(self, context: InstanceContext) -> NeuronJSON:
         return NeuronJSON(context)

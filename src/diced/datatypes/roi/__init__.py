@@ -26,6 +26,7 @@ class RoiType(Datatype):
 
     name = "roi"
     dvid_names = ("roi",)
+    http_routes = "diced.server.routes_roi"
 
     def configure(self, vid: int, *, block_size: Any = 32) -> dict[str, Any]:
         sides = [block_size] * 3 if not isinstance(block_size, (list, tuple)) else block_size
