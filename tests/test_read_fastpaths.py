@@ -91,7 +91,7 @@ def test_shared_queue_reads_every_chunk_once(arr, monkeypatch, workers):
     a, data = arr
     if not a._space.ordered:
         pytest.skip("object stores read fixed groups, all in flight")
-    monkeypatch.setattr("diced.datatypes.array._common._WORKERS", workers)
+    monkeypatch.setattr("diced.datatypes.array._common._READERS", workers)
     seen: list[str] = []
     real = a._space.visit
 
@@ -114,7 +114,7 @@ def test_shared_queue_stops_and_raises_on_a_bad_chunk(arr, monkeypatch):
     a, data = arr
     if not a._space.ordered:
         pytest.skip("object stores read fixed groups, all in flight")
-    monkeypatch.setattr("diced.datatypes.array._common._WORKERS", 3)
+    monkeypatch.setattr("diced.datatypes.array._common._READERS", 3)
     calls = []
 
     def bad(*args, **kwargs):

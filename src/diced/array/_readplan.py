@@ -35,3 +35,16 @@ def cpu_workers() -> int:
     (a box read of 8-27 chunks ran 2-2.6x faster with four threads than with two on this
     2-core VM at load 16, at the same CPU time)."""
     return max(4, (os.cpu_count() or 2) + 2)
+
+
+def read_workers() -> int:
+    """Threads sharing a local read (the calling thread plus pool threads): one per core
+    this process may run on, at least two. They take chunks from one shared queue, so they
+    need no extra threads to stay balanced, and more threads than cores only queue for the
+    GIL between chunks (20 unaligned 100^3 boxes of a 512^3 uint8 array on this 2-core VM,
+    medians of 15 interleaved runs: 85 ms with two, 87 ms with three, 95 ms with four)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 2
+    return max(2, cores)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from diced.array._readplan import cpu_workers
+from diced.array._readplan import cpu_workers, read_workers
 from diced.array.indexing import ChunkProjection
 
 #: raw bytes of chunk data handled per write batch (one transaction)
@@ -19,8 +19,10 @@ BATCH_BYTES = 32 << 20
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
-#: threads decoding (local reads) and encoding (all writes) chunks
+#: threads of the pool: decoding (local reads) and encoding (all writes) chunks
 _WORKERS = cpu_workers()
+#: threads sharing one local read, the calling one included (at most ``_WORKERS``)
+_READERS = min(read_workers(), _WORKERS)
 
 
 def _pool() -> ThreadPoolExecutor:

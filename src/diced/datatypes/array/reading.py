@@ -165,7 +165,7 @@ class ArrayReads:
         projections: Iterable[ChunkProjection] = sel.project(self.chunks, shape)
         if cache is not None:  # locked version: cached chunks first, then read the others
             projections = _serve_cached(projections, cache, (ctx.repo, ctx.uuid, inst), out,
-                                        post, _pool, _common._WORKERS)
+                                        post, _pool, _common._READERS)
             n = len(projections)
         if not remote:
             self._run_queue(list(projections), work)
@@ -193,7 +193,7 @@ class ArrayReads:
 
     def _run_queue(self, items: list[ChunkProjection],
                    work: Callable[[list[ChunkProjection]], None]) -> None:
-        """Read ``items`` with this thread and up to ``_WORKERS - 1`` pool threads taking
+        """Read ``items`` with this thread and up to ``_READERS - 1`` pool threads taking
         batches from one shared queue, costliest chunks first, batches shrinking as the
         queue empties (guided self-scheduling), so every thread finishes at about the same
         time. A box read meets chunks that cost very different amounts (a chunk cut to a few
@@ -201,7 +201,7 @@ class ArrayReads:
         heaviest group finished."""
         if not items:
             return
-        k = min(_common._WORKERS, len(items))
+        k = min(_common._READERS, len(items))
         if k == 1:
             work(items)
             return
