@@ -105,11 +105,14 @@ class ArrayReads:
                    post: Any = None) -> None:
         """Fill ``out`` (selection-shaped) chunk by chunk.
 
-        Worker threads each fetch a small group of chunks (one batched backend read) and
-        decode it, so I/O overlaps decoding and only a few groups of compressed chunks are
-        in memory at once. Whole chunks whose target is contiguous decode straight into
-        ``out``; the others decode into a per-thread scratch chunk (no fresh allocation, so
-        no page faults, per chunk). ``post(region)``, if given, runs on each filled region in
+        Local stores (LMDB): one thread per core takes small batches of chunks from one
+        queue (:meth:`_run_queue`), each batch one backend visit, decoded as it is read.
+        Object stores: groups of chunks are read by the I/O pool, all in flight at once (one
+        bulk request round each), and decoded by the thread that fetched them; only a few
+        groups of compressed chunks are in memory at once. Whole chunks whose target is
+        contiguous decode straight into ``out``; the others decode into a per-thread scratch
+        chunk (no fresh allocation, so no page faults, per chunk), 3-d boxes of blosc2 chunks
+        in one GIL-free decode-and-copy call. ``post(region)``, if given, runs on each filled region in
         the same thread (label arrays apply the body mapping there). At a locked version the
         chunks in the locked-chunk cache are served first, in one lookup, and only the others
         are read.
