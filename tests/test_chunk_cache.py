@@ -174,7 +174,7 @@ def test_same_tag_in_two_stores_is_two_entries(tmp_path, cache):
 def test_fully_cached_read_touches_neither_backend_nor_pool(store, cache, monkeypatch):
     """A read whose chunks are all cached is served in the calling thread in one lookup: no
     backend read, no hand-off to a thread pool (small warm reads are per-call overhead)."""
-    import diced.datatypes.array.reading as reading
+    from diced.datatypes.array import reading
 
     repo = store.create_repo("r")
     data = np.arange(24 ** 3, dtype=np.uint16).reshape(24, 24, 24)

@@ -167,13 +167,23 @@ def test_decode_box_refuses_damaged_and_foreign_chunks():
     box, origin = np.array([0, 4, 0, 16, 0, 16], np.int64), np.zeros(3, np.int64)
     out, scratch = np.zeros((4, 16, 16), np.uint16), np.empty_like(chunk)
     with pytest.raises(diced.errors.CorruptDataError):  # another chunk size
-        codec.decode_box(payload, 0, 4, box, origin, np.empty((16, 16, 8), np.uint16), out)
+        codec.decode_box(payload, 0, 4, np.array([0, 4, 0, 16, 0, 8], np.int64), origin,
+                         np.empty((16, 16, 8), np.uint16), out)
     with pytest.raises(diced.errors.CorruptDataError):  # truncated
         codec.decode_box(payload[:10], 0, 4, box, origin, scratch, out)
     with pytest.raises(diced.errors.CorruptDataError):  # header intact, body cut short
         codec.decode_box(payload[:len(payload) // 2], 0, 4, box, origin, scratch, out)
     assert not out.any()
     # rows that are not whole items of the chunk's typesize: not done here (full decode)
+    for bad_box, bad_origin, rows in (([0, 4, 0, 16, 0, 17], [0, 0, 0], (0, 4)),  # past x
+                                      ([0, 4, 0, 16, 0, 16], [1, 0, 0], (0, 4)),  # past out
+                                      ([0, 5, 0, 16, 0, 16], [0, 0, 0], (0, 4)),  # undecoded
+                                      ([0, 4, 0, 16, 0, 16], [0, -1, 0], (0, 4)),
+                                      ([0, 4, 0, 16, 0, 16], [0, 0, 0], (0, 17))):
+        with pytest.raises(diced.errors.InvalidArgumentError):
+            codec.decode_box(payload, *rows, np.array(bad_box, np.int64),
+                             np.array(bad_origin, np.int64), scratch, out)
+    assert not out.any()
     half = chunk.astype(np.float16)  # no numba type: not done here either
     assert not codec.decode_box(codec.encode(half), 0, 4, box, origin, np.empty_like(half),
                                 np.zeros((4, 16, 16), np.float16))

@@ -14,23 +14,32 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-
 #: :func:`decode_copy` results other than the decoded byte count
-TOO_SHORT, WRONG_SIZE, ODD_TYPESIZE = -1001, -1002, -1003
+TOO_SHORT, WRONG_SIZE, ODD_TYPESIZE, OUT_OF_BOUNDS = -1001, -1002, -1003, -1004
 
 
 @njit(nogil=True, cache=True)
-def decode_copy(getitem, memmove, src: np.ndarray, lo: int, hi: int, box: np.ndarray, origin: np.ndarray,
-                scratch: np.ndarray, out: np.ndarray) -> int:  # pragma: no cover - numba
+def decode_copy(getitem, memmove, src: np.ndarray, lo: int, hi: int, box: np.ndarray,
+                origin: np.ndarray, scratch: np.ndarray,
+                out: np.ndarray) -> int:  # pragma: no cover - numba
     """Decode leading-axis rows ``lo:hi`` of the blosc2 chunk ``src`` (uint8) into the same
     rows of the chunk-shaped, C-contiguous 3-d ``scratch``, then copy
     ``scratch[box[0]:box[1], box[2]:box[3], box[4]:box[5]]`` into ``out`` at ``origin``.
 
     Returns the number of bytes decoded; otherwise (nothing copied) :data:`TOO_SHORT` or
     :data:`WRONG_SIZE` (not a chunk of ``scratch``'s size), :data:`ODD_TYPESIZE` (rows are
-    not whole items of the chunk's typesize: decode it all instead), or
+    not whole items of the chunk's typesize: decode it all instead), :data:`OUT_OF_BOUNDS`
+    (the rows, the box or its place in ``out`` do not fit: nothing is touched), or
     ``blosc2_getitem``'s error code.
     """
+    if not (0 <= lo < hi <= scratch.shape[0] and lo <= box[0] < box[1] <= hi
+            and 0 <= box[2] < box[3] <= scratch.shape[1]
+            and 0 <= box[4] < box[5] <= scratch.shape[2] and origin[0] >= 0
+            and origin[1] >= 0 and origin[2] >= 0
+            and origin[0] + box[1] - box[0] <= out.shape[0]
+            and origin[1] + box[3] - box[2] <= out.shape[1]
+            and origin[2] + box[5] - box[4] <= out.shape[2]):
+        return OUT_OF_BOUNDS
     if src.size < 16:
         return TOO_SHORT
     nbytes = (np.int64(src[4]) | (np.int64(src[5]) << 8) | (np.int64(src[6]) << 16)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from diced.errors import CorruptDataError
+from diced.errors import CorruptDataError, InvalidArgumentError
 
 _LIB: Any = None
 _GETITEM: Any = None  # blosc2_getitem as a ctypes function object numba kernels can call
@@ -81,13 +81,21 @@ def decode_box(data: Any, lo: int, hi: int, box: np.ndarray, origin: np.ndarray,
     ``scratch`` and copy ``scratch[box]`` (``box`` = int64 ``[z0, z1, y0, y1, x0, x1]``) into
     the 3-d ``out`` at ``origin`` (int64 ``[z, y, x]``), in one numba call that releases
     the GIL (:mod:`diced.array.codecs._blosc_kernels`). ``False`` (nothing written) when the
-    library is unavailable or numba does not compile the dtype (float16, big-endian); :class:`~diced.errors.CorruptDataError` on a damaged chunk."""
+    library is unavailable or numba does not compile the dtype (float16, big-endian);
+    :class:`~diced.errors.CorruptDataError` on a damaged chunk;
+    :class:`~diced.errors.InvalidArgumentError` when the rows, the box or its place in
+    ``out`` do not fit (nothing written)."""
     dt = scratch.dtype
     if _lib() is None or out.dtype != dt or scratch.ndim != 3 or out.ndim != 3 \
             or not scratch.flags.c_contiguous or not dt.isnative \
             or not (dt.kind in "biu" or dt.char in "fdFD"):  # types numba compiles
         return False
-    from diced.array.codecs._blosc_kernels import ODD_TYPESIZE, WRONG_SIZE, decode_copy
+    from diced.array.codecs._blosc_kernels import (
+        ODD_TYPESIZE,
+        OUT_OF_BOUNDS,
+        WRONG_SIZE,
+        decode_copy,
+    )
 
     src = np.frombuffer(data, dtype=np.uint8)
     n = decode_copy(_GETITEM, ctypes.memmove, src, lo, hi, box, origin, scratch, out)
@@ -95,6 +103,10 @@ def decode_box(data: Any, lo: int, hi: int, box: np.ndarray, origin: np.ndarray,
         return True
     if n == ODD_TYPESIZE:
         return False
+    if n == OUT_OF_BOUNDS:
+        raise InvalidArgumentError(
+            f"rows {lo}:{hi}, box {box.tolist()} at {origin.tolist()} do not fit a chunk of "
+            f"shape {scratch.shape} and an output of shape {out.shape}")
     if n == WRONG_SIZE:
         raise CorruptDataError(f"blosc2 chunk does not hold {scratch.nbytes} bytes")
     raise CorruptDataError(f"corrupt blosc2 chunk (partial decode returned {n})")
