@@ -51,7 +51,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from http import server as http_server
 from pathlib import Path
 from typing import Any, Self
 
@@ -181,111 +180,6 @@ def _environ(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-class _BacklogHTTPServer(http_server.HTTPServer):
-    # The emulator serves one request at a time; gcsfs opens ~100 connections at once,
-    # and the default listen backlog of 5 turns that into minutes of SYN retries.
-    request_queue_size = 1024
-    daemon_threads = True
-
-
-def _exact_multipart_uploads(server: Any) -> None:
-    """Make the emulator keep every byte of a multipart upload.
-
-    gcsfs ends the file part with ``b"\\n--boundary--"`` and the emulator parses the body
-    with the ``email`` package, which takes a ``b"\\r"`` ending the file as part of the
-    line break before the boundary: values ending in ``\\r`` lost their last byte (found
-    by diced's checksums). Here the part ends exactly where gcsfs put the boundary.
-    """
-    if getattr(server, "_diced_exact_multipart", False):
-        return
-    original = server._read_data
-
-    def read_data(request_handler: Any, query: Any) -> Any:
-        content_type = request_handler.headers.get("Content-Type") or ""
-        if not content_type.startswith("multipart/related"):
-            return original(request_handler, query)
-        raw = server._decode_raw_data(server._read_raw_data(request_handler), request_handler)
-        if not raw:
-            return None
-        boundary = content_type.split("boundary=", 1)[1].strip().strip('"').encode()
-        delim = b"--" + boundary
-        body = raw[:raw.rindex(delim + b"--")]
-        parts = []
-        for part in body.split(delim)[1:]:
-            crlf = part.startswith(b"\r\n")
-            head, _, content = part.partition(b"\r\n\r\n" if crlf else b"\n\n")
-            end = b"\r\n" if crlf else b"\n"  # the line break that belongs to the boundary
-            parts.append((head, content.removesuffix(end)))
-        (_, meta), (head, content) = parts[0], parts[1]
-        ctype = "application/octet-stream"
-        for line in head.decode("latin-1").splitlines():
-            if line.lower().startswith("content-type:"):
-                ctype = line.split(":", 1)[1].strip()
-        return {"meta": json.loads(meta), "content": content, "content-type": ctype}
-
-    server._read_data = read_data
-    server._diced_exact_multipart = True
-
-
-def _gcs_preconditions(server: Any) -> None:
-    """Teach the emulator GCS's ``ifGenerationMatch`` (which it ignores) on uploads and
-    deletes, and the ``x-goog-generation`` header of downloads: diced's compare-and-set on
-    gs:// relies on them. The emulator serves one request at a time, so the check and the
-    write are atomic as on GCS."""
-    if getattr(server, "_diced_preconditions", False):
-        return
-    from http import HTTPStatus
-
-    from gcp_storage_emulator.exceptions import NotFound
-    from gcp_storage_emulator.handlers import objects
-
-    def generation(storage: Any, bucket: str, name: str | None) -> str:
-        try:
-            return str(storage.get_file_obj(bucket, name)["generation"])
-        except NotFound:
-            return "0"
-
-    def object_name(request: Any) -> str | None:
-        if request.params.get("object_id"):
-            return request.params["object_id"]
-        if "name" in request.query:
-            return request.query["name"][0]
-        data = request.data if isinstance(request.data, dict) else {}
-        return (data.get("meta") or {}).get("name")
-
-    def guarded(handler: Callable[..., Any]) -> Callable[..., Any]:
-        def run(request: Any, response: Any, storage: Any, *args: Any, **kwargs: Any) -> Any:
-            want = request.query.get("ifGenerationMatch")
-            if want and generation(storage, request.params["bucket_name"],
-                                   object_name(request)) != want[0]:
-                response.status = HTTPStatus.PRECONDITION_FAILED
-                response.json({"error": {"code": 412, "message": "conditionNotMet",
-                                         "errors": [{"reason": "conditionNotMet"}]}})
-                return None
-            return handler(request, response, storage, *args, **kwargs)
-
-        return run
-
-    def with_generation(handler: Callable[..., Any]) -> Callable[..., Any]:
-        def run(request: Any, response: Any, storage: Any, *args: Any, **kwargs: Any) -> Any:
-            gen = generation(storage, request.params["bucket_name"],
-                             request.params["object_id"])
-            if gen != "0":
-                response["x-goog-generation"] = gen
-            return handler(request, response, storage, *args, **kwargs)
-
-        return run
-
-    wrapped = {objects.insert: guarded(objects.insert), objects.delete: guarded(objects.delete),
-               objects.download: with_generation(objects.download),
-               objects.get: with_generation(objects.get)}
-    for _, handlers in server.HANDLERS:
-        for method, handler in list(handlers.items()):
-            if handler in wrapped:
-                handlers[method] = wrapped[handler]
-    server._diced_preconditions = True
-
-
 def _s3_atomic_conditions() -> None:
     """Make moto's conditional PUT/DELETE atomic: it checks ``If-Match`` /
     ``If-None-Match`` and then writes, unlocked, on a threaded server. S3 itself decides
@@ -314,24 +208,13 @@ def gcs_emulator() -> Iterator[Emulator]:
     pytest.importorskip("gcsfs", reason="gs:// tests need gcsfs")
     emulator_server = pytest.importorskip(
         "gcp_storage_emulator.server", reason="gs:// tests need gcp-storage-emulator")
-    from gcp_storage_emulator.storage import Storage
-
-    class MemoryStorage(Storage):
-        """The emulator's in-memory storage, minus its per-request metadata dump.
-
-        Every write re-serializes all object metadata as indented JSON (which in-memory
-        mode never reads back), so each request costs O(objects in the emulator).
-        """
-
-        def _write_config_to_file(self) -> None:
-            pass
+    from diced.testing.gcs_emulator import BacklogHTTPServer, memory_storage, patch
 
     logging.getLogger("gcp_storage_emulator").setLevel(logging.WARNING)
-    _exact_multipart_uploads(emulator_server)
-    _gcs_preconditions(emulator_server)
+    patch(emulator_server)
     port = _free_port()
-    httpd = _BacklogHTTPServer(("127.0.0.1", port), partial(
-        emulator_server.RequestHandler, MemoryStorage(use_memory_fs=True)))
+    httpd = BacklogHTTPServer(("127.0.0.1", port), partial(
+        emulator_server.RequestHandler, memory_storage()))
     thread = threading.Thread(target=httpd.serve_forever, name="gcs-emulator", daemon=True)
     thread.start()
     endpoint = f"http://127.0.0.1:{port}"
