@@ -25,6 +25,7 @@ from diced.errors import (
 )
 from diced.repo import history as H
 from diced.repo import keys as K
+from diced.repo import snapshot
 from diced.repo.dag import DAG, Node, new_uuid
 
 DATA = Path(__file__).parent / "data"
@@ -145,7 +146,7 @@ def _changed_keys(backend, fn):
 
 
 def test_one_change_writes_the_same_few_small_records_at_any_size(store):
-    sizes = {}
+    sizes, snaps = {}, {}
     for n in (5, 2000):
         repo = store.create_repo(f"r{n}")
         repo.commit()
@@ -159,13 +160,23 @@ def test_one_change_writes_the_same_few_small_records_at_any_size(store):
             "tag": lambda repo=repo: repo.tag("t", parent="master"),
         }
         got = {}
+        snap = K.snapshot_key(repo.uuid)
         for name, fn in ops.items():
             keys = _changed_keys(b, fn)
+            if snap in keys:  # a commit on an object store also stores the state snapshot
+                assert name == "commit" and b.get(snap) is not None
+                snaps[n] = len(b.get(snap))
+                keys.discard(snap)
             got[name] = (len(keys), sum(len(b.get(k) or b"") for k in keys))
         sizes[n] = got
     for name in sizes[5]:
         assert sizes[2000][name][0] == sizes[5][name][0] <= 5, name
         assert sizes[2000][name][1] < 3000, name  # bytes: no document listing every node
+    # the snapshot holds the records past the last pack (fewer than PACK_MIN locked nodes)
+    # and packs up to snapshot.PACKS_MAX bytes: bounded, whatever the history's length
+    assert set(snaps) == (set() if store.backend.capabilities.ordered_scan else {5, 2000})
+    if snaps:
+        assert snaps[2000] < 64 * 1024 + snapshot.PACKS_MAX, snaps
 
 
 def test_ten_thousand_versions_work_through_the_api(tmp_path):
@@ -357,6 +368,13 @@ def test_processes_lose_no_metadata_update(tmp_path, kind):
     assert len(again.log(again.version("master").uuid)) == 1 + workers * rounds
     assert all(again.dag.nodes[i].locked for i in again.dag.nodes)
     assert int(again.backend.get(K.vid_counter_key(again.uuid))) >= max(again.dag.nodes)
+    if kind == "file":  # the open from the state snapshot agrees with a full load
+        full = diced.Store(loc).open_repo("conc")
+        full.refresh(full=True)
+        assert again._state.instances == full._state.instances
+        assert again.dag.refs == full.dag.refs and again.tags().keys() == full.tags().keys()
+        assert sorted((n.id, n.uuid, n.locked, tuple(n.parents)) for n in again.dag.nodes.values()) \
+            == sorted((n.id, n.uuid, n.locked, tuple(n.parents)) for n in full.dag.nodes.values())
 
 
 # --- migration ----------------------------------------------------------------------------------

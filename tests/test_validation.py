@@ -45,8 +45,9 @@ def test_bad_names_are_refused(store, repo, name):
     after = _state(store)
     changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
     # the commit: the version's record and lock key, the repo's journal, the remembered head
+    # (and on object stores the state snapshot)
     assert changed <= {K.node_key(repo.uuid, 1), K.lock_key(repo.uuid, 1),
-                       K.gen_key(repo.uuid), K.head_key(repo.uuid)}
+                       K.gen_key(repo.uuid), K.head_key(repo.uuid), K.snapshot_key(repo.uuid)}
 
 
 def test_longest_name_and_hidden_names_are_fine(repo):

@@ -366,7 +366,8 @@ class Store:
         repo = Repo(self, root)
         ak, rk = K.alias_key(repo.alias), K.repo_key(root)
         hk = K.head_key(root)
-        # the document first (the repo disappears), then everything else it owned
+        # the snapshot and the document first (the repo disappears), then everything else
+        self.backend.delete(K.snapshot_key(root))
         self.backend.delete(rk)
         self.backend.compare_and_set(ak, root.encode(), None)
         for rec in repo._instance_records().values():

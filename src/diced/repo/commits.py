@@ -3,6 +3,7 @@ comparing and removing versions; a mixin of :class:`diced.repo.repo.Repo`."""
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -10,6 +11,7 @@ from typing import Any
 
 from diced.errors import (
     ConcurrencyError,
+    DicedError,
     DuplicateNameError,
     InvalidArgumentError,
     LockedNodeError,
@@ -19,13 +21,16 @@ from diced.errors import (
 from diced.repo import keys as K
 from diced.repo.dag import DAG, MASTER, Node, new_uuid
 from diced.repo.diff import Diff
-from diced.repo.history import maybe_pack, node_record
+from diced.repo.history import maybe_pack, node_record, publish_current
 from diced.repo.instances import _datatype
 from diced.repo.merge import Strategy
 from diced.repo.meta import Step, bump_counter, dump_doc
 from diced.repo.refs import _RefMoved
+from diced.repo.snapshot import used_on as snapshot_used_on
 from diced.repo.version import Version
 from diced.repo.writers import lock_version
+
+log = logging.getLogger(__name__)
 
 __all__ = ["RepoCommitsMixin"]
 
@@ -70,6 +75,14 @@ class RepoCommitsMixin:
         from diced.repo.manifests import compact_version
 
         compact_version(self, vid)
+        if snapshot_used_on(self.backend):  # publish the state snapshot later opens start from
+            try:
+                fresh = publish_current(self.backend, self.uuid, self._state)
+                if fresh is not None:
+                    self._set_state(fresh)
+            except (DicedError, OSError) as exc:  # the commit stands; opens still work
+                log.warning("repo %s: version %s is locked, but storing the metadata "
+                            "snapshot failed: %s", self.alias, node.uuid, exc)
         return Version(self, self._dag.nodes[vid])
 
     lock = commit

@@ -372,6 +372,9 @@ def squash(repo: Repo, first: Any, last: Any) -> Version:
     from diced.repo.manifests import drop_compacted
 
     drop_compacted(repo.backend, spaces, _descendants(repo, top))
+    # a journal entry after the drop: a state snapshot stamped before it (whose copies of
+    # those tables may predate the drop) is then never current again
+    repo._journal(("r", ""))
     _fence(repo, folded)
     _check_no_orphans(repo, set(folded))
     _after_removal(repo, set(folded), top)

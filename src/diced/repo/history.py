@@ -20,8 +20,10 @@ key is authoritative when a multi-key change is interrupted:
 The journal (``meta/gen``) counts changes and names the latest ones, so a handle catches up
 with one read when nothing changed and a few when something did. It is bumped after each
 change: a crash in between leaves long-lived handles stale until the next change or
-:meth:`Repo.refresh(full=True) <diced.repo.repo.Repo.refresh>`; a fresh open always reads
-the records themselves.
+:meth:`Repo.refresh(full=True) <diced.repo.repo.Repo.refresh>`. A fresh open reads the records
+themselves on LMDB; on object stores and ``file://`` it starts from the state snapshot of the
+last full load (the last commit, usually) and catches up through the journal, so such a
+change is seen from the next full load on (:mod:`diced.repo.snapshot`).
 
 Packs: when enough locked nodes accumulate past the last pack, the committer writes them as
 one immutable binary pack (columns: ids, UUIDs, first parents, branches, times; notes and
@@ -34,8 +36,9 @@ the document's ``overrides`` first, then its record is changed; overrides beat p
 from __future__ import annotations
 
 import json
+import logging
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -43,13 +46,15 @@ import numpy as np
 from diced.backends.base import Backend
 from diced.errors import CorruptMetadataError, RepoNotFoundError
 from diced.repo import keys as K
+from diced.repo import snapshot as S
 from diced.repo.dag import DAG, MASTER, Node
 from diced.repo.meta import cas_update, dump_doc, load_doc
 from diced.repo.nodes import Columns, TextSource
 
-__all__ = ["PACK_MIN", "RepoState", "catch_up", "decode_pack", "encode_pack", "journal",
-           "journal_fn",
-           "load_state", "maybe_pack"]
+log = logging.getLogger(__name__)
+
+__all__ = ["PACK_MIN", "RepoState", "build_state", "catch_up", "decode_pack", "encode_pack",
+           "journal", "journal_fn", "load_state", "maybe_pack", "publish_current"]
 
 #: locked nodes past the last pack that make the next commit write a pack
 PACK_MIN = 256
@@ -243,12 +248,103 @@ def _refs(keys: list[str], values: list[bytes | None], what: str) -> dict[str, i
     return out
 
 
-def load_state(backend: Backend, repo: str) -> RepoState:
-    """Read a repo's metadata: three rounds of requests whatever the history's length
-    (document + journal + counter + head; the instance/branch/tag listings; packs and the
-    records past the last pack, with their lock keys, and the refs)."""
-    raw_meta, gen_raw, raw_vid, head_raw = backend.get_many(
-        [K.repo_key(repo), K.gen_key(repo), K.vid_counter_key(repo), K.head_key(repo)])
+def load_state(backend: Backend, repo: str, *, snapshot: bool = True) -> RepoState:
+    """Read a repo's metadata.
+
+    A full load is three rounds of requests whatever the history's length (document +
+    journal + counter + head; the instance/branch/tag listings; packs and the records past
+    the last pack, with their lock keys, and the refs). On stores without ordered scans an
+    open first reads the journal, the head, the document and the state snapshot in one round
+    and is done there when the snapshot is current (:mod:`diced.repo.snapshot`); every full load there
+    stores a new snapshot. ``snapshot=False`` always loads fully (``refresh(full=True)``,
+    commits)."""
+    snaps = S.used_on(backend)
+    seen: bytes | None | bool = False
+    if snaps and snapshot:
+        gen_raw, head_raw, seen, raw_meta, raw_vid = backend.get_many(
+            [K.gen_key(repo), K.head_key(repo), K.snapshot_key(repo), K.repo_key(repo),
+             K.vid_counter_key(repo)])
+        _check_meta(load_doc(raw_meta, f"repo {repo}"), repo)  # gone or damaged: say so
+        state = _from_snapshot(backend, repo, seen, gen_raw, head_raw, raw_meta)
+        if state is not None:
+            return _with_unjournaled(backend, repo, state, raw_vid)
+    else:
+        raw_meta, gen_raw, raw_vid, head_raw = backend.get_many(
+            [K.repo_key(repo), K.gen_key(repo), K.vid_counter_key(repo), K.head_key(repo)])
+    raws = _read_records(backend, repo, raw_meta, gen_raw, raw_vid)
+    state = build_state(repo, raws, head_raw)
+    if snaps:
+        raws.tables = S.tip_tables(backend, repo, state)
+        S.publish(backend, repo, raws, state.gen_n, seen)
+    return state
+
+
+def _from_snapshot(backend: Backend, repo: str, raw: bytes | None, gen_raw: bytes | None,
+                   head_raw: bytes | None, raw_meta: bytes | None) -> RepoState | None:
+    """The state from the stored snapshot ``raw``, caught up to the journal ``gen_raw``;
+    ``None`` when a full load is needed (no usable snapshot, the journal out of reach, or a
+    repo document that differs from the snapshot's although the journal does not: a change
+    under way, or one whose journal entry was never written)."""
+    if raw is None or gen_raw is None:
+        return None
+    got = S.decode(raw, repo)
+    if got is None:
+        return None
+    raws, _ = got
+    try:
+        if raws.packs is None:  # a long history: the packs are read separately
+            meta = _check_meta(load_doc(raws.meta, f"repo {repo}"), repo)
+            pkeys = [K.pack_key(repo, int(p[0]), int(p[1])) for p in meta.get("packs") or []]
+            raws.packs = dict(zip(pkeys, backend.get_many(pkeys), strict=True))
+        state = build_state(repo, raws, head_raw)
+    except CorruptMetadataError as exc:
+        log.warning("repo %s: ignoring a metadata snapshot that does not load (%s)", repo, exc)
+        return None
+    if state.gen_raw == gen_raw:
+        if raws.meta != raw_meta:
+            return None
+        S.seed_tables(backend, raws.tables)  # current: its tables are the versions' tables
+        return state
+    return catch_up(backend, repo, state, gen_raw)
+
+
+def _with_unjournaled(backend: Backend, repo: str, state: RepoState,
+                      raw_vid: bytes | None) -> RepoState:
+    """``state`` (from a snapshot) with what a full load would add although no journal entry
+    names it, as the keys that decide it say: open versions whose lock key exists (a commit
+    stopped after its lock key) and versions past the newest one known, up to the id counter
+    (a new version stopped after its record). One round, none when there are neither."""
+    dag = state.dag
+    ids = dag._ids()
+    top = int(ids.max()) if ids.size else 0
+    try:
+        counter = int(raw_vid or b"0")
+    except ValueError as exc:
+        raise CorruptMetadataError(f"repo {repo}: version id counter {raw_vid!r}") from exc
+    opened = [int(v) for v in ids if not dag._cols.locked[v]]
+    newer = list(range(top + 1, counter + 1))
+    if not opened and not newer:
+        return state
+    values = backend.get_many([K.lock_key(repo, v) for v in opened + newer] +
+                              [K.node_key(repo, v) for v in newer])
+    locks, recs = values[:len(opened) + len(newer)], values[len(opened) + len(newer):]
+    put = [replace(dag.nodes[v], locked=True)
+           for v, lock in zip(opened, locks, strict=False) if lock is not None]
+    for vid, raw, lock in zip(newer, recs, locks[len(opened):], strict=True):
+        node = None if raw is None else parse_node(raw, f"record of version id {vid}")
+        if node is not None and node.id == vid:
+            node.locked = node.locked or lock is not None
+            put.append(node)
+    if not put:
+        return state
+    return RepoState(state.meta, dag.derive(put, [], None), state.instances, state.gen_raw,
+                     state.gen_n, state.head_raw, dict(state.extra), state.meta_raw)
+
+
+def _read_records(backend: Backend, repo: str, raw_meta: bytes | None, gen_raw: bytes | None,
+                  raw_vid: bytes | None) -> S.Raws:
+    """The listings and records of a full load (two rounds), after the document, journal
+    and counter."""
     meta = _check_meta(load_doc(raw_meta, f"repo {repo}"), repo)
     counter = int(raw_vid or b"0")
     ikeys, bkeys, tkeys = backend.list_prefixes(
@@ -258,8 +354,7 @@ def load_state(backend: Backend, repo: str) -> RepoState:
     tail = set(range(hi + 1, counter + 1))
     for p in packs:
         tail.update(int(v) for v in p[2])
-    overrides = {int(v) for v in meta.get("overrides", [])}
-    tail |= overrides
+    tail |= {int(v) for v in meta.get("overrides", [])}
     tail_ids = sorted(tail)
     pkeys = [K.pack_key(repo, int(p[0]), int(p[1])) for p in packs]
     nkeys = [K.node_key(repo, v) for v in tail_ids]
@@ -275,12 +370,32 @@ def load_state(backend: Backend, repo: str) -> RepoState:
 
     pvals, nvals, lvals = take(len(pkeys)), take(len(nkeys)), take(len(lkeys))
     ivals, bvals, tvals = take(len(ikeys)), take(len(bkeys)), take(len(tkeys))
-    cols = Columns(counter + 2)
-    for k, v in zip(pkeys, pvals, strict=True):
+
+    def present(ks: list[str], vs: list[bytes | None]) -> dict[str, bytes]:
+        return {k: v for k, v in zip(ks, vs, strict=True) if v is not None}
+
+    return S.Raws(raw_meta, gen_raw, raw_vid, dict(zip(pkeys, pvals, strict=True)),
+                  [(vid, raw, lock is not None)
+                   for vid, raw, lock in zip(tail_ids, nvals, lvals, strict=True)],
+                  present(ikeys, ivals), present(bkeys, bvals), present(tkeys, tvals))
+
+
+def build_state(repo: str, raws: S.Raws, head_raw: bytes | None) -> RepoState:
+    """A repo's state from the raw records of a full load (or of a snapshot)."""
+    meta = _check_meta(load_doc(raws.meta, f"repo {repo}"), repo)
+    try:
+        counter = int(raws.vid or b"0")
+    except ValueError as exc:
+        raise CorruptMetadataError(f"repo {repo}: version id counter {raws.vid!r}") from exc
+    overrides = {int(v) for v in meta.get("overrides", [])}
+    cols = Columns(max([counter, *(vid for vid, _, _ in raws.tail)]) + 2)
+    for p in meta.get("packs") or []:
+        k = K.pack_key(repo, int(p[0]), int(p[1]))
+        v = (raws.packs or {}).get(k)
         if v is None:
             raise CorruptMetadataError(f"repo {repo}: node pack {k!r} is missing")
         decode_pack(v, cols, f"node pack {k!r}")
-    for vid, raw, lock in zip(tail_ids, nvals, lvals, strict=True):
+    for vid, raw, locked in raws.tail:
         if raw is None:
             if vid in overrides:
                 cols.drop(vid)
@@ -292,28 +407,29 @@ def load_state(backend: Backend, repo: str) -> RepoState:
         if node.id != vid:
             raise CorruptMetadataError(f"repo {repo}: the record of version id {vid} names "
                                        f"id {node.id}")
-        node.locked = node.locked or lock is not None
+        node.locked = node.locked or locked
         cols.put(node)
-    insts = {}
-    for k, v in zip(ikeys, ivals, strict=True):
-        if v is not None:
-            rec = load_doc(v, f"instance record {k!r}")
-            insts[K.name_of_key(k)] = rec
-    refs = _refs(bkeys, bvals, "branch ref")
-    tags = _refs(tkeys, tvals, "tag ref")
+    insts = {K.name_of_key(k): load_doc(v, f"instance record {k!r}")
+             for k, v in raws.insts.items()}
+    refs = _refs(list(raws.branches), list(raws.branches.values()), "branch ref")
+    tags = _refs(list(raws.tags), list(raws.tags.values()), "tag ref")
     dag = DAG(_cols=cols, refs=refs)
-    gen = load_doc(gen_raw, f"change journal of repo {repo}") or {}
-    state = RepoState(meta, dag, dict(sorted(insts.items())), gen_raw, int(gen.get("n", 0)),
+    gen = load_doc(raws.gen, f"change journal of repo {repo}") or {}
+    state = RepoState(meta, dag, dict(sorted(insts.items())), raws.gen, int(gen.get("n", 0)),
                       head_raw)
     state.extra["tags"] = tags
-    state.meta_raw = raw_meta
+    state.extra["packs_raw"] = dict(raws.packs or {})
+    state.meta_raw = raws.meta
     return state
 
 
-def catch_up(backend: Backend, repo: str, state: RepoState) -> RepoState | None:
+def catch_up(backend: Backend, repo: str, state: RepoState,
+             gen_raw: bytes | None | bool = False) -> RepoState | None:
     """``state`` brought up to date from the journal (``state`` itself when nothing changed),
-    or ``None`` when the journal no longer reaches back to it (reload everything)."""
-    gen_raw = backend.get(K.gen_key(repo))
+    or ``None`` when the journal no longer reaches back to it (reload everything).
+    ``gen_raw``: the journal if already read (``False``: read it)."""
+    if gen_raw is False:
+        gen_raw = backend.get(K.gen_key(repo))
     if gen_raw == state.gen_raw:
         return state
     gen = load_doc(gen_raw, f"change journal of repo {repo}") or {"n": 0, "recent": []}
@@ -367,8 +483,65 @@ def catch_up(backend: Backend, repo: str, state: RepoState) -> RepoState | None:
     dag = state.dag.derive(put, [d for d in drop if d in state.dag.nodes], refs)
     out = RepoState(meta, dag, dict(sorted(insts.items())), gen_raw, n, state.head_raw)
     out.extra["tags"] = tags
+    if "packs_raw" in state.extra:
+        out.extra["packs_raw"] = state.extra["packs_raw"]
     out.meta_raw = values[0]
     return out
+
+
+def publish_current(backend: Backend, repo: str, state: RepoState) -> RepoState | None:
+    """After a commit on a store without ordered scans: store the snapshot of ``state`` (the
+    committing handle's, kept current through its own changes and the journal), without
+    re-reading every record past the last pack as a full load would. First one round checks
+    that the store holds no instance, branch, tag or version that ``state`` lacks (a change
+    whose journal entry was never written, or one made meanwhile); if it does, a full load
+    stores the snapshot instead and its state is returned (``None`` otherwise)."""
+    ikeys, bkeys, tkeys = backend.list_prefixes(
+        [K.instance_prefix(repo), K.branch_prefix(repo), K.tag_prefix(repo)])
+    dag = state.dag
+    ids = dag._ids()
+    top = int(ids.max()) if ids.size else 0
+    raw_vid = backend.get(K.vid_counter_key(repo))
+    try:
+        counter = int(raw_vid or b"0")
+    except ValueError as exc:
+        raise CorruptMetadataError(f"repo {repo}: version id counter {raw_vid!r}") from exc
+    tags = state.extra.get("tags", {})
+    unknown = (set(ikeys) != {K.instance_key(repo, n) for n in state.instances}
+               or set(bkeys) != {K.branch_key(repo, n) for n in dag.refs}
+               or set(tkeys) != {K.tag_key(repo, n) for n in tags})
+    if not unknown and counter > top:  # reserved ids, or versions this state lacks
+        unknown = any(v is not None for v in backend.get_many(
+            [K.node_key(repo, v) for v in range(top + 1, counter + 1)]))
+    if unknown:
+        return load_state(backend, repo, snapshot=False)
+    meta = state.meta
+    packs = meta.get("packs") or []
+    pkeys = [K.pack_key(repo, int(p[0]), int(p[1])) for p in packs]
+    have = dict(state.extra.get("packs_raw") or {})
+    missing = [k for k in pkeys if have.get(k) is None]
+    if missing:
+        have.update(zip(missing, backend.get_many(missing), strict=True))
+        state.extra["packs_raw"] = have
+    hi = int(packs[-1][1]) if packs else 0
+    overrides = {int(v) for v in meta.get("overrides", [])}
+    tail = {int(v) for v in ids if v > hi} | overrides
+    for p in packs:
+        tail.update(int(v) for v in p[2])
+    rows = []
+    for vid in sorted(tail):
+        node = dag.nodes.get(vid)
+        if node is not None:
+            rows.append((vid, node_record(node), bool(node.locked)))
+        elif vid in overrides:
+            rows.append((vid, None, False))  # a deleted packed version
+    raws = S.Raws(state.meta_raw, state.gen_raw, raw_vid, {k: have.get(k) for k in pkeys},
+                  rows, {K.instance_key(repo, n): dump_doc(r) for n, r in state.instances.items()},
+                  {K.branch_key(repo, n): str(v).encode() for n, v in dag.refs.items()},
+                  {K.tag_key(repo, n): str(v).encode() for n, v in tags.items()})
+    raws.tables = S.tip_tables(backend, repo, state)
+    S.publish(backend, repo, raws, state.gen_n)
+    return None
 
 
 def maybe_pack(backend: Backend, repo: str, state: RepoState) -> bool:

@@ -13,6 +13,9 @@ Layout (all ASCII, fixed-width lowercase hex so that string order is numeric ord
     meta/tag/<repo uuid>/<name>              a tag ref: the id of the tag's node
     meta/vid/<repo uuid>                     the repo's version id counter (last id handed out)
     meta/gen/<repo uuid>                     change journal: a counter and the latest changes
+    meta/snap/<repo uuid>                    state snapshot: the records a full load read, as of
+                                             a journal stamp (object stores, ``file://``;
+                                             derived, see :mod:`diced.repo.history`)
     meta/alias/<hex(alias)>                  repo uuid owning an alias (unique)
     meta/counter/<name>                      store-wide counters (instance ids, ...)
     meta/head/<repo uuid>                    UUID of the version the repo's head was last moved to
@@ -105,6 +108,7 @@ __all__ = [
     "parse_kv_ckey",
     "repo_key",
     "repo_meta_prefixes",
+    "snapshot_key",
     "tag_key",
     "tag_prefix",
     "vid_counter_key",
@@ -185,6 +189,11 @@ def vid_counter_key(repo_uuid: str) -> str:
 def gen_key(repo_uuid: str) -> str:
     """Key of a repo's change journal (what changed lately, for cheap refreshes)."""
     return f"meta/gen/{repo_uuid}"
+
+
+def snapshot_key(repo_uuid: str) -> str:
+    """Key of a repo's state snapshot (:func:`diced.repo.history.load_state`)."""
+    return f"meta/snap/{repo_uuid}"
 
 
 _NAME_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")

@@ -134,7 +134,7 @@ class Repo(RepoRefsMixin, RepoCommitsMixin, RepoInstancesMixin):
         with ``full=True`` or when this handle is far behind."""
         state = None if full else catch_up(self.backend, self.uuid, self._state)
         if state is None:
-            state = load_state(self.backend, self.uuid)
+            state = load_state(self.backend, self.uuid, snapshot=not full)
         if state is not self._state:
             self._set_state(state)
 

@@ -1,0 +1,248 @@
+"""State snapshots: a repo's metadata in one object, for cold opens on object stores.
+
+A full load of a repo's metadata (:func:`diced.repo.history.load_state`) costs three rounds
+of requests: the document, journal, counter and head; the instance, branch and tag listings;
+the records. On object stores each round is a network round trip (20-50 ms on S3 and GCS),
+and an open is on the path of every cold read. So every full load on a store without ordered
+scans also stores what it read, the *raw records*, as one object ``meta/snap/<repo>``,
+stamped with the change journal it read first. A later open reads the journal, the stored
+head, the repo document and the snapshot in one round:
+
+* journal unchanged since the snapshot and the same document: the state is rebuilt from the
+  snapshot, no more requests (a document that differs although the journal does not, a
+  change under way or one whose journal entry was never written, makes it a full load; a
+  missing or damaged document raises as a full load would);
+* journal moved on, within its window: the snapshot's state catches up through the journal
+  (one more round, the keys the journal names, as a long-lived handle's refresh does);
+* no snapshot, an unreadable one, or the journal out of reach: a full load (one round more
+  than before: the document and counter are read after the journal), which then stores a
+  new snapshot.
+
+The snapshot is derived data: it is never trusted beyond the journal stamp, a damaged or
+foreign one is ignored (and replaced), and deleting it only costs the next open a full load.
+A snapshot is written by a full load, and by a commit from the committing handle's state
+(:func:`diced.repo.history.publish_current`: one round of listings and the id counter first
+checks that the store holds no instance, branch, tag or version that state lacks, else a
+full load writes it), never from a catch-up; it replaces an older one by compare-and-set
+(:func:`publish`). It also carries the compacted index tables of the newest locked version
+of each branch (immutable; used only while the snapshot is current, so a cold read there goes
+straight to the chunks; a squash, which drops tables, bumps the journal after the drop). Its size is bounded whatever the history's length:
+the records past the last node pack (fewer than ``PACK_MIN`` locked versions, plus the open
+ones), the instance and ref records, and the packs while they total :data:`PACKS_MAX` bytes. Commits on these stores publish one, so a repo
+that is read more than written opens in one round after its last commit.
+
+What a snapshot changes: a change whose journal entry is missing (a writer killed between
+writing a record and bumping the journal) was seen by every fresh open before; with
+snapshots it is seen from the next full load on: the next commit (a new instance, branch,
+tag or version; an edited record of an existing one waits for a full load),
+:meth:`Repo.refresh(full=True) <diced.repo.repo.Repo.refresh>`, or once the journal has
+moved past its window. Long-lived handles were, and are, in the same position.
+
+LMDB (ordered scans, transactions) reads everything in one local transaction and keeps no
+snapshot.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from diced.backends.base import Backend
+from diced.errors import BackendError, ConcurrencyError
+from diced.repo import keys as K
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PACKS_MAX", "TABLES_MAX", "Raws", "decode", "encode", "publish", "seed_tables",
+           "tip_tables", "used_on"]
+
+_MAGIC = b"DSN1"
+#: node packs (immutable) are copied into a snapshot while their total is at most this many
+#: bytes; a repo with more history reads its packs in one more round
+PACKS_MAX = 64 << 10
+#: compacted index tables copied into a snapshot: at most this many bytes in all
+TABLES_MAX = 64 << 10
+#: first-parent steps from a branch's leaf to its newest locked version
+_TIP_STEPS = 4
+
+
+@dataclass
+class Raws:
+    """The raw records a full load read (what :func:`diced.repo.history.build_state` needs)."""
+
+    meta: bytes | None
+    gen: bytes | None
+    vid: bytes | None
+    #: pack key -> value (``None``: missing); ``None`` for the whole: not in the snapshot
+    packs: dict[str, bytes | None] | None = field(default_factory=dict)
+    #: (version id, node record or None, lock key present) past the last pack
+    tail: list[tuple[int, bytes | None, bool]] = field(default_factory=list)
+    insts: dict[str, bytes] = field(default_factory=dict)
+    branches: dict[str, bytes] = field(default_factory=dict)
+    tags: dict[str, bytes] = field(default_factory=dict)
+    #: compacted index tables (``i/<space>/<vid>/t``, immutable) of the newest locked version
+    #: of each branch, so that a cold read there needs no round for its table
+    tables: dict[str, bytes] = field(default_factory=dict)
+
+
+def used_on(backend: Backend) -> bool:
+    """Whether opens of ``backend``'s repos use snapshots (stores without ordered scans)."""
+    return not backend.capabilities_for("meta/").ordered_scan
+
+
+def _b(v: bytes | None) -> str | None:
+    return None if v is None else base64.b64encode(v).decode("ascii")
+
+
+def _u(v: Any) -> bytes | None:
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise TypeError(f"not base64 text: {type(v).__name__}")
+    return base64.b64decode(v.encode("ascii"), validate=True)
+
+
+def encode(raws: Raws, n: int) -> bytes:
+    """The stored snapshot of ``raws``, read at journal number ``n``."""
+    packs = raws.packs
+    if packs is not None and sum(len(v or b"") for v in packs.values()) > PACKS_MAX:
+        packs = None
+    doc = {
+        "n": n, "gen": _b(raws.gen), "meta": _b(raws.meta), "vid": _b(raws.vid),
+        "packs": None if packs is None else {k: _b(v) for k, v in packs.items()},
+        "tail": [[vid, _b(rec), bool(lock)] for vid, rec, lock in raws.tail],
+        "inst": {k: _b(v) for k, v in raws.insts.items()},
+        "branch": {k: _b(v) for k, v in raws.branches.items()},
+        "tag": {k: _b(v) for k, v in raws.tags.items()},
+        "tables": {k: _b(v) for k, v in raws.tables.items()},
+    }
+    return _MAGIC + zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 1)
+
+
+def decode(raw: bytes | None, repo: str) -> tuple[Raws, int] | None:
+    """``(raws, journal number)`` of a stored snapshot; ``None`` when there is none or it
+    cannot be read (it is then ignored, and replaced by the next full load)."""
+    if raw is None:
+        return None
+    try:
+        if raw[:4] != _MAGIC:
+            raise ValueError("unknown format")
+        doc = json.loads(zlib.decompress(raw[4:]))
+        packs = doc["packs"]
+        raws = Raws(
+            meta=_u(doc["meta"]), gen=_u(doc["gen"]), vid=_u(doc["vid"]),
+            packs=None if packs is None else {str(k): _u(v) for k, v in packs.items()},
+            tail=[(int(vid), _u(rec), bool(lock)) for vid, rec, lock in doc["tail"]],
+            insts={str(k): _need(_u(v)) for k, v in doc["inst"].items()},
+            branches={str(k): _need(_u(v)) for k, v in doc["branch"].items()},
+            tags={str(k): _need(_u(v)) for k, v in doc["tag"].items()},
+            tables={str(k): _need(_u(v)) for k, v in doc.get("tables", {}).items()},
+        )
+        return raws, int(doc["n"])
+    except (ValueError, KeyError, TypeError, zlib.error) as exc:
+        log.warning("repo %s: ignoring an unreadable metadata snapshot (%s); a full load "
+                    "replaces it", repo, exc)
+        return None
+
+
+def _need(v: bytes | None) -> bytes:
+    if v is None:
+        raise ValueError("a record without a value")
+    return v
+
+
+def publish(backend: Backend, repo: str, raws: Raws, n: int,
+            seen: bytes | None | bool = False) -> None:
+    """Store the snapshot of a full load at journal number ``n``, unless a snapshot of a
+    later journal number is stored already. ``seen``: the stored snapshot as read before the
+    load (``False``: not read). Best effort: a store that refuses the write (read-only
+    credentials, a published chain base) keeps its old snapshot, which opens still check
+    against the journal."""
+    if raws.gen is None:
+        return
+    new = encode(raws, n)
+    key = K.snapshot_key(repo)
+    try:
+        if seen is not False and backend.compare_and_set(key, seen, new):
+            return
+        for _ in range(8):
+            cur = backend.get(key)
+            got = decode(cur, repo) if cur is not None else None
+            if got is not None and got[1] > n:
+                return  # somebody stored a later one
+            if backend.compare_and_set(key, cur, new):
+                return
+    except (BackendError, ConcurrencyError, OSError) as exc:
+        log.debug("repo %s: metadata snapshot not stored (%r)", repo, exc)
+
+
+def tip_tables(backend: Backend, repo: str, state: Any) -> dict[str, bytes]:
+    """The compacted index tables of the newest locked version of each branch, in every key
+    space of the instances it holds (with the tables they refer to), up to
+    :data:`TABLES_MAX` bytes: one or two rounds of GETs, at a full load."""
+    from diced.repo.instances import instance_spaces
+
+    dag = state.dag
+    tips: set[int] = set()
+    for leaf in dag.refs.values():
+        v: int | None = leaf
+        for _ in range(_TIP_STEPS):
+            node = dag.nodes.get(v) if v is not None else None
+            if node is None:
+                break
+            if node.locked:
+                tips.add(node.id)
+                break
+            v = node.parents[0] if node.parents else None
+    keys = []
+    for vid in sorted(tips, reverse=True):
+        anc = dag.ancestors(vid)
+        for rec in state.instances.values():
+            if rec.get("created", 0) in anc:
+                keys += [K.compact_table_key(sid, vid) for sid in instance_spaces(rec)]
+    out: dict[str, bytes] = {}
+    total = 0
+    for _ in range(2):  # the tables, then the ones "same" tables refer to
+        keys = [k for k in dict.fromkeys(keys) if k not in out]
+        if not keys:
+            break
+        more = []
+        for key, raw in zip(keys, backend.get_many(keys), strict=True):
+            if raw is None or total + len(raw) > TABLES_MAX:
+                continue
+            out[key] = raw
+            total += len(raw)
+            same = _table_same(key, raw)
+            if same is not None:
+                more.append(K.compact_table_key(int(key.split("/")[1], 16), same))
+        keys = more
+    return out
+
+
+def _table_same(key: str, raw: bytes) -> int | None:
+    """The version whose table a reference table names (``None``: not a reference)."""
+    from diced.repo.manifests import _unpack
+
+    try:
+        same = _unpack(key, raw).get("same")
+    except Exception:  # noqa: BLE001 - a damaged table: its reader will say so
+        return None
+    return None if same is None else int(same)
+
+
+def seed_tables(backend: Backend, tables: dict[str, bytes]) -> None:
+    """Put a current snapshot's tables into the backend's index caches (a damaged one is
+    skipped: its read fetches it and reports the damage)."""
+    from diced.repo.manifests import manifests
+
+    man = manifests(backend)
+    for key, raw in tables.items():
+        try:
+            _, sid, vid, _ = key.split("/")
+            man._remember(int(sid, 16), man._parse_table(int(sid, 16), int(vid, 16), raw))
+        except Exception as exc:  # noqa: BLE001 - only a cache
+            log.debug("snapshot table %s not used: %r", key, exc)

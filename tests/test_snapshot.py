@@ -1,0 +1,414 @@
+"""State snapshots (diced.repo.snapshot): a cold open on an object store in one round when
+the snapshot is current, catch-up through the journal when it is not, a full load (which
+stores a new one) when it cannot be used, and the same state as a full load in every case."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+import diced
+from diced.backends.checksum import ChecksummedBackend
+from diced.errors import CorruptMetadataError, ReadOnlyStoreError, RepoNotFoundError
+from diced.repo import history, snapshot
+from diced.repo import keys as K
+from diced.repo.dag import Node
+
+pytestmark = pytest.mark.backends("memory", "file", "s3")
+
+
+class Calls:
+    """The backend calls (one per round of requests) a store's raw backend receives."""
+
+    def __init__(self, backend) -> None:
+        self.log: list[tuple[str, list[str]]] = []
+        raw = backend.raw if isinstance(backend, ChecksummedBackend) else backend
+        for name in ("get_many", "list_prefixes", "list_keys", "compare_and_set", "set_many"):
+            setattr(raw, name, self._wrap(name, getattr(raw, name)))
+
+    def _wrap(self, name, orig):
+        def call(*args, **kw):
+            arg = args[0] if args else ""
+            self.log.append((name, list(arg) if isinstance(arg, list) else [arg]))
+            return orig(*args, **kw)
+        return call
+
+    def names(self) -> list[str]:
+        return [n for n, _ in self.log]
+
+
+def _open(location):
+    return diced.Store(location, **location.options)
+
+
+def _state(repo) -> tuple:
+    """What a handle knows, comparable between handles."""
+    d = repo._dag
+    return (repo._state.meta_raw, repo._state.gen_raw, sorted(repo._state.instances.items()),
+            sorted(d.refs.items()), sorted(repo._state.extra.get("tags", {}).items()),
+            sorted((n.id, n.uuid, n.locked, tuple(n.parents), n.note) for n in d.nodes.values()))
+
+
+def _full(location, name="r"):
+    """The state a full load (no snapshot) gives."""
+    store = _open(location)
+    try:
+        repo = store.open_repo(name)
+        repo.refresh(full=True)
+        return _state(repo)
+    finally:
+        store.close()
+
+
+def _history(store):
+    repo = store.create_repo("r")
+    arr = repo.create_array("img", "uint8", (8, 8, 8), chunks=(4, 4, 4))
+    arr[...] = 3
+    v1 = repo.commit("one").uuid
+    repo.newversion("two")
+    arr[:4] = 5
+    repo.branch("side", "a branch", parent=v1)
+    repo.tag("t1", parent=v1)
+    return repo, v1
+
+
+def test_cold_open_after_a_commit_is_one_round(store_location):
+    store = _open(store_location)
+    try:
+        repo, v1 = _history(store)
+        repo.commit("locked side")
+        repo.commit("locked two", uuid=repo.version("master").uuid)  # every version locked
+    finally:
+        store.close()
+    want = _full(store_location)
+    fresh = _open(store_location)
+    try:
+        calls = Calls(fresh.backend)
+        repo = fresh.open_repo("r")
+        # the alias, then the journal, head, document, id counter and snapshot in one
+        # round; no listing
+        assert calls.names() == ["get_many", "get_many"], calls.log
+        assert set(calls.log[1][1]) == {K.gen_key(repo.uuid), K.head_key(repo.uuid),
+                                        K.repo_key(repo.uuid), K.snapshot_key(repo.uuid),
+                                        K.vid_counter_key(repo.uuid)}
+        assert _state(repo) == want
+        assert np.array_equal(repo.version(v1).array("img")[...], np.full((8, 8, 8), 3))
+        assert repo.branches()["side"] and "t1" in repo.tags()
+    finally:
+        fresh.close()
+    # an open version adds one round: its lock key decides whether it is locked
+    store = _open(store_location)
+    try:
+        store.open_repo("r").newversion("open")
+        calls = Calls(store.backend)
+        repo = store.open_repo("r")
+        assert calls.names() == ["get_many"] * 4, calls.log  # + catch-up, + the lock keys
+        assert all(k.startswith("lock/") for k in calls.log[3][1]), calls.log
+        assert _state(repo) == _full(store_location)
+    finally:
+        store.close()
+
+
+def test_changes_after_the_snapshot_are_caught_up_through_the_journal(store_location):
+    store = _open(store_location)
+    try:
+        repo, v1 = _history(store)
+        repo.commit("locked two")
+        # changes that publish no snapshot: an instance, a branch, a tag, a new version,
+        # a note, a deleted instance
+        three = repo.newversion("three").uuid
+        repo.create_keyvalue("kv")["k"] = b"v"
+        repo.branch("more", "another branch", parent=v1)
+        repo.tag("t2", parent=v1)
+        repo._update_node(repo._node(v1).id, lambda rec: rec.__setitem__("note", "edited note"))
+        repo.create_keyvalue("gone")
+        repo.delete_instance("gone")
+    finally:
+        store.close()
+    fresh = _open(store_location)
+    try:
+        calls = Calls(fresh.backend)
+        repo = fresh.open_repo("r")
+        assert "list_prefixes" not in calls.names() and "list_keys" not in calls.names()
+        # the alias, the snapshot, the catch-up, the lock keys of the open versions
+        assert calls.names() == ["get_many"] * 4, calls.log
+        assert sorted(repo._instance_records()) == ["img", "kv"]
+        assert set(repo.branches()) >= {"side", "more"} and {"t1", "t2"} <= set(repo.tags())
+        assert repo.version(v1).note == "edited note"
+        assert repo.version(three)["kv"]["k"] == b"v"
+        assert _state(repo) == _full(store_location)
+    finally:
+        fresh.close()
+
+
+def test_no_snapshot_or_a_damaged_one_means_a_full_load_that_stores_one(store_location, caplog):
+    store = _open(store_location)
+    try:
+        repo, _ = _history(store)
+        uuid = repo.uuid
+        store.backend.delete(K.snapshot_key(uuid))
+    finally:
+        store.close()
+    want = _full(store_location)
+    for damage in (None, b"garbage", snapshot._MAGIC + b"not zlib",
+                   snapshot.encode(snapshot.Raws(b"{}", b"{}", b"1"), 10 ** 9)):
+        store = _open(store_location)
+        try:
+            if damage is None:
+                store.backend.delete(K.snapshot_key(uuid))
+            else:
+                store.backend.set(K.snapshot_key(uuid), damage)
+            calls = Calls(store.backend)
+            with caplog.at_level(logging.WARNING, "diced.repo"):
+                repo = store.open_repo("r")
+            assert _state(repo) == want
+            assert "list_prefixes" in calls.names() or "list_keys" in calls.names()
+            stored = store.backend.get(K.snapshot_key(uuid))
+            assert stored is not None and stored != damage  # replaced by the full load
+            assert snapshot.decode(stored, uuid)[1] == repo._state.gen_n
+        finally:
+            store.close()
+    assert "unreadable metadata snapshot" in caplog.text or "does not load" in caplog.text
+
+
+def test_a_later_snapshot_is_not_replaced_by_an_earlier_one(store_location):
+    store = _open(store_location)
+    try:
+        repo, _ = _history(store)
+        key = K.snapshot_key(repo.uuid)
+        late = snapshot.encode(snapshot.Raws(b"{}", b"{}", b"1"), 10 ** 6)
+        store.backend.set(key, late)
+        raws = snapshot.Raws(b"{}", b"{}", b"1")
+        snapshot.publish(store.backend, repo.uuid, raws, 5)
+        assert store.backend.get(key) == late
+        snapshot.publish(store.backend, repo.uuid, raws, 10 ** 6 + 1)
+        assert snapshot.decode(store.backend.get(key), repo.uuid)[1] == 10 ** 6 + 1
+    finally:
+        store.close()
+
+
+def test_a_change_without_its_journal_entry_is_seen_from_the_next_full_load(store_location):
+    store = _open(store_location)
+    try:
+        repo, _ = _history(store)
+        uuid = repo.uuid
+        # a writer killed between writing a record and bumping the journal: an instance
+        # record nobody journaled
+        rec = dict(repo._instance_records()["img"], name="orphan")
+        store.backend.set(K.instance_key(uuid, "orphan"), history.dump_doc(rec))
+    finally:
+        store.close()
+    store = _open(store_location)
+    try:
+        assert "orphan" not in store.open_repo("r").instances()  # the snapshot's state
+        repo = store.open_repo("r")
+        repo.refresh(full=True)  # a full load sees it and stores a new snapshot
+        assert "orphan" in repo.instances()
+        assert "orphan" in store.open_repo("r").instances()
+    finally:
+        store.close()
+
+
+def test_a_document_changed_without_the_journal_is_a_full_load(store_location):
+    store = _open(store_location)
+    try:
+        repo, _ = _history(store)
+        repo.refresh(full=True)  # a snapshot of the current journal
+        doc = history.load_doc(store.backend.get(K.repo_key(repo.uuid)), "doc")
+        doc["description"] = "changed behind the journal's back"
+        store.backend.set(K.repo_key(repo.uuid), history.dump_doc(doc))
+    finally:
+        store.close()
+    store = _open(store_location)
+    try:
+        calls = Calls(store.backend)
+        repo = store.open_repo("r")
+        assert repo.description == "changed behind the journal's back"
+        assert "list_prefixes" in calls.names() or "list_keys" in calls.names()
+    finally:
+        store.close()
+
+
+def test_a_damaged_or_deleted_document_raises_despite_the_snapshot(store_location):
+    store = _open(store_location)
+    try:
+        repo, _ = _history(store)
+        assert store.backend.get(K.snapshot_key(repo.uuid)) is not None
+        store.backend.set(K.repo_key(repo.uuid), b"\x00garbage")
+        with pytest.raises(CorruptMetadataError):
+            store.open_repo("r")
+        store.backend.delete(K.repo_key(repo.uuid))
+        with pytest.raises(RepoNotFoundError):
+            store.open_repo("r")
+    finally:
+        store.close()
+
+
+def test_a_store_that_refuses_the_snapshot_still_opens(store_location, monkeypatch):
+    store = _open(store_location)
+    try:
+        repo, _ = _history(store)
+        uuid = repo.uuid
+        store.backend.delete(K.snapshot_key(uuid))
+        want = _state(store.open_repo("r"))
+        store.backend.delete(K.snapshot_key(uuid))
+        backend = store.backend
+
+        def refuse(key, expected, new):
+            raise ReadOnlyStoreError(f"{key} is read-only")
+
+        monkeypatch.setattr(backend, "compare_and_set", refuse)
+        assert _state(store.open_repo("r")) == want
+        assert backend.get(K.snapshot_key(uuid)) is None
+    finally:
+        monkeypatch.undo()
+        store.close()
+
+
+def test_long_histories_keep_their_packs_in_the_snapshot_or_read_them(store_location,
+                                                                      monkeypatch):
+    store = _open(store_location)
+    try:
+        repo = store.create_repo("r")
+        repo.commit("root")
+        root = repo._dag.nodes[repo._head_id]
+        nodes = []
+        for vid in range(2, 2 + 2 * history.PACK_MIN):
+            nodes.append(Node(f"{vid:032x}", vid, [vid - 1], locked=True, note=f"n{vid}"))
+        history.bulk_append(store.backend, repo.uuid, nodes, refs={"": nodes[-1].id})
+        assert root.id == 1
+    finally:
+        store.close()
+    want = _full(store_location)
+    assert history.load_doc(_open(store_location).backend.get(K.repo_key(
+        _open(store_location).open_repo("r").uuid)), "d")["packs"]
+    for limit, rounds in ((snapshot.PACKS_MAX, 2), (0, 3)):
+        monkeypatch.setattr(snapshot, "PACKS_MAX", limit)
+        store = _open(store_location)
+        try:
+            store.open_repo("r").refresh(full=True)  # a snapshot with or without the packs
+            fresh = _open(store_location)
+            calls = Calls(fresh.backend)
+            repo = fresh.open_repo("r")
+            assert calls.names() == ["get_many"] * rounds, calls.log
+            assert _state(repo) == want
+            assert repo.version(f"{2 * history.PACK_MIN + 1:032x}").note == \
+                f"n{2 * history.PACK_MIN + 1}"
+            fresh.close()
+        finally:
+            store.close()
+
+
+def test_deleting_a_repo_deletes_its_snapshot(store_location):
+    store = _open(store_location)
+    try:
+        repo, _ = _history(store)
+        uuid = repo.uuid
+        assert store.backend.get(K.snapshot_key(uuid)) is not None
+        store.delete_repo("r")
+        assert store.backend.get(K.snapshot_key(uuid)) is None
+    finally:
+        store.close()
+
+
+@pytest.mark.backends("lmdb")
+def test_lmdb_keeps_no_snapshot(store_location):
+    store = _open(store_location)
+    try:
+        repo, _ = _history(store)
+        repo.commit("locked")
+        assert store.open_repo("r").instances()
+        assert store.backend.get(K.snapshot_key(repo.uuid)) is None
+    finally:
+        store.close()
+
+
+def test_a_cold_read_of_a_branch_tip_needs_no_round_for_its_index(store_location):
+    store = _open(store_location)
+    try:
+        repo = store.create_repo("r")
+        arr = repo.create_array("img", "uint16", (16, 16, 16), chunks=(8, 8, 8))
+        arr[...] = np.arange(16 ** 3, dtype=np.uint16).reshape((16,) * 3)
+        v1 = repo.commit("one").uuid
+        repo.newversion("two")
+        arr[:8] = 7
+        v2 = repo.commit("two").uuid
+    finally:
+        store.close()
+    fresh = _open(store_location)
+    try:
+        calls = Calls(fresh.backend)
+        got = fresh.open_repo("r").version(v2).array("img")[...]
+        keys = [k for _, ks in calls.log for k in ks]
+        assert not [k for k in keys if k.startswith("i/")], calls.log  # the snapshot's table
+        # the alias, the snapshot round, then only chunks (in concurrent groups)
+        assert set(calls.names()) == {"get_many"}, calls.log
+        assert all(k.startswith("d/") for _, ks in calls.log[2:] for k in ks), calls.log
+        want = np.arange(16 ** 3, dtype=np.uint16).reshape((16,) * 3)
+        want[:8] = 7
+        assert np.array_equal(got, want)
+        # an older version's table is read from the store as before
+        n = len(calls.log)
+        assert np.array_equal(fresh.open_repo("r").version(v1).array("img")[...],
+                              np.arange(16 ** 3, dtype=np.uint16).reshape((16,) * 3))
+        assert any(k.startswith("i/") for _, ks in calls.log[n:] for k in ks)
+    finally:
+        fresh.close()
+
+
+def test_a_squash_leaves_no_snapshot_with_dropped_tables_current(store_location):
+    store = _open(store_location)
+    try:
+        repo = store.create_repo("r")
+        arr = repo.create_array("img", "uint8", (8, 8, 8), chunks=(4, 4, 4))
+        want = np.zeros((8, 8, 8), np.uint8)
+        uuids = []
+        for i in range(4):
+            arr[i * 2:i * 2 + 2] = i + 1
+            want[i * 2:i * 2 + 2] = i + 1
+            uuids.append(repo.commit(f"v{i}").uuid)
+            repo.newversion(f"after {i}")
+        stamp = store.backend.get(K.snapshot_key(repo.uuid))
+        repo.squash(uuids[1], uuids[3])
+        # the snapshot of before the squash is no longer current: its tables are not used
+        assert snapshot.decode(stamp, repo.uuid)[0].gen != store.backend.get(K.gen_key(repo.uuid))
+    finally:
+        store.close()
+    fresh = _open(store_location)
+    try:
+        assert np.array_equal(fresh.open_repo("r").version(uuids[3]).array("img")[...], want)
+    finally:
+        fresh.close()
+
+
+def test_a_commit_stores_its_snapshot_without_rereading_the_records(store_location):
+    store = _open(store_location)
+    try:
+        repo, _ = _history(store)
+        repo.commit("two")
+        for i in range(5):
+            repo.newversion(f"v{i}")
+            repo.array("img")[0] = i
+            repo.commit(f"c{i}")
+        last = repo.newversion("last")
+        calls = Calls(store.backend)
+        repo.commit("locked last")
+        read = [k for n, ks in calls.log if n == "get_many" for k in ks]
+        # only the committed version's own record (the lock's compare-and-set), not the
+        # other records past the last pack as a full load would
+        assert {k for k in read if k.startswith("meta/node/")} <= \
+            {K.node_key(repo.uuid, last.id)}, read
+        assert _state(store.open_repo("r")) == _full(store_location)
+        # a record the committing handle does not know (its journal entry never written)
+        # makes the commit's snapshot a full load's, which sees it
+        rec = dict(repo._instance_records()["img"], name="orphan")
+        store.backend.set(K.instance_key(repo.uuid, "orphan"), history.dump_doc(rec))
+        assert "orphan" not in store.open_repo("r")._instance_records()
+        repo.newversion("more")
+        repo.commit("sees the orphan")
+        assert "orphan" in store.open_repo("r")._instance_records()
+        assert "orphan" in repo._instance_records()
+    finally:
+        store.close()
