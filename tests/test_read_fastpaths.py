@@ -213,3 +213,33 @@ def test_reads_from_inside_a_saturated_pool_finish(arr, monkeypatch):
         for b in blockers:
             b.result()
     assert np.array_equal(got, data[1:31, 2:30, 3:29])
+
+
+@pytest.mark.parametrize("shape,dtype", [((64, 64, 64), np.uint64), ((128, 128, 128), np.uint8),
+                                         ((3, 1000, 1000), np.float32), ((7, 5), np.int16),
+                                         ((0, 64), np.uint64), ((2049, 1024), np.uint8)])
+def test_result_arrays_start_on_a_huge_page_when_worth_it(shape, dtype):
+    a = _readplan.result_array(shape, dtype)
+    assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+    n = a.nbytes
+    aligned = (_readplan._HUGE_OK and _readplan._ALIGN_MIN <= n <= _readplan._ALIGN_MAX
+               and (-n) % _readplan._HUGE <= n // 8)
+    assert (a.ctypes.data % _readplan._HUGE == 0) if aligned else a.base is None
+    a[...] = 3  # all of it is usable memory
+    assert int(a.sum()) == 3 * a.size
+
+
+def test_a_warm_label_block_read_is_exact_in_an_aligned_result(tmp_path):
+    store = diced.Store(tmp_path / "s.diced")
+    try:
+        repo = store.create_repo("r")
+        lab = repo.create_labels("l", (128, 128, 128))
+        want = np.random.default_rng(3).integers(0, 2 ** 40, (128, 128, 128), dtype=np.uint64)
+        lab[...] = want
+        v = repo.commit("locked").uuid
+        locked = repo.version(v).labels("l")
+        for _ in range(2):  # cold, then from the locked-chunk cache
+            got = locked[10:74, 20:84, 30:94]
+            assert np.array_equal(got, want[10:74, 20:84, 30:94])
+    finally:
+        store.close()

@@ -18,7 +18,7 @@ from diced.array._readcache import (
     _locked_cache,
     _serve_cached,
 )
-from diced.array._readplan import IO_WORKERS, io_pool
+from diced.array._readplan import IO_WORKERS, io_pool, result_array
 from diced.array.indexing import ChunkProjection, Selection, plan_selection
 from diced.datatypes.array import _common
 from diced.datatypes.array._common import _batches, _chain, _is_whole, _pool, _scratch
@@ -80,7 +80,7 @@ class ArrayReads:
         shape = self._shape_at(ctx)
         sel = plan_selection(selection, shape, mode)
         mask = None if roi is None else self._roi_mask(sel, roi)
-        out = np.empty(sel.shape, dtype=self.dtype)
+        out = result_array(sel.shape, self.dtype)
         self._read_into(ctx, shape, sel, out, self._read_post(ctx, **options))
         if mask is not None:
             out[~mask] = 0
