@@ -205,6 +205,7 @@ def test_pipelined_label_writes_keep_the_index_exact(repo, small_batches, monkey
 
 def test_multi_group_reads_equal_numpy(repo, monkeypatch):
     monkeypatch.setattr(reading, "GROUP_BYTES", 2 * 4096)
+    monkeypatch.setattr(reading, "REMOTE_GROUP_BYTES", 2 * 4096)
     data = np.random.default_rng(2).integers(0, 255, (64, 48, 40)).astype(np.uint8)
     a = repo.create_array("r", "uint8", data.shape, chunks=(16, 16, 16))
     a[...] = data
