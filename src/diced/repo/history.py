@@ -60,6 +60,9 @@ __all__ = ["PACK_MIN", "RepoState", "build_state", "catch_up", "decode_pack", "e
 PACK_MIN = 256
 #: changes the journal remembers (a handle further behind reloads everything)
 JOURNAL = 64
+#: version ids past the newest known one that an open from a snapshot reads itself (more:
+#: a full load)
+_UNJOURNALED_MAX = 64
 _MAGIC = b"DPK2"
 
 
@@ -254,9 +257,9 @@ def load_state(backend: Backend, repo: str, *, snapshot: bool = True) -> RepoSta
     A full load is three rounds of requests whatever the history's length (document +
     journal + counter + head; the instance/branch/tag listings; packs and the records past
     the last pack, with their lock keys, and the refs). On stores without ordered scans an
-    open first reads the journal, the head, the document and the state snapshot in one round
-    and is done there when the snapshot is current (:mod:`diced.repo.snapshot`); every full load there
-    stores a new snapshot. ``snapshot=False`` always loads fully (``refresh(full=True)``,
+    open first reads the journal, the head, the document, the id counter and the state
+    snapshot in one round and is done there when the snapshot is current and every version
+    locked (:mod:`diced.repo.snapshot`); every full load there stores a new snapshot. ``snapshot=False`` always loads fully (``refresh(full=True)``,
     commits)."""
     snaps = S.used_on(backend)
     seen: bytes | None | bool = False
@@ -267,7 +270,9 @@ def load_state(backend: Backend, repo: str, *, snapshot: bool = True) -> RepoSta
         _check_meta(load_doc(raw_meta, f"repo {repo}"), repo)  # gone or damaged: say so
         state = _from_snapshot(backend, repo, seen, gen_raw, head_raw, raw_meta)
         if state is not None:
-            return _with_unjournaled(backend, repo, state, raw_vid)
+            state = _with_unjournaled(backend, repo, state, raw_vid)
+        if state is not None:
+            return state
     else:
         raw_meta, gen_raw, raw_vid, head_raw = backend.get_many(
             [K.repo_key(repo), K.gen_key(repo), K.vid_counter_key(repo), K.head_key(repo)])
@@ -309,11 +314,12 @@ def _from_snapshot(backend: Backend, repo: str, raw: bytes | None, gen_raw: byte
 
 
 def _with_unjournaled(backend: Backend, repo: str, state: RepoState,
-                      raw_vid: bytes | None) -> RepoState:
+                      raw_vid: bytes | None) -> RepoState | None:
     """``state`` (from a snapshot) with what a full load would add although no journal entry
     names it, as the keys that decide it say: open versions whose lock key exists (a commit
     stopped after its lock key) and versions past the newest one known, up to the id counter
-    (a new version stopped after its record). One round, none when there are neither."""
+    (a new version stopped after its record). One round, none when there are neither;
+    ``None`` (load fully) when the counter is far past the newest version known."""
     dag = state.dag
     ids = dag._ids()
     top = int(ids.max()) if ids.size else 0
@@ -323,6 +329,8 @@ def _with_unjournaled(backend: Backend, repo: str, state: RepoState,
         raise CorruptMetadataError(f"repo {repo}: version id counter {raw_vid!r}") from exc
     opened = [int(v) for v in ids if not dag._cols.locked[v]]
     newer = list(range(top + 1, counter + 1))
+    if len(newer) > _UNJOURNALED_MAX:
+        return None
     if not opened and not newer:
         return state
     values = backend.get_many([K.lock_key(repo, v) for v in opened + newer] +

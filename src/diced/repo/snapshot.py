@@ -6,7 +6,7 @@ the records. On object stores each round is a network round trip (20-50 ms on S3
 and an open is on the path of every cold read. So every full load on a store without ordered
 scans also stores what it read, the *raw records*, as one object ``meta/snap/<repo>``,
 stamped with the change journal it read first. A later open reads the journal, the stored
-head, the repo document and the snapshot in one round:
+head, the repo document, the id counter and the snapshot in one round:
 
 * journal unchanged since the snapshot and the same document: the state is rebuilt from the
   snapshot, no more requests (a document that differs although the journal does not, a
@@ -14,22 +14,31 @@ head, the repo document and the snapshot in one round:
   missing or damaged document raises as a full load would);
 * journal moved on, within its window: the snapshot's state catches up through the journal
   (one more round, the keys the journal names, as a long-lived handle's refresh does);
-* no snapshot, an unreadable one, or the journal out of reach: a full load (one round more
-  than before: the document and counter are read after the journal), which then stores a
-  new snapshot.
+* no snapshot, an unreadable one, or the journal out of reach: a full load, which then
+  stores a new snapshot.
+
+The keys that decide a version's existence and lock are read as a full load reads them: the
+id counter comes with the first round, and the lock keys of the open versions, with the
+records of any versions past the newest one the state knows, take one more round when there
+are such versions (so a repo whose versions are all locked opens in two rounds, alias
+included).
 
 The snapshot is derived data: it is never trusted beyond the journal stamp, a damaged or
 foreign one is ignored (and replaced), and deleting it only costs the next open a full load.
-A snapshot is written by a full load, and by a commit from the committing handle's state
+It is written by full loads and by commits, from the committing handle's state
 (:func:`diced.repo.history.publish_current`: one round of listings and the id counter first
 checks that the store holds no instance, branch, tag or version that state lacks, else a
-full load writes it), never from a catch-up; it replaces an older one by compare-and-set
-(:func:`publish`). It also carries the compacted index tables of the newest locked version
-of each branch (immutable; used only while the snapshot is current, so a cold read there goes
-straight to the chunks; a squash, which drops tables, bumps the journal after the drop). Its size is bounded whatever the history's length:
-the records past the last node pack (fewer than ``PACK_MIN`` locked versions, plus the open
-ones), the instance and ref records, and the packs while they total :data:`PACKS_MAX` bytes. Commits on these stores publish one, so a repo
-that is read more than written opens in one round after its last commit.
+full load writes it), never from a catch-up, and it replaces an older one by
+compare-and-set (:func:`publish`); a repo read more than written therefore opens from it.
+
+It also carries the compacted index tables of the newest locked version of each branch
+(immutable; used only while the snapshot is current), so a cold read there goes straight to
+the chunks. A squash, which drops tables, bumps the journal after the drop, so no snapshot
+holding a dropped table is current afterwards.
+
+Its size is bounded whatever the history's length: the records past the last node pack
+(fewer than ``PACK_MIN`` locked versions, plus the open ones), the instance and ref records,
+the packs while they total :data:`PACKS_MAX` bytes and the tables up to :data:`TABLES_MAX`.
 
 What a snapshot changes: a change whose journal entry is missing (a writer killed between
 writing a record and bumping the journal) was seen by every fresh open before; with
