@@ -4,7 +4,14 @@ stores a new one) when it cannot be used, and the same state as a full load in e
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -43,6 +50,15 @@ def _open(location):
     return diced.Store(location, **location.options)
 
 
+@contextlib.contextmanager
+def _opened(location):
+    store = _open(location)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 def _state(repo) -> tuple:
     """What a handle knows, comparable between handles."""
     d = repo._dag
@@ -75,16 +91,12 @@ def _history(store):
 
 
 def test_cold_open_after_a_commit_is_one_round(store_location):
-    store = _open(store_location)
-    try:
+    with _opened(store_location) as store:
         repo, v1 = _history(store)
         repo.commit("locked side")
         repo.commit("locked two", uuid=repo.version("master").uuid)  # every version locked
-    finally:
-        store.close()
     want = _full(store_location)
-    fresh = _open(store_location)
-    try:
+    with _opened(store_location) as fresh:
         calls = Calls(fresh.backend)
         repo = fresh.open_repo("r")
         # the alias, then the journal, head, document, id counter and snapshot in one
@@ -96,24 +108,18 @@ def test_cold_open_after_a_commit_is_one_round(store_location):
         assert _state(repo) == want
         assert np.array_equal(repo.version(v1).array("img")[...], np.full((8, 8, 8), 3))
         assert repo.branches()["side"] and "t1" in repo.tags()
-    finally:
-        fresh.close()
     # an open version adds one round: its lock key decides whether it is locked
-    store = _open(store_location)
-    try:
+    with _opened(store_location) as store:
         store.open_repo("r").newversion("open")
         calls = Calls(store.backend)
         repo = store.open_repo("r")
         assert calls.names() == ["get_many"] * 4, calls.log  # + catch-up, + the lock keys
         assert all(k.startswith("lock/") for k in calls.log[3][1]), calls.log
         assert _state(repo) == _full(store_location)
-    finally:
-        store.close()
 
 
 def test_changes_after_the_snapshot_are_caught_up_through_the_journal(store_location):
-    store = _open(store_location)
-    try:
+    with _opened(store_location) as store:
         repo, v1 = _history(store)
         repo.commit("locked two")
         # changes that publish no snapshot: an instance, a branch, a tag, a new version,
@@ -125,10 +131,7 @@ def test_changes_after_the_snapshot_are_caught_up_through_the_journal(store_loca
         repo._update_node(repo._node(v1).id, lambda rec: rec.__setitem__("note", "edited note"))
         repo.create_keyvalue("gone")
         repo.delete_instance("gone")
-    finally:
-        store.close()
-    fresh = _open(store_location)
-    try:
+    with _opened(store_location) as fresh:
         calls = Calls(fresh.backend)
         repo = fresh.open_repo("r")
         assert "list_prefixes" not in calls.names() and "list_keys" not in calls.names()
@@ -139,23 +142,17 @@ def test_changes_after_the_snapshot_are_caught_up_through_the_journal(store_loca
         assert repo.version(v1).note == "edited note"
         assert repo.version(three)["kv"]["k"] == b"v"
         assert _state(repo) == _full(store_location)
-    finally:
-        fresh.close()
 
 
 def test_no_snapshot_or_a_damaged_one_means_a_full_load_that_stores_one(store_location, caplog):
-    store = _open(store_location)
-    try:
+    with _opened(store_location) as store:
         repo, _ = _history(store)
         uuid = repo.uuid
         store.backend.delete(K.snapshot_key(uuid))
-    finally:
-        store.close()
     want = _full(store_location)
     for damage in (None, b"garbage", snapshot._MAGIC + b"not zlib",
                    snapshot.encode(snapshot.Raws(b"{}", b"{}", b"1"), 10 ** 9)):
-        store = _open(store_location)
-        try:
+        with _opened(store_location) as store:
             if damage is None:
                 store.backend.delete(K.snapshot_key(uuid))
             else:
@@ -168,14 +165,11 @@ def test_no_snapshot_or_a_damaged_one_means_a_full_load_that_stores_one(store_lo
             stored = store.backend.get(K.snapshot_key(uuid))
             assert stored is not None and stored != damage  # replaced by the full load
             assert snapshot.decode(stored, uuid)[1] == repo._state.gen_n
-        finally:
-            store.close()
     assert "unreadable metadata snapshot" in caplog.text or "does not load" in caplog.text
 
 
 def test_a_later_snapshot_is_not_replaced_by_an_earlier_one(store_location):
-    store = _open(store_location)
-    try:
+    with _opened(store_location) as store:
         repo, _ = _history(store)
         key = K.snapshot_key(repo.uuid)
         late = snapshot.encode(snapshot.Raws(b"{}", b"{}", b"1"), 10 ** 6)
@@ -185,55 +179,40 @@ def test_a_later_snapshot_is_not_replaced_by_an_earlier_one(store_location):
         assert store.backend.get(key) == late
         snapshot.publish(store.backend, repo.uuid, raws, 10 ** 6 + 1)
         assert snapshot.decode(store.backend.get(key), repo.uuid)[1] == 10 ** 6 + 1
-    finally:
-        store.close()
 
 
 def test_a_change_without_its_journal_entry_is_seen_from_the_next_full_load(store_location):
-    store = _open(store_location)
-    try:
+    with _opened(store_location) as store:
         repo, _ = _history(store)
         uuid = repo.uuid
         # a writer killed between writing a record and bumping the journal: an instance
         # record nobody journaled
         rec = dict(repo._instance_records()["img"], name="orphan")
         store.backend.set(K.instance_key(uuid, "orphan"), history.dump_doc(rec))
-    finally:
-        store.close()
-    store = _open(store_location)
-    try:
+    with _opened(store_location) as store:
         assert "orphan" not in store.open_repo("r").instances()  # the snapshot's state
         repo = store.open_repo("r")
         repo.refresh(full=True)  # a full load sees it and stores a new snapshot
         assert "orphan" in repo.instances()
         assert "orphan" in store.open_repo("r").instances()
-    finally:
-        store.close()
 
 
 def test_a_document_changed_without_the_journal_is_a_full_load(store_location):
-    store = _open(store_location)
-    try:
+    with _opened(store_location) as store:
         repo, _ = _history(store)
         repo.refresh(full=True)  # a snapshot of the current journal
         doc = history.load_doc(store.backend.get(K.repo_key(repo.uuid)), "doc")
         doc["description"] = "changed behind the journal's back"
         store.backend.set(K.repo_key(repo.uuid), history.dump_doc(doc))
-    finally:
-        store.close()
-    store = _open(store_location)
-    try:
+    with _opened(store_location) as store:
         calls = Calls(store.backend)
         repo = store.open_repo("r")
         assert repo.description == "changed behind the journal's back"
         assert "list_prefixes" in calls.names() or "list_keys" in calls.names()
-    finally:
-        store.close()
 
 
 def test_a_damaged_or_deleted_document_raises_despite_the_snapshot(store_location):
-    store = _open(store_location)
-    try:
+    with _opened(store_location) as store:
         repo, _ = _history(store)
         assert store.backend.get(K.snapshot_key(repo.uuid)) is not None
         store.backend.set(K.repo_key(repo.uuid), b"\x00garbage")
@@ -242,8 +221,6 @@ def test_a_damaged_or_deleted_document_raises_despite_the_snapshot(store_locatio
         store.backend.delete(K.repo_key(repo.uuid))
         with pytest.raises(RepoNotFoundError):
             store.open_repo("r")
-    finally:
-        store.close()
 
 
 def test_a_store_that_refuses_the_snapshot_still_opens(store_location, monkeypatch):
@@ -269,8 +246,7 @@ def test_a_store_that_refuses_the_snapshot_still_opens(store_location, monkeypat
 
 def test_long_histories_keep_their_packs_in_the_snapshot_or_read_them(store_location,
                                                                       monkeypatch):
-    store = _open(store_location)
-    try:
+    with _opened(store_location) as store:
         repo = store.create_repo("r")
         repo.commit("root")
         root = repo._dag.nodes[repo._head_id]
@@ -279,15 +255,12 @@ def test_long_histories_keep_their_packs_in_the_snapshot_or_read_them(store_loca
             nodes.append(Node(f"{vid:032x}", vid, [vid - 1], locked=True, note=f"n{vid}"))
         history.bulk_append(store.backend, repo.uuid, nodes, refs={"": nodes[-1].id})
         assert root.id == 1
-    finally:
-        store.close()
     want = _full(store_location)
     assert history.load_doc(_open(store_location).backend.get(K.repo_key(
         _open(store_location).open_repo("r").uuid)), "d")["packs"]
     for limit, rounds in ((snapshot.PACKS_MAX, 2), (0, 3)):
         monkeypatch.setattr(snapshot, "PACKS_MAX", limit)
-        store = _open(store_location)
-        try:
+        with _opened(store_location) as store:
             store.open_repo("r").refresh(full=True)  # a snapshot with or without the packs
             fresh = _open(store_location)
             calls = Calls(fresh.backend)
@@ -297,37 +270,28 @@ def test_long_histories_keep_their_packs_in_the_snapshot_or_read_them(store_loca
             assert repo.version(f"{2 * history.PACK_MIN + 1:032x}").note == \
                 f"n{2 * history.PACK_MIN + 1}"
             fresh.close()
-        finally:
-            store.close()
 
 
 def test_deleting_a_repo_deletes_its_snapshot(store_location):
-    store = _open(store_location)
-    try:
+    with _opened(store_location) as store:
         repo, _ = _history(store)
         uuid = repo.uuid
         assert store.backend.get(K.snapshot_key(uuid)) is not None
         store.delete_repo("r")
         assert store.backend.get(K.snapshot_key(uuid)) is None
-    finally:
-        store.close()
 
 
 @pytest.mark.backends("lmdb")
 def test_lmdb_keeps_no_snapshot(store_location):
-    store = _open(store_location)
-    try:
+    with _opened(store_location) as store:
         repo, _ = _history(store)
         repo.commit("locked")
         assert store.open_repo("r").instances()
         assert store.backend.get(K.snapshot_key(repo.uuid)) is None
-    finally:
-        store.close()
 
 
 def test_a_cold_read_of_a_branch_tip_needs_no_round_for_its_index(store_location):
-    store = _open(store_location)
-    try:
+    with _opened(store_location) as store:
         repo = store.create_repo("r")
         arr = repo.create_array("img", "uint16", (16, 16, 16), chunks=(8, 8, 8))
         arr[...] = np.arange(16 ** 3, dtype=np.uint16).reshape((16,) * 3)
@@ -335,10 +299,7 @@ def test_a_cold_read_of_a_branch_tip_needs_no_round_for_its_index(store_location
         repo.newversion("two")
         arr[:8] = 7
         v2 = repo.commit("two").uuid
-    finally:
-        store.close()
-    fresh = _open(store_location)
-    try:
+    with _opened(store_location) as fresh:
         calls = Calls(fresh.backend)
         got = fresh.open_repo("r").version(v2).array("img")[...]
         keys = [k for _, ks in calls.log for k in ks]
@@ -354,13 +315,10 @@ def test_a_cold_read_of_a_branch_tip_needs_no_round_for_its_index(store_location
         assert np.array_equal(fresh.open_repo("r").version(v1).array("img")[...],
                               np.arange(16 ** 3, dtype=np.uint16).reshape((16,) * 3))
         assert any(k.startswith("i/") for _, ks in calls.log[n:] for k in ks)
-    finally:
-        fresh.close()
 
 
 def test_a_squash_leaves_no_snapshot_with_dropped_tables_current(store_location):
-    store = _open(store_location)
-    try:
+    with _opened(store_location) as store:
         repo = store.create_repo("r")
         arr = repo.create_array("img", "uint8", (8, 8, 8), chunks=(4, 4, 4))
         want = np.zeros((8, 8, 8), np.uint8)
@@ -374,18 +332,12 @@ def test_a_squash_leaves_no_snapshot_with_dropped_tables_current(store_location)
         repo.squash(uuids[1], uuids[3])
         # the snapshot of before the squash is no longer current: its tables are not used
         assert snapshot.decode(stamp, repo.uuid)[0].gen != store.backend.get(K.gen_key(repo.uuid))
-    finally:
-        store.close()
-    fresh = _open(store_location)
-    try:
+    with _opened(store_location) as fresh:
         assert np.array_equal(fresh.open_repo("r").version(uuids[3]).array("img")[...], want)
-    finally:
-        fresh.close()
 
 
 def test_a_commit_stores_its_snapshot_without_rereading_the_records(store_location):
-    store = _open(store_location)
-    try:
+    with _opened(store_location) as store:
         repo, _ = _history(store)
         repo.commit("two")
         for i in range(5):
@@ -410,5 +362,60 @@ def test_a_commit_stores_its_snapshot_without_rereading_the_records(store_locati
         repo.commit("sees the orphan")
         assert "orphan" in store.open_repo("r")._instance_records()
         assert "orphan" in repo._instance_records()
-    finally:
-        store.close()
+
+
+# --- faults ----------------------------------------------------------------------------------
+
+WRITER = textwrap.dedent("""
+    import sys
+    import diced
+
+    store = diced.Store(sys.argv[1])
+    run = sys.argv[2]
+    repo = store.open_repo("r")
+    if not repo.head.locked:  # the last writer was killed before its commit
+        repo.commit("resumed")
+    i = 0
+    while True:
+        i += 1
+        repo.newversion(f"n{run}-{i}")
+        repo.create_keyvalue(f"kv{run}-{i}")["k"] = b"v"
+        if i % 3 == 0:
+            repo.tag(f"t{run}-{i}", parent=repo.root.uuid)
+        if i % 4 == 0:
+            repo.branch(f"b{run}-{i}", parent=repo.root.uuid)
+        repo.commit(f"c{run}-{i}")
+        print(i, flush=True)
+""")
+
+
+@pytest.mark.backends("file")
+def test_opens_after_a_writer_killed_mid_change_agree_with_full_loads(store_location, tmp_path):
+    """A writer killed at random points of its changes and commits (SIGKILL): every open
+    from the snapshot works and shows nothing a full load does not, with the same lock
+    states (the lock keys decide); after a full load, an open equals it."""
+    with _opened(store_location) as store:
+        store.create_repo("r").commit("root")
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    rng = random.Random(5)
+    for run in range(10):
+        proc = subprocess.Popen([sys.executable, str(script), str(store_location), str(run)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline(), proc.stderr.read()
+            time.sleep(rng.uniform(0.0, 0.4))
+        finally:
+            proc.kill()
+            proc.wait(30)
+        with _opened(store_location) as store:
+            snap = store.open_repo("r")
+            full = store.open_repo("r")
+            full.refresh(full=True)
+            seen = {n.uuid: n.locked for n in snap.dag.nodes.values()}
+            truth = {n.uuid: n.locked for n in full.dag.nodes.values()}
+            assert seen.items() <= truth.items()
+            assert set(snap._instance_records()) <= set(full._instance_records())
+            assert snap.dag.refs.items() <= full.dag.refs.items()
+            assert _state(store.open_repo("r")) == _state(full)
