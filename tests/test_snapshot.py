@@ -23,7 +23,7 @@ from diced.repo import history, snapshot
 from diced.repo import keys as K
 from diced.repo.dag import Node
 
-pytestmark = pytest.mark.backends("memory", "file", "s3")
+pytestmark = pytest.mark.backends("memory", "file")
 
 
 class Calls:
@@ -90,6 +90,7 @@ def _history(store):
     return repo, v1
 
 
+@pytest.mark.backends("memory", "file", "s3")
 def test_cold_open_after_a_commit_is_one_round(store_location):
     with _opened(store_location) as store:
         repo, v1 = _history(store)
@@ -290,6 +291,7 @@ def test_lmdb_keeps_no_snapshot(store_location):
         assert store.backend.get(K.snapshot_key(repo.uuid)) is None
 
 
+@pytest.mark.backends("memory", "file", "s3")
 def test_a_cold_read_of_a_branch_tip_needs_no_round_for_its_index(store_location):
     with _opened(store_location) as store:
         repo = store.create_repo("r")
