@@ -421,3 +421,12 @@ def test_opens_after_a_writer_killed_mid_change_agree_with_full_loads(store_loca
             assert set(snap._instance_records()) <= set(full._instance_records())
             assert snap.dag.refs.items() <= full.dag.refs.items()
             assert _state(store.open_repo("r")) == _state(full)
+
+
+@pytest.mark.parametrize("doc", [{"n": 1, "packs": [1, 2]}, {"n": "x"}, [], {"n": 1, "tail": [[1]]}])
+def test_snapshots_of_the_wrong_shape_read_as_none(doc):
+    import json
+    import zlib
+
+    raw = snapshot._MAGIC + zlib.compress(json.dumps(doc).encode())
+    assert snapshot.decode(raw, "r") is None

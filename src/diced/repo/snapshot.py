@@ -152,7 +152,7 @@ def decode(raw: bytes | None, repo: str) -> tuple[Raws, int] | None:
             tables={str(k): _need(_u(v)) for k, v in doc.get("tables", {}).items()},
         )
         return raws, int(doc["n"])
-    except (ValueError, KeyError, TypeError, zlib.error) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, zlib.error) as exc:
         log.warning("repo %s: ignoring an unreadable metadata snapshot (%s); a full load "
                     "replaces it", repo, exc)
         return None
@@ -177,7 +177,7 @@ def publish(backend: Backend, repo: str, raws: Raws, n: int,
     key = K.snapshot_key(repo)
     try:
         if seen is not False and backend.compare_and_set(key, seen, new):
-            return
+            return  # (replaces what the load saw, even a damaged or foreign snapshot)
         for _ in range(8):
             cur = backend.get(key)
             got = decode(cur, repo) if cur is not None else None
