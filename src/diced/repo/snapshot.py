@@ -238,9 +238,9 @@ def _table_same(key: str, raw: bytes) -> int | None:
 
     try:
         same = _unpack(key, raw).get("same")
+        return None if same is None else int(same)
     except Exception:  # noqa: BLE001 - a damaged table: its reader will say so
         return None
-    return None if same is None else int(same)
 
 
 def seed_tables(backend: Backend, tables: dict[str, bytes]) -> None:
