@@ -375,18 +375,20 @@ WRITER = textwrap.dedent("""
     store = diced.Store(sys.argv[1])
     run = sys.argv[2]
     repo = store.open_repo("r")
-    if not repo.head.locked:  # the last writer was killed before its commit
-        repo.commit("resumed")
     i = 0
     while True:
         i += 1
-        repo.newversion(f"n{run}-{i}")
+        leaf = repo.version("master")
+        if not leaf.locked:  # the last writer was killed before this commit
+            repo.commit("resumed", uuid=leaf.uuid)
+        child = repo.newversion(f"n{run}-{i}", parent=leaf.uuid)
         repo.create_keyvalue(f"kv{run}-{i}")["k"] = b"v"
         if i % 3 == 0:
             repo.tag(f"t{run}-{i}", parent=repo.root.uuid)
         if i % 4 == 0:
-            repo.branch(f"b{run}-{i}", parent=repo.root.uuid)
-        repo.commit(f"c{run}-{i}")
+            side = repo.branch(f"b{run}-{i}", parent=repo.root.uuid)
+            repo.commit(f"side {run}-{i}", uuid=side.uuid)
+        repo.commit(f"c{run}-{i}", uuid=child.uuid)
         print(i, flush=True)
 """)
 

@@ -317,9 +317,10 @@ def _with_unjournaled(backend: Backend, repo: str, state: RepoState,
                       raw_vid: bytes | None) -> RepoState | None:
     """``state`` (from a snapshot) with what a full load would add although no journal entry
     names it, as the keys that decide it say: open versions whose lock key exists (a commit
-    stopped after its lock key) and versions past the newest one known, up to the id counter
-    (a new version stopped after its record). One round, none when there are neither;
-    ``None`` (load fully) when the counter is far past the newest version known."""
+    stopped after its lock key). One round, none when there are no open versions and the id
+    counter is at the newest version known; ``None`` (load fully) when a version past the
+    newest one known has a record (a new version, branch or tag whose journal entry is not
+    written: its ref may have moved too) or the counter is far past it."""
     dag = state.dag
     ids = dag._ids()
     top = int(ids.max()) if ids.size else 0
@@ -333,16 +334,14 @@ def _with_unjournaled(backend: Backend, repo: str, state: RepoState,
         return None
     if not opened and not newer:
         return state
-    values = backend.get_many([K.lock_key(repo, v) for v in opened + newer] +
+    values = backend.get_many([K.lock_key(repo, v) for v in opened] +
                               [K.node_key(repo, v) for v in newer])
-    locks, recs = values[:len(opened) + len(newer)], values[len(opened) + len(newer):]
+    if any(v is not None for v in values[len(opened):]):
+        # a version the journal does not name (yet): a change under way, or one cut short,
+        # whose ref may have moved too; the full load reads every record and ref
+        return None
     put = [replace(dag.nodes[v], locked=True)
-           for v, lock in zip(opened, locks, strict=False) if lock is not None]
-    for vid, raw, lock in zip(newer, recs, locks[len(opened):], strict=True):
-        node = None if raw is None else parse_node(raw, f"record of version id {vid}")
-        if node is not None and node.id == vid:
-            node.locked = node.locked or lock is not None
-            put.append(node)
+           for v, lock in zip(opened, values, strict=False) if lock is not None]
     if not put:
         return state
     return RepoState(state.meta, dag.derive(put, [], None), state.instances, state.gen_raw,

@@ -21,7 +21,8 @@ The keys that decide a version's existence and lock are read as a full load read
 id counter comes with the first round, and the lock keys of the open versions, with the
 records of any versions past the newest one the state knows, take one more round when there
 are such versions (so a repo whose versions are all locked opens in two rounds, alias
-included).
+included). A version past the newest one known that has a record (a change under way, or
+one cut short before its journal entry, whose ref may have moved) makes it a full load.
 
 The snapshot is derived data: it is never trusted beyond the journal stamp, a damaged or
 foreign one is ignored (and replaced), and deleting it only costs the next open a full load.
