@@ -324,10 +324,7 @@ def _with_unjournaled(backend: Backend, repo: str, state: RepoState,
     dag = state.dag
     ids = dag._ids()
     top = int(ids.max()) if ids.size else 0
-    try:
-        counter = int(raw_vid or b"0")
-    except ValueError as exc:
-        raise CorruptMetadataError(f"repo {repo}: version id counter {raw_vid!r}") from exc
+    counter = _counter(repo, raw_vid)
     opened = [int(v) for v in ids if not dag._cols.locked[v]]
     newer = list(range(top + 1, counter + 1))
     if len(newer) > _UNJOURNALED_MAX:
@@ -348,21 +345,35 @@ def _with_unjournaled(backend: Backend, repo: str, state: RepoState,
                      state.gen_n, state.head_raw, dict(state.extra), state.meta_raw)
 
 
+def _counter(repo: str, raw: bytes | None) -> int:
+    """The version id counter from its stored value."""
+    try:
+        return int(raw or b"0")
+    except ValueError as exc:
+        raise CorruptMetadataError(f"repo {repo}: version id counter {raw!r}") from exc
+
+
+def _tail_ids(meta: dict[str, Any], newest: int) -> list[int]:
+    """The version ids whose records a state needs beside the packs: those past the last
+    pack up to ``newest``, those a pack left out, and the overridden ones."""
+    packs = meta.get("packs") or []
+    hi = int(packs[-1][1]) if packs else 0
+    tail = set(range(hi + 1, newest + 1))
+    for p in packs:
+        tail.update(int(v) for v in p[2])
+    tail |= {int(v) for v in meta.get("overrides", [])}
+    return sorted(tail)
+
+
 def _read_records(backend: Backend, repo: str, raw_meta: bytes | None, gen_raw: bytes | None,
                   raw_vid: bytes | None) -> S.Raws:
     """The listings and records of a full load (two rounds), after the document, journal
     and counter."""
     meta = _check_meta(load_doc(raw_meta, f"repo {repo}"), repo)
-    counter = int(raw_vid or b"0")
     ikeys, bkeys, tkeys = backend.list_prefixes(
         [K.instance_prefix(repo), K.branch_prefix(repo), K.tag_prefix(repo)])
     packs = meta.get("packs") or []
-    hi = int(packs[-1][1]) if packs else 0
-    tail = set(range(hi + 1, counter + 1))
-    for p in packs:
-        tail.update(int(v) for v in p[2])
-    tail |= {int(v) for v in meta.get("overrides", [])}
-    tail_ids = sorted(tail)
+    tail_ids = _tail_ids(meta, _counter(repo, raw_vid))
     pkeys = [K.pack_key(repo, int(p[0]), int(p[1])) for p in packs]
     nkeys = [K.node_key(repo, v) for v in tail_ids]
     lkeys = [K.lock_key(repo, v) for v in tail_ids]
@@ -390,10 +401,7 @@ def _read_records(backend: Backend, repo: str, raw_meta: bytes | None, gen_raw: 
 def build_state(repo: str, raws: S.Raws, head_raw: bytes | None) -> RepoState:
     """A repo's state from the raw records of a full load (or of a snapshot)."""
     meta = _check_meta(load_doc(raws.meta, f"repo {repo}"), repo)
-    try:
-        counter = int(raws.vid or b"0")
-    except ValueError as exc:
-        raise CorruptMetadataError(f"repo {repo}: version id counter {raws.vid!r}") from exc
+    counter = _counter(repo, raws.vid)
     overrides = {int(v) for v in meta.get("overrides", [])}
     cols = Columns(max([counter, *(vid for vid, _, _ in raws.tail)]) + 2)
     for p in meta.get("packs") or []:
@@ -509,10 +517,7 @@ def publish_current(backend: Backend, repo: str, state: RepoState) -> RepoState 
     ids = dag._ids()
     top = int(ids.max()) if ids.size else 0
     raw_vid = backend.get(K.vid_counter_key(repo))
-    try:
-        counter = int(raw_vid or b"0")
-    except ValueError as exc:
-        raise CorruptMetadataError(f"repo {repo}: version id counter {raw_vid!r}") from exc
+    counter = _counter(repo, raw_vid)
     tags = state.extra.get("tags", {})
     unknown = (set(ikeys) != {K.instance_key(repo, n) for n in state.instances}
                or set(bkeys) != {K.branch_key(repo, n) for n in dag.refs}
@@ -530,13 +535,9 @@ def publish_current(backend: Backend, repo: str, state: RepoState) -> RepoState 
     if missing:
         have.update(zip(missing, backend.get_many(missing), strict=True))
         state.extra["packs_raw"] = have
-    hi = int(packs[-1][1]) if packs else 0
     overrides = {int(v) for v in meta.get("overrides", [])}
-    tail = {int(v) for v in ids if v > hi} | overrides
-    for p in packs:
-        tail.update(int(v) for v in p[2])
     rows = []
-    for vid in sorted(tail):
+    for vid in _tail_ids(meta, top):
         node = dag.nodes.get(vid)
         if node is not None:
             rows.append((vid, node_record(node), bool(node.locked)))
