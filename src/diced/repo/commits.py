@@ -21,11 +21,12 @@ from diced.errors import (
 from diced.repo import keys as K
 from diced.repo.dag import DAG, MASTER, Node, new_uuid
 from diced.repo.diff import Diff
-from diced.repo.history import maybe_pack, node_record, publish_current
+from diced.repo.history import maybe_pack, node_record
 from diced.repo.instances import _datatype
 from diced.repo.merge import Strategy
 from diced.repo.meta import Step, bump_counter, dump_doc
 from diced.repo.refs import _RefMoved
+from diced.repo.snapshot import publish_current
 from diced.repo.snapshot import used_on as snapshot_used_on
 from diced.repo.version import Version
 from diced.repo.writers import lock_version

@@ -54,7 +54,7 @@ from diced.repo.nodes import Columns, TextSource
 log = logging.getLogger(__name__)
 
 __all__ = ["PACK_MIN", "RepoState", "build_state", "catch_up", "decode_pack", "encode_pack",
-           "journal", "journal_fn", "load_state", "maybe_pack", "publish_current"]
+           "journal", "journal_fn", "load_state", "maybe_pack"]
 
 #: locked nodes past the last pack that make the next commit write a pack
 PACK_MIN = 256
@@ -502,54 +502,6 @@ def catch_up(backend: Backend, repo: str, state: RepoState,
         out.extra["packs_raw"] = state.extra["packs_raw"]
     out.meta_raw = values[0]
     return out
-
-
-def publish_current(backend: Backend, repo: str, state: RepoState) -> RepoState | None:
-    """After a commit on a store without ordered scans: store the snapshot of ``state`` (the
-    committing handle's, kept current through its own changes and the journal), without
-    re-reading every record past the last pack as a full load would. First one round checks
-    that the store holds no instance, branch, tag or version that ``state`` lacks (a change
-    whose journal entry was never written, or one made meanwhile); if it does, a full load
-    stores the snapshot instead and its state is returned (``None`` otherwise)."""
-    ikeys, bkeys, tkeys = backend.list_prefixes(
-        [K.instance_prefix(repo), K.branch_prefix(repo), K.tag_prefix(repo)])
-    dag = state.dag
-    ids = dag._ids()
-    top = int(ids.max()) if ids.size else 0
-    raw_vid = backend.get(K.vid_counter_key(repo))
-    counter = _counter(repo, raw_vid)
-    tags = state.extra.get("tags", {})
-    unknown = (set(ikeys) != {K.instance_key(repo, n) for n in state.instances}
-               or set(bkeys) != {K.branch_key(repo, n) for n in dag.refs}
-               or set(tkeys) != {K.tag_key(repo, n) for n in tags})
-    if not unknown and counter > top:  # reserved ids, or versions this state lacks
-        unknown = any(v is not None for v in backend.get_many(
-            [K.node_key(repo, v) for v in range(top + 1, counter + 1)]))
-    if unknown:
-        return load_state(backend, repo, snapshot=False)
-    meta = state.meta
-    packs = meta.get("packs") or []
-    pkeys = [K.pack_key(repo, int(p[0]), int(p[1])) for p in packs]
-    have = dict(state.extra.get("packs_raw") or {})
-    missing = [k for k in pkeys if have.get(k) is None]
-    if missing:
-        have.update(zip(missing, backend.get_many(missing), strict=True))
-        state.extra["packs_raw"] = have
-    overrides = {int(v) for v in meta.get("overrides", [])}
-    rows = []
-    for vid in _tail_ids(meta, top):
-        node = dag.nodes.get(vid)
-        if node is not None:
-            rows.append((vid, node_record(node), bool(node.locked)))
-        elif vid in overrides:
-            rows.append((vid, None, False))  # a deleted packed version
-    raws = S.Raws(state.meta_raw, state.gen_raw, raw_vid, {k: have.get(k) for k in pkeys},
-                  rows, {K.instance_key(repo, n): dump_doc(r) for n, r in state.instances.items()},
-                  {K.branch_key(repo, n): str(v).encode() for n, v in dag.refs.items()},
-                  {K.tag_key(repo, n): str(v).encode() for n, v in tags.items()})
-    raws.tables = S.tip_tables(backend, repo, state)
-    S.publish(backend, repo, raws, state.gen_n)
-    return None
 
 
 def maybe_pack(backend: Backend, repo: str, state: RepoState) -> bool:

@@ -27,7 +27,7 @@ one cut short before its journal entry, whose ref may have moved) makes it a ful
 The snapshot is derived data: it is never trusted beyond the journal stamp, a damaged or
 foreign one is ignored (and replaced), and deleting it only costs the next open a full load.
 It is written by full loads and by commits, from the committing handle's state
-(:func:`diced.repo.history.publish_current`: one round of listings and the id counter first
+(:func:`publish_current`: one round of listings and the id counter first
 checks that the store holds no instance, branch, tag or version that state lacks, else a
 full load writes it), never from a catch-up, and it replaces an older one by
 compare-and-set (:func:`publish`); a repo read more than written therefore opens from it.
@@ -64,11 +64,12 @@ from typing import Any
 from diced.backends.base import Backend
 from diced.errors import BackendError, ConcurrencyError
 from diced.repo import keys as K
+from diced.repo.meta import dump_doc
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PACKS_MAX", "TABLES_MAX", "Raws", "decode", "encode", "publish", "seed_tables",
-           "tip_tables", "used_on"]
+__all__ = ["PACKS_MAX", "TABLES_MAX", "Raws", "decode", "encode", "publish",
+           "publish_current", "seed_tables", "tip_tables", "used_on"]
 
 _MAGIC = b"DSN1"
 #: node packs (immutable) are copied into a snapshot while their total is at most this many
@@ -256,3 +257,53 @@ def seed_tables(backend: Backend, tables: dict[str, bytes]) -> None:
             man._remember(int(sid, 16), man._parse_table(int(sid, 16), int(vid, 16), raw))
         except Exception as exc:  # noqa: BLE001 - only a cache
             log.debug("snapshot table %s not used: %r", key, exc)
+
+
+def publish_current(backend: Backend, repo: str, state: Any) -> Any:
+    """After a commit on a store without ordered scans: store the snapshot of ``state`` (the
+    committing handle's, kept current through its own changes and the journal), without
+    re-reading every record past the last pack as a full load would. First one round checks
+    that the store holds no instance, branch, tag or version that ``state`` lacks (a change
+    whose journal entry was never written, or one made meanwhile); if it does, a full load
+    stores the snapshot instead and its state is returned (``None`` otherwise)."""
+    from diced.repo.history import _counter, _tail_ids, load_state, node_record
+
+    ikeys, bkeys, tkeys = backend.list_prefixes(
+        [K.instance_prefix(repo), K.branch_prefix(repo), K.tag_prefix(repo)])
+    dag = state.dag
+    ids = dag._ids()
+    top = int(ids.max()) if ids.size else 0
+    raw_vid = backend.get(K.vid_counter_key(repo))
+    counter = _counter(repo, raw_vid)
+    tags = state.extra.get("tags", {})
+    unknown = (set(ikeys) != {K.instance_key(repo, n) for n in state.instances}
+               or set(bkeys) != {K.branch_key(repo, n) for n in dag.refs}
+               or set(tkeys) != {K.tag_key(repo, n) for n in tags})
+    if not unknown and counter > top:  # reserved ids, or versions this state lacks
+        unknown = any(v is not None for v in backend.get_many(
+            [K.node_key(repo, v) for v in range(top + 1, counter + 1)]))
+    if unknown:
+        return load_state(backend, repo, snapshot=False)
+    meta = state.meta
+    packs = meta.get("packs") or []
+    pkeys = [K.pack_key(repo, int(p[0]), int(p[1])) for p in packs]
+    have = dict(state.extra.get("packs_raw") or {})
+    missing = [k for k in pkeys if have.get(k) is None]
+    if missing:
+        have.update(zip(missing, backend.get_many(missing), strict=True))
+        state.extra["packs_raw"] = have
+    overrides = {int(v) for v in meta.get("overrides", [])}
+    rows = []
+    for vid in _tail_ids(meta, top):
+        node = dag.nodes.get(vid)
+        if node is not None:
+            rows.append((vid, node_record(node), bool(node.locked)))
+        elif vid in overrides:
+            rows.append((vid, None, False))  # a deleted packed version
+    raws = Raws(state.meta_raw, state.gen_raw, raw_vid, {k: have.get(k) for k in pkeys},
+                  rows, {K.instance_key(repo, n): dump_doc(r) for n, r in state.instances.items()},
+                  {K.branch_key(repo, n): str(v).encode() for n, v in dag.refs.items()},
+                  {K.tag_key(repo, n): str(v).encode() for n, v in tags.items()})
+    raws.tables = tip_tables(backend, repo, state)
+    publish(backend, repo, raws, state.gen_n)
+    return None
