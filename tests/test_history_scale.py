@@ -296,6 +296,48 @@ def test_racing_newversions_on_one_parent_one_wins(store):
         store.open_repo("r").version("nope")
 
 
+def _ahead(store, repo, parent, journal=()):
+    """Another writer's newversion on ``parent``, stopped after its record and ref (the
+    journal entry not written, or only ``journal``); returns the new version id."""
+    vid = int(store.backend.get(K.vid_counter_key(repo.uuid))) + 1
+    store.backend.set(K.vid_counter_key(repo.uuid), str(vid).encode())
+    node = Node(new_uuid(), vid, [parent], "", "ahead", [])
+    store.backend.set(K.node_key(repo.uuid, vid), H.node_record(node))
+    store.backend.set(K.branch_key(repo.uuid, "master"), str(vid).encode())
+    if journal:
+        H.journal(store.backend, repo.uuid, *journal)
+    return vid
+
+
+@pytest.mark.parametrize("journal", [(), (("b", "master"),)])
+def test_a_ref_ahead_of_a_handles_versions_is_not_forked(store, journal):
+    """A handle whose snapshot lacks the version a branch ref names (its journal entry not
+    read yet, or never written) does not take "no child" for granted: newversion on the old
+    leaf is refused as it would be with that version known, not forked beside it."""
+    repo = store.create_repo("r")
+    base = repo.commit("base")
+    mover = store.open_repo("r")
+    other = _ahead(store, repo, base.id, journal)
+    with pytest.raises(DuplicateNameError, match="already has a child"):
+        repo.newversion("fork", parent=base.uuid)
+    assert other in repo.dag.nodes
+    assert [v.note for v in store.open_repo("r").log(store.open_repo("r").version("master"))] \
+        == ["base", "ahead"]
+    if journal:  # a catch-up that reads the ref without its version loads fully
+        mover.refresh()
+        assert other in mover.dag.nodes
+
+
+def test_a_ref_naming_a_deleted_version_is_repaired_by_the_next_newversion(store):
+    repo = store.create_repo("r")
+    base = repo.commit("base")
+    gone = _ahead(store, repo, base.id)
+    store.backend.set(K.node_key(repo.uuid, gone), H.dump_doc({"deleted": True, "id": gone}))
+    child = store.open_repo("r").newversion("after", parent=base.uuid)
+    assert int(store.backend.get(K.branch_key(repo.uuid, "master"))) == child.id
+    assert store.open_repo("r").version("master").uuid == child.uuid
+
+
 # --- concurrent processes ----------------------------------------------------------------------
 
 WORKER = textwrap.dedent("""

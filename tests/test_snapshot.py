@@ -109,13 +109,15 @@ def test_cold_open_after_a_commit_is_one_round(store_location):
         assert _state(repo) == want
         assert np.array_equal(repo.version(v1).array("img")[...], np.full((8, 8, 8), 3))
         assert repo.branches()["side"] and "t1" in repo.tags()
-    # an open version adds one round: its lock key decides whether it is locked
+    # an open version adds one round: its lock key decides whether it is locked, and its
+    # record must still be there (see test_a_withdrawn_record_...)
     with _opened(store_location) as store:
-        store.open_repo("r").newversion("open")
+        opened = store.open_repo("r").newversion("open")
         calls = Calls(store.backend)
         repo = store.open_repo("r")
         assert calls.names() == ["get_many"] * 4, calls.log  # + catch-up, + the lock keys
-        assert all(k.startswith("lock/") for k in calls.log[3][1]), calls.log
+        assert calls.log[3][1] == [K.lock_key(repo.uuid, opened.id),
+                                   K.node_key(repo.uuid, opened.id)], calls.log
         assert _state(repo) == _full(store_location)
 
 
@@ -364,6 +366,73 @@ def test_a_commit_stores_its_snapshot_without_rereading_the_records(store_locati
         repo.commit("sees the orphan")
         assert "orphan" in store.open_repo("r")._instance_records()
         assert "orphan" in repo._instance_records()
+
+
+@pytest.mark.backends("file")  # (memory changes many keys in one transaction)
+def test_a_failed_change_a_full_load_read_mid_way_is_not_kept(store_location):
+    """A newversion that loses its race writes its record, finds the ref moved and swaps the
+    record back; a full load in between read the record and stored it in the snapshot. The
+    withdrawn change names what it touched in the journal, so opens do not keep it."""
+    with _opened(store_location) as store:
+        repo, _ = _history(store)
+        parent = repo.commit("two", uuid=repo.version("master").uuid).uuid
+    loser, winner, reader = _open(store_location), _open(store_location), _open(store_location)
+    try:
+        b = loser.open_repo("r")
+        uuid = b.uuid
+        raw = loser.backend.raw if isinstance(loser.backend, ChecksummedBackend) \
+            else loser.backend
+        cas = raw.compare_and_set
+        seen: list[bool] = []
+
+        def racing(key, old, new):
+            if key == K.branch_key(uuid, "master") and not seen:
+                seen.append(True)
+                winner.open_repo("r").newversion("won", parent=parent)
+                full = reader.open_repo("r")
+                full.refresh(full=True)  # reads the loser's record; stores a snapshot
+                assert len(full.dag.nodes) == len(b.dag.nodes) + 2
+            return cas(key, old, new)
+
+        raw.compare_and_set = racing
+        with pytest.raises(diced.errors.DuplicateNameError):
+            b.newversion("lost", parent=parent)
+        raw.compare_and_set = cas
+        assert seen
+    finally:
+        for s in (loser, winner, reader):
+            s.close()
+    with _opened(store_location) as store:
+        repo = store.open_repo("r")
+        assert "lost" not in {n.note for n in repo.dag.nodes.values()}
+        assert _state(repo) == _full(store_location)
+
+
+@pytest.mark.parametrize("kind", ["open", "tag"])
+def test_a_withdrawn_record_without_its_journal_entry_is_not_kept(store_location, kind):
+    """As above, but the failed change was killed after swapping its record back and before
+    its journal entry: the open reads the records of the snapshot's open versions and of its
+    tag versions without a tag ref, finds one gone, and loads fully."""
+    with _opened(store_location) as store:
+        repo, v1 = _history(store)
+        repo.commit("two")
+        uuid = repo.uuid
+        vid = int(store.backend.get(K.vid_counter_key(uuid))) + 1
+        store.backend.set(K.vid_counter_key(uuid), str(vid).encode())
+        tag = "ghost" if kind == "tag" else None
+        node = Node("ab" * 16 if tag is None else tag, vid, [repo.version(v1).id], "",
+                    "withdrawn", [], locked=tag is not None, tag=tag)
+        store.backend.set(K.node_key(uuid, vid), history.node_record(node))
+        repo.refresh(full=True)  # the snapshot holds it
+        assert vid in repo.dag.nodes
+        store.backend.delete(K.node_key(uuid, vid))  # swapped back; no journal entry
+    with _opened(store_location) as store:
+        repo = store.open_repo("r")
+        assert vid not in repo.dag.nodes
+        assert _state(repo) == _full(store_location)
+        calls = Calls(store.backend)
+        assert _state(store.open_repo("r")) == _state(repo)  # the full load's new snapshot
+        assert "list_prefixes" not in calls.names(), calls.log
 
 
 # --- faults ----------------------------------------------------------------------------------

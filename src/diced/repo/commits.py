@@ -21,7 +21,7 @@ from diced.errors import (
 from diced.repo import keys as K
 from diced.repo.dag import DAG, MASTER, Node, new_uuid
 from diced.repo.diff import Diff
-from diced.repo.history import maybe_pack, node_record
+from diced.repo.history import maybe_pack, node_record, parse_node
 from diced.repo.instances import _datatype
 from diced.repo.merge import Strategy
 from diced.repo.meta import Step, bump_counter, dump_doc
@@ -121,6 +121,7 @@ class RepoCommitsMixin:
         ck = K.vid_counter_key(self.uuid)
         fold = vid is None and self.backend.capabilities.atomic_update
         fixed = vid if vid is not None else (None if fold else self._reserve_id())
+        dead: set[int] = set()
         for attempt in range(50):
             new_id = fixed if fixed is not None else int(self.backend.get(ck) or b"0") + 1
             now = time.time()
@@ -140,14 +141,19 @@ class RepoCommitsMixin:
 
             steps: list[Step] = [] if fixed is not None else [(ck, count)]
             steps.append((K.node_key(self.uuid, new_id), create))
-            ref_steps, entries = self._ref_steps(node, ref)
+            ref_steps, entries = self._ref_steps(node, ref, dead)
             self._pending_uuid[new_id] = child_uuid
             try:
                 vals = self._run([*steps, *ref_steps], [("n", new_id), *entries],
                                  new_id if move_head and tag is None else None)
                 break
-            except _RefMoved:  # nothing stored: re-read and decide again
-                self.refresh()
+            except _RefMoved as exc:  # nothing stored: re-read and decide again
+                if exc.unknown is None:
+                    self.refresh()
+                elif self._record_of(exc.unknown) is None:
+                    dead.add(exc.unknown)  # a ref left naming a deleted version
+                else:  # a version whose journal entry we have not seen (yet)
+                    self.refresh(full=True)
                 time.sleep(0.001 * random.random() * attempt)
             finally:
                 self._pending_uuid.pop(new_id, None)
@@ -162,6 +168,11 @@ class RepoCommitsMixin:
             self._state.extra.setdefault("tags", {})[tag] = new_id
         self._apply([node], refs=refs)
         return Version(self, node)
+
+    def _record_of(self, vid: int) -> Node | None:
+        """The stored record of version id ``vid`` (``None``: none, or a deletion marker)."""
+        raw = self.backend.get(K.node_key(self.uuid, vid))
+        return None if raw is None else parse_node(raw, f"record of version id {vid}")
 
     def _reserve_id(self) -> int:
         """A fresh version id, never handed out again, for a node published later with

@@ -317,28 +317,39 @@ def _with_unjournaled(backend: Backend, repo: str, state: RepoState,
                       raw_vid: bytes | None) -> RepoState | None:
     """``state`` (from a snapshot) with what a full load would add although no journal entry
     names it, as the keys that decide it say: open versions whose lock key exists (a commit
-    stopped after its lock key). One round, none when there are no open versions and the id
-    counter is at the newest version known; ``None`` (load fully) when a version past the
-    newest one known has a record (a new version, branch or tag whose journal entry is not
-    written: its ref may have moved too) or the counter is far past it."""
+    stopped after its lock key). One round, none when there are no open versions, no tag
+    versions without their tag ref and the id counter is at the newest version known;
+    ``None`` (load fully) when a version past the newest one known has a record (a new
+    version, branch or tag whose journal entry is not written: its ref may have moved too),
+    the counter is far past it, or an open version or a tag version without its ref has no
+    record (the snapshot's full load read it while a failed change had it written; the
+    change swapped it back but was stopped before its journal entry)."""
     dag = state.dag
     ids = dag._ids()
     top = int(ids.max()) if ids.size else 0
     counter = _counter(repo, raw_vid)
     opened = [int(v) for v in ids if not dag._cols.locked[v]]
+    tags = state.extra.get("tags", {})
+    loose = [v for v, name in dag._cols.tag.items() if v in dag.nodes and tags.get(name) != v]
     newer = list(range(top + 1, counter + 1))
     if len(newer) > _UNJOURNALED_MAX:
         return None
-    if not opened and not newer:
+    if not opened and not newer and not loose:
         return state
     values = backend.get_many([K.lock_key(repo, v) for v in opened] +
-                              [K.node_key(repo, v) for v in newer])
-    if any(v is not None for v in values[len(opened):]):
+                              [K.node_key(repo, v) for v in opened + loose + newer])
+    locks, recs = values[:len(opened)], values[len(opened):]
+    if any(v is None for v in recs[:len(opened) + len(loose)]):
+        # a version whose record is gone with no journal entry: one read by the full load
+        # that stored the snapshot while a change that failed had written it (the change
+        # then swapped it back, and was stopped before it could say so in the journal)
+        return None
+    if any(v is not None for v in recs[len(opened) + len(loose):]):
         # a version the journal does not name (yet): a change under way, or one cut short,
         # whose ref may have moved too; the full load reads every record and ref
         return None
     put = [replace(dag.nodes[v], locked=True)
-           for v, lock in zip(opened, values, strict=False) if lock is not None]
+           for v, lock in zip(opened, locks, strict=True) if lock is not None]
     if not put:
         return state
     return RepoState(state.meta, dag.derive(put, [], None), state.instances, state.gen_raw,
@@ -496,6 +507,10 @@ def catch_up(backend: Backend, repo: str, state: RepoState,
         else:
             insts[name] = load_doc(v, f"instance record {name!r}")
     dag = state.dag.derive(put, [d for d in drop if d in state.dag.nodes], refs)
+    if any(v is not None and int(v) not in dag.nodes for v in [*bvals, *tvals]):
+        # a ref read ahead of its version's journal entry (a change under way, whose record
+        # is written but not journaled yet): planning on it would miss that version
+        return None
     out = RepoState(meta, dag, dict(sorted(insts.items())), gen_raw, n, state.head_raw)
     out.extra["tags"] = tags
     if "packs_raw" in state.extra:

@@ -108,14 +108,17 @@ def update_docs(backend: Backend, keys: Sequence[str],
 Step = tuple[str, Callable[[bytes | None], bytes | None]]
 
 
-def run_steps(backend: Backend, steps: Sequence[Step]) -> dict[str, bytes | None]:
+def run_steps(backend: Backend, steps: Sequence[Step],
+              undone: Callable[[list[str]], None] | None = None) -> dict[str, bytes | None]:
     """Apply single-key compare-and-set steps in order; returns ``{key: new value}``.
 
     Each step is :func:`cas_update` of one key, so the change is safe on any backend whose
     ``compare_and_set`` is atomic. A step may raise to abort: the steps already applied are
-    swapped back (each only if nobody changed its key since). Where the backend has atomic
-    multi-key transactions (LMDB, memory) all steps run in one transaction instead, with the
-    same checks, all or nothing, and one disk sync.
+    swapped back (each only if nobody changed its key since), then ``undone(keys)`` is
+    called with the keys they had changed (if any): a reader may have seen those values
+    meanwhile, so the caller tells readers to look again. Where the backend has atomic multi-key
+    transactions (LMDB, memory) all steps run in one transaction instead, with the same
+    checks, all or nothing, and one disk sync.
     """
     out: dict[str, bytes | None] = {}
     if backend.capabilities.atomic_update:
@@ -143,6 +146,9 @@ def run_steps(backend: Backend, steps: Sequence[Step]) -> dict[str, bytes | None
         for k, old, new in reversed(done):
             if old != new:
                 backend.compare_and_set(k, new, old)
+        changed = [k for k, old, new in done if old != new]
+        if undone is not None and changed:
+            undone(changed)
         raise
     return out
 

@@ -4,7 +4,7 @@ branch and tag refs of new versions (``newversion``, ``branch``, ``tag``); a mix
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from diced.errors import DuplicateNameError, InvalidArgumentError, VersionNotFoundError
@@ -18,7 +18,12 @@ __all__ = ["RepoRefsMixin"]
 
 
 class _RefMoved(Exception):
-    """A branch ref moved since the snapshot a change was planned on (internal)."""
+    """A branch ref moved since the snapshot a change was planned on (internal); with an
+    argument, the ref names that version id, which the snapshot lacks."""
+
+    @property
+    def unknown(self) -> int | None:
+        return self.args[0] if self.args else None
 
 
 class RepoRefsMixin:
@@ -138,8 +143,10 @@ class RepoRefsMixin:
         return self._add_child([p.id], f"tag-{name}", note, tag=name, uuid=name, check=check,
                                move_head=False, ref="tag")
 
-    def _ref_steps(self, node: Node, mode: str) -> tuple[list[Step], list[tuple[str, Any]]]:
-        """Steps pointing the node's branch (or tag) ref at it; see :meth:`_add_child`."""
+    def _ref_steps(self, node: Node, mode: str, dead: Collection[int] = ()
+                   ) -> tuple[list[Step], list[tuple[str, Any]]]:
+        """Steps pointing the node's branch (or tag) ref at it; see :meth:`_add_child`.
+        ``dead``: version ids a ref may name that have no record (deleted)."""
         first = node.parents[0] if node.parents else None
         while first is not None and self._dag.nodes[first].tag is not None and mode == "follow":
             ps = self._dag.parents_of(first)  # a merge "onto a tag" continues the tagged node
@@ -171,6 +178,12 @@ class RepoRefsMixin:
             at = None if cur is None else int(cur)
             if at == first:
                 return new
+            if at is not None and at not in self._dag.nodes and at not in dead:
+                # a ref ahead of our snapshot's versions (a change under way, or one whose
+                # journal entry is missing): without that version, "the parent has no
+                # child" is not known (a version left out of the snapshot: see
+                # _add_child; a ref naming a deleted version is repaired by this move)
+                raise _RefMoved(at)
             if at != snap:
                 raise _RefMoved  # the branch moved since our snapshot: look again
             if first is not None and any(

@@ -25,6 +25,7 @@ from diced.repo.dag import DAG, MASTER, Node
 from diced.repo.history import (
     RepoState,
     catch_up,
+    journal,
     journal_fn,
     load_state,
     node_record,
@@ -151,12 +152,33 @@ class Repo(RepoRefsMixin, RepoCommitsMixin, RepoInstancesMixin):
         if head is not None:
             raw_uuid = self._uuid_for_head(head)
             steps.append((K.head_key(self.uuid), lambda cur: raw_uuid))
-        out = run_steps(self.backend, steps)
+        out = run_steps(self.backend, steps, lambda keys: self._undone(entries, keys))
         if got["old"] == self._state.gen_n:  # nobody else changed anything since we read
             self._state.gen_raw, self._state.gen_n = got["raw"], got["new"]
         if head is not None:
             self._head_id = head
         return out
+
+    def _undone(self, entries: list[tuple[str, Any]], keys: list[str]) -> None:
+        """A change stopped after some of its keys were written and swapped them back: a
+        full load in between may have read them (and stored them in a state snapshot), so
+        the journal names those keys (of the change's ``entries``; a lock key as its
+        version) and readers re-read them. Best effort: a crash here leaves what
+        :func:`diced.repo.history.load_state` checks on every open."""
+        touched = set(keys)
+        of = {"n": lambda v: (K.node_key(self.uuid, int(v)), K.lock_key(self.uuid, int(v))),
+              "b": lambda x: (K.branch_key(self.uuid, x),),
+              "t": lambda x: (K.tag_key(self.uuid, x),),
+              "i": lambda x: (K.instance_key(self.uuid, x),),
+              "r": lambda _: (K.repo_key(self.uuid),)}
+        named = [e for e in entries if e[0] in of and touched & set(of[e[0]](e[1]))]
+        if not named:
+            return
+        try:
+            journal(self.backend, self.uuid, *named)
+        except Exception as exc:  # noqa: BLE001 - the change's own error is the one raised
+            log.warning("repo %s: a withdrawn change is not in the journal (%r)", self.uuid,
+                        exc)
 
     def _uuid_for_head(self, vid: int) -> bytes:
         pend = self._pending_uuid.get(vid)
