@@ -181,8 +181,8 @@ class RepoRefsMixin:
             if at is not None and at not in self._dag.nodes and at not in dead:
                 # a ref ahead of our snapshot's versions (a change under way, or one whose
                 # journal entry is missing): without that version, "the parent has no
-                # child" is not known (a version left out of the snapshot: see
-                # _add_child; a ref naming a deleted version is repaired by this move)
+                # child" is not known; _add_child re-reads fully, or, if the version has
+                # no record (deleted), passes it in ``dead`` and this move repairs the ref
                 raise _RefMoved(at)
             if at != snap:
                 raise _RefMoved  # the branch moved since our snapshot: look again
