@@ -17,6 +17,12 @@ key is authoritative when a multi-key change is interrupted:
   childless node);
 * a tag exists when its tag ref exists.
 
+A change that fails part-way (a lost race: a ref moved, a name taken) swaps back the keys it
+wrote, then names them in the journal, since a full load in between may have read them. A
+writer that finds a branch ref naming a version its handle lacks (a change under way whose
+journal entry is not written yet) reads everything again before deciding whether the parent
+already has a child.
+
 The journal (``meta/gen``) counts changes and names the latest ones, so a handle catches up
 with one read when nothing changed and a few when something did. It is bumped after each
 change: a crash in between leaves long-lived handles stale until the next change or
@@ -38,7 +44,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,9 +66,6 @@ __all__ = ["PACK_MIN", "RepoState", "build_state", "catch_up", "decode_pack", "e
 PACK_MIN = 256
 #: changes the journal remembers (a handle further behind reloads everything)
 JOURNAL = 64
-#: version ids past the newest known one that an open from a snapshot reads itself (more:
-#: a full load)
-_UNJOURNALED_MAX = 64
 _MAGIC = b"DPK2"
 
 
@@ -270,7 +273,7 @@ def load_state(backend: Backend, repo: str, *, snapshot: bool = True) -> RepoSta
         _check_meta(load_doc(raw_meta, f"repo {repo}"), repo)  # gone or damaged: say so
         state = _from_snapshot(backend, repo, seen, gen_raw, head_raw, raw_meta)
         if state is not None:
-            state = _with_unjournaled(backend, repo, state, raw_vid)
+            state = S.with_unjournaled(backend, repo, state, raw_vid)
         if state is not None:
             return state
     else:
@@ -311,49 +314,6 @@ def _from_snapshot(backend: Backend, repo: str, raw: bytes | None, gen_raw: byte
         S.seed_tables(backend, raws.tables)  # current: its tables are the versions' tables
         return state
     return catch_up(backend, repo, state, gen_raw)
-
-
-def _with_unjournaled(backend: Backend, repo: str, state: RepoState,
-                      raw_vid: bytes | None) -> RepoState | None:
-    """``state`` (from a snapshot) with what a full load would add although no journal entry
-    names it, as the keys that decide it say: open versions whose lock key exists (a commit
-    stopped after its lock key). One round, none when there are no open versions, no tag
-    versions without their tag ref and the id counter is at the newest version known;
-    ``None`` (load fully) when a version past the newest one known has a record (a new
-    version, branch or tag whose journal entry is not written: its ref may have moved too),
-    the counter is far past it, or an open version or a tag version without its ref has no
-    record (the snapshot's full load read it while a failed change had it written; the
-    change swapped it back but was stopped before its journal entry)."""
-    dag = state.dag
-    ids = dag._ids()
-    top = int(ids.max()) if ids.size else 0
-    counter = _counter(repo, raw_vid)
-    opened = [int(v) for v in ids if not dag._cols.locked[v]]
-    tags = state.extra.get("tags", {})
-    loose = [v for v, name in dag._cols.tag.items() if v in dag.nodes and tags.get(name) != v]
-    newer = list(range(top + 1, counter + 1))
-    if len(newer) > _UNJOURNALED_MAX:
-        return None
-    if not opened and not newer and not loose:
-        return state
-    values = backend.get_many([K.lock_key(repo, v) for v in opened] +
-                              [K.node_key(repo, v) for v in opened + loose + newer])
-    locks, recs = values[:len(opened)], values[len(opened):]
-    if any(v is None for v in recs[:len(opened) + len(loose)]):
-        # a version whose record is gone with no journal entry: one read by the full load
-        # that stored the snapshot while a change that failed had written it (the change
-        # then swapped it back, and was stopped before it could say so in the journal)
-        return None
-    if any(v is not None for v in recs[len(opened) + len(loose):]):
-        # a version the journal does not name (yet): a change under way, or one cut short,
-        # whose ref may have moved too; the full load reads every record and ref
-        return None
-    put = [replace(dag.nodes[v], locked=True)
-           for v, lock in zip(opened, locks, strict=True) if lock is not None]
-    if not put:
-        return state
-    return RepoState(state.meta, dag.derive(put, [], None), state.instances, state.gen_raw,
-                     state.gen_n, state.head_raw, dict(state.extra), state.meta_raw)
 
 
 def _counter(repo: str, raw: bytes | None) -> int:

@@ -58,7 +58,7 @@ import base64
 import json
 import logging
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from diced.backends.base import Backend
@@ -68,8 +68,8 @@ from diced.repo.meta import dump_doc
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PACKS_MAX", "TABLES_MAX", "Raws", "decode", "encode", "publish",
-           "publish_current", "seed_tables", "tip_tables", "used_on"]
+__all__ = ["PACKS_MAX", "TABLES_MAX", "UNJOURNALED_MAX", "Raws", "decode", "encode", "publish",
+           "publish_current", "seed_tables", "tip_tables", "used_on", "with_unjournaled"]
 
 _MAGIC = b"DSN1"
 #: node packs (immutable) are copied into a snapshot while their total is at most this many
@@ -77,6 +77,9 @@ _MAGIC = b"DSN1"
 PACKS_MAX = 64 << 10
 #: compacted index tables copied into a snapshot: at most this many bytes in all
 TABLES_MAX = 64 << 10
+#: version ids past the newest known one that an open from a snapshot reads itself (more:
+#: a full load)
+UNJOURNALED_MAX = 64
 #: first-parent steps from a branch's leaf to its newest locked version
 _TIP_STEPS = 4
 
@@ -307,3 +310,47 @@ def publish_current(backend: Backend, repo: str, state: Any) -> Any:
     raws.tables = tip_tables(backend, repo, state)
     publish(backend, repo, raws, state.gen_n)
     return None
+
+
+def with_unjournaled(backend: Backend, repo: str, state: Any, raw_vid: bytes | None) -> Any:
+    """``state`` (from a snapshot) with what a full load would add although no journal entry
+    names it, as the keys that decide it say: open versions whose lock key exists (a commit
+    stopped after its lock key). One round, none when there are no open versions, no tag
+    versions without their tag ref and the id counter is at the newest version known;
+    ``None`` (load fully) when a version past the newest one known has a record (a new
+    version, branch or tag whose journal entry is not written: its ref may have moved too),
+    the counter is far past it, or an open version or a tag version without its ref has no
+    record (the snapshot's full load read it while a failed change had it written; the
+    change swapped it back but was stopped before its journal entry)."""
+    from diced.repo.history import RepoState, _counter
+
+    dag = state.dag
+    ids = dag._ids()
+    top = int(ids.max()) if ids.size else 0
+    counter = _counter(repo, raw_vid)
+    opened = [int(v) for v in ids if not dag._cols.locked[v]]
+    tags = state.extra.get("tags", {})
+    loose = [v for v, name in dag._cols.tag.items() if v in dag.nodes and tags.get(name) != v]
+    newer = list(range(top + 1, counter + 1))
+    if len(newer) > UNJOURNALED_MAX:
+        return None
+    if not opened and not newer and not loose:
+        return state
+    values = backend.get_many([K.lock_key(repo, v) for v in opened] +
+                              [K.node_key(repo, v) for v in opened + loose + newer])
+    locks, recs = values[:len(opened)], values[len(opened):]
+    if any(v is None for v in recs[:len(opened) + len(loose)]):
+        # a version whose record is gone with no journal entry: one read by the full load
+        # that stored the snapshot while a change that failed had written it (the change
+        # then swapped it back, and was stopped before it could say so in the journal)
+        return None
+    if any(v is not None for v in recs[len(opened) + len(loose):]):
+        # a version the journal does not name (yet): a change under way, or one cut short,
+        # whose ref may have moved too; the full load reads every record and ref
+        return None
+    put = [replace(dag.nodes[v], locked=True)
+           for v, lock in zip(opened, locks, strict=True) if lock is not None]
+    if not put:
+        return state
+    return RepoState(state.meta, dag.derive(put, [], None), state.instances, state.gen_raw,
+                     state.gen_n, state.head_raw, dict(state.extra), state.meta_raw)
