@@ -75,6 +75,26 @@ WORKER = textwrap.dedent("""
         a[...] = who
         done = repo.commit(f"from {who}")
         out = [child.uuid, done.uuid]
+    elif mode == "race":  # newversion on master's leaf and same-name tags, racing
+        from diced.errors import DuplicateNameError, UnlockedNodeError
+        for j in range(args["rounds"]):
+            try:
+                repo.tag(f"t{j}", parent=args["version"])
+                out.append(f"t{j}")
+            except DuplicateNameError:
+                pass
+            while True:
+                repo.refresh()
+                leaf = repo.version("master")
+                if not leaf.locked:
+                    time.sleep(0.005)
+                    continue
+                try:
+                    v = repo.newversion(f"m{who}-{j}", parent=leaf.uuid)
+                except (DuplicateNameError, UnlockedNodeError):
+                    continue
+                repo.commit(uuid=v.uuid)
+                break
     elif mode == "crash":
         arr = repo.array("img")
         g = 0
@@ -242,6 +262,35 @@ def test_metadata_writers_lose_no_branch_instance_or_commit(store_location, tmp_
         assert (v.array(f"a{who}")[...] == who).all()
     assert len(ids) == WORKERS
     assert {f"b{w}" for w in range(1, WORKERS + 1)} <= set(repo.branches())
+    store.close()
+
+
+def test_racing_newversions_and_tags_make_one_line_of_history(store_location, tmp_path):
+    """Processes race newversion on master's leaf (each must win once per round) and tag
+    the root with the same names: exactly one wins each race, master stays one line (no
+    version forked beside the leaf), and an open from the state snapshot equals a full
+    load (no version a lost race wrote and withdrew)."""
+    rounds = 3
+    store = _open(store_location)
+    repo = store.create_repo("conc")
+    root = repo.commit("root")
+    store.close()
+    outs = _run_all(store_location, tmp_path, "race",
+                    [{"version": root.uuid, "rounds": rounds}] * WORKERS)
+    assert sorted(t for out in outs for t in out) == [f"t{j}" for j in range(rounds)]
+    store = _open(store_location)
+    repo = store.open_repo("conc")
+    full = _open(store_location).open_repo("conc")
+    full.refresh(full=True)
+    for r in (repo, full):
+        line = r.log(r.version("master"))
+        assert line[0].note == "root"
+        assert sorted(v.note for v in line[1:]) == sorted(
+            f"m{w}-{j}" for w in range(1, WORKERS + 1) for j in range(rounds))
+        assert len(r.dag.nodes) == 1 + WORKERS * rounds + rounds  # no other version
+        assert set(r.tags()) == {f"t{j}" for j in range(rounds)}
+    assert sorted((n.id, n.uuid, n.locked) for n in repo.dag.nodes.values()) == \
+        sorted((n.id, n.uuid, n.locked) for n in full.dag.nodes.values())
     store.close()
 
 
