@@ -361,6 +361,11 @@ class RepoMachine(RuleBasedStateMachine):
             return
         self.head = v.uuid
 
+    def _continued(self, u: str) -> bool:
+        """Whether ``u`` has a child on its own branch (no merge may continue it then)."""
+        b = self.model.versions[u].branch
+        return any(u in v.parents and v.branch == b for v in self.model.versions.values())
+
     @precondition(lambda self: len(self.model.order) >= 2)
     @rule(data=st.data())
     def merge(self, data):
@@ -368,6 +373,11 @@ class RepoMachine(RuleBasedStateMachine):
                                   unique=True))
         for u in pair:
             self._lock(u)
+        if self._continued(pair[0]):
+            with pytest.raises(DuplicateNameError, match="already has a child"):
+                self.repo.merge(*pair, note="merge", strategy=pair[0])
+            event("merge onto a version with a child on its branch: refused")
+            return
         m = self.repo.merge(*pair, note="merge", strategy=pair[0])
         assert m.parents == pair and not m.locked
         self.model.merge(m.uuid, pair)
@@ -384,6 +394,10 @@ class RepoMachine(RuleBasedStateMachine):
             self._lock(u)
         ms = []
         for pair in ([a, b], [b, a]):
+            if self._continued(pair[0]):
+                with pytest.raises(DuplicateNameError, match="already has a child"):
+                    self.repo.merge(*pair, strategy=pair[0])
+                return
             m = self.repo.merge(*pair, strategy=pair[0])
             self.model.merge(m.uuid, pair)
             self.head = m.uuid

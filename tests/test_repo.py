@@ -705,6 +705,34 @@ def test_bad_merge_strategy_stores_nothing(store, repo, strategy):
     assert snapshot(store) == before
 
 
+def test_a_merge_onto_a_version_with_a_child_on_its_branch_is_refused(store, repo):
+    """A merge continues its first parent's branch and moves that branch's ref, so, as with
+    newversion, the first parent must not have a child on the branch already: moving the
+    branch to the merge would drop that child's line from the branch. Nothing is stored."""
+    a = repo.commit("a")
+    x = repo.branch("x")
+    x = repo.commit("x")
+    b = repo.newversion("b", parent=a.uuid)
+    b = repo.commit("b")
+    repo.tag("ta", parent=a.uuid)
+    counter = store.backend.get(K.vid_counter_key(repo.uuid))
+    for first in (a.uuid, "ta"):  # a tag stands for the version it names
+        with pytest.raises(DuplicateNameError, match=f"leaf {b.uuid}"):
+            repo.merge(first, x.uuid)
+    assert store.backend.get(K.vid_counter_key(repo.uuid)) == counter
+    assert len(store.open_repo("fly").dag.nodes) == 4  # a (the root), x, b, ta
+    # a handle that planned on an older leaf loses the race to the newversion
+    stale = store.open_repo("fly")
+    c = repo.newversion("c", parent=b.uuid)
+    repo.commit("c")
+    with pytest.raises(DuplicateNameError, match="already has a child"):
+        stale.merge(b.uuid, x.uuid)
+    assert [v.note for v in store.open_repo("fly").log(c.uuid)] == ["a", "b", "c"]
+    m = stale.merge(c.uuid, x.uuid, note="m")
+    assert [v.note for v in store.open_repo("fly").log("master")] == ["a", "b", "c", "m"]
+    assert store.open_repo("fly").version("master") == m
+
+
 def test_merge_arguments(repo):
     _root, left, right = _two_branches(repo)
     left = _lock(repo, left, lambda a, kv: None)

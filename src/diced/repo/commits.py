@@ -91,15 +91,16 @@ class RepoCommitsMixin:
     def _add_child(self, parents: list[int], branch: str, note: str, *, tag: str | None = None,
                    uuid: str | None = None, check: Callable[[DAG], None] | None = None,
                    vid: int | None = None, move_head: bool = True,
-                   ref: str = "follow") -> Version:
+                   ref: str = "merge") -> Version:
         """Publish a new node: its record at a fresh (or reserved, ``vid=``) id and its ref,
         in one change (one transaction on LMDB; record first, then ref elsewhere).
 
-        ``ref``: ``"advance"`` (newversion: the branch ref must name the first parent and
-        moves to the child by compare-and-set), ``"create"`` (a new branch: create-only ref),
-        ``"tag"`` (create-only tag ref, the node is locked at birth), ``"follow"`` (a merge or
-        a reserved node: the ref moves only if it names the first parent). A lost race
-        stores nothing and raises :class:`DuplicateNameError`."""
+        ``ref``: ``"advance"`` (newversion: the branch ref must name the first parent, or
+        the first parent must have no child on the branch, and moves to the child by
+        compare-and-set), ``"merge"`` (the same for the first parent, a tag standing for the
+        version it names), ``"create"`` (a new branch: create-only ref), ``"tag"``
+        (create-only tag ref, the node is locked at birth). A lost race stores nothing and
+        raises :class:`DuplicateNameError`."""
         child_uuid = uuid or new_uuid()
         if uuid is not None and (len(uuid) != 32 or any(c not in "0123456789abcdef" for c in uuid)) \
                 and tag is None:

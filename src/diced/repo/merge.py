@@ -150,6 +150,9 @@ def merge_versions(repo: Any, versions: Sequence[Any], note: str, strategy: Stra
             raise UnlockedNodeError(f"version {n.uuid} is open; lock it before merging")
     dag = repo._dag
     ids = [n.id for n in nodes]
+    # the merge continues its first parent's branch: refused, as newversion is, when that
+    # parent has a child there already (merge from the branch's leaf, or branch() first)
+    repo._check_no_child(ids[0], dag.branch_of(ids[0]))
     parent_uuids = [n.uuid for n in nodes]
     if not callable(strategy) and not (isinstance(strategy, str) and strategy == "fail"):
         choose(None, strategy, parent_uuids)  # type: ignore[arg-type]  # refuse bad ones now

@@ -147,10 +147,8 @@ class RepoRefsMixin:
                    ) -> tuple[list[Step], list[tuple[str, Any]]]:
         """Steps pointing the node's branch (or tag) ref at it; see :meth:`_add_child`.
         ``dead``: version ids a ref may name that have no record (deleted)."""
-        first = node.parents[0] if node.parents else None
-        while first is not None and self._dag.nodes[first].tag is not None and mode == "follow":
-            ps = self._dag.parents_of(first)  # a merge "onto a tag" continues the tagged node
-            first = ps[0] if ps else None
+        first = self._continued(node.parents[0]) if node.parents and mode == "merge" \
+            else (node.parents[0] if node.parents else None)
         new = str(node.id).encode()
 
         def create_only(what: str) -> Callable[[bytes | None], bytes]:
@@ -173,8 +171,6 @@ class RepoRefsMixin:
         snap = self._dag.refs.get(name)
 
         def fn(cur: bytes | None) -> bytes | None:
-            if mode == "follow":
-                return new  # a merge (or a reserved node) is the branch's newest leaf
             at = None if cur is None else int(cur)
             if at == first:
                 return new
@@ -193,6 +189,30 @@ class RepoRefsMixin:
             return new  # the parent is a leaf off the ref (after a merge onto an older node)
 
         return [(key, fn)], [("b", name)]
+
+    def _continued(self, vid: int) -> int | None:
+        """The version a child of ``vid`` continues on its branch: ``vid``, or for a tag, the
+        version it names (a merge "onto a tag" continues the tagged version)."""
+        v: int | None = vid
+        while v is not None and self._dag.nodes[v].tag is not None:
+            ps = self._dag.parents_of(v)
+            v = ps[0] if ps else None
+        return v
+
+    def _check_no_child(self, vid: int, branch: str) -> None:
+        """Refuse a merge continuing ``vid`` on ``branch`` when ``vid`` has a child there
+        already (DVID's rule: at most one child per branch per version; moving the branch
+        to the merge would drop that child's line from the branch)."""
+        first = self._continued(vid)
+        if first is not None and any(
+                self._dag.nodes[c].branch == branch and self._dag.nodes[c].tag is None
+                for c in self._dag.children.get(first, [])):
+            p = self._dag.nodes[first]
+            leaf = self._dag.branch_leaf(p.branch_name)
+            raise DuplicateNameError(
+                f"version {p.uuid} already has a child on branch {p.branch_name!r}: merge "
+                f"into the branch's leaf {leaf.uuid} instead (it comes first), or start a "
+                "branch from this version and merge into that")
 
     def _has_child(self, vid: int | None) -> DuplicateNameError:
         p = self._dag.nodes[vid] if vid is not None else None
