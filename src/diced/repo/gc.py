@@ -369,12 +369,14 @@ def squash(repo: Repo, first: Any, last: Any) -> Version:
     repo._delete_nodes(folded)
     # the compacted indexes of ``top`` and its descendants name the folded versions as
     # writers: drop them (readers rebuild them from the ancestors' and the w/ manifests)
-    from diced.repo.manifests import drop_compacted
+    from diced.repo.manifests import drop_compacted, manifests
 
     drop_compacted(repo.backend, spaces, _descendants(repo, top))
-    # a journal entry after the drop: a state snapshot stamped before it (whose copies of
-    # those tables may predate the drop) is then never current again
-    repo._journal(("r", ""))
+    # the repo document counts squashes (a journal entry after the drop: a state snapshot
+    # stamped before it, whose copies of those tables may predate the drop, is then never
+    # current again); other processes that see the count move drop their index caches
+    doc = repo._update_repo(lambda d: d.__setitem__("squashes", int(d.get("squashes", 0)) + 1))
+    manifests(repo.backend).observe(repo.uuid, int(doc["squashes"]))
     _fence(repo, folded)
     _check_no_orphans(repo, set(folded))
     _after_removal(repo, set(folded), top)

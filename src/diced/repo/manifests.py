@@ -216,6 +216,7 @@ class _Manifests:
         self._build_locks: dict[int, threading.Lock] = {}
         self._bits: OrderedDict[frozenset[int], np.ndarray] = OrderedDict()
         self._inflight: dict[Any, threading.Event] = {}
+        self._epochs: dict[str, int] = {}
 
     # --- manifests (w/) ----------------------------------------------------------------------
 
@@ -539,6 +540,22 @@ class _Manifests:
             for item in items:
                 create(item)
         create((table_key, _pack(table)))
+
+    def observe(self, repo: str, squashes: int) -> None:
+        """Note the squash count of ``repo``'s document as a handle read it: when it moved
+        past what this process saw before, another process squashed versions, whose kept
+        version's manifest and indexes changed, so everything cached here is dropped."""
+        with self._lock:
+            old = self._epochs.get(repo)
+            if old is not None and squashes <= old:
+                return
+            self._epochs[repo] = squashes
+            if old is None:
+                return
+            self._manifest.clear()
+            self._tables.clear()
+            self._objs.clear()
+        log.info("repo %s was squashed by another process: index caches dropped", repo)
 
     def forget(self, inst: int) -> None:
         """Drop every cached entry of key space ``inst``."""

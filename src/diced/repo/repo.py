@@ -37,6 +37,7 @@ from diced.repo.instances import (  # noqa: F401  (names other modules import fr
     drop_instance_data,
     instance_spaces,
 )
+from diced.repo.manifests import manifests
 from diced.repo.merge import Conflict
 from diced.repo.meta import (
     Step,
@@ -107,6 +108,7 @@ class Repo(RepoRefsMixin, RepoCommitsMixin, RepoInstancesMixin):
     def _set_state(self, state: RepoState) -> None:
         self._state = state
         self._dag = state.dag
+        manifests(self.backend).observe(self.uuid, int(state.meta.get("squashes", 0)))
 
     @property
     def _doc(self) -> dict[str, Any]:
@@ -138,6 +140,17 @@ class Repo(RepoRefsMixin, RepoCommitsMixin, RepoInstancesMixin):
             state = load_state(self.backend, self.uuid, snapshot=not full)
         if state is not self._state:
             self._set_state(state)
+
+    def _squashed_elsewhere(self) -> bool:
+        """Whether another process squashed versions of this repo since this handle last
+        read it (one read of the repo document); if so, the handle is refreshed (which drops
+        this process's stale index caches, see :meth:`_set_state`)."""
+        before = int(self._state.meta.get("squashes", 0))
+        doc = load_doc(self.backend.get(K.repo_key(self.uuid)), f"repo {self.uuid}")
+        if doc is None or int(doc.get("squashes", 0)) <= before:
+            return False
+        self.refresh()
+        return True
 
     def _journal(self, *entries: tuple[str, Any]) -> None:
         self._run([], list(entries))

@@ -274,8 +274,10 @@ class VersionedSpace:
         for i in data:
             if not seen[i]:
                 raise self.locate(CorruptDataError(
-                    "the version's manifest names this value but it is missing (interrupted "
-                    "write on a non-atomic backend?)"), ctx, ckeys[i], writers[i][0])  # type: ignore[index]
+                    "the version's manifest names this value but it is missing: another "
+                    "process squashed versions since this handle read the repo "
+                    "(repo.refresh() and read again), or a write on a non-atomic backend "
+                    "was interrupted"), ctx, ckeys[i], writers[i][0])  # type: ignore[index]
         for i, w in enumerate(writers):
             if not seen[i]:
                 call(i, None, None if w is None else w[0])

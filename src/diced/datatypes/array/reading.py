@@ -23,7 +23,7 @@ from diced.array.indexing import ChunkProjection, Selection, plan_selection
 from diced.datatypes.array import _common
 from diced.datatypes.array._common import _batches, _chain, _is_whole, _pool, _scratch
 from diced.datatypes.array.indexers import _SelectionIndexer
-from diced.errors import InvalidArgumentError
+from diced.errors import CorruptDataError, InvalidArgumentError
 from diced.repo import keys as K
 from diced.repo.resolve import VersionCtx
 
@@ -85,7 +85,15 @@ class ArrayReads:
         sel = plan_selection(selection, shape, mode)
         mask = None if roi is None else self._roi_mask(sel, roi)
         out = result_array(sel.shape, self.dtype)
-        self._read_into(ctx, shape, sel, out, self._read_post(ctx, **options))
+        try:
+            self._read_into(ctx, shape, sel, out, self._read_post(ctx, **options))
+        except CorruptDataError:
+            if not self._ref.repo._squashed_elsewhere():
+                raise
+            # another process squashed versions since this handle read its index: the
+            # handle has re-read the repo and dropped the stale index caches; read again
+            ctx = self._ref.ctx()
+            self._read_into(ctx, shape, sel, out, self._read_post(ctx, **options))
         if mask is not None:
             out[~mask] = 0
         result = out.reshape(sel.result_shape)
