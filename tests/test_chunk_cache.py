@@ -171,6 +171,25 @@ def test_same_tag_in_two_stores_is_two_entries(tmp_path, cache):
     assert got == [1, 1, 2, 2]
 
 
+def test_a_tag_made_again_on_another_version_reads_that_version(store, cache):
+    """A deleted tag made again names another version under the same UUID (its name): the
+    cache is keyed by version id (never reused), so reads through it see the new version."""
+    repo = store.create_repo("r")
+    arr = repo.create_array("img", "uint8", (16, 16), chunks=(8, 8))
+    arr[...] = 1
+    a = repo.commit("a")
+    repo.newversion("b")
+    arr[...] = 2
+    b = repo.commit("b")
+    repo.tag("t1", parent=a.uuid)
+    assert (repo.version("t1").array("img")[...] == 1).all()
+    assert cache.hits == 0 and (repo.version("t1").array("img")[...] == 1).all()
+    assert cache.hits > 0  # the tag's chunks are cached
+    repo.delete_version("t1")
+    repo.tag("t1", parent=b.uuid)
+    assert (repo.version("t1").array("img")[...] == 2).all()
+
+
 def test_fully_cached_read_touches_neither_backend_nor_pool(store, cache, monkeypatch):
     """A read whose chunks are all cached is served in the calling thread in one lookup: no
     backend read, no hand-off to a thread pool (small warm reads are per-call overhead)."""

@@ -118,3 +118,30 @@ def test_too_many_chunks_without_ordered_keys(monkeypatch):
                                 version_uuid=repo.head.uuid, locked=False)
     assert w["Complete"] is True and w["MinPoint"] == [0, 0, 0]
     store.close()
+
+
+def test_a_tag_made_again_has_the_extents_of_its_new_version():
+    """The locked-version cache of the extents is keyed by version id: a deleted tag made
+    again on another version (same UUID, its name) answers for that version."""
+    extents.clear_cache()
+    store = diced.Store("memory://server-extents-tag")
+    repo = store.create_repo("r")
+    arr = repo.create_array("a", dtype="uint8", shape=(128, 128, 128))
+    arr[:64, :64, :64] = 1
+    a = repo.commit("a")
+    repo.newversion("b")
+    arr[64:, 64:, 64:] = 2
+    b = repo.commit("b")
+
+    def ext(tag):
+        node = repo.version(tag)
+        return extents.written_extents(node.array("a"), repo_root=repo.uuid, instance_id=1,
+                                       version_uuid=node.uuid, version_id=node.id,
+                                       locked=True)
+
+    repo.tag("t1", parent=a.uuid)
+    assert ext("t1")["MaxPoint"] == [63, 63, 63]
+    repo.delete_version("t1")
+    repo.tag("t1", parent=b.uuid)
+    assert ext("t1")["MaxPoint"] == [127, 127, 127]
+    store.close()

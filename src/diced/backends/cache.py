@@ -2,9 +2,10 @@
 
 A locked version never changes, and neither do its ancestors (they are locked before it), so
 what a locked version shows for a chunk is immutable: it can be cached without any
-invalidation. Entries are keyed by ``(repo uuid, version uuid, instance id, chunk key)``: repo uuids are
-random and unique across stores (a version's uuid alone is not: a tag's uuid is its name), so
-two stores never share an entry by accident (copies of one store hold the same locked data). Chunks read at an
+invalidation. Entries are keyed by ``(repo uuid, version id, instance id, chunk key)``: repo
+uuids are random and unique across stores, so two stores never share an entry by accident
+(copies of one store hold the same locked data), and version ids are never reused in a repo
+(a version's UUID may be: a tag's UUID is its name, back when a deleted tag is made again). Chunks read at an
 open version are never cached (another handle or process may rewrite them); once the version
 is locked, its reads start filling the cache.
 

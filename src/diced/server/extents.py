@@ -85,15 +85,18 @@ def _compute(arr: Any, max_chunks: int) -> dict[str, Any]:
 
 
 def written_extents(arr: Any, *, repo_root: str, instance_id: int, version_uuid: str,
-                    locked: bool, max_chunks: int | None = None) -> dict[str, Any]:
-    """The written extents of ``arr`` (a handle pinned to ``version_uuid``), DVID x, y, z order.
+                    locked: bool, max_chunks: int | None = None,
+                    version_id: int | None = None) -> dict[str, Any]:
+    """The written extents of ``arr`` (a handle pinned to ``version_uuid``, whose id in its
+    repo is ``version_id``: ids are never reused, but a tag's UUID is its name and comes
+    back when a deleted tag is made again), DVID x, y, z order.
 
     Returns ``{"MinPoint": [x, y, z] | None, "MaxPoint": [x, y, z] | None (inclusive),
     "Chunks": n, "Complete": bool, "Declared": {"MinPoint", "MaxPoint"}}``; ``None`` points
     when nothing is stored. Cached for locked versions (see the module docstring).
     """
     limit = MAX_CHUNKS if max_chunks is None else max_chunks
-    key = (repo_root, int(instance_id), version_uuid)
+    key = (repo_root, int(instance_id), version_uuid, version_id)
     if locked:
         with _lock:
             hit = _cache.get(key)

@@ -82,7 +82,7 @@ def _written_extents(req: InstanceRequest) -> Response:
     node = req.loc.node
     return json_response(written_extents(
         req.instance(), repo_root=req.loc.repo.uuid, instance_id=req.record["id"],
-        version_uuid=node.uuid, locked=bool(node.locked)))
+        version_uuid=node.uuid, version_id=node.id, locked=bool(node.locked)))
 
 
 def written_extents_endpoint() -> Endpoint:

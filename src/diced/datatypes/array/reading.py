@@ -144,7 +144,7 @@ class ArrayReads:
                 p = group[i]
                 if keep and data is not None:  # locked version: decode once, keep, copy out
                     chunk = self._decode(data)
-                    cache.put((ctx.repo, ctx.uuid, inst, p.coords), chunk)  # type: ignore[union-attr]
+                    cache.put((ctx.repo, ctx.vid, inst, p.coords), chunk)  # type: ignore[union-attr]
                     _copy_out(p, chunk, out, post)
                     return
                 if p.fancy:  # index arrays: out[out_sel] would be a copy, so assign into it
@@ -179,7 +179,7 @@ class ArrayReads:
         remote = not space.ordered  # object stores: many groups in flight (see _readplan)
         projections: Iterable[ChunkProjection] = sel.project(self.chunks, shape)
         if cache is not None:  # locked version: cached chunks first, then read the others
-            projections = _serve_cached(projections, cache, (ctx.repo, ctx.uuid, inst), out,
+            projections = _serve_cached(projections, cache, (ctx.repo, ctx.vid, inst), out,
                                         post, _pool, _common._READERS)
             n = len(projections)
         if not remote:
