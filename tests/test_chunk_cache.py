@@ -274,3 +274,33 @@ def test_get_many_counts_each_key_once_and_refreshes_lru_order():
     assert c.stats()["hits"] == 2 and c.stats()["misses"] == 2
     c.put("d", np.zeros(512))  # evicts the least recently used: b, not a
     assert c.get("b") is None and c.get("a") is not None
+
+
+def test_copies_of_a_store_that_went_separate_ways_read_their_own_data(tmp_path, cache):
+    """Two copies of one store each lock a new version: same repo, maybe the same id for
+    different versions (and, for tags, the same UUID). Each copy reads its own data."""
+    import shutil
+
+    import diced
+
+    store = diced.Store(tmp_path / "a")
+    repo = store.create_repo("r")
+    repo.create_array("img", "uint8", (16, 16), chunks=(8, 8))[...] = 1
+    repo.commit()
+    store.close()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    got = []
+    for name, value in (("a", 2), ("b", 3)):
+        repo = diced.Store(tmp_path / name).open_repo("r")
+        repo.newversion()
+        repo.array("img")[...] = value
+        v = repo.commit()
+        repo.tag("t", parent=v.uuid)
+        got.append((v.id, int(repo.version(v.uuid).array("img")[0, 0]),
+                    int(repo.version("t").array("img")[0, 0])))
+    for name in ("a", "b"):  # again, from the cache
+        repo = diced.Store(tmp_path / name).open_repo("r")
+        got.append((repo.version("t").id - 1, int(repo.version("master").array("img")[0, 0]),
+                    int(repo.version("t").array("img")[0, 0])))
+    assert got[0][0] == got[1][0]  # the same id in both copies
+    assert [g[1:] for g in got] == [(2, 2), (3, 3), (2, 2), (3, 3)]

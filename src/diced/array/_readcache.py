@@ -28,6 +28,14 @@ def _locked_cache(ctx: VersionCtx, read_bytes: int) -> tuple[ChunkCache | None, 
     return cache, read_bytes <= cache.max_bytes // 2
 
 
+def _cache_ident(location: str, ctx: VersionCtx, inst: int) -> tuple[Any, ...]:
+    """What names a locked version's instance in the chunk cache: the store's location,
+    the repo, the version id (never reused in a repo; a tag's UUID is its name, back when a
+    deleted tag is made again) and UUID (copies of a store that went separate ways may give
+    one id to different versions), and the instance id."""
+    return (location, ctx.repo, ctx.vid, ctx.uuid, inst)
+
+
 def _copy_out(p: ChunkProjection, chunk: np.ndarray, out: np.ndarray,
               post: Callable[[np.ndarray], Any] | None) -> None:
     """Copy the part of a decoded ``chunk`` that projection ``p`` selects into ``out``,

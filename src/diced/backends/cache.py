@@ -2,10 +2,11 @@
 
 A locked version never changes, and neither do its ancestors (they are locked before it), so
 what a locked version shows for a chunk is immutable: it can be cached without any
-invalidation. Entries are keyed by ``(repo uuid, version id, instance id, chunk key)``: repo
-uuids are random and unique across stores, so two stores never share an entry by accident
-(copies of one store hold the same locked data), and version ids are never reused in a repo
-(a version's UUID may be: a tag's UUID is its name, back when a deleted tag is made again). Chunks read at an
+invalidation. Entries are keyed by the store's location, the repo and version (id and UUID),
+the instance id and the chunk (see :func:`diced.array._readcache._cache_ident`): version ids
+are never reused in a repo, while a UUID may be (a tag's UUID is its name, back when a
+deleted tag is made again), and copies of a store that went separate ways are told apart by
+their locations. Chunks read at an
 open version are never cached (another handle or process may rewrite them); once the version
 is locked, its reads start filling the cache.
 

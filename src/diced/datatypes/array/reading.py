@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from diced.array._readcache import (
+    _cache_ident,
     _copy_out,
     _decode_box,
     _decode_part,
@@ -133,6 +134,7 @@ class ArrayReads:
         n = sel.count_chunks(self.chunks, shape)
         cache, keep = _locked_cache(ctx, n * self._chunk_nbytes())
         inst = space.inst
+        ident = _cache_ident(self._ref.repo.store.location, ctx, inst)
         # 3-d step-1 boxes of blosc2 chunks: a partial chunk is decoded and copied in one
         # GIL-free call (see diced.array.codecs._blosc_kernels)
         boxed = (out.ndim == 3 and hasattr(self.codec, "decode_box") and self.dtype.isnative
@@ -144,7 +146,7 @@ class ArrayReads:
                 p = group[i]
                 if keep and data is not None:  # locked version: decode once, keep, copy out
                     chunk = self._decode(data)
-                    cache.put((ctx.repo, ctx.vid, inst, p.coords), chunk)  # type: ignore[union-attr]
+                    cache.put((*ident, p.coords), chunk)  # type: ignore[union-attr]
                     _copy_out(p, chunk, out, post)
                     return
                 if p.fancy:  # index arrays: out[out_sel] would be a copy, so assign into it
@@ -179,7 +181,7 @@ class ArrayReads:
         remote = not space.ordered  # object stores: many groups in flight (see _readplan)
         projections: Iterable[ChunkProjection] = sel.project(self.chunks, shape)
         if cache is not None:  # locked version: cached chunks first, then read the others
-            projections = _serve_cached(projections, cache, (ctx.repo, ctx.vid, inst), out,
+            projections = _serve_cached(projections, cache, ident, out,
                                         post, _pool, _common._READERS)
             n = len(projections)
         if not remote:
