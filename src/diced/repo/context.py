@@ -89,6 +89,17 @@ class InstanceContext:
         return self.repo.backend
 
     @property
+    def store_location(self) -> str:
+        """Where the store is (its URL or path): what tells copies of a store apart."""
+        return str(self.repo.store.location)
+
+    def squashed_elsewhere(self) -> bool:
+        """After a value the index names was found missing: whether another process
+        squashed versions of the repo since it was read (then the repo is re-read and this
+        process's stale index caches dropped, so a second read sees the current index)."""
+        return self.repo._squashed_elsewhere()
+
+    @property
     def record(self) -> dict[str, Any]:
         """The instance record as the repo last read it (``config`` may have changed since
         the instance was opened)."""

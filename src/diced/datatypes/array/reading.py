@@ -89,7 +89,7 @@ class ArrayReads:
         try:
             self._read_into(ctx, shape, sel, out, self._read_post(ctx, **options))
         except CorruptDataError:
-            if not self._ref.repo._squashed_elsewhere():
+            if not self._ref.squashed_elsewhere():
                 raise
             # another process squashed versions since this handle read its index: the
             # handle has re-read the repo and dropped the stale index caches; read again
@@ -134,7 +134,7 @@ class ArrayReads:
         n = sel.count_chunks(self.chunks, shape)
         cache, keep = _locked_cache(ctx, n * self._chunk_nbytes())
         inst = space.inst
-        ident = _cache_ident(self._ref.repo.store.location, ctx, inst)
+        ident = _cache_ident(self._ref.store_location, ctx, inst)
         # 3-d step-1 boxes of blosc2 chunks: a partial chunk is decoded and copied in one
         # GIL-free call (see diced.array.codecs._blosc_kernels)
         boxed = (out.ndim == 3 and hasattr(self.codec, "decode_box") and self.dtype.isnative
