@@ -147,8 +147,9 @@ class RepoRefsMixin:
                    ) -> tuple[list[Step], list[tuple[str, Any]]]:
         """Steps pointing the node's branch (or tag) ref at it; see :meth:`_add_child`.
         ``dead``: version ids a ref may name that have no record (deleted)."""
-        first = self._continued(node.parents[0]) if node.parents and mode == "merge" \
-            else (node.parents[0] if node.parents else None)
+        first = node.parents[0] if node.parents else None
+        if mode == "merge" and first is not None:
+            first = self._continued(first)
         new = str(node.id).encode()
 
         def create_only(what: str) -> Callable[[bytes | None], bytes]:
@@ -182,9 +183,7 @@ class RepoRefsMixin:
                 raise _RefMoved(at)
             if at != snap:
                 raise _RefMoved  # the branch moved since our snapshot: look again
-            if first is not None and any(
-                    self._dag.nodes[c].branch == node.branch and self._dag.nodes[c].tag is None
-                    for c in self._dag.children.get(first, []) if c != node.id):
+            if first is not None and self._child_on(first, node.branch, but=node.id):
                 raise self._has_child(first)
             return new  # the parent is a leaf off the ref (after a merge onto an older node)
 
@@ -199,14 +198,17 @@ class RepoRefsMixin:
             v = ps[0] if ps else None
         return v
 
+    def _child_on(self, vid: int, branch: str, but: int | None = None) -> bool:
+        """Whether ``vid`` has a child (other than ``but``, not a tag) on ``branch``."""
+        return any(self._dag.nodes[c].branch == branch and self._dag.nodes[c].tag is None
+                   for c in self._dag.children.get(vid, []) if c != but)
+
     def _check_no_child(self, vid: int, branch: str) -> None:
         """Refuse a merge continuing ``vid`` on ``branch`` when ``vid`` has a child there
         already (DVID's rule: at most one child per branch per version; moving the branch
         to the merge would drop that child's line from the branch)."""
         first = self._continued(vid)
-        if first is not None and any(
-                self._dag.nodes[c].branch == branch and self._dag.nodes[c].tag is None
-                for c in self._dag.children.get(first, [])):
+        if first is not None and self._child_on(first, branch):
             p = self._dag.nodes[first]
             leaf = self._dag.branch_leaf(p.branch_name)
             raise DuplicateNameError(
