@@ -26,7 +26,9 @@ Rows
      (benchmarks/gcs_emulator.py), each in a child process, through a
      loopback proxy (another child) adding --latency ms to every request; --remote): whole --remote-size^3 array and
      20 unaligned 64^3 boxes, uint8 and the pinky40 labels, cold (fresh handles, empty
-     caches, a locked version) and warm (same handles again). Median of --repeat.
+     caches, a locked version) and warm (same handles again). Median of --repeat. With
+     --pack, diced's version is committed with pack=True (its chunks also stored several per
+     object and read with ranged GETs; TensorStore's zarr3 stays unsharded).
   8  Remote history depth (moto S3): cold read of a 128^3 box at a locked version at depth 1
      and --depth versions deep (requests counted); not in the default --only.
   7  Latency: one aligned 64^3 chunk and one voxel, median of 200 interleaved reads
@@ -840,7 +842,7 @@ def start_gcs(bucket: str) -> tuple[subprocess.Popen, int]:
 
 
 def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], repeat: int,
-               systems: list[str], kind: str = "s3") -> None:
+               systems: list[str], kind: str = "s3", pack: bool = False) -> None:
     """diced vs TensorStore's zarr3 on one moto S3 server (``kind="s3"``) or one GCS
     emulator (``kind="gcs"``; TensorStore reaches it through ``TENSORSTORE_GCS_HTTP_URL``)
     in a child process, through a delaying proxy: cold (timed from opening the repo for diced, from ``ts.open`` for
@@ -909,7 +911,7 @@ def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], r
 
     server_name = "moto S3" if kind == "s3" else "GCS emulator"
     print(f"\n[6] remote reads: {server_name} on loopback, {n}^3, latencies {latencies} ms, "
-          f"median of {repeat}", flush=True)
+          f"median of {repeat}{', diced packed' if pack else ''}", flush=True)
     datasets = [("uint8", make_image(n))]
     if Path(labels_path).exists():
         datasets.append(("uint64 labels", load_labels(labels_path, n)))
@@ -927,7 +929,7 @@ def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], r
                 arr = repo.create_array("a", data.dtype, data.shape, chunks=CHUNKS,
                                         codec=DICED_CODEC)
             arr[...] = data
-            uuid = repo.commit("locked").uuid
+            uuid = repo.commit("locked", pack=pack).uuid
             store.close()
             tspath = f"ts-{dkind.split()[0]}/"
             # (the GCS emulator ignores the listing bounds TensorStore's delete_existing
@@ -988,7 +990,7 @@ def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], r
                         med = {s: statistics.median(v) for s, v in per.items()}
                         what = key.split()[0]
                         nbytes = data.nbytes if what == "region" else 20 * 64 ** 3 * data.itemsize
-                        label = f"{kind.upper()} {lat:g}ms {dkind} {'whole ' + str(n) + '^3' if what == 'region' else '20x64^3 boxes'} {key.split()[1]}"
+                        label = f"{kind.upper()}{'+pack' if pack else ''} {lat:g}ms {dkind} {'whole ' + str(n) + '^3' if what == 'region' else '20x64^3 boxes'} {key.split()[1]}"
                         res.add(label, nbytes, med)
                         if "tensorstore" in med and "diced" in med:
                             r = med["tensorstore"] / med["diced"]
@@ -1098,6 +1100,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated object stores of row 6: s3 (moto), gcs (emulator)")
     ap.add_argument("--systems", default=",".join(SYSTEMS),
                     help="comma-separated subset of diced,tensorstore,zarr (rows 1-2)")
+    ap.add_argument("--pack", action="store_true",
+                    help="row 6: commit diced's version with pack=True (ranged reads of packs)")
     ap.add_argument("--iters", type=int, default=20, help="repetitions of each DAG op (row 4)")
     args = ap.parse_args(argv)
 
@@ -1166,7 +1170,7 @@ def main(argv: list[str] | None = None) -> int:
             for kind in [k.strip() for k in args.remote.split(",") if k.strip()]:
                 row_remote(res, args.labels, args.remote_size,
                            [float(x) for x in args.latency.split(",") if x.strip()],
-                           args.repeat, names, kind)
+                           args.repeat, names, kind, args.pack)
         if 8 in rows:
             row_remote_depth(res, args.depth, args.repeat)
         gc.collect()

@@ -270,3 +270,25 @@ def test_info_on_a_file_url_store(tmp_path, capsys):
     code, out, err = run(capsys, "info", f"file://{tmp_path}/fs")
     assert code == 0, err
     assert "keyvalue  kv" in out and "1 keys" in out
+
+
+def test_commit_pack_and_pack(tmp_path, capsys):
+    url = f"file://{tmp_path}/fs"
+    with diced.Store(url) as store:
+        a = store.create_repo("r").create_array("a", "uint8", (64, 64, 64), chunks=(32, 32, 32))
+        a[...] = 5
+    code, _, err = run(capsys, "pack", url, "r")
+    assert code == 2 and "is open" in err and "'diced commit --pack'" in err
+    code, out, err = run(capsys, "commit", url, "r", "-m", "one", "--pack")
+    assert code == 0 and "(packed)" in out, err
+    packs = [p for p in Path(tmp_path, "fs").rglob("*") if p.is_file() and "/p/" in str(p)]
+    assert packs
+    code, out, _ = run(capsys, "pack", url, "r")
+    assert code == 0 and "packed" in out and "1 key space" in out
+    code, _, err = run(capsys, "pack", url, "r", "--version", "nosuch")
+    assert code == 2 and "no version matches 'nosuch'" in err
+
+
+def test_pack_on_lmdb_says_there_is_nothing_to_do(store_path, capsys):
+    code, out, err = run(capsys, "pack", store_path, "fly", "--version", "master~1")
+    assert code == 0 and "nothing to pack" in out, err

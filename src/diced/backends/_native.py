@@ -125,6 +125,36 @@ class S3Reader:
 
         return list(await asyncio.gather(*(one(k) for k in keys)))
 
+    def read_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[bytes | None]:
+        """Bytes ``[start, end)`` of each ``(key, start, end)`` (``None``: no such object,
+        or one shorter than ``end``)."""
+        if not self.usable():
+            raise BackendError("native reader inherited across fork")
+        return _run_native(self._ranges(list(requests)))
+
+    async def _ranges(self, requests: list[tuple[str, int, int]]) -> list[bytes | None]:
+        import obstore
+        from obstore.exceptions import NotFoundError
+
+        gate = asyncio.Semaphore(_NATIVE_CONCURRENCY)
+
+        from obstore.exceptions import GenericError
+
+        async def one(key: str, start: int, end: int) -> bytes | None:
+            async with gate:
+                try:
+                    got = bytes(await obstore.get_range_async(self.store, key, start=start,
+                                                              end=end))
+                except (NotFoundError, FileNotFoundError):
+                    return None
+                except GenericError as exc:
+                    if "416" in str(exc):  # the object ends before ``start``
+                        return None
+                    raise
+            return got if len(got) == end - start else None
+
+        return list(await asyncio.gather(*(one(*r) for r in requests)))
+
 
 def _s3_reader(fs: Any, root: str) -> S3Reader | None:
     """An obstore reader for an s3fs filesystem when obstore is installed and the
@@ -226,7 +256,17 @@ class GCSReader:
         self.fs.credentials.apply(headers)  # may refresh a token: not on the loop
         return _run_native(self._read_all([self.url(k) for k in keys], headers))
 
-    async def _read_all(self, urls: list[str], headers: dict[str, str]) -> list[bytes | None]:
+    def read_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[bytes | None]:
+        """Bytes ``[start, end)`` of each ``(key, start, end)`` (``None``: no such object,
+        or one shorter than ``end``): one GET with a ``Range`` header each."""
+        headers: dict[str, str] = {}
+        self.fs.credentials.apply(headers)
+        spans = [(start, end) for _, start, end in requests]
+        return _run_native(self._read_all([self.url(k) for k, _, _ in requests], headers,
+                                          spans))
+
+    async def _read_all(self, urls: list[str], headers: dict[str, str],
+                        spans: list[tuple[int, int]] | None = None) -> list[bytes | None]:
         import aiohttp
         from yarl import URL
 
@@ -234,20 +274,26 @@ class GCSReader:
         gate = asyncio.Semaphore(_NATIVE_CONCURRENCY)
         transient = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
-        async def one(url: str) -> bytes | None:
+        async def one(url: str, span: tuple[int, int] | None) -> bytes | None:
             target = URL(url, encoded=True)  # already quoted: yarl must not re-quote it
+            hdrs = headers if span is None else \
+                {**headers, "Range": f"bytes={span[0]}-{span[1] - 1}"}
             async with gate:
                 for attempt in range(_GCS_ATTEMPTS):
                     try:
-                        async with session.get(target, headers=headers) as r:
+                        async with session.get(target, headers=hdrs) as r:
                             status = r.status
                             body = await r.read()
                     except transient as exc:  # a dropped connection, a timeout
                         failure = repr(exc)
                     else:
-                        if status == 200:
+                        if status == 200 and span is None:
                             return bytes(body)
-                        if status == 404:
+                        if status in (200, 206) and span is not None:
+                            # a server that ignores Range sends the whole object (200)
+                            part = body if status == 206 else body[span[0]:span[1]]
+                            return bytes(part) if len(part) == span[1] - span[0] else None
+                        if status == 404 or (status == 416 and span is not None):
                             return None
                         failure = f"HTTP {status} {body[:300].decode('utf-8', 'replace')}"
                         if status not in _GCS_RETRY_STATUS:
@@ -257,7 +303,8 @@ class GCSReader:
                                             * (1 + random.random()))
             raise BackendError(f"GET {url} failed: {failure}")
 
-        return list(await asyncio.gather(*(one(u) for u in urls)))
+        return list(await asyncio.gather(*(one(u, None if spans is None else spans[i])
+                                           for i, u in enumerate(urls))))
 
 
 def _gcs_reader(fs: Any, root: str) -> GCSReader | None:

@@ -25,7 +25,7 @@ from typing import Self
 
 from diced.errors import BackendError, InvalidArgumentError
 
-__all__ = ["Backend", "Capabilities", "UpdateFn"]
+__all__ = ["Backend", "Capabilities", "UpdateFn", "check_ranges"]
 
 #: ``fn(current) -> changes``: ``current`` maps each requested key to its value (``None`` when
 #: absent); the returned mapping gives new values, ``None`` meaning delete.
@@ -61,6 +61,14 @@ def _check_key(key: str) -> str:
     if not isinstance(key, str) or not key or not key.isascii():
         raise InvalidArgumentError(f"backend keys must be non-empty ASCII strings, got {key!r}")
     return key
+
+
+def check_ranges(requests: Sequence[tuple[str, int, int]]) -> None:
+    """Refuse empty or negative ranges of :meth:`Backend.get_ranges`."""
+    for key, start, end in requests:
+        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end):
+            raise InvalidArgumentError(f"byte range [{start!r}, {end!r}) of {key!r} is empty "
+                                       "or negative")
 
 
 class Backend(abc.ABC):
@@ -185,6 +193,23 @@ class Backend(abc.ABC):
         for i, value in enumerate(self.get_many(keys)):
             if value is not None:
                 visit(i, value)
+
+    def get_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[bytes | None]:
+        """Bytes ``[start, end)`` of the value of each ``(key, start, end)``; ``None`` when
+        the key is absent or its value is shorter than ``end``. Ranges must not be empty
+        (``0 <= start < end``; :class:`~diced.errors.InvalidArgumentError` otherwise).
+
+        This default reads each named value whole (once per key); object stores and
+        ``file://`` override it with ranged reads.
+        """
+        check_ranges(requests)
+        keys = list(dict.fromkeys(k for k, _, _ in requests))
+        values = dict(zip(keys, self.get_many(keys), strict=True))
+        out: list[bytes | None] = []
+        for key, start, end in requests:
+            v = values[key]
+            out.append(None if v is None or len(v) < end else bytes(memoryview(v)[start:end]))
+        return out
 
     def update(self, keys: Sequence[str], fn: UpdateFn) -> dict[str, bytes | None]:
         """Read ``keys``, let ``fn`` compute changes, write them; return the changes.

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 
-from diced.backends.base import Backend, Capabilities, UpdateFn
+from diced.backends.base import Backend, Capabilities, UpdateFn, check_ranges
 from diced.errors import ReadOnlyStoreError
 
 __all__ = ["CHAIN_KEY", "ChainedBackend", "ReadOnlyBackend", "chain_config"]
@@ -91,6 +91,9 @@ class ReadOnlyBackend(Backend):
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         return self.inner.get_many(keys)
+
+    def get_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[bytes | None]:
+        return self.inner.get_ranges(requests)
 
     def set_many(self, items: Mapping[str, bytes]) -> None:
         if items:
@@ -270,6 +273,23 @@ class ChainedBackend(Backend):
             for i, v in zip(miss, self._base_get([keys[i] for i in miss]), strict=True):
                 values[i] = v
         return values
+
+    def get_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[bytes | None]:
+        """Ranged reads from the layer holding each key: the local one, else (no whiteout)
+        the base, whose values are never cached here (packs are large)."""
+        requests = list(requests)
+        check_ranges(requests)
+        out = self.local.get_ranges(requests)
+        miss = [i for i, v in enumerate(out) if v is None and self._readable(requests[i][0])]
+        if miss:
+            keys = list(dict.fromkeys(requests[i][0] for i in miss))
+            hidden = {k for k, h in zip(keys, self.local.get_many([_whiteout(k) for k in keys]),
+                                        strict=True) if h is not None}
+            miss = [i for i in miss if requests[i][0] not in hidden]
+        if miss:
+            for i, v in zip(miss, self.base.get_ranges([requests[i] for i in miss]), strict=True):
+                out[i] = v
+        return out
 
     def visit_many(self, keys: Sequence[str],
                    visit: Callable[[int, bytes | memoryview], None]) -> None:

@@ -124,6 +124,14 @@ class RoutedBackend(Backend):
                 out[i] = v
         return out
 
+    def get_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[bytes | None]:
+        requests = list(requests)
+        out: list[bytes | None] = [None] * len(requests)
+        for b, idx in self._group([k for k, _, _ in requests]):
+            for i, v in zip(idx, b.get_ranges([requests[i] for i in idx]), strict=True):
+                out[i] = v
+        return out
+
     def visit_many(self, keys: Sequence[str],
                    visit: Callable[[int, bytes | memoryview], None]) -> None:
         keys = list(keys)

@@ -27,6 +27,7 @@ _COMMANDS = {
     "log": "diced.cli.inspect",
     "branch": "diced.cli.versions",
     "commit": "diced.cli.versions",
+    "pack": "diced.cli.versions",
     "newversion": "diced.cli.versions",
     "tag": "diced.cli.versions",
     "checkout": "diced.cli.versions",
@@ -49,6 +50,7 @@ _COMMANDS = {
 
 #: Python-argument hints in library messages -> the flags that do the same here
 _FLAG_HINTS = [
+    (re.compile(r"\bcommit\(pack=True\)"), "'diced commit --pack'"),
     (re.compile(r"\boverwrite=True\b"), "--overwrite"),
     (re.compile(r"\bresume=False\b"), "--no-resume"),
     (re.compile(r"\bcreate=False\b"), "--into-existing"),

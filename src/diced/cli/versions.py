@@ -1,5 +1,5 @@
-"""Versioning from the command line: ``diced branch``, ``commit``, ``newversion``, ``tag``,
-``checkout``, ``merge`` and ``diff``.
+"""Versioning from the command line: ``diced branch``, ``commit``, ``pack``, ``newversion``,
+``tag``, ``checkout``, ``merge`` and ``diff``.
 
 The repo's head (what writes such as ``diced ingest`` go to) is stored in the store, so a
 ``diced branch`` or ``diced checkout`` here moves it for the next command and the next
@@ -69,12 +69,16 @@ def _add_commit(sub: argparse._SubParsersAction, name: str) -> None:
         epilog=examples("diced commit ~/fly.diced fly -m 'first import'",
                         "diced commit ~/fly.diced fly -m 'proofread' --log 'merged 12 bodies' "
                         "--log 'checked by AB'",
-                        "diced commit ~/fly.diced fly -m done --version 3f2a"))
+                        "diced commit ~/fly.diced fly -m done --version 3f2a",
+                        "diced commit gs://lab/fly fly -m 'release' --pack"))
     add_store_repo(p)
     p.add_argument("-m", "--message", required=True, help="the version's note")
     p.add_argument("--log", action="append", default=[], metavar="LINE",
                    help="a log line (repeatable)")
     p.add_argument("--version", default=None, help="open version to lock (default: the head)")
+    p.add_argument("--pack", action="store_true",
+                   help="also pack the chunks it wrote (object stores, file://: cold reads "
+                        "take a few ranged GETs instead of one per chunk; see 'diced pack')")
     p.set_defaults(func=run_commit)
 
 
@@ -83,8 +87,41 @@ def run_commit(args: argparse.Namespace) -> int:
     from diced.cli._store import open_existing_repo
 
     repo = open_existing_repo(args)
-    v = repo.commit(args.message, args.log, uuid=args.version)
-    print(f"locked {_short(v)}: {v.note}")
+    v = repo.commit(args.message, args.log, uuid=args.version, pack=args.pack)
+    print(f"locked {_short(v)}: {v.note}" + (" (packed)" if args.pack else ""))
+    return 0
+
+
+def _add_pack(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(
+        name, help="pack a locked version's chunks for fewer, ranged reads",
+        formatter_class=_RAW,
+        description="Store copies of the chunks a locked version (default: the head) wrote, "
+                    "several per object, so that reads at it and its descendants fetch them "
+                    "with a few ranged GETs instead of one GET per chunk. Object stores and "
+                    "file:// only (LMDB reads are local seeks: nothing to do). The chunks "
+                    "then take twice the space; squash and gc delete packs with the "
+                    "versions they belong to.",
+        epilog=examples("diced pack gs://lab/fly fly",
+                        "diced pack s3://lab/fly fly --version 3f2a"))
+    add_store_repo(p)
+    p.add_argument("--version", default=None, help="locked version to pack (default: the head)")
+    p.set_defaults(func=run_pack)
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    """Pack a locked version."""
+    from diced.cli._store import open_existing_repo
+
+    repo = open_existing_repo(args)
+    v = repo.version(args.version) if args.version else repo.head
+    n = repo.pack(v.uuid)
+    if n == 0:
+        print(f"{_short(v)}: nothing to pack on this store (ordered store: reads are "
+              "local seeks)")
+    else:
+        print(f"packed {_short(v)} in {n} key space(s); its descendants' indexes name "
+              "the packs too")
     return 0
 
 
@@ -261,6 +298,7 @@ def run_diff(args: argparse.Namespace) -> int:
 _PARSERS = {
     "branch": _add_branch,
     "commit": _add_commit,
+    "pack": _add_pack,
     "newversion": _add_newversion,
     "tag": _add_tag,
     "checkout": _add_checkout,

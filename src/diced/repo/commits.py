@@ -40,11 +40,17 @@ class RepoCommitsMixin:
     """Locking, publishing, merging, comparing and removing versions of a
     :class:`~diced.repo.repo.Repo` (see the module docstring)."""
 
-    def commit(self, note: str = "", log: Iterable[str] = (), *, uuid: str | None = None) -> Version:
+    def commit(self, note: str = "", log: Iterable[str] = (), *, uuid: str | None = None,
+               pack: bool = False) -> Version:
         """Lock a version (default: the head) with a note and log lines. Returns it.
 
         The lock key decides (create-only: of two racing commits one wins, the other gets
-        :class:`LockedNodeError`); the node record follows in the same change."""
+        :class:`LockedNodeError`); the node record follows in the same change.
+
+        ``pack=True`` (object stores and ``file://``; nothing to do on LMDB) also stores the
+        chunks the version wrote several per object, so cold reads fetch them with a few
+        ranged GETs instead of one GET per chunk, at the cost of storing them twice (see
+        :meth:`pack`)."""
         node = self._node(uuid)
         lines = [str(x) for x in log]
         vid = node.id
@@ -75,7 +81,7 @@ class RepoCommitsMixin:
         # any depth then cost O(1) requests; see repo/manifests.py; no-op on LMDB)
         from diced.repo.manifests import compact_version
 
-        compact_version(self, vid)
+        compact_version(self, vid, pack=bool(pack))
         if snapshot_used_on(self.backend):  # publish the state snapshot later opens start from
             try:
                 fresh = publish_current(self.backend, self.uuid, self._state)
@@ -87,6 +93,44 @@ class RepoCommitsMixin:
         return Version(self, self._dag.nodes[vid])
 
     lock = commit
+
+    def pack(self, uuid: str | None = None) -> int:
+        """Pack the chunks a locked version (default: the head) wrote: copies grouped by
+        index bucket (8³ neighbouring chunks) in a few objects, which reads at this version
+        and its descendants fetch with ranged GETs (:mod:`diced.repo.chunkpacks`). Returns the
+        number of key spaces indexed (0 on LMDB, whose reads are local seeks: nothing to do).
+
+        The chunk objects stay (a damaged or missing pack falls back to them), so a packed
+        version's chunks take twice the space. Squash, GC and deleting versions or
+        instances delete packs with the indexes they live beside. The compacted indexes of
+        the locked descendants are rebuilt so that they name the packs too. Packing a
+        version again rewrites the same bytes.
+
+        Raises
+        ------
+        UnlockedNodeError
+            The version is open (its chunks may still change; use ``commit(pack=True)``).
+        """
+        from diced.repo.manifests import pack_version
+
+        self.refresh()
+        node = self._node(uuid)
+        if not node.locked:
+            raise UnlockedNodeError(
+                f"version {node.uuid} is open; pack a locked version (commit(pack=True) "
+                "locks and packs)")
+        done = pack_version(self, node.id)
+        if not done:
+            return 0
+        dag = self._dag
+        for vid in sorted(v for v in dag.nodes if v > node.id):
+            if dag.nodes[vid].locked and dag.is_ancestor(node.id, vid):
+                pack_version(self, vid, pack=False)  # re-derive: carry the pack locations
+        if snapshot_used_on(self.backend):  # its copies of the tables lack the locations
+            fresh = publish_current(self.backend, self.uuid, self._state)
+            if fresh is not None:
+                self._set_state(fresh)
+        return done
 
     def _add_child(self, parents: list[int], branch: str, note: str, *, tag: str | None = None,
                    uuid: str | None = None, check: Callable[[DAG], None] | None = None,

@@ -27,6 +27,9 @@ Layout (all ASCII, fixed-width lowercase hex so that string order is numeric ord
     w/<inst>/<version id>/<ckey>/<m>         per-version index of what the version wrote
     i/<inst>/<version id>/t                  compacted chunk index of a locked version (table)
     i/<inst>/<version id>/b/<bucket>         one bucket of compacted index entries
+    i/<inst>/<version id>/p/<bucket>/<n>     a pack: copies of the values the version wrote
+                                             in a bucket, read with ranged GETs (opt-in,
+                                             derived, see :mod:`diced.repo.chunkpacks`)
 
 All versions of one logical key (``d/<inst>/<ckey>/``) sit next to each other in version
 order, so an ordered store finds the nearest ancestor's write with one seek, and the
@@ -79,6 +82,7 @@ __all__ = [
     "chunk_ckey",
     "chunk_prefix",
     "compact_bucket_key",
+    "compact_pack_key",
     "compact_prefix",
     "compact_table_key",
     "counter_key",
@@ -306,6 +310,12 @@ def compact_table_key(inst: int, vid: int) -> str:
 def compact_bucket_key(inst: int, vid: int, bucket: str) -> str:
     """Key of bucket object ``bucket`` written by the compaction of version ``vid``."""
     return f"i/{inst:08x}/{vid:08x}/b/{bucket}"
+
+
+def compact_pack_key(inst: int, vid: int, bucket: str, part: int) -> str:
+    """Key of pack ``part`` of the values version ``vid`` wrote in bucket ``bucket``
+    (:mod:`diced.repo.chunkpacks`)."""
+    return f"i/{inst:08x}/{vid:08x}/p/{bucket}/{part:x}"
 
 
 def chunk_ckey(coords: Sequence[int]) -> str:

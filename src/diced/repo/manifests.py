@@ -16,7 +16,13 @@ also gets a *compacted index* (as icechunk's snapshots reference manifests), bui
   or, when that maps many buckets, stores a tiny table naming it. Small indexes
   (<= :data:`INLINE_MAX` entries) live inline in the table;
 * every object is immutable and written create-only; the table is written last, so its
-  presence means the version's index is complete.
+  presence means the version's index is complete;
+* an entry whose writer packed its value (:mod:`diced.repo.chunkpacks`) also says where:
+  ``"p": {ckey: [part, offset, length]}`` beside ``"d"`` and ``"t"`` (readers that do not
+  know packs ignore it). Descendants copy it with the entry, so a read at any version finds
+  its ancestors' packs in the index it already fetched. Packing a version already indexed
+  (:meth:`diced.repo.repo.Repo.pack`) rewrites its objects and those of its descendants in
+  place, with the same entries.
 
 Reading at a locked version therefore costs one table GET, one round of bucket GETs (none
 for inline tables), then the chunk GETs, at any depth. An open version reads its parent's
@@ -55,7 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["INLINE_MAX", "IndexView", "bucket_of", "compact_version", "drop_compacted",
-           "manifests"]
+           "manifests", "pack_version"]
 
 #: a compacted index with at most this many entries is stored inline in its table
 INLINE_MAX = 512
@@ -74,6 +80,10 @@ _WRITE_THREADS = 16
 
 #: ckey -> (writer version id, mark)
 Entries = dict[str, tuple[int, str]]
+#: ckey -> (pack part, offset, length) of the value its writer (the entry's id) packed
+Locs = dict[str, tuple[int, int, int]]
+#: (ckey, writer id) -> where that writer packed it: gathered while building a table
+_Known = dict[tuple[str, int], tuple[int, int, int]]
 
 
 def bucket_of(ckey: str) -> str:
@@ -101,11 +111,32 @@ def _unpack(key: str, raw: bytes) -> Any:
                                store_key=key) from exc
 
 
-def _encode_entries(entries: Entries) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {K.DATA: {}, K.TOMB: {}}
+def _encode_entries(entries: Entries, known: _Known | None = None) -> dict[str, Any]:
+    """``{"d": {ckey: writer}, "t": {...}}``, plus ``"p": {ckey: [part, offset, length]}``
+    for values their writer packed (``known``; readers without packs ignore ``"p"``)."""
+    out: dict[str, Any] = {K.DATA: {}, K.TOMB: {}}
+    packed: dict[str, list[int]] = {}
     for ckey, (vid, mark) in entries.items():
         out[mark][ckey] = vid
+        if known and mark == K.DATA:
+            loc = known.get((ckey, vid))
+            if loc is not None:
+                packed[ckey] = list(loc)
+    if packed:
+        out["p"] = packed
     return out
+
+
+def _decode_locs(obj: dict[str, Any]) -> Locs:
+    return {ckey: (int(a), int(b), int(c)) for ckey, (a, b, c) in obj.get("p", {}).items()}
+
+
+def _learn(known: _Known, entries: Entries, locs: Locs | None) -> None:
+    """Add the pack locations of ``entries`` (as their writers packed them) to ``known``."""
+    for ckey, loc in (locs or {}).items():
+        hit = entries.get(ckey)
+        if hit is not None:
+            known[(ckey, hit[0])] = loc
 
 
 def _decode_entries(obj: dict[str, dict[str, int]]) -> Entries:
@@ -149,6 +180,8 @@ class _Table:
     buckets: dict[str, int] | None = None
     inline: Entries | None = None
     same: int | None = None
+    #: pack locations of inline entries
+    locs: Locs | None = None
 
 
 class IndexView:
@@ -165,24 +198,39 @@ class IndexView:
 
     def lookup(self, ckeys: Sequence[str]) -> list[tuple[int, str] | None]:
         """For each ckey, ``(writer id, mark)`` of its greatest writer, or ``None``."""
+        return self.lookup_located(ckeys)[0]
+
+    def lookup_located(self, ckeys: Sequence[str]
+                       ) -> tuple[list[tuple[int, str] | None], list[tuple[int, int, int] | None]]:
+        """:meth:`lookup`, and for each ckey where its writer packed the value (``None``:
+        not packed; see :mod:`diced.repo.chunkpacks`)."""
         bucket = [bucket_of(c) for c in ckeys] if any(b.buckets is not None
                                                       for b in self._bases) else []
         objs = self._man._objects(self._inst, {(b.buckets[bk], bk) for b in self._bases
                                                if b.buckets is not None for bk in set(bucket)
                                                if bk in b.buckets})
         out: list[tuple[int, str] | None] = []
+        where: list[tuple[int, int, int] | None] = []
         for i, c in enumerate(ckeys):
             best = self._diff.get(c)
+            loc = None
             for b in self._bases:
                 if b.inline is not None:
                     hit = b.inline.get(c)
+                    locs = b.locs
                 else:
                     holder = b.buckets.get(bucket[i])  # type: ignore[union-attr]
-                    hit = None if holder is None else objs[(holder, bucket[i])].get(c)
+                    if holder is None:
+                        hit = locs = None
+                    else:
+                        entries, locs = objs[(holder, bucket[i])]
+                        hit = entries.get(c)
                 if hit is not None and (best is None or hit[0] > best[0]):
                     best = hit
+                    loc = locs.get(c) if locs else None
             out.append(best)
-        return out
+            where.append(loc if best is not None and best[1] == K.DATA else None)
+        return out, where
 
     def entries(self) -> Entries:
         """Every ckey the view knows with its greatest writer (reads every bucket)."""
@@ -196,7 +244,7 @@ class IndexView:
                     _greater(out, c, hit)
             else:
                 for bk, h in b.buckets.items():  # type: ignore[union-attr]
-                    for c, hit in objs[(h, bk)].items():
+                    for c, hit in objs[(h, bk)][0].items():
                         _greater(out, c, hit)
         for c, hit in self._diff.items():
             _greater(out, c, hit)
@@ -211,7 +259,7 @@ class _Manifests:
         self.backend = backend
         self._manifest: dict[tuple[int, int], dict[str, str]] = {}
         self._tables: OrderedDict[tuple[int, int], _Table] = OrderedDict()
-        self._objs: OrderedDict[tuple[int, int, str], Entries] = OrderedDict()
+        self._objs: OrderedDict[tuple[int, int, str], tuple[Entries, Locs]] = OrderedDict()
         self._lock = threading.Lock()
         self._build_locks: dict[int, threading.Lock] = {}
         self._bits: OrderedDict[frozenset[int], np.ndarray] = OrderedDict()
@@ -287,6 +335,7 @@ class _Manifests:
                 t.same = int(obj["same"])
             elif "inline" in obj:
                 t.inline = _decode_entries(obj["inline"])
+                t.locs = _decode_locs(obj["inline"])
             else:
                 t.buckets = {str(b): int(h) for b, h in obj["buckets"].items()}
         except (KeyError, TypeError, ValueError) as exc:
@@ -373,23 +422,30 @@ class _Manifests:
             while len(self._tables) > _MAX_TABLES:
                 self._tables.popitem(last=False)
 
-    def _objects(self, inst: int, wanted: Iterable[tuple[int, str]]) -> dict[tuple[int, str], Entries]:
-        """Bucket objects ``(holder, bucket)``, cached; one round of GETs for the others."""
+    def _objects(self, inst: int, wanted: Iterable[tuple[int, str]]
+                 ) -> dict[tuple[int, str], tuple[Entries, Locs]]:
+        """Bucket objects ``(holder, bucket)`` (entries and pack locations), cached; one
+        round of GETs for the others."""
         got = self._load(self._objs, [(inst, h, bk) for h, bk in wanted],
                          lambda keys: self._fetch_objects(inst, [(h, bk) for _, h, bk in keys]),
                          _MAX_OBJECTS)
         return {(h, bk): v for (_, h, bk), v in got.items()}
 
     def _fetch_objects(self, inst: int, todo: list[tuple[int, str]]
-                       ) -> dict[tuple[int, int, str], Entries]:
-        out: dict[tuple[int, int, str], Entries] = {}
+                       ) -> dict[tuple[int, int, str], tuple[Entries, Locs]]:
+        out: dict[tuple[int, int, str], tuple[Entries, Locs]] = {}
         keys = [K.compact_bucket_key(inst, h, bk) for h, bk in todo]
         for key, (h, bk), raw in zip(keys, todo, self.backend.get_many(keys), strict=True):
             if raw is None:
                 raise CorruptDataError(
                     f"compacted index bucket {key!r} is missing (deleted by a squash or GC "
                     "that left the tables of descendants?)", store_key=key)
-            out[(inst, h, bk)] = _decode_entries(_unpack(key, raw))
+            obj = _unpack(key, raw)
+            try:
+                out[(inst, h, bk)] = (_decode_entries(obj), _decode_locs(obj))
+            except (AttributeError, TypeError, ValueError) as exc:
+                raise CorruptDataError(f"compacted index bucket {key!r} is malformed: {exc}",
+                                       store_key=key) from exc
         return out
 
     def _cover(self, inst: int, bits: np.ndarray) -> tuple[list[_Table], list[int]]:
@@ -432,20 +488,28 @@ class _Manifests:
         """The compacted index of locked version ``vid`` (built now when missing)."""
         return IndexView(self, inst, [self.table(inst, vid, ancestors)], {})
 
-    def table(self, inst: int, vid: int, ancestors: frozenset[int]) -> _Table:
-        """The compacted table of locked version ``vid``; built and stored if missing."""
-        t = self.tables(inst, [vid])[vid]
-        if t is not None:
-            return t
+    def table(self, inst: int, vid: int, ancestors: frozenset[int], *, pack: bool = False,
+              rebuild: bool = False) -> _Table:
+        """The compacted table of locked version ``vid``; built and stored if missing.
+
+        ``pack``: a table built now also packs the values ``vid`` wrote
+        (:mod:`diced.repo.chunkpacks`). ``rebuild`` (with ``pack``): build it again even if it
+        exists, overwriting the version's own index objects with ones that name the packs
+        (same entries, so readers holding the old ones still read right)."""
+        if not rebuild:
+            t = self.tables(inst, [vid])[vid]
+            if t is not None:
+                return t
         with self._lock:
             build_lock = self._build_locks.setdefault(inst, threading.Lock())
         with build_lock:  # one thread of this process builds a space's indexes
-            t = self.tables(inst, [vid])[vid]
+            t = None if rebuild else self.tables(inst, [vid])[vid]
             if t is None:
-                t = self._build(inst, vid, ancestors)
+                t = self._build(inst, vid, ancestors, pack=pack, overwrite=rebuild)
         return t
 
-    def _build(self, inst: int, vid: int, ancestors: frozenset[int]) -> _Table:
+    def _build(self, inst: int, vid: int, ancestors: frozenset[int], *, pack: bool = False,
+               overwrite: bool = False) -> _Table:
         def b_is_big(b: _Table) -> bool:
             return b.buckets is not None and len(b.buckets) > _SAME_MIN_BUCKETS
 
@@ -455,16 +519,28 @@ class _Manifests:
         bases, plain = self._cover(inst, parents)
         diff = self._own_writes(inst, [*plain, vid])
         bits_text = _encode_bits(anc)
+        known: _Known = {}
+        if pack:
+            from diced.repo.chunkpacks import write_packs
+
+            own = sorted(c for c, (w, mark) in diff.items() if w == vid and mark == K.DATA)
+            known = {(c, vid): loc for c, loc in write_packs(
+                self.backend, inst, vid, own, overwrite=overwrite).items()}
+        if overwrite:
+            self.forget(inst)  # cached objects of ``vid`` lack the pack locations
         if len(bases) == 1 and not diff and b_is_big(bases[0]):
             # nothing changed: point at the base's table (one more GET for readers, so only
             # where copying the base's bucket map would cost more than that)
             b = bases[0]
             same = b.same if b.same is not None else b.vid
             self._store({}, K.compact_table_key(inst, vid),
-                        {"format": _TABLE_FORMAT, "anc": bits_text, "same": same})
+                        {"format": _TABLE_FORMAT, "anc": bits_text, "same": same}, overwrite)
             t = _Table(vid, anc, b.buckets, b.inline, same)
             self._remember(inst, t)
             return t
+        for b in bases:
+            if b.inline is not None:
+                _learn(known, b.inline, b.locs)
         if all(b.inline is not None for b in bases):
             entries: Entries = {}
             for b in bases:
@@ -473,10 +549,11 @@ class _Manifests:
             for c, hit in diff.items():
                 _greater(entries, c, hit)
             if len(entries) <= INLINE_MAX:
+                encoded = _encode_entries(entries, known)
                 self._store({}, K.compact_table_key(inst, vid),
-                            {"format": _TABLE_FORMAT, "anc": bits_text,
-                             "inline": _encode_entries(entries)})
-                t = _Table(vid, anc, inline=entries)
+                            {"format": _TABLE_FORMAT, "anc": bits_text, "inline": encoded},
+                            overwrite)
+                t = _Table(vid, anc, inline=entries, locs=_decode_locs(encoded))
                 self._remember(inst, t)
                 return t
         # bucket by bucket: reference unchanged buckets, write the others at vid
@@ -505,33 +582,40 @@ class _Manifests:
             else:
                 rewrite.append(bk)
         objs = self._objects(inst, {(h, bk) for bk in rewrite for h in sources.get(bk, ())})
+        for got, locs in objs.values():
+            _learn(known, got, locs)
         new_objs: dict[str, dict[str, Any]] = {}
         for bk in sorted(rewrite):
             entries = {}
             for h in sources.get(bk, ()):
-                for c, hit in objs[(h, bk)].items():
+                for c, hit in objs[(h, bk)][0].items():
                     _greater(entries, c, hit)
             for part in inline_parts.get(bk, ()):
                 for c, hit in part.items():
                     _greater(entries, c, hit)
             for c, hit in changed.get(bk, {}).items():
                 _greater(entries, c, hit)
-            new_objs[K.compact_bucket_key(inst, vid, bk)] = _encode_entries(entries)
+            new_objs[K.compact_bucket_key(inst, vid, bk)] = _encode_entries(entries, known)
             table[bk] = vid
         self._store(new_objs, K.compact_table_key(inst, vid),
-                    {"format": _TABLE_FORMAT, "anc": bits_text, "buckets": table})
+                    {"format": _TABLE_FORMAT, "anc": bits_text, "buckets": table}, overwrite)
         t = _Table(vid, anc, buckets=table)
         self._remember(inst, t)
         return t
 
-    def _store(self, objects: dict[str, Any], table_key: str, table: dict[str, Any]) -> None:
+    def _store(self, objects: dict[str, Any], table_key: str, table: dict[str, Any],
+               overwrite: bool = False) -> None:
         """Create the bucket objects, then the table (create-only: a concurrent builder of
-        the same locked version produces the same bytes, so losing the race is harmless)."""
+        the same locked version produces the same entries, so losing the race is harmless;
+        ``overwrite``: replace them, for a rebuild that adds pack locations)."""
         backend = self.backend
         items = [(k, _pack(v)) for k, v in objects.items()]
 
         def create(item: tuple[str, bytes]) -> None:
-            backend.compare_and_set(item[0], None, item[1])
+            if overwrite:
+                backend.set(item[0], item[1])
+            else:
+                backend.compare_and_set(item[0], None, item[1])
 
         if len(items) > 2 and not backend.capabilities.atomic_update:
             with ThreadPoolExecutor(min(_WRITE_THREADS, len(items))) as pool:
@@ -581,38 +665,48 @@ def manifests(backend: Backend) -> _Manifests:
         return m
 
 
-def compact_version(repo: Repo, vid: int) -> None:
+def compact_version(repo: Repo, vid: int, *, pack: bool = False) -> None:
     """Build the compacted index of locked version ``vid`` in every key space of every
-    instance it holds (nothing to do on ordered stores such as LMDB).
+    instance it holds (nothing to do on ordered stores such as LMDB); with ``pack``, also
+    pack the chunks it wrote (:mod:`diced.repo.chunkpacks`).
 
     Called by :meth:`Repo.commit` after the lock; a failure is logged, not raised (the
-    commit has happened; a later read builds the missing index).
+    commit has happened; a later read builds the missing index, without packs).
     """
-    backend = repo.backend
-    if backend.capabilities.ordered_scan:
-        return
-    from diced.repo.repo import instance_spaces
-
     try:
-        ctx = repo._ctx(vid)
-        if not ctx.locked:
-            return
-        spaces = [sid for rec in repo._doc["instances"].values()
-                  if rec.get("created", 0) in ctx.ancestors for sid in instance_spaces(rec)]
-        man = manifests(backend)
-
-        def one(sid: int) -> None:
-            man.table(sid, vid, ctx.ancestors)
-
-        if len(spaces) > 1 and not backend.capabilities.atomic_update:
-            with ThreadPoolExecutor(min(8, len(spaces))) as pool:
-                list(pool.map(one, spaces))
-        else:
-            for sid in spaces:
-                one(sid)
+        pack_version(repo, vid, pack=pack, rebuild=pack)
     except Exception as exc:  # the commit stands; readers build what is missing
         log.warning("compacting version id %d of repo %s failed (a read will retry): %r",
                     vid, repo.uuid, exc, exc_info=not isinstance(exc, DicedError))
+
+
+def pack_version(repo: Repo, vid: int, *, pack: bool = True, rebuild: bool = True) -> int:
+    """Build (``rebuild``: again) the compacted index of locked version ``vid`` in every
+    key space it holds, packing what it wrote when ``pack``; returns the number of spaces.
+    Raises what fails (:func:`compact_version` logs it instead)."""
+    backend = repo.backend
+    if backend.capabilities.ordered_scan:
+        return 0
+    from diced.repo.repo import instance_spaces
+
+    ctx = repo._ctx(vid)
+    if not ctx.locked:
+        return 0
+    spaces = [sid for rec in repo._doc["instances"].values()
+              if rec.get("created", 0) in ctx.ancestors for sid in instance_spaces(rec)
+              if not backend.capabilities_for(K.data_prefix(sid)).ordered_scan]
+    man = manifests(backend)
+
+    def one(sid: int) -> None:
+        man.table(sid, vid, ctx.ancestors, pack=pack, rebuild=rebuild)
+
+    if len(spaces) > 1 and not backend.capabilities.atomic_update:
+        with ThreadPoolExecutor(min(8, len(spaces))) as pool:
+            list(pool.map(one, spaces))
+    else:
+        for sid in spaces:
+            one(sid)
+    return len(spaces)
 
 
 def drop_compacted(backend: Backend, spaces: Iterable[int], vids: Iterable[int]) -> int:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from diced.backends.base import Backend
 from diced.errors import CorruptDataError
 from diced.repo import keys as K
+from diced.repo.chunkpacks import Loc, pack_key, read_packed, spans
 from diced.repo.manifests import IndexView
 from diced.repo.manifests import manifests as _manifests
 from diced.repo.writers import ModifyFn, Part, modify_parts
@@ -171,32 +172,86 @@ class VersionedSpace:
         return view, own
 
     def _writers(self, ckeys, ctx: VersionCtx, anc: frozenset[int], strict: bool
-                 ) -> list[tuple[int, str] | None]:
+                 ) -> tuple[list[tuple[int, str] | None], list[Loc | None]]:
         view, own = self._view(ctx, strict)
         return self._lookup(ckeys, ctx, view, own)
 
     @staticmethod
     def _lookup(ckeys, ctx: VersionCtx, view: IndexView, own: dict[str, str]
-                ) -> list[tuple[int, str] | None]:
+                ) -> tuple[list[tuple[int, str] | None], list[Loc | None]]:
+        """Each key's writer and mark, and where the writer packed its value (if it did)."""
         rest = [c for c in ckeys if c not in own]
-        found = dict(zip(rest, view.lookup(rest), strict=True)) if rest else {}
-        return [(ctx.vid, own[c]) if c in own else found[c] for c in ckeys]
+        hits, locs = view.lookup_located(rest) if rest else ([], [])
+        found = dict(zip(rest, zip(hits, locs, strict=True), strict=True))
+        writers: list[tuple[int, str] | None] = []
+        where: list[Loc | None] = []
+        for c in ckeys:
+            if c in own:
+                writers.append((ctx.vid, own[c]))
+                where.append(None)
+            else:
+                hit, loc = found[c]
+                writers.append(hit)
+                where.append(loc)
+        return writers, where
 
     def _resolve_manifest(self, ckeys, ctx, anc, strict) -> list[Resolved | None]:
-        return self._fetch(ckeys, self._writers(ckeys, ctx, anc, strict))
+        return self._fetch(ckeys, *self._writers(ckeys, ctx, anc, strict))
 
-    def _fetch(self, ckeys, writers) -> list[Resolved | None]:
-        wanted = [K.data_key(self.inst, c, w[0]) for c, w in zip(ckeys, writers, strict=True)
-                  if w is not None and w[1] == K.DATA]
-        values = iter(self.backend.get_many(wanted))
+    def _packed(self, ckeys, writers, locs: Sequence[Loc | None] | None, data: Sequence[int]
+                ) -> dict[int, memoryview]:
+        """Values of ``data`` (indexes of keys with data) read from their writers' packs:
+        those whose writer packed them and whose pack holds them intact."""
+        if not locs:
+            return {}
+        todo = [i for i in data if locs[i] is not None]
+        if not todo:
+            return {}
+        got = read_packed(self.backend, self.inst,
+                          [(ckeys[i], writers[i][0], locs[i]) for i in todo])
+        return {i: v for i, v in zip(todo, got, strict=True) if v is not None}
+
+    def pack_groups(self, ckeys: Sequence[str], ctx: VersionCtx, cap: int
+                    ) -> tuple[list[list[int]], list[int]] | None:
+        """For a read of ``ckeys`` at a locked version on a store without ordered scans:
+        indexes of the keys whose values are packed, grouped so that each group is one
+        ranged GET of at most ``cap`` values, and the indexes of the others; ``None`` when
+        none is packed (or the version is open: its own manifest would be listed twice)."""
+        if self.ordered or not ctx.locked or not ckeys:
+            return None
+        with self._naming(ctx, ckeys):
+            writers, locs = self._writers(ckeys, ctx, ctx.ancestors, False)
+        by_pack: dict[str, list[tuple[int, int, int]]] = {}
+        rest: list[int] = []
+        for i, (c, w, loc) in enumerate(zip(ckeys, writers, locs, strict=True)):
+            if loc is None or w is None:
+                rest.append(i)
+            else:
+                by_pack.setdefault(pack_key(self.inst, c, w[0], loc), []).append(
+                    (loc[1], loc[2], i))
+        if not by_pack:
+            return None
+        groups = [idx for items in by_pack.values() for _, _, idx in spans(sorted(items), cap)]
+        return groups, rest
+
+    def _fetch(self, ckeys, writers, locs: Sequence[Loc | None] | None = None
+               ) -> list[Resolved | None]:
+        data = [i for i, w in enumerate(writers) if w is not None and w[1] == K.DATA]
+        packed = self._packed(ckeys, writers, locs, data)
+        rest = [i for i in data if i not in packed]
+        values: dict[int, bytes | memoryview | None] = dict(zip(rest, self.backend.get_many(
+            [K.data_key(self.inst, ckeys[i], writers[i][0]) for i in rest]), strict=True))
+        values.update(packed)
         out: list[Resolved | None] = []
-        for c, w in zip(ckeys, writers, strict=True):
+        for i, (c, w) in enumerate(zip(ckeys, writers, strict=True)):
             if w is None:
                 out.append(None)
             elif w[1] == K.TOMB:
                 out.append((w[0], None))
             else:
-                v = next(values)
+                v = values[i]
+                if isinstance(v, memoryview):
+                    v = bytes(v)
                 if v is None:
                     raise CorruptDataError(
                         f"instance {self.inst}: index names key {c!r} at version {w[0]} "
@@ -212,9 +267,9 @@ class VersionedSpace:
         view, own = self._view(ctx)
 
         def read(ckeys: Sequence[str]) -> list[bytes | None]:
-            writers = self._lookup(ckeys, ctx, view, own)
+            writers, locs = self._lookup(ckeys, ctx, view, own)
             with self._naming(ctx, ckeys):
-                return [None if r is None else r[1] for r in self._fetch(ckeys, writers)]
+                return [None if r is None else r[1] for r in self._fetch(ckeys, writers, locs)]
 
         return read
 
@@ -259,10 +314,17 @@ class VersionedSpace:
                         ) -> None:
         """:meth:`visit` on stores without ordered scans: writers from the manifests, then
         one batched read whose values go to ``call`` as views (no copy to strip checksums)."""
-        writers = self._writers(ckeys, ctx, ctx.ancestors, False)
+        writers, locs = self._writers(ckeys, ctx, ctx.ancestors, False)
         data = [i for i, w in enumerate(writers) if w is not None and w[1] == K.DATA]
-        keys = [K.data_key(self.inst, ckeys[i], writers[i][0]) for i in data]  # type: ignore[index]
         seen = [False] * len(ckeys)
+        with self._naming(ctx):
+            packed = self._packed(ckeys, writers, locs, data)
+        for i, v in packed.items():
+            seen[i] = True
+            call(i, v, writers[i][0])  # type: ignore[index]
+        if packed:
+            data = [i for i in data if i not in packed]
+        keys = [K.data_key(self.inst, ckeys[i], writers[i][0]) for i in data]  # type: ignore[index]
 
         def hit(j: int, value: bytes | memoryview) -> None:
             i = data[j]

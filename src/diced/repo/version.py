@@ -126,7 +126,7 @@ class Version:
         """
         return self.repo.instances(self.uuid)
 
-    def commit(self, note: str = "", log: Iterable[str] = ()) -> Version:
+    def commit(self, note: str = "", log: Iterable[str] = (), *, pack: bool = False) -> Version:
         """Lock this version (see :meth:`Repo.commit`).
 
         Parameters
@@ -135,12 +135,15 @@ class Version:
             The version's note.
         log : iterable of str
             Log lines, stored with a timestamp.
+        pack : bool
+            Also pack the chunks it wrote for fewer, ranged reads on object stores
+            (:meth:`Repo.pack`).
 
         Returns
         -------
         Version
         """
-        return self.repo.commit(note, log, uuid=self.uuid)
+        return self.repo.commit(note, log, uuid=self.uuid, pack=pack)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Version) and other.uuid == self.uuid and other.repo.uuid == self.repo.uuid

@@ -47,7 +47,7 @@ from typing import Any
 import pytest
 
 from diced.backends import Backend, Capabilities, open_backend
-from diced.errors import DicedError
+from diced.errors import DicedError, InvalidArgumentError
 
 __all__ = ["BackendConformance"]
 
@@ -307,6 +307,18 @@ class BackendConformance:
         backend.set_many({"m/1": b"1", "m/3": b"3", "m/2": b""})
         keys = ["m/3", "m/0", "m/1", "m/2", "m/3", "m/9"]
         assert backend.get_many(keys) == [b"3", None, b"1", b"", b"3", None]
+
+    def test_get_ranges(self, backend: Backend) -> None:
+        value = bytes(range(256)) * 40
+        backend.set_many({"r/a": value, "r/b": b"xyz"})
+        reqs = [("r/a", 0, 10), ("r/b", 1, 3), ("r/a", 9000, 10240), ("r/missing", 0, 1),
+                ("r/b", 0, 4), ("r/a", 5, 6), ("r/b", 5, 9)]
+        assert backend.get_ranges(reqs) == [value[:10], b"yz", value[9000:], None, None,
+                                            value[5:6], None]
+        assert backend.get_ranges([]) == []
+        for bad in (("r/a", 5, 5), ("r/a", -1, 3), ("r/a", 4, 2)):
+            with pytest.raises(InvalidArgumentError):
+                backend.get_ranges([bad])
 
     def test_set_many_delete_many(self, backend: Backend) -> None:
         backend.set_many({})

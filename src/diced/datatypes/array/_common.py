@@ -64,6 +64,6 @@ def _batches(projections: Iterable[ChunkProjection], chunk_nbytes: int,
         yield batch
 
 
-def _chain(head: list[Any], tail: Iterator[Any]) -> Iterator[Any]:
+def _chain(head: Iterable[Any], tail: Iterator[Any]) -> Iterator[Any]:
     yield from head
     yield from tail

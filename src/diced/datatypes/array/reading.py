@@ -190,7 +190,19 @@ class ArrayReads:
         # groups of at most REMOTE_GROUP_BYTES, and enough of them that all are in flight
         # at once
         per = max(1, min(REMOTE_GROUP_BYTES // self._chunk_nbytes(), -(-n // IO_WORKERS)))
-        groups = _batches(projections, 1, per)
+        plan = None
+        if n > 1:  # packed chunks (diced.repo.chunkpacks): one group per ranged GET
+            projections = list(projections)
+            # at most a group's bytes, and at least one group per core to decode
+            cap = min(REMOTE_GROUP_BYTES // self._chunk_nbytes(), -(-n // _common._READERS))
+            plan = space.pack_groups([K.chunk_ckey(p.coords) for p in projections], ctx,
+                                     max(1, cap))
+        if plan is not None:
+            packed, rest = plan
+            groups = _chain(([projections[i] for i in g] for g in packed),
+                            _batches([projections[i] for i in rest], 1, per))
+        else:
+            groups = _batches(projections, 1, per)
         first = next(groups, None)
         if first is None:
             return

@@ -1,0 +1,203 @@
+"""Chunk packs: the chunks a locked version wrote, several per object, read with ranged GETs.
+
+On an object store every chunk is an object, so a cold read of N chunks costs N GETs, and a
+server's per-request cost (and a client's) is paid N times. A version locked with
+``commit(pack=True)`` (or packed later, :meth:`diced.repo.repo.Repo.pack`) also stores
+copies of the chunks it wrote, grouped by index bucket (8³ neighbouring chunks of a 3-D
+grid): ``i/<space>/<vid>/p/<bucket>/<n>``, each part at most :data:`PACK_MAX` bytes. Where
+each value sits (part, offset, length) is recorded beside its index entry in the version's
+compacted index (:mod:`diced.repo.manifests`), and descendants' indexes carry it forward, so
+a read finds it in the index it already fetched: no extra round. Values of one pack that a
+read wants are fetched with ranged GETs, neighbours closer than :data:`GAP` in one request
+of at most :data:`SPAN_MAX` bytes, the requests concurrent.
+
+Packs are derived and redundant, like the compacted indexes they live beside:
+
+* the chunk objects stay; a pack that is missing, short or damaged is skipped and its
+  values are read from them (logged once per pack);
+* each packed value carries its own CRC32C, seeded with the space, chunk and writer, so a
+  range that does not hold exactly that value (a pack rebuilt after a squash, under a reader
+  holding old offsets) fails the check instead of returning another chunk's bytes;
+* they live under ``i/<space>/<vid>/``, which squash, GC, dropped versions and deleted
+  instances already delete whole (:func:`diced.repo.manifests.drop_compacted`).
+
+Only chunk-grid spaces are packed (arrays, label blocks, pyramid levels); label indexes and
+keyvalue spaces are not. Ordered stores (LMDB) read a chunk with one local seek and are not
+packed. The cost is storage: a packed version's chunks are stored twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from crc32c import crc32c
+
+from diced.backends.base import Backend
+from diced.backends.checksum import ChecksummedBackend
+from diced.repo import keys as K
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GAP", "PACK_MAX", "SPAN_MAX", "pack_key", "read_packed", "spans", "write_packs"]
+
+#: a pack part holds at most this many bytes (a bucket's values are split past it)
+PACK_MAX = 64 << 20
+#: values of one pack closer than this are read in one ranged GET
+GAP = 1 << 20
+#: one ranged GET reads at most this many bytes (longer runs are split, read concurrently)
+SPAN_MAX = 8 << 20
+#: values read per batch while building packs
+_BATCH = 64
+_CHECK = 4
+_WRITE_THREADS = 8
+
+#: (part, offset, length): where a packed value sits in its writer's pack of its bucket
+Loc = tuple[int, int, int]
+
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def _seed(inst: int, vid: int, ckey: str) -> int:
+    return crc32c(f"{inst:08x}/{ckey}/{vid:08x}".encode())
+
+
+def _check(inst: int, vid: int, ckey: str, payload: bytes | memoryview) -> int:
+    return crc32c(payload, _seed(inst, vid, ckey))
+
+
+def packable(ckey: str) -> bool:
+    """Whether ``ckey`` is a chunk of a grid (packs hold only those)."""
+    from diced.repo.manifests import bucket_of
+
+    return bucket_of(ckey).startswith("c")
+
+
+def write_packs(backend: Backend, inst: int, vid: int, ckeys: Sequence[str], *,
+                overwrite: bool = False) -> dict[str, Loc]:
+    """Pack the values version ``vid`` wrote at ``ckeys`` (chunk keys it wrote data at; the
+    others are skipped) and return where each went. Parts are written create-only (their
+    bytes follow from the version's immutable values) or, with ``overwrite``, replaced.
+
+    Memory: one part and one batch of values at a time per writing thread.
+    """
+    from diced.repo.manifests import bucket_of
+
+    by_bucket: dict[str, list[str]] = {}
+    for c in sorted(ckeys):
+        if packable(c):
+            by_bucket.setdefault(bucket_of(c), []).append(c)
+    out: dict[str, Loc] = {}
+    out_lock = threading.Lock()
+
+    def put(key: str, data: bytes) -> None:
+        if overwrite:
+            backend.set(key, data)
+        else:
+            backend.compare_and_set(key, None, data)
+
+    def one(bucket: str) -> None:
+        part, parts, size = 0, [], 0
+        mine: dict[str, Loc] = {}
+        names = by_bucket[bucket]
+        for i in range(0, len(names), _BATCH):
+            batch = names[i:i + _BATCH]
+            for c, v in zip(batch, backend.get_many([K.data_key(inst, c, vid) for c in batch]),
+                            strict=True):
+                if v is None:  # the manifest names it but it is gone: nothing to copy
+                    continue
+                item = len(v) + _CHECK
+                if parts and size + item > PACK_MAX:
+                    put(K.compact_pack_key(inst, vid, bucket, part), b"".join(parts))
+                    part, parts, size = part + 1, [], 0
+                mine[c] = (part, size, item)
+                parts += [v, _check(inst, vid, c, v).to_bytes(_CHECK, "little")]
+                size += item
+        if parts:
+            put(K.compact_pack_key(inst, vid, bucket, part), b"".join(parts))
+        with out_lock:
+            out.update(mine)
+
+    buckets = sorted(by_bucket)
+    if len(buckets) > 1 and not backend.capabilities.atomic_update:
+        with ThreadPoolExecutor(min(_WRITE_THREADS, len(buckets))) as pool:
+            list(pool.map(one, buckets))
+    else:
+        for b in buckets:
+            one(b)
+    return out
+
+
+def spans(items: list[tuple[int, int, int]], cap: int | None = None
+          ) -> list[tuple[int, int, list[int]]]:
+    """``(start, end, [item index])`` runs over ``(offset, length, index)`` items of one pack
+    sorted by offset: neighbours closer than :data:`GAP` share a run of at most
+    :data:`SPAN_MAX` bytes (and at most ``cap`` items)."""
+    out: list[tuple[int, int, list[int]]] = []
+    for off, length, i in items:
+        if out:
+            start, end, idx = out[-1]
+            if (end <= off and off - end <= GAP and off + length - start <= SPAN_MAX
+                    and (cap is None or len(idx) < cap)):
+                idx.append(i)
+                out[-1] = (start, off + length, idx)
+                continue
+        out.append((off, off + length, [i]))
+    return out
+
+
+def pack_key(inst: int, ckey: str, vid: int, loc: Loc) -> str:
+    """The pack holding ``ckey`` as written by ``vid`` at ``loc``."""
+    from diced.repo.manifests import bucket_of
+
+    return K.compact_pack_key(inst, vid, bucket_of(ckey), loc[0])
+
+
+def read_packed(backend: Backend, inst: int, wanted: Sequence[tuple[str, int, Loc]]
+                ) -> list[memoryview | None]:
+    """The payload of each ``(ckey, writer id, loc)`` read from the writer's pack, or
+    ``None`` where the pack is missing, short or fails the value's check (read it from
+    its chunk object then). One round of concurrent ranged GETs."""
+    groups: dict[str, list[tuple[int, int, int]]] = {}
+    for i, (ckey, vid, loc) in enumerate(wanted):
+        groups.setdefault(pack_key(inst, ckey, vid, loc), []).append((loc[1], loc[2], i))
+    requests: list[tuple[str, int, int]] = []
+    members: list[list[int]] = []
+    for key, items in groups.items():
+        items.sort()
+        for start, end, idx in spans(items):
+            requests.append((key, start, end))
+            members.append(idx)
+    # below the checksum layer (its trailer ends the pack, so offsets are the same): a
+    # range is checked value by value, and the checked layer would read the whole pack
+    below = backend.raw if isinstance(backend, ChecksummedBackend) else backend
+    out: list[memoryview | None] = [None] * len(wanted)
+    for (key, start, _), idx, raw in zip(requests, members, below.get_ranges(requests),
+                                         strict=True):
+        if raw is None:
+            _warn(backend, key, "is missing or shorter than its index says")
+            continue
+        view = memoryview(raw)
+        for i in idx:
+            ckey, vid, (_, off, length) = wanted[i]
+            body = view[off - start:off - start + length - _CHECK]
+            tail = view[off - start + length - _CHECK:off - start + length]
+            if _check(inst, vid, ckey, body) != int.from_bytes(tail, "little"):
+                _warn(backend, key,
+                      f"holds a damaged or different value for {K.describe_ckey(ckey)}")
+                continue
+            out[i] = body
+    return out
+
+
+def _warn(backend: Backend, key: str, what: str) -> None:
+    """Log a pack read that fell back, once per store and pack."""
+    with _warned_lock:
+        if (backend.url, key) in _warned:
+            return
+        _warned.add((backend.url, key))
+    log.warning("pack %s in %s %s; reading its chunks from their own objects", key,
+                backend.url, what)
