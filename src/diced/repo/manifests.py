@@ -407,7 +407,7 @@ class _Manifests:
                         f"compacted index of version id {v} in key space {inst} refers to "
                         f"that of version id {t.same}, which is missing",
                         store_key=K.compact_table_key(inst, v))
-                t = _Table(v, t.anc, target.buckets, target.inline, t.same)
+                t = _Table(v, t.anc, target.buckets, target.inline, t.same, target.locs)
             out[v] = t
         return out
 
