@@ -370,3 +370,21 @@ def test_chain_reads_base_packs_by_range_and_packs_local_versions(store_location
     _reads(again.open_repo("p").version(v2.uuid).array("a"), data)
     again.close()
     chained.close()
+
+
+@pytest.mark.backends("memory", "file", "s3")
+def test_a_bucket_larger_than_a_part_is_split(store_location, monkeypatch):
+    monkeypatch.setattr(P, "PACK_MAX", 40_000)  # a 32^3 uint8 chunk of noise is ~33 kB
+    store = diced.Store(store_location, **store_location.options)
+    repo = store.create_repo("p")
+    a = repo.create_array("a", "uint8", (96, 128, 160), chunks=(32, 32, 32))
+    data = np.random.default_rng(1).integers(0, 256, (96, 128, 160), dtype=np.uint8)
+    a[...] = data
+    v = repo.commit("packed", pack=True)
+    parts = _pack_keys(store)
+    assert len(parts) == 3 * 4 * 5  # one value per part
+    assert all(len(store.backend.get(k)) <= 40_000 for k in parts)
+    other = diced.Store(store_location, **store_location.options)
+    seen = Requests(other)
+    _reads(other.open_repo("p").version(v.uuid).array("a"), data)
+    assert seen.calls["chunk"] == 0 and seen.calls["range"] > 0

@@ -43,8 +43,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["GAP", "PACK_MAX", "SPAN_MAX", "pack_key", "read_packed", "spans", "write_packs"]
 
-#: a pack part holds at most this many bytes (a bucket's values are split past it)
-PACK_MAX = 64 << 20
+#: a pack part holds at most this many bytes (a bucket's values are split past it): as much
+#: as one ranged GET reads, so a larger part would not save requests, while some servers
+#: (moto) pay per request for the size of the object a range is cut from
+PACK_MAX = 8 << 20
 #: values of one pack closer than this are read in one ranged GET
 GAP = 1 << 20
 #: one ranged GET reads at most this many bytes (longer runs are split, read concurrently)
