@@ -44,11 +44,12 @@ log = logging.getLogger(__name__)
 __all__ = ["GAP", "PACK_MAX", "SPAN_MAX", "pack_key", "read_packed", "spans", "write_packs"]
 
 #: a pack part holds at most this many bytes (a bucket's values are split past it): as much
-#: as one ranged GET reads, so a larger part would not save requests, while some servers
-#: (moto) pay per request for the size of the object a range is cut from
+#: as one ranged GET reads, so larger parts would not save requests; packing holds one part
+#: per writing thread in memory
 PACK_MAX = 8 << 20
-#: values of one pack closer than this are read in one ranged GET
-GAP = 1 << 20
+#: values of one pack closer than this are read in one ranged GET (what lies between is
+#: read and dropped: a small gap costs less than a request, a chunk or two of images more)
+GAP = 256 << 10
 #: one ranged GET reads at most this many bytes (longer runs are split, read concurrently)
 SPAN_MAX = 8 << 20
 #: values read per batch while building packs
