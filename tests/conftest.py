@@ -30,6 +30,9 @@ How test modules use them
 ``storage_options_for``
     A function ``url -> dict`` giving the storage options for a URL (emulator options for
     gs:// and s3://, ``{}`` otherwise).
+``no_chunk_cache``
+    The locked-chunk cache off for one test (``pytestmark =
+    pytest.mark.usefixtures("no_chunk_cache")`` for a module).
 ``gcs_emulator`` / ``s3_emulator``
     Session-wide emulators (:class:`Emulator`: ``.endpoint``, ``.bucket``, ``.options``),
     started on first use on a free port of 127.0.0.1. They skip the requesting test when
@@ -345,3 +348,16 @@ def storage_options_for(request: pytest.FixtureRequest) -> Callable[[str], dict[
         return {}
 
     return options
+
+
+@pytest.fixture
+def no_chunk_cache() -> Iterator[None]:
+    """The process-wide locked-chunk cache off for one test (so every read reaches the
+    backend and request counts mean something), restored afterwards."""
+    from diced.backends.cache import chunk_cache
+
+    c = chunk_cache()
+    old = c.max_bytes
+    c.resize(0)
+    yield
+    c.resize(old)

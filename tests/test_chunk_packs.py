@@ -17,22 +17,12 @@ import numpy as np
 import pytest
 
 import diced
-from diced.backends.cache import chunk_cache
 from diced.errors import UnlockedNodeError
 from diced.repo import chunkpacks as P
 from diced.repo import keys as K
 from diced.repo import manifests as M
 
-pytestmark = pytest.mark.all_backends
-
-
-@pytest.fixture(autouse=True)
-def no_chunk_cache():
-    c = chunk_cache()
-    old = c.max_bytes
-    c.resize(0)
-    yield
-    c.resize(old)
+pytestmark = [pytest.mark.all_backends, pytest.mark.usefixtures("no_chunk_cache")]
 
 
 class Requests:
@@ -77,23 +67,43 @@ def _reads(arr, want):
         assert np.array_equal(arr[box], want[box])
 
 
-def test_packed_version_reads_exactly_with_ranged_reads(store_location):
-    store = diced.Store(store_location, **store_location.options)
+def _written(location):
+    """A store at ``location`` with repo "p" whose open head holds uint8 array "a" of
+    96 x 128 x 160 in 32³ chunks, written whole: ``(store, repo, array, data)``."""
+    store = diced.Store(location, **location.options)
     repo = store.create_repo("p")
     a = repo.create_array("a", "uint8", (96, 128, 160), chunks=(32, 32, 32))
     data = _volume()
     a[...] = data
+    return store, repo, a, data
+
+
+def _cold(location, uuid, want, *, boxes: bool = False, labels: bool = False) -> Counter[str]:
+    """Read the instance at version ``uuid`` through a new Store (no cached indexes), check
+    it against ``want`` (the whole array; with ``boxes`` every box of BOXES), and return
+    what the read sent (:class:`Requests`)."""
+    other = diced.Store(location, **location.options)
+    seen = Requests(other)
+    version = other.open_repo("p").version(uuid)
+    arr = version.labels("seg") if labels else version.array("a")
+    if boxes:
+        _reads(arr, want)
+    else:
+        assert np.array_equal(arr[...], want)
+    return seen.calls
+
+
+def test_packed_version_reads_exactly_with_ranged_reads(store_location):
+    store, repo, _, data = _written(store_location)
     v = repo.commit("packed", pack=True)
     if store_location.kind == "lmdb":  # ordered store: reads are local seeks, no packs
         assert _pack_keys(store) == [] and repo.pack(v.uuid) == 0
         _reads(_open(store_location).version(v.uuid).array("a"), data)
         return
     assert _pack_keys(store)
-    other = diced.Store(store_location, **store_location.options)
-    seen = Requests(other)
-    _reads(other.open_repo("p").version(v.uuid).array("a"), data)
-    assert seen.calls["chunk"] == 0  # every chunk came out of the pack
-    assert 0 < seen.calls["range"] < 3 * 3 * 4 * len(BOXES)
+    calls = _cold(store_location, v.uuid, data, boxes=True)
+    assert calls["chunk"] == 0  # every chunk came out of the pack
+    assert 0 < calls["range"] < 3 * 3 * 4 * len(BOXES)
 
 
 @pytest.mark.backends("memory", "file", "s3")
@@ -126,21 +136,14 @@ def _descendants(store_location, chunk, shape):
     repo.newversion("nothing")
     grandchild = repo.commit("unchanged")
     for v in (child, grandchild):
-        other = diced.Store(store_location, **store_location.options)
-        seen = Requests(other)
-        arr = other.open_repo("p").version(v.uuid).array("a")
-        assert np.array_equal(arr[...], data)
-        assert seen.calls["chunk"] == 1  # the rewritten chunk
-        assert seen.calls["range"] > 0
+        calls = _cold(store_location, v.uuid, data)
+        assert calls["chunk"] == 1  # the rewritten chunk
+        assert calls["range"] > 0
 
 
 @pytest.mark.backends("memory", "file", "s3", "gcs")
 def test_damaged_or_missing_pack_falls_back_to_chunk_objects(store_location, caplog):
-    store = diced.Store(store_location, **store_location.options)
-    repo = store.create_repo("p")
-    a = repo.create_array("a", "uint8", (96, 128, 160), chunks=(32, 32, 32))
-    data = _volume()
-    a[...] = data
+    store, repo, _, data = _written(store_location)
     v = repo.commit("packed", pack=True)
     (key,) = _pack_keys(store)
     raw = store.backend.raw
@@ -149,18 +152,14 @@ def test_damaged_or_missing_pack_falls_back_to_chunk_objects(store_location, cap
     damaged[1000] ^= 0x40
     raw.set(key, bytes(damaged))
     with caplog.at_level(logging.WARNING, logger="diced.repo.chunkpacks"):
-        other = diced.Store(store_location, **store_location.options)
-        seen = Requests(other)
-        assert np.array_equal(other.open_repo("p").version(v.uuid).array("a")[...], data)
-    assert seen.calls["chunk"] == 1  # only the damaged value
+        calls = _cold(store_location, v.uuid, data)
+    assert calls["chunk"] == 1  # only the damaged value
     assert any("damaged or different" in r.getMessage() for r in caplog.records)
     raw.set(key, good[: len(good) // 2])  # short
     _reads(_open(store_location).version(v.uuid).array("a"), data)
     raw.delete(key)
-    other = diced.Store(store_location, **store_location.options)
-    seen = Requests(other)
-    _reads(other.open_repo("p").version(v.uuid).array("a"), data)
-    assert seen.calls["chunk"] > 0
+    calls = _cold(store_location, v.uuid, data, boxes=True)
+    assert calls["chunk"] > 0
 
 
 @pytest.mark.backends("memory")
@@ -187,11 +186,7 @@ def test_a_range_holding_another_value_fails_its_check(store):
 
 @pytest.mark.backends("memory", "file", "gcs")
 def test_pack_an_existing_version_and_its_descendants(store_location):
-    store = diced.Store(store_location, **store_location.options)
-    repo = store.create_repo("p")
-    a = repo.create_array("a", "uint8", (96, 128, 160), chunks=(32, 32, 32))
-    data = _volume()
-    a[...] = data
+    store, repo, a, data = _written(store_location)
     v1 = repo.commit("not packed")
     repo.newversion("edit")
     a[40:41, 0:1, 0:1] = 9
@@ -204,10 +199,8 @@ def test_pack_an_existing_version_and_its_descendants(store_location):
     before = {k: store.backend.get(k) for k in first}
     assert repo.pack(v1.uuid) == 1  # again: the same bytes
     assert {k: store.backend.get(k) for k in _pack_keys(store)} == before
-    other = diced.Store(store_location, **store_location.options)
-    seen = Requests(other)
-    assert np.array_equal(other.open_repo("p").version(v2.uuid).array("a")[...], data)
-    assert seen.calls["chunk"] == 1 and seen.calls["range"] > 0
+    calls = _cold(store_location, v2.uuid, data)
+    assert calls["chunk"] == 1 and calls["range"] > 0
 
 
 @pytest.mark.backends("memory", "file")
@@ -233,11 +226,8 @@ def test_labels_pack_their_blocks_only(store_location):
     v = repo.version().commit("labels", pack=True)
     spaces = {int(k.split("/")[1], 16) for k in _pack_keys(store)}
     assert spaces == {repo._doc["instances"]["seg"]["id"]}  # not the label index spaces
-    other = diced.Store(store_location, **store_location.options)
-    seen = Requests(other)
-    got = other.open_repo("p").version(v.uuid).labels("seg")
-    assert np.array_equal(got[...], want)
-    assert seen.calls["chunk"] == 0
+    assert _cold(store_location, v.uuid, want, labels=True)["chunk"] == 0
+    got = _open(store_location).version(v.uuid).labels("seg")
     assert np.array_equal(got[8:40, 0:64, 50:100], want[8:40, 0:64, 50:100])
 
 
@@ -262,10 +252,8 @@ def test_squash_gc_and_deletion_take_packs_with_them(store_location):
     assert not left & ids  # the squashed versions' packs and the kept one's (rewritten)
     assert np.array_equal(repo.version(vs[-1].uuid).array("a")[...], want)
     assert repo.pack(vs[-1].uuid) == 1
-    other = diced.Store(store_location, **store_location.options)
-    seen = Requests(other)
-    assert np.array_equal(other.open_repo("p").version(vs[-1].uuid).array("a")[...], want)
-    assert seen.calls["chunk"] == 0 and seen.calls["range"] > 0
+    calls = _cold(store_location, vs[-1].uuid, want)
+    assert calls["chunk"] == 0 and calls["range"] > 0
     repo.newversion("leaf")
     a[...] = 9
     leaf = repo.commit("leaf", pack=True)
@@ -296,15 +284,11 @@ def test_commit_whose_indexing_fails_is_repaired_by_pack(store_location, monkeyp
     monkeypatch.setattr(M._Manifests, "_store", real)
     assert repo.version(v.uuid).locked
     assert _pack_keys(store)  # the packs were written first
-    other = diced.Store(store_location, **store_location.options)
-    seen = Requests(other)
-    assert np.array_equal(other.open_repo("p").version(v.uuid).array("a")[...], data)
-    assert seen.calls["chunk"] == 12 and seen.calls["range"] == 0  # built without packs
+    calls = _cold(store_location, v.uuid, data)
+    assert calls["chunk"] == 12 and calls["range"] == 0  # built without packs
     repo.pack(v.uuid)
-    other = diced.Store(store_location, **store_location.options)
-    seen = Requests(other)
-    assert np.array_equal(other.open_repo("p").version(v.uuid).array("a")[...], data)
-    assert seen.calls["chunk"] == 0 and seen.calls["range"] > 0
+    calls = _cold(store_location, v.uuid, data)
+    assert calls["chunk"] == 0 and calls["range"] > 0
 
 
 @pytest.mark.backends("memory", "file")
@@ -317,10 +301,8 @@ def test_dedup_store_packs_payloads(store_location):
     data[0, 0, 0] = 1
     a[...] = data
     v = repo.commit("dedup", pack=True)
-    other = diced.Store(store_location, **store_location.options)
-    seen = Requests(other)
-    assert np.array_equal(other.open_repo("p").version(v.uuid).array("a")[...], data)
-    assert seen.calls["chunk"] == 0
+    calls = _cold(store_location, v.uuid, data)
+    assert calls["chunk"] == 0
 
 
 def test_spans_coalesce_neighbours_within_limits():
@@ -384,7 +366,5 @@ def test_a_bucket_larger_than_a_part_is_split(store_location, monkeypatch):
     parts = _pack_keys(store)
     assert len(parts) == 3 * 4 * 5  # one value per part
     assert all(len(store.backend.get(k)) <= 40_000 for k in parts)
-    other = diced.Store(store_location, **store_location.options)
-    seen = Requests(other)
-    _reads(other.open_repo("p").version(v.uuid).array("a"), data)
-    assert seen.calls["chunk"] == 0 and seen.calls["range"] > 0
+    calls = _cold(store_location, v.uuid, data, boxes=True)
+    assert calls["chunk"] == 0 and calls["range"] > 0

@@ -10,9 +10,8 @@ import diced
 from diced.array import _readplan
 from diced.array.codecs import _blosc_partial
 from diced.array.codecs.blosc import BloscCodec
-from diced.backends.cache import chunk_cache
 
-pytestmark = pytest.mark.all_backends
+pytestmark = [pytest.mark.all_backends, pytest.mark.usefixtures("no_chunk_cache")]
 
 SELECTIONS = [
     (slice(None),) * 3,
@@ -23,15 +22,6 @@ SELECTIONS = [
     (slice(8, 9), slice(8, 9), slice(8, 9)),
     (slice(30, 31), 0, 0),
 ]
-
-
-@pytest.fixture(autouse=True)
-def no_cache():
-    c = chunk_cache()
-    old = c.max_bytes
-    c.resize(0)
-    yield
-    c.resize(old)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 import diced
-from diced.backends.cache import chunk_cache
 from diced.backends.checksum import ChecksummedBackend
 from diced.errors import CorruptDataError
 from diced.repo import keys as K
@@ -28,14 +27,7 @@ from diced.repo import resolve
 from diced.repo.resolve import VersionCtx, VersionedSpace
 from diced.repo.writers import lock_version
 
-
-@pytest.fixture(autouse=True)
-def no_chunk_cache():
-    c = chunk_cache()
-    old = c.max_bytes
-    c.resize(0)
-    yield
-    c.resize(old)
+pytestmark = pytest.mark.usefixtures("no_chunk_cache")
 
 
 class Counting:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from crc32c import crc32c
 
@@ -87,7 +86,7 @@ def write_packs(backend: Backend, inst: int, vid: int, ckeys: Sequence[str], *,
 
     Memory: one part and one batch of values at a time per writing thread.
     """
-    from diced.repo.manifests import bucket_of
+    from diced.repo.manifests import bucket_of, each
 
     by_bucket: dict[str, list[str]] = {}
     for c in sorted(ckeys):
@@ -124,13 +123,7 @@ def write_packs(backend: Backend, inst: int, vid: int, ckeys: Sequence[str], *,
         with out_lock:
             out.update(mine)
 
-    buckets = sorted(by_bucket)
-    if len(buckets) > 1 and not backend.capabilities.atomic_update:
-        with ThreadPoolExecutor(min(_WRITE_THREADS, len(buckets))) as pool:
-            list(pool.map(one, buckets))
-    else:
-        for b in buckets:
-            one(b)
+    each(one, sorted(by_bucket), 1 if backend.capabilities.atomic_update else _WRITE_THREADS)
     return out
 
 

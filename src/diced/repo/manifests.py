@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["INLINE_MAX", "IndexView", "bucket_of", "compact_version", "drop_compacted",
+__all__ = ["INLINE_MAX", "IndexView", "bucket_of", "compact_version", "drop_compacted", "each",
            "manifests", "pack_version"]
 
 #: a compacted index with at most this many entries is stored inline in its table
@@ -84,6 +84,17 @@ Entries = dict[str, tuple[int, str]]
 Locs = dict[str, tuple[int, int, int]]
 #: (ckey, writer id) -> where that writer packed it: gathered while building a table
 _Known = dict[tuple[str, int], tuple[int, int, int]]
+
+
+def each(fn: Any, items: Sequence[Any], threads: int) -> None:
+    """``fn`` over ``items``: on up to ``threads`` threads when there are several items and
+    ``threads > 1`` (object stores: one request each, which overlap), else in order."""
+    if len(items) > 1 and threads > 1:
+        with ThreadPoolExecutor(min(threads, len(items))) as pool:
+            list(pool.map(fn, items))
+    else:
+        for item in items:
+            fn(item)
 
 
 def bucket_of(ckey: str) -> str:
@@ -617,12 +628,8 @@ class _Manifests:
             else:
                 backend.compare_and_set(item[0], None, item[1])
 
-        if len(items) > 2 and not backend.capabilities.atomic_update:
-            with ThreadPoolExecutor(min(_WRITE_THREADS, len(items))) as pool:
-                list(pool.map(create, items))
-        else:
-            for item in items:
-                create(item)
+        each(create, items, 1 if len(items) <= 2 or backend.capabilities.atomic_update
+             else _WRITE_THREADS)
         create((table_key, _pack(table)))
 
     def observe(self, repo: str, squashes: int) -> None:
@@ -700,12 +707,7 @@ def pack_version(repo: Repo, vid: int, *, pack: bool = True, rebuild: bool = Tru
     def one(sid: int) -> None:
         man.table(sid, vid, ctx.ancestors, pack=pack, rebuild=rebuild)
 
-    if len(spaces) > 1 and not backend.capabilities.atomic_update:
-        with ThreadPoolExecutor(min(8, len(spaces))) as pool:
-            list(pool.map(one, spaces))
-    else:
-        for sid in spaces:
-            one(sid)
+    each(one, spaces, 1 if backend.capabilities.atomic_update else 8)
     return len(spaces)
 
 
