@@ -285,6 +285,8 @@ def test_commit_pack_and_pack(tmp_path, capsys):
     assert packs
     code, out, _ = run(capsys, "pack", url, "r")
     assert code == 0 and "packed" in out and "1 key space" in out
+    code, out, _ = run(capsys, "info", url, "r")
+    assert code == 0 and "chunk packs: 1 objects" in out
     code, _, err = run(capsys, "pack", url, "r", "--version", "nosuch")
     assert code == 2 and "no version matches 'nosuch'" in err
 

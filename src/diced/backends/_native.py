@@ -134,11 +134,9 @@ class S3Reader:
 
     async def _ranges(self, requests: list[tuple[str, int, int]]) -> list[bytes | None]:
         import obstore
-        from obstore.exceptions import NotFoundError
+        from obstore.exceptions import GenericError, NotFoundError
 
         gate = asyncio.Semaphore(_NATIVE_CONCURRENCY)
-
-        from obstore.exceptions import GenericError
 
         async def one(key: str, start: int, end: int) -> bytes | None:
             async with gate:

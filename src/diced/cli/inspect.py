@@ -103,7 +103,23 @@ def _describe(repo: Any, name: str, typ: str, sizes: bool) -> str:
         what += f"  stored: {values} values, {_human(nbytes)}"
         if unique is not None:  # a deduplicating store: payloads shared by values count once
             what += f" ({_human(unique)} deduplicated)"
+        packs, pbytes = _packed(repo.backend, repo._doc["instances"][name])
+        if packs:  # chunk packs (commit(pack=True)): copies, read with ranged GETs
+            what += f"; chunk packs: {packs} objects, {_human(pbytes)}"
     return f"  {typ:9s} {name:20s} {what}"
+
+
+def _packed(backend: Any, rec: dict[str, Any]) -> tuple[int, int]:
+    """``(objects, bytes)`` of the chunk packs of an instance (all versions, all spaces)."""
+    from diced.repo import keys as K
+    from diced.repo.repo import instance_spaces
+
+    keys = [k for space in instance_spaces(rec) for k in backend.list_keys(K.compact_prefix(space))
+            if "/p/" in k]
+    nbytes = 0
+    for i in range(0, len(keys), 64):
+        nbytes += sum(len(v) for v in backend.get_many(keys[i:i + 64]) if v is not None)
+    return len(keys), nbytes
 
 
 def run_info(args: argparse.Namespace) -> int:
