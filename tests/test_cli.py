@@ -294,3 +294,6 @@ def test_commit_pack_and_pack(tmp_path, capsys):
 def test_pack_on_lmdb_says_there_is_nothing_to_do(store_path, capsys):
     code, out, err = run(capsys, "pack", store_path, "fly", "--version", "master~1")
     assert code == 0 and "nothing to pack" in out, err
+    run(capsys, "checkout", store_path, "fly", "master")
+    code, out, err = run(capsys, "commit", store_path, "fly", "-m", "two", "--pack")
+    assert code == 0 and "nothing to do on this store" in out and "(packed)" not in out, err

@@ -88,7 +88,11 @@ def run_commit(args: argparse.Namespace) -> int:
 
     repo = open_existing_repo(args)
     v = repo.commit(args.message, args.log, uuid=args.version, pack=args.pack)
-    print(f"locked {_short(v)}: {v.note}" + (" (packed)" if args.pack else ""))
+    note = ""
+    if args.pack:
+        note = (" (--pack: nothing to do on this store, whose reads are local seeks)"
+                if repo.backend.capabilities.ordered_scan else " (packed)")
+    print(f"locked {_short(v)}: {v.note}{note}")
     return 0
 
 
