@@ -368,3 +368,26 @@ def test_a_bucket_larger_than_a_part_is_split(store_location, monkeypatch):
     assert all(len(store.backend.get(k)) <= 40_000 for k in parts)
     calls = _cold(store_location, v.uuid, data, boxes=True)
     assert calls["chunk"] == 0 and calls["range"] > 0
+
+
+@pytest.mark.backends("memory", "file")
+def test_a_reference_table_reads_its_targets_packs(store_location):
+    """A version that changed nothing under a bucketed index (more than INLINE_MAX entries)
+    of more than 64 buckets stores a table naming its parent's ("same"); reads through it
+    still find the parent's packs."""
+    store = diced.Store(store_location, **store_location.options)
+    repo = store.create_repo("p")
+    a = repo.create_array("a", "uint8", (160, 128, 128), chunks=(4, 4, 4))
+    data = np.zeros((160, 128, 128), np.uint8)
+    for i, (z, y, x) in enumerate(np.ndindex(5, 4, 4)):  # 7 chunks in each of 80 buckets
+        data[32 * z:32 * z + 4, 32 * y:32 * y + 4, 32 * x:32 * x + 28] = i + 1
+    a[...] = data
+    repo.commit("80 buckets", pack=True)
+    repo.newversion("nothing")
+    same = repo.commit("unchanged")
+    sid = repo._doc["instances"]["a"]["id"]
+    table = M._unpack("t", store.backend.get(K.compact_table_key(sid, repo._dag.by_uuid[
+        same.uuid].id)))
+    assert "same" in table
+    calls = _cold(store_location, same.uuid, data)
+    assert calls["chunk"] == 0 and calls["range"] > 0
