@@ -37,10 +37,11 @@ from crc32c import crc32c
 from diced.backends.base import Backend
 from diced.backends.checksum import ChecksummedBackend
 from diced.repo import keys as K
+from diced.repo.manifests import bucket_of, each
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GAP", "PACK_MAX", "SPAN_MAX", "pack_key", "read_packed", "spans", "write_packs"]
+__all__ = ["GAP", "PACK_MAX", "SPAN_MAX", "plan", "read_packed", "spans", "write_packs"]
 
 #: a pack part holds at most this many bytes (a bucket's values are split past it): as much
 #: as one ranged GET reads, so larger parts would not save requests; packing holds one part
@@ -73,8 +74,6 @@ def _check(inst: int, vid: int, ckey: str, payload: bytes | memoryview) -> int:
 
 def packable(ckey: str) -> bool:
     """Whether ``ckey`` is a chunk of a grid (packs hold only those)."""
-    from diced.repo.manifests import bucket_of
-
     return bucket_of(ckey).startswith("c")
 
 
@@ -86,8 +85,6 @@ def write_packs(backend: Backend, inst: int, vid: int, ckeys: Sequence[str], *,
 
     Memory: one part and one batch of values at a time per writing thread.
     """
-    from diced.repo.manifests import bucket_of, each
-
     by_bucket: dict[str, list[str]] = {}
     for c in sorted(ckeys):
         if packable(c):
@@ -145,11 +142,17 @@ def spans(items: list[tuple[int, int, int]], cap: int | None = None
     return out
 
 
-def pack_key(inst: int, ckey: str, vid: int, loc: Loc) -> str:
-    """The pack holding ``ckey`` as written by ``vid`` at ``loc``."""
-    from diced.repo.manifests import bucket_of
-
-    return K.compact_pack_key(inst, vid, bucket_of(ckey), loc[0])
+def plan(inst: int, wanted: Sequence[tuple[str, int, Loc]], cap: int | None = None
+         ) -> list[tuple[str, int, int, list[int]]]:
+    """The ranged reads that fetch each ``(ckey, writer id, loc)`` of ``wanted``:
+    ``(pack key, start, end, [index into wanted])``, neighbours of one pack merged by
+    :func:`spans` (at most ``cap`` values per read)."""
+    by_pack: dict[str, list[tuple[int, int, int]]] = {}
+    for i, (ckey, vid, (part, off, length)) in enumerate(wanted):
+        key = K.compact_pack_key(inst, vid, bucket_of(ckey), part)
+        by_pack.setdefault(key, []).append((off, length, i))
+    return [(key, start, end, idx) for key, items in by_pack.items()
+            for start, end, idx in spans(sorted(items), cap)]
 
 
 def read_packed(backend: Backend, inst: int, wanted: Sequence[tuple[str, int, Loc]]
@@ -157,22 +160,13 @@ def read_packed(backend: Backend, inst: int, wanted: Sequence[tuple[str, int, Lo
     """The payload of each ``(ckey, writer id, loc)`` read from the writer's pack, or
     ``None`` where the pack is missing, short or fails the value's check (read it from
     its chunk object then). One round of concurrent ranged GETs."""
-    groups: dict[str, list[tuple[int, int, int]]] = {}
-    for i, (ckey, vid, loc) in enumerate(wanted):
-        groups.setdefault(pack_key(inst, ckey, vid, loc), []).append((loc[1], loc[2], i))
-    requests: list[tuple[str, int, int]] = []
-    members: list[list[int]] = []
-    for key, items in groups.items():
-        items.sort()
-        for start, end, idx in spans(items):
-            requests.append((key, start, end))
-            members.append(idx)
+    reads = plan(inst, wanted)
     # below the checksum layer (its trailer ends the pack, so offsets are the same): a
     # range is checked value by value, and the checked layer would read the whole pack
     below = backend.raw if isinstance(backend, ChecksummedBackend) else backend
+    got = below.get_ranges([(key, start, end) for key, start, end, _ in reads])
     out: list[memoryview | None] = [None] * len(wanted)
-    for (key, start, _), idx, raw in zip(requests, members, below.get_ranges(requests),
-                                         strict=True):
+    for (key, start, _, idx), raw in zip(reads, got, strict=True):
         if raw is None:
             _warn(backend, key, "is missing or shorter than its index says")
             continue

@@ -123,8 +123,14 @@ class RepoCommitsMixin:
         if not done:
             return 0
         dag = self._dag
-        for vid in sorted(v for v in dag.nodes if v > node.id):
-            if dag.nodes[vid].locked and dag.is_ancestor(node.id, vid):
+        below, todo = set(), [node.id]
+        while todo:  # its descendants, through the children lists
+            for c in dag.children.get(todo.pop(), []):
+                if c not in below:
+                    below.add(c)
+                    todo.append(c)
+        for vid in sorted(below):  # ancestors first: each rebuild reads its parents' indexes
+            if dag.nodes[vid].locked:
                 pack_version(self, vid, pack=False)  # re-derive: carry the pack locations
         if snapshot_used_on(self.backend):  # its copies of the tables lack the locations
             fresh = publish_current(self.backend, self.uuid, self._state)

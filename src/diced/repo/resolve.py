@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from diced.backends.base import Backend
 from diced.errors import CorruptDataError
 from diced.repo import keys as K
-from diced.repo.chunkpacks import Loc, pack_key, read_packed, spans
+from diced.repo.chunkpacks import Loc, plan, read_packed
 from diced.repo.manifests import IndexView
 from diced.repo.manifests import manifests as _manifests
 from diced.repo.writers import ModifyFn, Part, modify_parts
@@ -221,18 +221,14 @@ class VersionedSpace:
             return None
         with self._naming(ctx, ckeys):
             writers, locs = self._writers(ckeys, ctx, ctx.ancestors, False)
-        by_pack: dict[str, list[tuple[int, int, int]]] = {}
-        rest: list[int] = []
-        for i, (c, w, loc) in enumerate(zip(ckeys, writers, locs, strict=True)):
-            if loc is None or w is None:
-                rest.append(i)
-            else:
-                by_pack.setdefault(pack_key(self.inst, c, w[0], loc), []).append(
-                    (loc[1], loc[2], i))
-        if not by_pack:
+        packed = [i for i, (w, loc) in enumerate(zip(writers, locs, strict=True))
+                  if w is not None and loc is not None]
+        if not packed:
             return None
-        groups = [idx for items in by_pack.values() for _, _, idx in spans(sorted(items), cap)]
-        return groups, rest
+        reads = plan(self.inst, [(ckeys[i], writers[i][0], locs[i]) for i in packed], cap)
+        groups = [[packed[j] for j in idx] for _, _, _, idx in reads]
+        done = set(packed)
+        return groups, [i for i in range(len(ckeys)) if i not in done]
 
     def _fetch(self, ckeys, writers, locs: Sequence[Loc | None] | None = None
                ) -> list[Resolved | None]:
