@@ -11,6 +11,7 @@ them; an open version cannot be packed, and nothing is stored when it is refused
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 
 import numpy as np
@@ -32,17 +33,28 @@ class Requests:
     def __init__(self, store: diced.Store) -> None:
         self.calls: Counter[str] = Counter()
         raw = store.backend.raw
-        get_many, get_ranges = raw.get_many, raw.get_ranges
+        get_many, get_ranges, stream_ranges = raw.get_many, raw.get_ranges, raw.stream_ranges
+        streaming = threading.local()  # the default stream_ranges reads with get_ranges
 
         def counted_get(keys):
             self.calls["chunk"] += sum(1 for k in keys if k.startswith("d/"))
             return get_many(keys)
 
         def counted_ranges(requests):
-            self.calls["range"] += len(requests)
+            if not getattr(streaming, "on", False):
+                self.calls["range"] += len(requests)
             return get_ranges(requests)
 
-        raw.get_many, raw.get_ranges = counted_get, counted_ranges
+        def counted_stream(requests):
+            self.calls["range"] += len(requests)
+            streaming.on = True
+            try:
+                return stream_ranges(requests)
+            finally:
+                streaming.on = False
+
+        raw.get_many, raw.get_ranges, raw.stream_ranges = counted_get, counted_ranges, \
+            counted_stream
 
 
 def _open(location, repo="p"):

@@ -51,6 +51,7 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager, nullco
 from typing import Any
 
 from diced.backends._native import native_reader as _native_reader
+from diced.backends.arriving import Arriving
 from diced.backends.base import Backend, Capabilities, UpdateFn, check_ranges
 from diced.errors import (
     BackendError,
@@ -227,6 +228,20 @@ class _FsObjects:
             else:
                 out.append(bytes(value) if len(value) == end - start else None)
         return out
+
+    def stream_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[Arriving] | None:
+        """:meth:`read_ranges` streamed by the native reader, or ``None`` (no native reader:
+        read them whole)."""
+        native = self._native
+        if not requests or native is None or not native.usable():
+            return None
+        try:
+            return native.stream_ranges(requests)
+        except Exception as exc:  # noqa: BLE001 - as in read(): fsspec from now on
+            log.warning("native ranged reads of %s failed (%r); using fsspec from now on",
+                        self.root, exc)
+            self._native = None
+            return None
 
     def write(self, items: Mapping[str, bytes]) -> None:
         if items:
@@ -746,6 +761,13 @@ class FsspecBackend(Backend):
         check_ranges(requests)
         with self._io("reading"):
             return self._objects.read_ranges(requests)
+
+    def stream_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[Arriving]:
+        requests = [(_check_key(k), start, end) for k, start, end in requests]
+        check_ranges(requests)
+        stream = getattr(self._objects, "stream_ranges", None)
+        got = stream(requests) if stream is not None else None
+        return got if got is not None else super().stream_ranges(requests)
 
     def set_many(self, items: Mapping[str, bytes]) -> None:
         """Store every pair; each value is replaced whole, but the batch is not atomic."""

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
+from diced.backends.arriving import Arriving
 from diced.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ _NATIVE_CONCURRENCY = 64
 #: attempts of one GCS GET on a transient failure (429, 408, 5xx, a dropped connection)
 _GCS_ATTEMPTS = 5
 _GCS_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+#: streamed ranges (:meth:`S3Reader.stream_ranges`) arrive in pieces of at least this size
+_STREAM_PIECE = 64 << 10
 
 
 def native_reader(fs: Any, root: str) -> S3Reader | GCSReader | None:
@@ -84,6 +87,31 @@ def _native_loop() -> asyncio.AbstractEventLoop:
 def _run_native(coro: Any) -> Any:
     """Run ``coro`` on the loop of native reads and wait for its result."""
     return asyncio.run_coroutine_threadsafe(coro, _native_loop()).result()
+
+
+def _start_streams(streams: list[tuple[Arriving, Any]]) -> list[Arriving]:
+    """Run each ``(range, coroutine filling it)`` on the loop of native reads, at most
+    ``_NATIVE_CONCURRENCY`` at once, and return the ranges at once: every range ends
+    (finished, missing or failed) whatever the coroutine raises."""
+
+    async def run() -> None:
+        gate = asyncio.Semaphore(_NATIVE_CONCURRENCY)
+
+        async def one(buf: Arriving, coro: Any) -> None:
+            try:
+                async with gate:
+                    await coro
+            except Exception as exc:  # noqa: BLE001 - handed to the range's readers
+                buf.fail(exc if isinstance(exc, BackendError)
+                         else BackendError(f"streamed ranged read failed: {exc!r}"))
+            except BaseException as exc:  # cancelled (the loop is closing): readers must not hang
+                buf.fail(BackendError(f"streamed ranged read stopped: {exc!r}"))
+                raise
+
+        await asyncio.gather(*(one(b, c) for b, c in streams))
+
+    asyncio.run_coroutine_threadsafe(run(), _native_loop())
+    return [b for b, _ in streams]
 
 
 # --- s3:// through obstore -------------------------------------------------------------------
@@ -152,6 +180,44 @@ class S3Reader:
             return got if len(got) == end - start else None
 
         return list(await asyncio.gather(*(one(*r) for r in requests)))
+
+
+    def stream_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[Arriving]:
+        """:meth:`read_ranges` streamed: each range's bytes go to its
+        :class:`~diced.backends.arriving.Arriving` as they arrive."""
+        if not self.usable():
+            raise BackendError("native reader inherited across fork")
+        streams = []
+        for key, start, end in requests:
+            buf = Arriving(end - start)
+            streams.append((buf, self._stream(key, start, end, buf)))
+        return _start_streams(streams)
+
+    async def _stream(self, key: str, start: int, end: int, buf: Arriving) -> None:
+        import obstore
+        from obstore.exceptions import GenericError, NotFoundError
+
+        failure: BaseException | None = None
+        for _ in range(_GCS_ATTEMPTS):  # again from where a dropped body stopped
+            pos = buf.filled
+            try:
+                got = await obstore.get_async(self.store, key,
+                                              options={"range": (start + pos, end)})
+                async for piece in got.stream(min_chunk_size=_STREAM_PIECE):
+                    buf.put(piece)
+                buf.finish()  # a shorter object sent less: the range does not exist
+                return
+            except (NotFoundError, FileNotFoundError):
+                buf.missing()
+                return
+            except GenericError as exc:
+                if "416" in str(exc):  # the object ends before the range starts
+                    buf.missing()
+                    return
+                failure = exc
+                if buf.filled == pos:  # no byte came: obstore retried the request already
+                    break
+        raise BackendError(f"GET {key} bytes {start}-{end - 1} failed: {failure!r}")
 
 
 def _s3_reader(fs: Any, root: str) -> S3Reader | None:
@@ -262,6 +328,62 @@ class GCSReader:
         spans = [(start, end) for _, start, end in requests]
         return _run_native(self._read_all([self.url(k) for k, _, _ in requests], headers,
                                           spans))
+
+    def stream_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[Arriving]:
+        """:meth:`read_ranges` streamed: each range's bytes go to its
+        :class:`~diced.backends.arriving.Arriving` as they arrive (a dropped connection
+        or a transient status is retried from the first byte not yet in)."""
+        headers: dict[str, str] = {}
+        self.fs.credentials.apply(headers)
+        streams = []
+        for key, start, end in requests:
+            buf = Arriving(end - start)
+            streams.append((buf, self._stream(self.url(key), headers, start, end, buf)))
+        return _start_streams(streams)
+
+    async def _stream(self, url: str, headers: dict[str, str], start: int, end: int,
+                      buf: Arriving) -> None:
+        import aiohttp
+        from yarl import URL
+
+        session = await _gcs_session()
+        target = URL(url, encoded=True)
+        transient = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+        failure = ""
+        for attempt in range(_GCS_ATTEMPTS):
+            at = start + buf.filled
+            hdrs = {**headers, "Range": f"bytes={at}-{end - 1}"}
+            try:
+                async with session.get(target, headers=hdrs) as r:
+                    status = r.status
+                    if status in (200, 206):
+                        # a server that ignores Range sends the whole object (200)
+                        skip = at if status == 200 else 0
+                        async for piece in r.content.iter_any():
+                            if skip:
+                                if len(piece) <= skip:
+                                    skip -= len(piece)
+                                    continue
+                                piece, skip = piece[skip:], 0
+                            buf.put(piece)
+                            if buf.filled >= buf.size and status == 200:
+                                break  # the rest of a whole object (a 206 body ends here,
+                                # and read to its end the connection is reused)
+                        buf.finish()  # a shorter object sent less: the range does not exist
+                        return
+                    body = await r.read()
+            except transient as exc:  # a dropped connection, a timeout: resume
+                failure = repr(exc)
+            else:
+                if status in (404, 416):
+                    buf.missing()
+                    return
+                failure = f"HTTP {status} {body[:300].decode('utf-8', 'replace')}"
+                if status not in _GCS_RETRY_STATUS:
+                    break
+            if attempt < _GCS_ATTEMPTS - 1:
+                await asyncio.sleep(min(0.05 * 2 ** attempt, 2.0) * (1 + random.random()))
+        raise BackendError(f"GET {url} bytes {start}-{end - 1} failed: {failure}")
 
     async def _read_all(self, urls: list[str], headers: dict[str, str],
                         spans: list[tuple[int, int]] | None = None) -> list[bytes | None]:

@@ -23,6 +23,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Self
 
+from diced.backends.arriving import Arriving
 from diced.errors import BackendError, InvalidArgumentError
 
 __all__ = ["Backend", "Capabilities", "UpdateFn", "check_ranges"]
@@ -210,6 +211,18 @@ class Backend(abc.ABC):
             v = values[key]
             out.append(None if v is None or len(v) < end else bytes(memoryview(v)[start:end]))
         return out
+
+    def stream_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[Arriving]:
+        """:meth:`get_ranges` whose bytes may still be arriving when it returns: one
+        :class:`~diced.backends.arriving.Arriving` per request, whose ``wait(n)`` blocks
+        until the first ``n`` bytes are in (``None``: the range does not exist). A reader
+        then works on the front of a long range while its end is on the wire.
+
+        This default reads every range whole first; object stores with native reads
+        (:mod:`diced.backends._native`) stream them.
+        """
+        return [Arriving.ready(v, end - start)
+                for (_, start, end), v in zip(requests, self.get_ranges(requests), strict=True)]
 
     def update(self, keys: Sequence[str], fn: UpdateFn) -> dict[str, bytes | None]:
         """Read ``keys``, let ``fn`` compute changes, write them; return the changes.

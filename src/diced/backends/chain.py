@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 
+from diced.backends.arriving import Arriving
 from diced.backends.base import Backend, Capabilities, UpdateFn, check_ranges
 from diced.errors import ReadOnlyStoreError
 
@@ -94,6 +95,9 @@ class ReadOnlyBackend(Backend):
 
     def get_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[bytes | None]:
         return self.inner.get_ranges(requests)
+
+    def stream_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[Arriving]:
+        return self.inner.stream_ranges(requests)
 
     def set_many(self, items: Mapping[str, bytes]) -> None:
         if items:
@@ -278,6 +282,28 @@ class ChainedBackend(Backend):
         """Ranged reads from the layer holding each key: the local one, else (no whiteout)
         the base, whose values are never cached here (packs are large)."""
         requests = list(requests)
+        out, miss = self._local_ranges(requests)
+        if miss:
+            for i, v in zip(miss, self.base.get_ranges([requests[i] for i in miss]), strict=True):
+                out[i] = v
+        return out
+
+    def stream_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[Arriving]:
+        """:meth:`get_ranges`, the base's ranges streamed (:meth:`Backend.stream_ranges`)."""
+        requests = list(requests)
+        local, miss = self._local_ranges(requests)
+        out = [Arriving.ready(v, end - start)
+               for v, (_, start, end) in zip(local, requests, strict=True)]
+        if miss:
+            for i, a in zip(miss, self.base.stream_ranges([requests[i] for i in miss]),
+                            strict=True):
+                out[i] = a
+        return out
+
+    def _local_ranges(self, requests: list[tuple[str, int, int]]
+                      ) -> tuple[list[bytes | None], list[int]]:
+        """The local layer's ranges, and the indexes of those to read from the base (absent
+        here, readable there, no whiteout)."""
         check_ranges(requests)
         out = self.local.get_ranges(requests)
         miss = [i for i, v in enumerate(out) if v is None and self._readable(requests[i][0])]
@@ -286,10 +312,7 @@ class ChainedBackend(Backend):
             hidden = {k for k, h in zip(keys, self.local.get_many([_whiteout(k) for k in keys]),
                                         strict=True) if h is not None}
             miss = [i for i in miss if requests[i][0] not in hidden]
-        if miss:
-            for i, v in zip(miss, self.base.get_ranges([requests[i] for i in miss]), strict=True):
-                out[i] = v
-        return out
+        return out, miss
 
     def visit_many(self, keys: Sequence[str],
                    visit: Callable[[int, bytes | memoryview], None]) -> None:

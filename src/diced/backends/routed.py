@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from diced.backends.arriving import Arriving
 from diced.backends.base import Backend, Capabilities, UpdateFn
 
 __all__ = ["ROUTES_KEY", "RoutedBackend", "space_prefixes"]
@@ -131,6 +132,14 @@ class RoutedBackend(Backend):
             for i, v in zip(idx, b.get_ranges([requests[i] for i in idx]), strict=True):
                 out[i] = v
         return out
+
+    def stream_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[Arriving]:
+        requests = list(requests)
+        out: list[Arriving | None] = [None] * len(requests)
+        for b, idx in self._group([k for k, _, _ in requests]):
+            for i, v in zip(idx, b.stream_ranges([requests[i] for i in idx]), strict=True):
+                out[i] = v
+        return out  # type: ignore[return-value]
 
     def visit_many(self, keys: Sequence[str],
                    visit: Callable[[int, bytes | memoryview], None]) -> None:

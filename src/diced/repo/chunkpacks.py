@@ -29,19 +29,24 @@ packed. The cost is storage: a packed version's chunks are stored twice.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from crc32c import crc32c
 
+from diced.backends.arriving import Arriving
 from diced.backends.base import Backend
 from diced.backends.checksum import ChecksummedBackend
+from diced.errors import BackendError
 from diced.repo import keys as K
 from diced.repo.manifests import bucket_of, each
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GAP", "PACK_MAX", "SPAN_MAX", "plan", "read_packed", "spans", "write_packs"]
+__all__ = ["GAP", "PACK_MAX", "SPAN_MAX", "PackRead", "Packed", "arrival_order", "launch",
+           "plan", "prepare", "read_packed", "spans", "stream_packed", "take", "write_packs"]
 
 #: a pack part holds at most this many bytes (a bucket's values are split past it): as much
 #: as one ranged GET reads, so larger parts would not save requests; packing holds one part
@@ -155,31 +160,106 @@ def plan(inst: int, wanted: Sequence[tuple[str, int, Loc]], cap: int | None = No
             for start, end, idx in spans(sorted(items), cap)]
 
 
-def read_packed(backend: Backend, inst: int, wanted: Sequence[tuple[str, int, Loc]]
-                ) -> list[memoryview | None]:
-    """The payload of each ``(ckey, writer id, loc)`` read from the writer's pack, or
-    ``None`` where the pack is missing, short or fails the value's check (read it from
-    its chunk object then). One round of concurrent ranged GETs."""
-    reads = plan(inst, wanted)
+@dataclass(slots=True, eq=False)
+class Packed:
+    """One value to read from its writer's pack (:func:`prepare`)."""
+
+    #: the caller's index of the value
+    i: int
+    #: where the value sits in its read's range, and its chunk and writer (its check is
+    #: seeded with them)
+    lo: int
+    length: int
+    ckey: str
+    vid: int
+    #: the pack object, and the bytes of the read once :func:`launch` sent it
+    key: str
+    buf: Arriving | None = None
+
+
+@dataclass(slots=True, eq=False)
+class PackRead:
+    """One ranged GET of a pack: bytes ``[start, end)`` of ``key``, holding ``values``."""
+
+    key: str
+    start: int
+    end: int
+    values: list[Packed]
+
+
+def prepare(inst: int, wanted: Sequence[tuple[str, int, Loc]], cap: int | None = None
+            ) -> list[PackRead]:
+    """The ranged GETs that fetch the ``(ckey, writer id, loc)`` of ``wanted`` (:func:`plan`,
+    at most ``cap`` values each), not sent yet; each value's ``i`` is its index in
+    ``wanted``."""
+    return [PackRead(key, first, end, [
+        Packed(i, wanted[i][2][1] - first, wanted[i][2][2], wanted[i][0], wanted[i][1], key)
+        for i in idx]) for key, first, end, idx in plan(inst, wanted, cap)]
+
+
+def launch(backend: Backend, reads: Sequence[PackRead]) -> None:
+    """Send ``reads`` and return at once, the bytes streaming in where the backend can:
+    :func:`take` waits for a value, :func:`arrival_order` hands values on as they come."""
     # below the checksum layer (its trailer ends the pack, so offsets are the same): a
     # range is checked value by value, and the checked layer would read the whole pack
     below = backend.raw if isinstance(backend, ChecksummedBackend) else backend
-    got = below.get_ranges([(key, start, end) for key, start, end, _ in reads])
+    arriving = below.stream_ranges([(r.key, r.start, r.end) for r in reads])
+    for r, buf in zip(reads, arriving, strict=True):
+        for p in r.values:
+            p.buf = buf
+
+
+def take(backend: Backend, inst: int, p: Packed) -> memoryview | None:
+    """The payload of ``p`` once its bytes are in (a view, valid while the caller keeps
+    it), or ``None`` where the pack is missing, short, unreadable or fails the value's
+    check: read it from its chunk object then. ``backend`` names the store in the log."""
+    assert p.buf is not None, "take() of a value whose read was not launched"
+    try:
+        view = p.buf.wait(p.lo + p.length)
+    except BackendError as exc:  # the chunk objects may still be readable
+        _warn(backend, p.key, f"could not be read ({exc})")
+        return None
+    if view is None:
+        _warn(backend, p.key, "is missing or shorter than its index says")
+        return None
+    end = p.lo + p.length
+    body = view[p.lo:end - _CHECK]
+    if _check(inst, p.vid, p.ckey, body) != int.from_bytes(view[end - _CHECK:end], "little"):
+        _warn(backend, p.key, f"holds a damaged or different value for "
+                              f"{K.describe_ckey(p.ckey)}")
+        return None
+    return body
+
+
+def arrival_order(reads: Sequence[PackRead], ready: queue.SimpleQueue[Packed]) -> None:
+    """Put each value of ``reads`` (launched) in ``ready`` as soon as its bytes are in (or
+    its read has ended without them), exactly once, so that readers decode in the order
+    the bytes arrive, not in the order they were asked for."""
+    for r in reads:
+        ps = r.values
+        assert ps[0].buf is not None, "arrival_order() of reads not launched"
+        ps[0].buf.on_filled([p.lo + p.length for p in ps], lambda k, ps=ps: ready.put(ps[k]))
+
+
+def stream_packed(backend: Backend, inst: int, wanted: Sequence[tuple[str, int, Loc]]
+                  ) -> Iterator[tuple[int, memoryview | None]]:
+    """``(index into wanted, payload)`` for each ``(ckey, writer id, loc)``, read from the
+    writer's pack, each as soon as its bytes are in (one round of concurrent ranged GETs,
+    streamed where the backend can: the caller decodes a value while the next ones are on
+    the wire). The payload is as :func:`take` gives it."""
+    reads = prepare(inst, wanted)
+    launch(backend, reads)
+    for r in reads:
+        for p in r.values:
+            yield p.i, take(backend, inst, p)
+
+
+def read_packed(backend: Backend, inst: int, wanted: Sequence[tuple[str, int, Loc]]
+                ) -> list[memoryview | None]:
+    """:func:`stream_packed` as a list, once every value is in."""
     out: list[memoryview | None] = [None] * len(wanted)
-    for (key, start, _, idx), raw in zip(reads, got, strict=True):
-        if raw is None:
-            _warn(backend, key, "is missing or shorter than its index says")
-            continue
-        view = memoryview(raw)
-        for i in idx:
-            ckey, vid, (_, off, length) = wanted[i]
-            body = view[off - start:off - start + length - _CHECK]
-            tail = view[off - start + length - _CHECK:off - start + length]
-            if _check(inst, vid, ckey, body) != int.from_bytes(tail, "little"):
-                _warn(backend, key,
-                      f"holds a damaged or different value for {K.describe_ckey(ckey)}")
-                continue
-            out[i] = body
+    for i, v in stream_packed(backend, inst, wanted):
+        out[i] = v
     return out
 
 

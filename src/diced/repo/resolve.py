@@ -23,7 +23,16 @@ from dataclasses import dataclass, field
 from diced.backends.base import Backend
 from diced.errors import CorruptDataError
 from diced.repo import keys as K
-from diced.repo.chunkpacks import Loc, plan, read_packed
+from diced.repo.chunkpacks import (
+    Loc,
+    Packed,
+    PackRead,
+    launch,
+    prepare,
+    read_packed,
+    stream_packed,
+    take,
+)
 from diced.repo.manifests import IndexView
 from diced.repo.manifests import manifests as _manifests
 from diced.repo.writers import ModifyFn, Part, modify_parts
@@ -211,12 +220,13 @@ class VersionedSpace:
                           [(ckeys[i], writers[i][0], locs[i]) for i in todo])
         return {i: v for i, v in zip(todo, got, strict=True) if v is not None}
 
-    def pack_groups(self, ckeys: Sequence[str], ctx: VersionCtx, cap: int
-                    ) -> tuple[list[list[int]], list[int]] | None:
-        """For a read of ``ckeys`` at a locked version on a store without ordered scans:
-        indexes of the keys whose values are packed, grouped so that each group is one
-        ranged GET of at most ``cap`` values, and the indexes of the others; ``None`` when
-        none is packed (or the version is open: its own manifest would be listed twice)."""
+    def plan_packed(self, ckeys: Sequence[str], ctx: VersionCtx, cap: int
+                    ) -> tuple[list[PackRead], list[int]] | None:
+        """For a read of ``ckeys`` at a locked version on a store without ordered scans: the
+        ranged GETs (at most ``cap`` values each, not sent yet: :meth:`launch_packed`) of
+        the keys whose values are packed, each value's ``i`` its index in ``ckeys``, and
+        the indexes of the others. ``None`` when none is packed (or the version is open:
+        its own manifest would be listed twice)."""
         if self.ordered or not ctx.locked or not ckeys:
             return None
         with self._naming(ctx, ckeys):
@@ -225,10 +235,30 @@ class VersionedSpace:
                   if w is not None and loc is not None]
         if not packed:
             return None
-        reads = plan(self.inst, [(ckeys[i], writers[i][0], locs[i]) for i in packed], cap)
-        groups = [[packed[j] for j in idx] for _, _, _, idx in reads]
+        reads = prepare(self.inst, [(ckeys[i], writers[i][0], locs[i]) for i in packed], cap)
+        for r in reads:
+            for p in r.values:
+                p.i = packed[p.i]
         done = set(packed)
-        return groups, [i for i in range(len(ckeys)) if i not in done]
+        return reads, [i for i in range(len(ckeys)) if i not in done]
+
+    def launch_packed(self, reads: Sequence[PackRead]) -> None:
+        """Send the ranged GETs of :meth:`plan_packed` (they stream in meanwhile)."""
+        launch(self.backend, reads)
+
+    def take_packed(self, p: Packed, ctx: VersionCtx,
+                    fn: Callable[[int, bytes | memoryview | None], None]) -> bool:
+        """Call ``fn(p.i, payload)`` once the value of ``p`` is in, as :meth:`visit` does;
+        ``False`` (and no call) when its pack does not hold it intact: read it with
+        :meth:`visit` then."""
+        value = take(self.backend, self.inst, p)
+        if value is None:
+            return False
+        try:
+            fn(p.i, value)
+        except CorruptDataError as exc:
+            raise self.locate(exc, ctx, p.ckey, p.vid) from exc
+        return True
 
     def _fetch(self, ckeys, writers, locs: Sequence[Loc | None] | None = None
                ) -> list[Resolved | None]:
@@ -313,13 +343,17 @@ class VersionedSpace:
         writers, locs = self._writers(ckeys, ctx, ctx.ancestors, False)
         data = [i for i, w in enumerate(writers) if w is not None and w[1] == K.DATA]
         seen = [False] * len(ckeys)
-        with self._naming(ctx):
-            packed = self._packed(ckeys, writers, locs, data)
-        for i, v in packed.items():
-            seen[i] = True
-            call(i, v, writers[i][0])  # type: ignore[index]
-        if packed:
-            data = [i for i in data if i not in packed]
+        todo = [i for i in data if locs[i] is not None] if locs else []
+        if todo:  # packed values, each handed on as soon as its bytes are in
+            with self._naming(ctx):
+                for j, v in stream_packed(self.backend, self.inst,
+                                          [(ckeys[i], writers[i][0], locs[i])  # type: ignore
+                                           for i in todo]):
+                    if v is not None:
+                        i = todo[j]
+                        seen[i] = True
+                        call(i, v, writers[i][0])  # type: ignore[index]
+            data = [i for i in data if not seen[i]]
         keys = [K.data_key(self.inst, ckeys[i], writers[i][0]) for i in data]  # type: ignore[index]
 
         def hit(j: int, value: bytes | memoryview) -> None:

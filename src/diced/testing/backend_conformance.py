@@ -41,6 +41,7 @@ from __future__ import annotations
 import multiprocessing
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -319,6 +320,34 @@ class BackendConformance:
         for bad in (("r/a", 5, 5), ("r/a", -1, 3), ("r/a", 4, 2)):
             with pytest.raises(InvalidArgumentError):
                 backend.get_ranges([bad])
+
+    def test_stream_ranges(self, backend: Backend) -> None:
+        value = bytes(range(256)) * 40
+        big = bytes(range(251)) * 12000  # ~3 MB: streamed in many pieces where it streams
+        backend.set_many({"r/a": value, "r/b": b"xyz", "r/big": big})
+        reqs = [("r/a", 0, 10), ("r/b", 1, 3), ("r/a", 9000, 10240), ("r/missing", 0, 1),
+                ("r/b", 0, 4), ("r/big", 7, len(big) - 5), ("r/b", 5, 9)]
+        want = [value[:10], b"yz", value[9000:], None, None, big[7:-5], None]
+        arriving = backend.stream_ranges(reqs)
+        assert len(arriving) == len(reqs)
+        # each mark of on_filled is reported once, in order, with the bytes in
+        seen: list[int] = []
+        marks = list(range(0, len(big) - 12, 100_000))[1:] + [len(big) - 12]
+        arriving[5].on_filled(marks, seen.append)
+        for a, (_, start, end), w in zip(arriving, reqs, want, strict=True):
+            assert a.size == end - start
+            got = a.wait(a.size)
+            assert (None if got is None else bytes(got)) == w
+            if w is not None:  # a prefix is there too, and the same bytes
+                assert bytes(a.wait(1)[:1]) == w[:1]
+        deadline = time.monotonic() + 10  # the producer reports marks after it lets readers go
+        while len(seen) < len(marks) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert seen == list(range(len(marks)))
+        assert backend.stream_ranges([]) == []
+        for bad in (("r/a", 5, 5), ("r/a", -1, 3), ("r/a", 4, 2)):
+            with pytest.raises(InvalidArgumentError):
+                backend.stream_ranges([bad])
 
     def test_set_many_delete_many(self, backend: Backend) -> None:
         backend.set_many({})

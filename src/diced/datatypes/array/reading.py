@@ -5,6 +5,7 @@ locked-chunk cache, partial decoding, and prefetching for viewers."""
 from __future__ import annotations
 
 import collections
+import queue
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -26,6 +27,7 @@ from diced.datatypes.array._common import _batches, _chain, _is_whole, _pool, _s
 from diced.datatypes.array.indexers import _SelectionIndexer
 from diced.errors import CorruptDataError, InvalidArgumentError
 from diced.repo import keys as K
+from diced.repo.chunkpacks import PackRead, arrival_order
 from diced.repo.resolve import VersionCtx
 
 __all__ = ["GROUP_BYTES", "REMOTE_GROUP_BYTES", "ArrayReads"]
@@ -36,6 +38,9 @@ GROUP_BYTES = 4 << 20
 #: uint64 read (64 chunks of 2 MiB) in groups of 2 took two waves of requests on the 16 I/O
 #: threads, one latency more than in groups of 4
 REMOTE_GROUP_BYTES = 8 << 20
+#: packed chunks are requested in windows of about this many compressed bytes
+#: (:meth:`ArrayReads._read_arriving`)
+PACK_WINDOW = 64 << 20
 
 
 class ArrayReads:
@@ -141,42 +146,42 @@ class ArrayReads:
                  and (self.dtype.kind in "biu" or self.dtype.char in "fdFD")  # numba's types
                  and isinstance(sel, Selection) and all(d.step == 1 for d in sel.dims))
 
-        def work(group: list[ChunkProjection]) -> None:
-            def fill(i: int, data: bytes | memoryview | None) -> None:
-                p = group[i]
-                if keep and data is not None:  # locked version: decode once, keep, copy out
-                    chunk = self._decode(data)
-                    cache.put((*ident, p.coords), chunk)  # type: ignore[union-attr]
-                    _copy_out(p, chunk, out, post)
-                    return
-                if p.fancy:  # index arrays: out[out_sel] would be a copy, so assign into it
-                    if data is None:
-                        out[p.out_sel] = self.fill_value
-                        return
-                    vals = self._decode(data, out=_scratch(self.chunks, self.dtype))[p.chunk_sel]
-                    if post is not None:
-                        post(vals)
-                    out[p.out_sel] = vals
-                    return
-                target = out[p.out_sel]
+        def fill(p: ChunkProjection, data: bytes | memoryview | None) -> None:
+            if keep and data is not None:  # locked version: decode once, keep, copy out
+                chunk = self._decode(data)
+                cache.put((*ident, p.coords), chunk)  # type: ignore[union-attr]
+                _copy_out(p, chunk, out, post)
+                return
+            if p.fancy:  # index arrays: out[out_sel] would be a copy, so assign into it
                 if data is None:
-                    target[...] = self.fill_value
+                    out[p.out_sel] = self.fill_value
                     return
-                if p.full and _is_whole(p, self.chunks) and target.flags.c_contiguous:
-                    self._decode(data, out=target)
-                else:
-                    scratch = _scratch(self.chunks, self.dtype)
-                    if boxed and _decode_box(self.codec, data, p, scratch, out):
-                        if post is not None:
-                            post(target)
-                        return
-                    if not _decode_part(self.codec, data, self.chunks, p, scratch):
-                        self._decode(data, out=scratch)
-                    target[...] = scratch[p.chunk_sel]
+                vals = self._decode(data, out=_scratch(self.chunks, self.dtype))[p.chunk_sel]
                 if post is not None:
-                    post(target)
+                    post(vals)
+                out[p.out_sel] = vals
+                return
+            target = out[p.out_sel]
+            if data is None:
+                target[...] = self.fill_value
+                return
+            if p.full and _is_whole(p, self.chunks) and target.flags.c_contiguous:
+                self._decode(data, out=target)
+            else:
+                scratch = _scratch(self.chunks, self.dtype)
+                if boxed and _decode_box(self.codec, data, p, scratch, out):
+                    if post is not None:
+                        post(target)
+                    return
+                if not _decode_part(self.codec, data, self.chunks, p, scratch):
+                    self._decode(data, out=scratch)
+                target[...] = scratch[p.chunk_sel]
+            if post is not None:
+                post(target)
 
-            space.visit([K.chunk_ckey(p.coords) for p in group], ctx, fill)
+        def work(group: list[ChunkProjection]) -> None:
+            space.visit([K.chunk_ckey(p.coords) for p in group], ctx,
+                        lambda i, data: fill(group[i], data))
 
         remote = not space.ordered  # object stores: many groups in flight (see _readplan)
         projections: Iterable[ChunkProjection] = sel.project(self.chunks, shape)
@@ -190,19 +195,18 @@ class ArrayReads:
         # groups of at most REMOTE_GROUP_BYTES, and enough of them that all are in flight
         # at once
         per = max(1, min(REMOTE_GROUP_BYTES // self._chunk_nbytes(), -(-n // IO_WORKERS)))
-        plan = None
-        if n > 1:  # packed chunks (diced.repo.chunkpacks): one group per ranged GET
+        if n > 1:  # packed chunks (diced.repo.chunkpacks): streamed ranged GETs
             projections = list(projections)
-            # at most a group's bytes, and at least one group per core to decode
+            # at most a group's bytes per GET, and at least one GET per core
             cap = min(REMOTE_GROUP_BYTES // self._chunk_nbytes(), -(-n // _common._READERS))
-            plan = space.pack_groups([K.chunk_ckey(p.coords) for p in projections], ctx,
-                                     max(1, cap))
-        if plan is not None:
-            packed, rest = plan
-            groups = _chain(([projections[i] for i in g] for g in packed),
-                            _batches([projections[i] for i in rest], 1, per))
-        else:
-            groups = _batches(projections, 1, per)
+            planned = space.plan_packed([K.chunk_ckey(p.coords) for p in projections], ctx,
+                                        max(1, cap))
+            if planned is not None:
+                reads, rest = planned
+                self._read_arriving(reads, projections, ctx, fill, work,
+                                    _batches([projections[i] for i in rest], 1, per))
+                return
+        groups = _batches(projections, 1, per)
         first = next(groups, None)
         if first is None:
             return
@@ -218,6 +222,97 @@ class ArrayReads:
             for f in futures:
                 f.cancel()
             raise
+        for f in futures:
+            f.result()
+
+    def _read_arriving(self, reads: list[PackRead], projections: list[ChunkProjection],
+                       ctx: VersionCtx, fill: Callable[[ChunkProjection, Any], None],
+                       work: Callable[[list[ChunkProjection]], None],
+                       others: Iterable[list[ChunkProjection]]) -> None:
+        """Read packed chunks as TensorStore reads chunk objects: every ranged GET in
+        flight at once, this thread and ``_READERS - 1`` pool threads decoding each chunk
+        as soon as its bytes are in, in the order they arrive. ``others`` (groups of chunks
+        that are not packed) go to the I/O pool meanwhile; a chunk its pack does not hold
+        intact is read from its own object at the end.
+
+        Memory: the GETs are sent in windows of about :data:`PACK_WINDOW` bytes, the next
+        one once half of the current one is taken, so at most about two windows of
+        compressed bytes are held besides ``out``."""
+        space = self._space
+        windows: list[list[PackRead]] = [[]]
+        size = 0
+        for r in reads:
+            if windows[-1] and size + (r.end - r.start) > PACK_WINDOW:
+                windows.append([])
+                size = 0
+            windows[-1].append(r)
+            size += r.end - r.start
+        counts = [sum(len(r.values) for r in w) for w in windows]
+        total = sum(counts)
+        # the claim after which window j + 1 is sent: half-way through window j
+        triggers: dict[int, int] = {}
+        begin = 0
+        for j, c in enumerate(counts[:-1]):
+            triggers[begin + max(1, c // 2)] = j + 1
+            begin += c
+        ready: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        lock = threading.Lock()
+        claimed = [0]
+        failed: list[BaseException] = []
+        missing: list[int] = []
+
+        def send(j: int) -> None:
+            space.launch_packed(windows[j])
+            arrival_order(windows[j], ready)
+
+        def runner() -> None:
+            while not failed:
+                with lock:
+                    if claimed[0] == total:
+                        return
+                    claimed[0] += 1
+                    j = triggers.get(claimed[0])
+                try:
+                    if j is not None:
+                        send(j)
+                    p = ready.get()
+                    if p is None:  # another runner failed
+                        return
+                    if not space.take_packed(p, ctx, lambda i, data: fill(projections[i], data)):
+                        with lock:
+                            missing.append(p.i)
+                except BaseException as exc:
+                    failed.append(exc)
+                    for _ in range(_common._READERS):  # wake runners waiting for values that
+                        ready.put(None)                # a failed send will never bring
+                    raise
+
+        futures = [io_pool().submit(work, g) for g in others]
+        runners: list[Any] = []
+        try:
+            send(0)
+            runners = [_pool().submit(runner) for _ in range(min(_common._READERS, total) - 1)]
+            runner()
+        except BaseException as exc:
+            if not failed:
+                failed.append(exc)
+            raise
+        finally:
+            for f in runners:  # as in _run_queue: one not started yet has nothing left to do
+                if f.cancel():
+                    continue
+                try:
+                    f.result()
+                except BaseException as exc:  # noqa: BLE001 - the first failure is raised
+                    if not failed:
+                        failed.append(exc)
+            if failed:
+                for f in futures:
+                    f.cancel()
+        if failed:
+            raise failed[0]
+        if missing:
+            work([projections[i] for i in sorted(missing)])
         for f in futures:
             f.result()
 
