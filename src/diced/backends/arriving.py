@@ -17,6 +17,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 __all__ = ["Arriving"]
 
 
@@ -33,7 +35,7 @@ class Arriving:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._view = memoryview(bytearray(size))
+        self._view = memoryview(np.empty(size, np.uint8))  # (bytearray would zero it first)
         self._filled = 0
         self._want = size + 1  # the smallest fill mark a waiting reader needs
         self._gone = False  # the range does not exist (absent object, shorter than asked)

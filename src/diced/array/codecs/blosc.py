@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import blosc2
@@ -86,7 +87,7 @@ class BloscCodec(ChunkCodec):
 
     def decode(self, data, shape, dtype, out=None):
         dtype = np.dtype(dtype)
-        n = int(np.prod(shape)) * dtype.itemsize
+        n = math.prod(shape) * dtype.itemsize
         try:
             nbytes = blosc2.get_cbuffer_sizes(data)[0]
         except Exception as exc:

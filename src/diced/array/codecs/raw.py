@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from diced.array.codecs.base import ChunkCodec, register_codec
@@ -21,7 +23,7 @@ class RawCodec(ChunkCodec):
 
     def decode(self, data, shape, dtype, out=None):
         dtype = np.dtype(dtype)
-        n = int(np.prod(shape)) * dtype.itemsize
+        n = math.prod(shape) * dtype.itemsize
         if len(data) != n:
             raise CorruptDataError(f"raw chunk has {len(data)} bytes, expected {n}")
         arr = np.frombuffer(data, dtype=dtype).reshape(shape)
