@@ -127,7 +127,9 @@ class ArrayReads:
         queue (:meth:`_run_queue`), each batch one backend visit, decoded as it is read.
         Object stores: groups of chunks are read by the I/O pool, all in flight at once (one
         bulk request round each), and decoded by the thread that fetched them; only a few
-        groups of compressed chunks are in memory at once. Whole chunks whose target is
+        groups of compressed chunks are in memory at once. Packed chunks (of a packed locked
+        version) stream in from ranged GETs all sent at once and are decoded as they arrive
+        (:meth:`_read_arriving`). Whole chunks whose target is
         contiguous decode straight into ``out``; the others decode into a per-thread scratch
         chunk (no fresh allocation, so no page faults, per chunk), 3-d boxes of blosc2 chunks
         in one GIL-free decode-and-copy call. ``post(region)``, if given, runs on each filled region in
