@@ -850,7 +850,8 @@ def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], r
     new but opened before the clock starts, like a TensorStore context) and warm (the same
     handles again: diced's locked-chunk cache and TensorStore's cache pool, both CACHE_BYTES, with
     ``recheck_cached_data: "open"``) reads of the whole n^3 array and of 20 unaligned 64^3
-    boxes, for uint8 and the pinky40 labels. Median of ``repeat``, interleaved."""
+    boxes, for uint8 and the pinky40 labels. Median of ``repeat``, interleaved, after one
+    untimed read of a chunk by each system (code loaded, as in the local rows' warm-up)."""
     import logging
 
     import boto3
@@ -948,6 +949,16 @@ def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], r
                     def ts_open(ep: str = ep, tspath: str = tspath, dt: Any = data.dtype) -> Any:
                         return ts.open(ts_spec(ep, tspath, dt, None, True)).result()
 
+                    # untimed: each system's first read in the process loads code (diced's
+                    # numba label kernels from their cache, 0.1-0.35 s); cold means cold
+                    # handles and caches here, not a cold process
+                    one = (slice(0, 64),) * 3
+                    if "diced" in systems:
+                        st = diced.Store(url, create=False, **s3opts(ep))
+                        diced_open(st)[one]
+                        st.close()
+                    if "tensorstore" in systems:
+                        ts_open()[one].read().result()
                     t: dict[str, dict[str, list[float]]] = {}
                     reqs: dict[str, int] = {}
                     for rep in range(repeat):
