@@ -851,7 +851,8 @@ def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], r
     handles again: diced's locked-chunk cache and TensorStore's cache pool, both CACHE_BYTES, with
     ``recheck_cached_data: "open"``) reads of the whole n^3 array and of 20 unaligned 64^3
     boxes, for uint8 and the pinky40 labels. Median of ``repeat``, interleaved, after one
-    untimed read of a chunk by each system (code loaded, as in the local rows' warm-up)."""
+    untimed read of the array by each system (code loaded, servers warm, as in the local
+    rows' warm-up)."""
     import logging
 
     import boto3
@@ -950,15 +951,16 @@ def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], r
                         return ts.open(ts_spec(ep, tspath, dt, None, True)).result()
 
                     # untimed: each system's first read in the process loads code (diced's
-                    # numba label kernels from their cache, 0.1-0.35 s); cold means cold
-                    # handles and caches here, not a cold process
-                    one = (slice(0, 64),) * 3
+                    # numba label kernels from their cache, 0.1-0.35 s) and meets servers
+                    # that have not yet served a burst of requests (the first diced read
+                    # of the S3 labels took 0.44 s against 0.11 after a one-chunk warm-up);
+                    # cold means cold handles and caches here, not a cold process or server
                     if "diced" in systems:
                         st = diced.Store(url, create=False, **s3opts(ep))
-                        diced_open(st)[one]
+                        diced_open(st)[...]
                         st.close()
                     if "tensorstore" in systems:
-                        ts_open()[one].read().result()
+                        ts_open()[...].read().result()
                     t: dict[str, dict[str, list[float]]] = {}
                     reqs: dict[str, int] = {}
                     for rep in range(repeat):
