@@ -459,7 +459,7 @@ def test_native_reads_match_fsspec(store_location):
         assert store.raw_backend.get_many(keys) == native  # fsspec's answer
         import fsspec
 
-        from diced.backends._fsspec import _native_reader
+        from diced.backends._native import native_reader as _native_reader
 
         assert _native_reader(fsspec.filesystem("file"), "/tmp") is None
         assert _native_reader(object(), "b") is None
@@ -495,7 +495,7 @@ def test_native_reads_fall_back_to_fsspec_on_failure(store_location, monkeypatch
         assert value is not None
         assert objects._native is None and "native object reads" in caplog.text
         # a forked child never calls into the parent's native client
-        from diced.backends._fsspec import _native_reader
+        from diced.backends._native import native_reader as _native_reader
 
         objects._native = _native_reader(objects.fs, objects.root)
         assert objects._native is not None
@@ -508,7 +508,7 @@ def test_native_reads_fall_back_to_fsspec_on_failure(store_location, monkeypatch
 def test_native_reads_can_be_turned_off(monkeypatch):
     pytest.importorskip("obstore")
     s3fs = pytest.importorskip("s3fs")
-    from diced.backends._fsspec import _native_reader
+    from diced.backends._native import native_reader as _native_reader
 
     fs = s3fs.S3FileSystem(key="k", secret="s", client_kwargs={"endpoint_url": "http://127.0.0.1:9"})
     assert _native_reader(fs, "bucket/path") is not None
