@@ -181,7 +181,6 @@ class S3Reader:
 
         return list(await asyncio.gather(*(one(*r) for r in requests)))
 
-
     def stream_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[Arriving]:
         """:meth:`read_ranges` streamed: each range's bytes go to its
         :class:`~diced.backends.arriving.Arriving` as they arrive."""
