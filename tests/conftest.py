@@ -54,6 +54,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Self
 
@@ -361,3 +362,68 @@ def no_chunk_cache() -> Iterator[None]:
     c.resize(0)
     yield
     c.resize(old)
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that logs nothing and answers with :meth:`send`."""
+
+    def send(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def gcs_reader_of(server: Any, bucket: str, prefix: str) -> Any:
+    """A native GCS reader of ``bucket``/``prefix`` on a local ``server``
+    (:func:`http_server`), credentials from :class:`GcsFsStub`."""
+    from diced.backends import _native
+
+    return _native.GCSReader(GcsFsStub(f"http://127.0.0.1:{server.server_address[1]}"),
+                             bucket, prefix, None)
+
+
+class GcsFsStub:
+    """The parts of a gcsfs filesystem that the native GCS reader
+    (:class:`diced.backends._native.GCSReader`) uses: the endpoint and credentials that
+    send ``Authorization: Bearer secret-token``."""
+
+    def __init__(self, location: str) -> None:
+        self._location = location
+
+        class Credentials:
+            def apply(self, headers: dict[str, str]) -> None:
+                headers["Authorization"] = "Bearer secret-token"
+
+        self.credentials = Credentials()
+
+
+@pytest.fixture
+def http_server() -> Iterator[Callable[..., Any]]:
+    """``http_server(handler_class, **attributes)``: a threading HTTP server on 127.0.0.1
+    running ``handler_class``, with ``lock`` (a lock), ``seen`` (an empty list) and
+    ``attributes`` set on it for the handler to use; every server is stopped after the
+    test."""
+    from http import server as http
+
+    running: list[tuple[Any, threading.Thread]] = []
+
+    def start(handler: Any, **attributes: Any) -> Any:
+        httpd = http.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        httpd.lock = threading.Lock()  # type: ignore[attr-defined]
+        httpd.seen = []  # type: ignore[attr-defined]
+        for name, value in attributes.items():
+            setattr(httpd, name, value)
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        running.append((httpd, thread))
+        return httpd
+
+    yield start
+    for httpd, thread in running:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)

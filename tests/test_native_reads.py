@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import os
 import pickle
-import threading
-from http import server as http_server
 
 import pytest
+from conftest import GcsFsStub, QuietHandler, gcs_reader_of
 
 import diced
 from diced.backends import _native
@@ -170,7 +169,7 @@ def test_native_reader_only_for_settings_it_honours(monkeypatch):
 # --- a scripted server: statuses, retries, headers ----------------------------------------------
 
 
-class _Scripted(http_server.BaseHTTPRequestHandler):
+class _Scripted(QuietHandler):
     """Answers GETs from ``server.script`` (path -> list of statuses, the last repeats)."""
 
     def do_GET(self):
@@ -179,48 +178,17 @@ class _Scripted(http_server.BaseHTTPRequestHandler):
             srv.seen.append((self.path, self.headers.get("Authorization")))
             statuses = srv.script.get(self.path.partition("?")[0], [404])
             status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
-        body = b"value of " + self.path.encode() if status == 200 else b'{"error": "no"}'
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send(status, b"value of " + self.path.encode() if status == 200
+                  else b'{"error": "no"}')
 
 
 @pytest.fixture
-def scripted():
-    httpd = http_server.ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
-    httpd.lock = threading.Lock()
-    httpd.seen = []
-    httpd.script = {}
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield httpd
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(10)
-
-
-class _Fs:
-    """The parts of a gcsfs filesystem the reader uses."""
-
-    def __init__(self, location):
-        self._location = location
-
-        class Credentials:
-            def apply(self, headers):
-                headers["Authorization"] = "Bearer secret-token"
-
-        self.credentials = Credentials()
+def scripted(http_server):
+    return http_server(_Scripted, script={})
 
 
 def _reader(server):
-    fs = _Fs(f"http://127.0.0.1:{server.server_address[1]}")
-    return _native.GCSReader(fs, "bkt", "root/", None)
+    return gcs_reader_of(server, "bkt", "root/")
 
 
 def test_gcs_reader_statuses_and_retries(scripted, monkeypatch):
@@ -253,7 +221,7 @@ def test_gcs_reader_errors_are_backend_errors(scripted, monkeypatch):
     scripted.shutdown()
     scripted.server_close()
     with pytest.raises(BackendError, match="failed"):
-        _native.GCSReader(_Fs(f"http://127.0.0.1:{port}"), "bkt", "", None).read(["x"])
+        _native.GCSReader(GcsFsStub(f"http://127.0.0.1:{port}"), "bkt", "", None).read(["x"])
 
 
 @pytest.mark.backends("gcs")
@@ -265,7 +233,7 @@ def test_gcs_native_failure_falls_back_to_gcsfs(store_location, caplog, monkeypa
         raw.set_many({"k": b"value"})
         objects = raw._objects
         # an endpoint where nothing listens: the native reader fails, gcsfs still reads
-        objects._native = _native.GCSReader(_Fs("http://127.0.0.1:9"), "b", "", None)
+        objects._native = _native.GCSReader(GcsFsStub("http://127.0.0.1:9"), "b", "", None)
         import logging
 
         with caplog.at_level(logging.WARNING):

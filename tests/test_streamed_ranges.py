@@ -17,10 +17,10 @@ import logging
 import os
 import threading
 import time
-from http import server as http_server
 
 import numpy as np
 import pytest
+from conftest import GcsFsStub, QuietHandler, gcs_reader_of
 
 import diced
 from diced.backends import _native
@@ -105,7 +105,7 @@ def test_arriving_ready():
 BODY = os.urandom(300_000)
 
 
-class _Ranges(http_server.BaseHTTPRequestHandler):
+class _Ranges(QuietHandler):
     """Serves BODY at /o/<name> with Range. ``server.cut`` (name -> bytes) cuts the first
     response of that object after so many bytes; ``norange`` ignores Range; ``short``
     holds only the first 1000 bytes; ``denied`` answers 403."""
@@ -120,19 +120,19 @@ class _Ranges(http_server.BaseHTTPRequestHandler):
             srv.seen.append((name, rng))
             cut = srv.cut.pop(name, None)
         if name == "denied":
-            self._send(403, b"no")
+            self.send(403, b"no")
             return
         if name == "absent":
-            self._send(404, b"{}")
+            self.send(404, b"{}")
             return
         body = BODY[:1000] if name == "short" else BODY
         if rng is None or name == "norange":
-            self._send(200, body)
+            self.send(200, body)
             return
         start, _, end = rng.removeprefix("bytes=").partition("-")
         start, end = int(start), min(int(end) + 1, len(body))
         if start >= len(body):
-            self._send(416, b"")
+            self.send(416, b"")
             return
         part = body[start:end]
         if cut is not None:  # promise the whole range, send part of it, drop the connection
@@ -144,48 +144,16 @@ class _Ranges(http_server.BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
             return
-        self._send(206, part)
-
-    def _send(self, status, body):
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send(206, part)
 
 
 @pytest.fixture
-def ranges_server():
-    httpd = http_server.ThreadingHTTPServer(("127.0.0.1", 0), _Ranges)
-    httpd.lock = threading.Lock()
-    httpd.seen = []
-    httpd.cut = {}
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield httpd
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(10)
-
-
-class _Fs:
-    def __init__(self, location):
-        self._location = location
-
-        class Credentials:
-            def apply(self, headers):
-                headers["Authorization"] = "Bearer t"
-
-        self.credentials = Credentials()
+def ranges_server(http_server):
+    return http_server(_Ranges, cut={})
 
 
 def _gcs_reader(server):
-    return _native.GCSReader(_Fs(f"http://127.0.0.1:{server.server_address[1]}"), "b", "p/",
-                             None)
+    return gcs_reader_of(server, "b", "p/")
 
 
 def _all(arriving):
@@ -232,7 +200,7 @@ def test_gcs_stream_errors(ranges_server, monkeypatch):
     assert isinstance(got[0], BackendError) and "HTTP 403" in str(got[0])
     assert got[1] == BODY[:10]
     assert sum(n == "denied" for n, _ in ranges_server.seen) == 1  # 403 is not retried
-    dead = _native.GCSReader(_Fs("http://127.0.0.1:9"), "b", "", None)  # nothing listens
+    dead = _native.GCSReader(GcsFsStub("http://127.0.0.1:9"), "b", "", None)  # nothing listens
     got = _all(dead.stream_ranges([("x", 0, 10)]))
     assert isinstance(got[0], BackendError)
 

@@ -115,14 +115,9 @@ class _FsObjects:
         """Bytes ``[start, end)`` of each ``(key, start, end)``: ranged GETs, concurrent."""
         if not requests:
             return []
-        native = self._native
-        if native is not None and native.usable():
-            try:
-                return native.read_ranges(requests)
-            except Exception as exc:  # noqa: BLE001 - as in read(): fsspec from now on
-                log.warning("native ranged reads of %s failed (%r); using fsspec from now on",
-                            self.root, exc)
-                self._native = None
+        got = self._native_ranges("read_ranges", requests)
+        if got is not None:
+            return got
         got = self.fs.cat_ranges([self.path(k) for k, _, _ in requests],
                                  [r[1] for r in requests], [r[2] for r in requests],
                                  on_error="return")
@@ -139,12 +134,17 @@ class _FsObjects:
     def stream_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[Arriving] | None:
         """:meth:`read_ranges` streamed by the native reader, or ``None`` (no native reader:
         read them whole)."""
+        return self._native_ranges("stream_ranges", requests) if requests else None
+
+    def _native_ranges(self, call: str, requests: Sequence[tuple[str, int, int]]) -> Any:
+        """The native reader's ``call`` of ``requests``; ``None`` when there is no native
+        reader or it failed (as in :meth:`read`: fsspec from then on)."""
         native = self._native
-        if not requests or native is None or not native.usable():
+        if native is None or not native.usable():
             return None
         try:
-            return native.stream_ranges(requests)
-        except Exception as exc:  # noqa: BLE001 - as in read(): fsspec from now on
+            return getattr(native, call)(requests)
+        except Exception as exc:  # noqa: BLE001 - any native failure: fsspec from now on
             log.warning("native ranged reads of %s failed (%r); using fsspec from now on",
                         self.root, exc)
             self._native = None

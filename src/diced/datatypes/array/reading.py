@@ -300,14 +300,7 @@ class ArrayReads:
                 failed.append(exc)
             raise
         finally:
-            for f in runners:  # as in _run_queue: one not started yet has nothing left to do
-                if f.cancel():
-                    continue
-                try:
-                    f.result()
-                except BaseException as exc:  # noqa: BLE001 - the first failure is raised
-                    if not failed:
-                        failed.append(exc)
+            _join_runners(runners, failed)
             if failed:
                 for f in futures:
                     f.cancel()
@@ -357,18 +350,7 @@ class ArrayReads:
         try:
             runner()
         finally:
-            # this thread's runner returns when the queue is empty (or on a failure): a runner
-            # no pool thread has started yet has nothing left to do, so it is cancelled
-            # instead of waited for (a busy pool, e.g. a server's concurrent reads, adds no
-            # latency, and a read called from a pool thread cannot wait on itself)
-            for f in futures:
-                if f.cancel():
-                    continue
-                try:
-                    f.result()
-                except BaseException as exc:  # noqa: BLE001 - the first failure is raised
-                    if not failed:
-                        failed.append(exc)
+            _join_runners(futures, failed)
         if failed:
             raise failed[0]
 
@@ -388,6 +370,22 @@ class ArrayReads:
         arr = self[...]
         arr = np.asarray(arr)
         return arr.astype(dtype) if dtype is not None else arr
+
+
+def _join_runners(futures: list[Any], failed: list[BaseException]) -> None:
+    """Wait for the pool runners of a read once this thread's runner has returned (the work
+    is done, or one failed), recording the first failure in ``failed``. A runner no pool
+    thread has started yet has nothing left to do, so it is cancelled instead of waited
+    for: a busy pool (a server's concurrent reads) adds no latency, and a read called from
+    a pool thread cannot wait on itself."""
+    for f in futures:
+        if f.cancel():
+            continue
+        try:
+            f.result()
+        except BaseException as exc:  # noqa: BLE001 - the first failure is raised
+            if not failed:
+                failed.append(exc)
 
 
 def _rows(s: Any, lead: int) -> int:
