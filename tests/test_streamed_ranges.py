@@ -27,6 +27,7 @@ from diced.backends import _native
 from diced.backends.arriving import Arriving
 from diced.datatypes.array import reading
 from diced.errors import BackendError, CorruptDataError
+from diced.repo import chunkpacks
 
 # --- Arriving --------------------------------------------------------------------------------
 
@@ -231,7 +232,7 @@ def _cold_array(store_location, uuid):
 @pytest.mark.usefixtures("no_chunk_cache")
 def test_packed_reads_in_several_windows(store_location, monkeypatch):
     uuid, data = _packed(store_location)
-    monkeypatch.setattr(reading, "REMOTE_GROUP_BYTES", 4 * 32 ** 3 * 2)  # 4 chunks a GET
+    monkeypatch.setattr(chunkpacks, "SPAN_MAX", 100 << 10)  # a few chunks a GET
     monkeypatch.setattr(reading, "PACK_WINDOW", 64 << 10)  # a GET or two per window
     arr = _cold_array(store_location, uuid)
     raw = arr._space.backend.raw

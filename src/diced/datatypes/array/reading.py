@@ -199,8 +199,9 @@ class ArrayReads:
         per = max(1, min(REMOTE_GROUP_BYTES // self._chunk_nbytes(), -(-n // IO_WORKERS)))
         if n > 1:  # packed chunks (diced.repo.chunkpacks): streamed ranged GETs
             projections = list(projections)
-            # at most a group's bytes per GET, and at least one GET per core
-            cap = min(REMOTE_GROUP_BYTES // self._chunk_nbytes(), -(-n // _common._READERS))
+            # at least one GET per core (each at most chunkpacks.SPAN_MAX compressed bytes;
+            # decoding follows the bytes whatever a GET holds, so decoded sizes set no cap)
+            cap = -(-n // _common._READERS)
             planned = space.plan_packed([K.chunk_ckey(p.coords) for p in projections], ctx,
                                         max(1, cap))
             if planned is not None:
