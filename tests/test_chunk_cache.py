@@ -228,9 +228,9 @@ def test_partly_cached_read_reads_only_the_misses(store, cache, monkeypatch):
     read: list[str] = []
     real = a._space.visit
 
-    def counting(ckeys, ctx, fn):
+    def counting(ckeys, ctx, fn, **kw):
         read.extend(ckeys)
-        return real(ckeys, ctx, fn)
+        return real(ckeys, ctx, fn, **kw)
 
     monkeypatch.setattr(a._space, "visit", counting)
     assert np.array_equal(a[0:8, 0:8, 0:32], data[0:8, 0:8, 0:32])

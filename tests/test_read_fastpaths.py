@@ -85,9 +85,9 @@ def test_shared_queue_reads_every_chunk_once(arr, monkeypatch, workers):
     seen: list[str] = []
     real = a._space.visit
 
-    def counting(ckeys, ctx, fn):
+    def counting(ckeys, ctx, fn, **kw):
         seen.extend(ckeys)
-        return real(ckeys, ctx, fn)
+        return real(ckeys, ctx, fn, **kw)
 
     monkeypatch.setattr(a._space, "visit", counting)
     for s in SELECTIONS:

@@ -77,9 +77,9 @@ class KeyCounter:
         space = arr._space
         visit, read_many = space.visit, space.read_many
 
-        def counting_visit(ckeys, ctx, fn):
+        def counting_visit(ckeys, ctx, fn, **kw):
             self.keys.extend(ckeys)
-            return visit(ckeys, ctx, fn)
+            return visit(ckeys, ctx, fn, **kw)
 
         def counting_read_many(ckeys, ctx):
             self.keys.extend(ckeys)

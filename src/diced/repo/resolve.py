@@ -211,9 +211,7 @@ class VersionedSpace:
                 ) -> dict[int, memoryview]:
         """Values of ``data`` (indexes of keys with data) read from their writers' packs:
         those whose writer packed them and whose pack holds them intact."""
-        if not locs:
-            return {}
-        todo = [i for i in data if locs[i] is not None]
+        todo = _in_packs(data, locs)
         if not todo:
             return {}
         got = read_packed(self.backend, self.inst,
@@ -300,9 +298,12 @@ class VersionedSpace:
         return read
 
     def visit(self, ckeys: Sequence[str], ctx: VersionCtx,
-              fn: Callable[[int, bytes | memoryview | None], None]) -> None:
+              fn: Callable[[int, bytes | memoryview | None], None], *,
+              packs: bool = True) -> None:
         """Call ``fn(i, payload)`` for every key (``None``: absent or deleted), handing
         payloads zero-copy where the backend can; they are valid only during the call.
+        ``packs=False`` reads the chunk objects even of packed values (for values whose
+        pack a read already found unusable).
 
         A :class:`~diced.errors.CorruptDataError` raised by ``fn`` (a payload that does not
         decode) is re-raised naming the instance, version and chunk or key."""
@@ -314,7 +315,7 @@ class VersionedSpace:
                 raise self.locate(exc, ctx, ckeys[i], vid) from exc
 
         if not self.ordered:
-            self._visit_manifest(ckeys, ctx, call)
+            self._visit_manifest(ckeys, ctx, call, packs)
             return
         anc = ctx.ancestors
         inst = self.inst
@@ -336,14 +337,14 @@ class VersionedSpace:
                 call(i, None)
 
     def _visit_manifest(self, ckeys: Sequence[str], ctx: VersionCtx,
-                        call: Callable[[int, bytes | memoryview | None, int | None], None]
-                        ) -> None:
+                        call: Callable[[int, bytes | memoryview | None, int | None], None],
+                        packs: bool = True) -> None:
         """:meth:`visit` on stores without ordered scans: writers from the manifests, then
         one batched read whose values go to ``call`` as views (no copy to strip checksums)."""
         writers, locs = self._writers(ckeys, ctx, ctx.ancestors, False)
         data = [i for i, w in enumerate(writers) if w is not None and w[1] == K.DATA]
         seen = [False] * len(ckeys)
-        todo = [i for i in data if locs[i] is not None] if locs else []
+        todo = _in_packs(data, locs) if packs else []
         if todo:  # packed values, each handed on as soon as its bytes are in
             with self._naming(ctx):
                 for j, v in stream_packed(self.backend, self.inst,
@@ -449,3 +450,6 @@ class VersionedSpace:
         _manifests(self.backend).forget(self.inst)
 
 
+def _in_packs(data: Sequence[int], locs: Sequence[Loc | None] | None) -> list[int]:
+    """The indexes in ``data`` whose values have a pack location."""
+    return [i for i in data if locs[i] is not None] if locs else []

@@ -181,9 +181,9 @@ class ArrayReads:
             if post is not None:
                 post(target)
 
-        def work(group: list[ChunkProjection]) -> None:
+        def work(group: list[ChunkProjection], packs: bool = True) -> None:
             space.visit([K.chunk_ckey(p.coords) for p in group], ctx,
-                        lambda i, data: fill(group[i], data))
+                        lambda i, data: fill(group[i], data), packs=packs)
 
         remote = not space.ordered  # object stores: many groups in flight (see _readplan)
         projections: Iterable[ChunkProjection] = sel.project(self.chunks, shape)
@@ -230,7 +230,7 @@ class ArrayReads:
 
     def _read_arriving(self, reads: list[PackRead], projections: list[ChunkProjection],
                        ctx: VersionCtx, fill: Callable[[ChunkProjection, Any], None],
-                       work: Callable[[list[ChunkProjection]], None],
+                       work: Callable[..., None],
                        others: Iterable[list[ChunkProjection]]) -> None:
         """Read packed chunks as TensorStore reads chunk objects: every ranged GET in
         flight at once, this thread and ``_READERS - 1`` pool threads decoding each chunk
@@ -307,8 +307,8 @@ class ArrayReads:
                     f.cancel()
         if failed:
             raise failed[0]
-        if missing:
-            work([projections[i] for i in sorted(missing)])
+        if missing:  # from their chunk objects (their packs were just found unusable)
+            work([projections[i] for i in sorted(missing)], False)
         for f in futures:
             f.result()
 
