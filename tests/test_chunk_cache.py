@@ -243,6 +243,7 @@ def test_large_cached_reads_copy_in_the_pool_exactly(store, cache, monkeypatch):
     import diced.array._readcache as rc
 
     monkeypatch.setattr(rc, "INLINE_COPY_BYTES", 1)
+    monkeypatch.setattr(rc, "INLINE_BOX_COPY_BYTES", 1)
     repo = store.create_repo("r")
     data = np.random.default_rng(4).integers(0, 2 ** 40, (32, 32, 32), dtype=np.uint64)
     arr = repo.create_array("img", "uint64", data.shape, chunks=(8, 8, 8))
@@ -262,6 +263,15 @@ def test_large_cached_reads_copy_in_the_pool_exactly(store, cache, monkeypatch):
 
     monkeypatch.setattr(rc, "_copy_out", broken)
     with pytest.raises(RuntimeError, match="copy failed"):
+        a[2:31, ::3, 5:27]  # strided: numpy copies
+    assert np.array_equal(a[...], data)  # whole boxes: the numba row copies
+
+    def broken_share(self, i, k):
+        if i == 1:
+            raise RuntimeError("share failed")
+
+    monkeypatch.setattr(rc._BoxCopies, "run", broken_share)
+    with pytest.raises(RuntimeError, match="share failed"):
         a[...]
 
 

@@ -6,7 +6,8 @@
 * kernels on plain numpy arrays, each a public module validating inputs in front of a private
   numba module: :mod:`~diced.array.downres` (2x pyramids), :mod:`~diced.array.labelstats`
   (per-block label counts, relabelling, masks) and :mod:`~diced.array.sparsevol` (DVID's
-  sparse-volume encodings).
+  sparse-volume encodings);
+* :mod:`~diced.array.resultpool`, the recycled result buffers of reads.
 
 The stateful types built on them (``VersionedArray``, ``LabelArray`` with its edits and merge
 support) are datatypes and live in :mod:`diced.datatypes` (one package each), because they

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from diced.array.resultpool import result_pool
+
 #: threads reading object stores (groups of chunks in flight at once)
 IO_WORKERS = 16
 
@@ -90,6 +92,9 @@ def result_array(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     n = dtype.itemsize
     for d in shape:
         n *= int(d)
+    pool = result_pool()
+    if pool.max_bytes and pool.min_bytes <= n <= pool.max_bytes:
+        return pool.array(shape, dtype)
     if not _HUGE_OK or not _ALIGN_MIN <= n <= _ALIGN_MAX or (-n) % _HUGE > n // 8:
         return np.empty(shape, dtype)
     raw = np.empty(n + _HUGE, np.uint8)
