@@ -243,7 +243,7 @@ def test_large_cached_reads_copy_in_the_pool_exactly(store, cache, monkeypatch):
     import diced.array._readcache as rc
 
     monkeypatch.setattr(rc, "INLINE_COPY_BYTES", 1)
-    monkeypatch.setattr(rc, "INLINE_BOX_COPY_BYTES", 1)
+    monkeypatch.setattr(rc, "BOX_COPY_BYTES", 1)
     repo = store.create_repo("r")
     data = np.random.default_rng(4).integers(0, 2 ** 40, (32, 32, 32), dtype=np.uint64)
     arr = repo.create_array("img", "uint64", data.shape, chunks=(8, 8, 8))

@@ -188,7 +188,7 @@ def test_reads_into_reused_buffers_show_nothing_of_earlier_results(store, cached
 ])
 def test_warm_reads_copy_exactly(tmp_path, cached, dtype, shape, chunks, sels):
     """Cached chunks are copied by the numba row kernel (whole step-1 boxes) or numpy (the
-    rest), in one thread or two (INLINE_BOX_COPY_BYTES): the same values either way."""
+    rest), in one thread or several (BOX_COPY_BYTES): the same values either way."""
     import diced.array._readcache as rc
 
     rng = np.random.default_rng(5)
@@ -200,14 +200,14 @@ def test_warm_reads_copy_exactly(tmp_path, cached, dtype, shape, chunks, sels):
         arr[...] = data
         a = arr.at(repo.commit("lock"))
         for split in (1 << 30, 1):
-            rc_limit = rc.INLINE_BOX_COPY_BYTES
-            rc.INLINE_BOX_COPY_BYTES = split
+            rc_limit = rc.BOX_COPY_BYTES
+            rc.BOX_COPY_BYTES = split
             try:
                 for sel in sels:
                     assert np.array_equal(a[sel], data[sel])  # cold, then cached
                     assert np.array_equal(a[sel], data[sel])
             finally:
-                rc.INLINE_BOX_COPY_BYTES = rc_limit
+                rc.BOX_COPY_BYTES = rc_limit
         assert cached.stats()["hits"] > 0
 
 

@@ -73,9 +73,11 @@ def _decode_part(codec: Any, data: Any, chunks: tuple[int, ...], p: ChunkProject
 #: cached bytes a read copies out in the calling thread; above it the copies are shared
 #: with the pool (large copies gain from a second core, small ones lose to the hand-offs)
 INLINE_COPY_BYTES = 32 << 20
-#: the same for copies that all run in the numba kernel without the GIL (64 cached 64^3
-#: uint8 chunks, 16 MiB: 2.9-3.5 ms in one thread, 2.2 ms in two)
-INLINE_BOX_COPY_BYTES = 4 << 20
+#: results of at least this many bytes copy their cached chunks row by row in the numba
+#: kernel (:mod:`diced.array._copy_kernels`), which runs without the GIL, so the copies are
+#: shared with the pool (a 256^3 uint8 read of 64 cached chunks: 7.0 ms in numpy, 5.0 ms in
+#: the kernel in one thread, 3.5 ms in two; medians on this 2-core VM)
+BOX_COPY_BYTES = 4 << 20
 
 
 def _decode_box(codec: Any, data: Any, p: ChunkProjection, scratch: np.ndarray,
@@ -95,8 +97,9 @@ def _serve_cached(projections: Iterable[ChunkProjection], cache: ChunkCache,
                   pool: Callable[[], Executor], workers: int) -> list[ChunkProjection]:
     """Serve every projection whose chunk is cached (one cache lookup for the read) and
     return the others, to be read. Hits are copied out in the calling thread, with no
-    hand-off to a pool, unless they add up to more than :data:`INLINE_COPY_BYTES`; then
-    ``workers`` shares of them are copied in ``pool()`` and this thread together."""
+    hand-off to a pool, unless they add up to more than :data:`INLINE_COPY_BYTES` or the
+    result to :data:`BOX_COPY_BYTES` (copied by the numba kernel); then ``workers`` shares
+    of them are copied in ``pool()`` and this thread together."""
     projs = list(projections)
     found = cache.get_many([(*prefix, p.coords) for p in projs])
     hits = [(p, c) for p, c in zip(projs, found) if c is not None]
@@ -104,7 +107,10 @@ def _serve_cached(projections: Iterable[ChunkProjection], cache: ChunkCache,
         return projs
     misses = [p for p, c in zip(projs, found) if c is None]
 
-    boxes, rest = _box_copies(hits, out)
+    # large results: row copies in the numba kernel, shared by ``workers`` threads; small
+    # ones in numpy, whose copies cost less than the kernel's set-up per chunk (a 100^3
+    # box over 27 cached chunks: 0.43 ms in numpy, 0.67 ms in the kernel in one thread)
+    boxes, rest = _box_copies(hits, out) if out.nbytes >= BOX_COPY_BYTES else (None, hits)
 
     def copy(i: int, k: int) -> None:
         if boxes is not None:
@@ -116,9 +122,7 @@ def _serve_cached(projections: Iterable[ChunkProjection], cache: ChunkCache,
             _copy_out(p, chunk, out, post)
 
     nbytes = sum(c.nbytes for _, c in hits)
-    # the row copies run without the GIL, so a second core pays from a few MiB on
-    limit = INLINE_COPY_BYTES if boxes is None or rest else INLINE_BOX_COPY_BYTES
-    if nbytes <= limit or len(hits) < 2:
+    if (nbytes <= INLINE_COPY_BYTES and (boxes is None or rest)) or len(hits) < 2:
         copy(0, 1)
         return misses
     k = max(2, min(workers, len(hits)))
