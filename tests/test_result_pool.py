@@ -15,6 +15,7 @@ import pytest
 import diced
 from diced.array import _readplan
 from diced.array.resultpool import ResultPool, _initial_size, _size_class, result_pool
+from diced.backends.cache import _initial_size as _cache_initial_size
 from diced.backends.cache import chunk_cache
 from diced.errors import InvalidArgumentError
 
@@ -133,17 +134,21 @@ def test_bad_sizes_raise(bad):
         ResultPool(64 * MiB).resize(bad)
 
 
-def test_the_environment_sets_the_default(monkeypatch):
-    monkeypatch.setenv("DICED_RESULT_POOL_BYTES", "12345678")
-    assert _initial_size() == 12345678
-    monkeypatch.setenv("DICED_RESULT_POOL_BYTES", "0")
-    assert _initial_size() == 0
-    for bad in ("lots", "-5"):
-        monkeypatch.setenv("DICED_RESULT_POOL_BYTES", bad)
-        with pytest.raises(InvalidArgumentError, match="DICED_RESULT_POOL_BYTES"):
-            _initial_size()
-    monkeypatch.delenv("DICED_RESULT_POOL_BYTES")
-    assert 0 < _initial_size() <= 4 << 30
+@pytest.mark.parametrize("name,initial", [("DICED_RESULT_POOL_BYTES", _initial_size),
+                                          ("DICED_CHUNK_CACHE_BYTES", _cache_initial_size)])
+def test_the_environment_sets_the_default(monkeypatch, name, initial):
+    monkeypatch.setenv(name, "12345678")
+    assert initial() == 12345678
+    monkeypatch.setenv(name, "0")
+    assert initial() == 0
+    for bad in ("lots", "-5", "1.5"):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(InvalidArgumentError, match=name):
+            initial()
+    monkeypatch.setenv(name, "  ")
+    assert 0 < initial() <= 4 << 30
+    monkeypatch.delenv(name)
+    assert 0 < initial() <= 4 << 30
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from diced.array.resultpool import result_pool
+from diced.array.resultpool import _HUGE, huge_aligned, result_pool
 
 #: threads reading object stores (groups of chunks in flight at once)
 IO_WORKERS = 16
@@ -56,8 +56,6 @@ def read_workers() -> int:
     return max(2, cores)
 
 
-#: transparent huge page size on Linux (x86-64 and arm64 with 4 KiB pages)
-_HUGE = 2 << 20
 #: results of at least this many bytes, and at most :data:`_ALIGN_MAX`, start on a huge page
 _ALIGN_MIN = _HUGE
 _ALIGN_MAX = 64 << 20
@@ -87,7 +85,9 @@ def result_array(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     boundary inside a slightly larger numpy allocation (the slack is address space only,
     never touched), when that wastes at most an eighth of it in its last huge page: 20
     warm 64^3 uint64 boxes 31-35 -> 20-24 ms on this VM. The result is then a view
-    (``result.base`` is the allocation); elsewhere, and for other sizes, ``numpy.empty``."""
+    (``result.base`` is the allocation); elsewhere, and for other sizes, ``numpy.empty``.
+    Results of :data:`~diced.array.resultpool.MIN_BYTES` and more come from the result pool
+    (:mod:`diced.array.resultpool`) unless it is turned off."""
     dtype = np.dtype(dtype)
     n = dtype.itemsize
     for d in shape:
@@ -97,6 +97,4 @@ def result_array(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         return pool.array(shape, dtype)
     if not _HUGE_OK or not _ALIGN_MIN <= n <= _ALIGN_MAX or (-n) % _HUGE > n // 8:
         return np.empty(shape, dtype)
-    raw = np.empty(n + _HUGE, np.uint8)
-    off = (-raw.ctypes.data) % _HUGE
-    return raw[off:off + n].view(dtype).reshape(shape)
+    return huge_aligned(n).view(dtype).reshape(shape)

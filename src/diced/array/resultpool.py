@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from diced.errors import InvalidArgumentError
+from diced._limits import byte_limit, env_byte_limit
 
-__all__ = ["DECAY", "MIN_BYTES", "ResultPool", "result_pool"]
+__all__ = ["DECAY", "MIN_BYTES", "ResultPool", "huge_aligned", "result_pool"]
 
 #: results smaller than this come from numpy (malloc reuses freed blocks of these sizes
 #: without new page faults: 0-2 faults per 256 KiB array on this VM, 9-20 per 1-4 MiB)
@@ -76,12 +76,9 @@ class ResultPool:
 
     def resize(self, max_bytes: int) -> None:
         """Set the limit on free bytes kept (``0``: keep none, hand out plain arrays)."""
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) \
-                or max_bytes < 0:
-            raise InvalidArgumentError(
-                f"result pool size must be a non-negative integer of bytes, got {max_bytes!r}")
+        limit = byte_limit(max_bytes, "result pool size")
         with self._lock:
-            self.max_bytes = int(max_bytes)
+            self.max_bytes = limit
             self._collect(time.monotonic())
 
     def clear(self) -> None:
@@ -122,7 +119,7 @@ class ResultPool:
             self._out += 1
             self._start_thread()
         if raw is None:
-            raw = _huge_aligned(cls)
+            raw = huge_aligned(cls)
         # numpy keeps its own memoryview of ``raw`` as the result's last base: every view of
         # the result holds it, so its finalizer runs once the last of them is gone
         out = np.frombuffer(memoryview(raw)[:n], dtype).reshape(shape)
@@ -179,7 +176,7 @@ class ResultPool:
                     return
 
 
-def _huge_aligned(n: int) -> np.ndarray:
+def huge_aligned(n: int) -> np.ndarray:
     """``n`` uninitialized bytes starting on a huge page when ``n`` spans some (numpy marks
     allocations of 4 MiB and more for transparent huge pages; the slack is address space
     only, never touched)."""
@@ -191,21 +188,11 @@ def _huge_aligned(n: int) -> np.ndarray:
 
 
 def _initial_size() -> int:
-    raw = os.environ.get("DICED_RESULT_POOL_BYTES")
-    if raw is None or not raw.strip():
-        try:
-            ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (AttributeError, OSError, ValueError):  # not POSIX
-            ram = 8 << 30
-        return int(min(4 << 30, ram // 16))
     try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidArgumentError(
-            f"DICED_RESULT_POOL_BYTES must be an integer number of bytes, got {raw!r}") from None
-    if value < 0:
-        raise InvalidArgumentError(f"DICED_RESULT_POOL_BYTES must be >= 0, got {raw!r}")
-    return value
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # not POSIX
+        ram = 8 << 30
+    return env_byte_limit("DICED_RESULT_POOL_BYTES", int(min(4 << 30, ram // 16)))
 
 
 _POOL: ResultPool | None = None

@@ -22,7 +22,6 @@ version again and again, and remote stores, where a hit saves a round trip::
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from diced.errors import InvalidArgumentError
+from diced._limits import byte_limit, env_byte_limit
 
 __all__ = ["DEFAULT_MAX_BYTES", "ChunkCache", "chunk_cache"]
 
@@ -75,12 +74,9 @@ class ChunkCache:
 
     def resize(self, max_bytes: int) -> None:
         """Set the byte limit, evicting the least recently used chunks beyond it."""
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) \
-                or max_bytes < 0:
-            raise InvalidArgumentError(
-                f"chunk cache size must be a non-negative integer of bytes, got {max_bytes!r}")
+        limit = byte_limit(max_bytes, "chunk cache size")
         with self._lock:
-            self.max_bytes = int(max_bytes)
+            self.max_bytes = limit
             self._evict()
 
     def get(self, key: Hashable) -> np.ndarray | None:
@@ -151,17 +147,7 @@ class ChunkCache:
 
 
 def _initial_size() -> int:
-    raw = os.environ.get("DICED_CHUNK_CACHE_BYTES")
-    if raw is None or not raw.strip():
-        return DEFAULT_MAX_BYTES
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidArgumentError(
-            f"DICED_CHUNK_CACHE_BYTES must be an integer number of bytes, got {raw!r}") from None
-    if value < 0:
-        raise InvalidArgumentError(f"DICED_CHUNK_CACHE_BYTES must be >= 0, got {raw!r}")
-    return value
+    return env_byte_limit("DICED_CHUNK_CACHE_BYTES", DEFAULT_MAX_BYTES)
 
 
 _CACHE: ChunkCache | None = None
