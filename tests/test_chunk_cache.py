@@ -91,12 +91,18 @@ def test_open_version_never_served_from_cache(store, cache):
     assert cache.stats()["entries"] == 16  # cached only after locking
 
 
-def test_labels_mapping_applied_to_copies(store, cache):
+@pytest.mark.parametrize("kernel", [False, True])
+def test_labels_mapping_applied_to_copies(store, cache, monkeypatch, kernel):
+    """The mapping is applied to the copies, by numpy's path and by the numba row copies
+    (results of BOX_COPY_BYTES and more), never to the cached chunks."""
+    import diced.array._readcache as rc
+
+    monkeypatch.setattr(rc, "BOX_COPY_BYTES", 1 if kernel else 1 << 40)
     repo = store.create_repo("r")
-    seg = repo.create_labels("seg", (64, 64, 64))
-    data = np.zeros((64, 64, 64), np.uint64)
-    data[:30] = 5
-    data[30:] = 9
+    seg = repo.create_labels("seg", (128, 64, 64))  # two label blocks
+    data = np.zeros((128, 64, 64), np.uint64)
+    data[:90] = 5
+    data[90:] = 9
     seg[...] = data
     seg.merge(5, [9])
     v = repo.commit("merged")
@@ -104,6 +110,7 @@ def test_labels_mapping_applied_to_copies(store, cache):
     for _ in range(2):
         assert np.all(a[...] == 5)
         assert np.array_equal(a.read(supervoxels=True), data)
+        assert np.all(a[3:120, 1:63, 2:60] == 5)
     assert cache.stats()["hits"] > 0
 
 
