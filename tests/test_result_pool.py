@@ -67,13 +67,13 @@ def test_small_large_and_disabled_results_are_plain_arrays():
 
 
 def test_free_bytes_held_stay_under_the_limit_and_age_out():
-    pool = ResultPool(10 * MiB, decay=0.2)
+    pool = ResultPool(10 * MiB, decay=3.0)  # long enough to check the limits first
     arrays = [pool.array((4 * MiB,), np.uint8) for _ in range(4)]
     del arrays
     assert pool.stats()["held"] == 8 * MiB  # two of the four: 16 MiB would pass the limit
     pool.resize(4 * MiB)
     assert pool.stats()["held"] == 4 * MiB
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while pool.stats()["held"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert pool.stats()["held"] == 0  # released by the daemon thread, with no new read
