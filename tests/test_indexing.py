@@ -834,9 +834,9 @@ def test_points_and_masks_on_every_backend(store_location):
         fetched: list[list[str]] = []
         visit = img._space.visit
 
-        def spy(keys, ctx, fn):
+        def spy(keys, ctx, fn, **kw):
             fetched.append(list(keys))
-            return visit(keys, ctx, fn)
+            return visit(keys, ctx, fn, **kw)
 
         img._space.visit = spy
         assert np.array_equal(img.vindex[z, y, x], ref[z, y, x])
