@@ -93,7 +93,7 @@ def result_array(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     for d in shape:
         n *= int(d)
     pool = result_pool()
-    if pool.max_bytes and pool.min_bytes <= n <= pool.max_bytes:
+    if pool.takes(n):
         return pool.array(shape, dtype)
     if not _HUGE_OK or not _ALIGN_MIN <= n <= _ALIGN_MAX or (-n) % _HUGE > n // 8:
         return np.empty(shape, dtype)

@@ -96,13 +96,17 @@ class ResultPool:
             return {"hits": self.hits, "misses": self.misses, "held": self._bytes,
                     "out": self._out, "max_bytes": self.max_bytes}
 
+    def takes(self, n: int) -> bool:
+        """Whether a result of ``n`` bytes comes from the pool."""
+        return self.min_bytes <= n <= self.max_bytes and self.max_bytes > 0
+
     def array(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        """A new, uninitialized C-ordered array; from the pool when it is large enough."""
+        """A new, uninitialized C-ordered array; from the pool when it :meth:`takes` it."""
         dtype = np.dtype(dtype)
         n = dtype.itemsize
         for d in shape:
             n *= int(d)
-        if n < self.min_bytes or not self.max_bytes or n > self.max_bytes:
+        if not self.takes(n):
             return np.empty(shape, dtype)
         cls = _size_class(n)
         now = time.monotonic()
