@@ -134,6 +134,14 @@ def test_project_equals_numpy(data):
         sorted({i // c for i in range(d.start, d.stop, d.step)})
         for d, c in zip(s.dims, chunks))))
     assert seen == wanted
+    # the one-chunk shortcut of the read path gives exactly project's one projection, and
+    # declines every other selection (several chunks, nothing selected, a negative step)
+    projections = list(project(s, chunks, shape))
+    one = s.single_chunk(chunks, shape)
+    if one is None:
+        assert len(projections) != 1 or any(d.step < 0 for d in s.dims)
+    else:
+        assert projections == [one]
 
 
 @PROPS

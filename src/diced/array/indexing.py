@@ -40,6 +40,7 @@ __all__ = [
     "normalize_selection",
     "plan_selection",
     "project",
+    "single_chunk",
 ]
 
 
@@ -89,6 +90,13 @@ class Selection(NamedTuple):
     def count_chunks(self, chunks: Sequence[int], shape: Sequence[int]) -> int:
         """Number of chunks the selection meets (no I/O)."""
         return count_chunks(self, chunks, shape)
+
+    def single_chunk(self, chunks: Sequence[int], shape: Sequence[int]
+                     ) -> ChunkProjection | None:
+        """The one :class:`ChunkProjection` of a selection that lies inside one chunk (what
+        :meth:`project` would yield, computed without it: a voxel or a chunk is the most
+        common read of a viewer), or ``None`` for any other selection."""
+        return single_chunk(self, chunks, shape)
 
 
 class ChunkProjection(NamedTuple):
@@ -210,6 +218,29 @@ def count_chunks(sel: Selection, chunks: Sequence[int], shape: Sequence[int]) ->
     for d, c, e in zip(sel.dims, chunks, shape, strict=True):
         n *= sum(1 for _ in _dim_pieces(d, c, e))
     return n
+
+
+def single_chunk(sel: Selection, chunks: Sequence[int], shape: Sequence[int]
+                 ) -> ChunkProjection | None:
+    """See :meth:`Selection.single_chunk`: ``None`` unless every axis selects at least one
+    index, with a positive step, all inside one chunk."""
+    coords, csel, osel = [], [], []
+    full = True
+    for d, c, e in zip(sel.dims, chunks, shape, strict=True):
+        start, step = d.start, d.step
+        if step <= 0 or d.stop <= start:
+            return None
+        size = (d.stop - start + step - 1) // step
+        last = start + (size - 1) * step
+        k = start // c
+        if last // c != k:
+            return None
+        lo = k * c
+        coords.append(k)
+        csel.append(slice(start - lo, last - lo + 1, step))
+        osel.append(slice(0, size))
+        full = full and step == 1 and start == lo and last + 1 == min(lo + c, e)
+    return ChunkProjection(tuple(coords), tuple(csel), tuple(osel), full)
 
 
 def project(sel: Selection, chunks: Sequence[int], shape: Sequence[int]) -> Iterator[ChunkProjection]:

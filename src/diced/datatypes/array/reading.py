@@ -138,10 +138,18 @@ class ArrayReads:
         are read.
         """
         space = self._space
-        n = sel.count_chunks(self.chunks, shape)
+        # a selection inside one chunk (a voxel, a chunk, a small box: a viewer's reads)
+        # skips the general projection, and a cached one the rest of the read path
+        one = sel.single_chunk(self.chunks, shape) if isinstance(sel, Selection) else None
+        n = 1 if one is not None else sel.count_chunks(self.chunks, shape)
         cache, keep = _locked_cache(ctx, n * self._chunk_nbytes())
         inst = space.inst
         ident = _cache_ident(self._ref.store_location, ctx, inst)
+        if one is not None and cache is not None:
+            chunk = cache.get((*ident, one.coords))
+            if chunk is not None:
+                _copy_out(one, chunk, out, post)
+                return
         # 3-d step-1 boxes of blosc2 chunks: a partial chunk is decoded and copied in one
         # GIL-free call (see diced.array.codecs._blosc_kernels)
         boxed = (out.ndim == 3 and hasattr(self.codec, "decode_box") and self.dtype.isnative
@@ -186,8 +194,9 @@ class ArrayReads:
                         lambda i, data: fill(group[i], data), packs=packs)
 
         remote = not space.ordered  # object stores: many groups in flight (see _readplan)
-        projections: Iterable[ChunkProjection] = sel.project(self.chunks, shape)
-        if cache is not None:  # locked version: cached chunks first, then read the others
+        projections: Iterable[ChunkProjection] = (
+            [one] if one is not None else sel.project(self.chunks, shape))
+        if cache is not None and one is None:  # locked: cached chunks first, then the others
             projections = _serve_cached(projections, cache, ident, out,
                                         post, _pool, _common._READERS)
             n = len(projections)
