@@ -423,6 +423,44 @@ def test_abandoned_lease_is_taken_over(store_location, monkeypatch):
     store.close()
 
 
+class _Clock:
+    """A stand-in for the ``time`` module of :mod:`diced.repo.writers`: ``sleep`` only
+    moves ``monotonic`` on, so waits are counted, not spent."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.mark.backends("s3", "gcs")
+def test_a_dead_writers_leases_go_stale_together(store_location, monkeypatch):
+    """A writer that needs several stripes a dead writer left waits one LEASE_TTL in all,
+    not one per stripe in turn (with the default 30 s, up to 16 x 30 s: eight minutes,
+    before the fix)."""
+    clock = _Clock()
+    monkeypatch.setattr(writers, "time", clock)
+    monkeypatch.setattr(writers, "LEASE_TTL", 3.0)
+    store = _open(store_location)
+    repo = store.create_repo("conc")
+    arr = repo.create_array("img", "uint8", (64, 64), chunks=(16, 16))
+    dead = f"deadbeef {repo.head.id} 0".encode()
+    for s in range(writers._LEASE_STRIPES):
+        store.backend.set(K.lease_key(repo.uuid, s), dead)
+    start = clock.now
+    arr[...] = 3  # 16 chunks: several stripes, all held by the dead writer
+    taken = store.backend.get_many([K.lease_key(repo.uuid, s)
+                                    for s in range(writers._LEASE_STRIPES)]).count(None)
+    assert taken >= 3  # it did wait for several stripes (taken over, then released)
+    assert writers.LEASE_TTL <= clock.now - start < 1.5 * writers.LEASE_TTL
+    assert (arr[...] == 3).all()
+    store.close()
+
+
 @pytest.mark.backends("file")
 def test_file_process_locks_exclude_and_share(store_location):
     backend = store_location.open()

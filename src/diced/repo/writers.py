@@ -198,12 +198,23 @@ class _Leases:
         for key in self.keys[first_miss + 1:]:  # beyond the prefix: give back, wait in order
             if key in self.held:
                 self.backend.compare_and_set(key, self.held.pop(key), None)
-        for key in self.keys[first_miss:]:
-            self._wait_for(key, mine)
+        waiting = self.keys[first_miss:]
+        if not waiting:
+            return
+        # what every awaited stripe holds now: a lease that still holds the same value when
+        # its turn comes has been idle since this moment, so the stripes a dead writer left
+        # go stale together (one LEASE_TTL in all, not one per stripe in turn)
+        now = time.monotonic()
+        first = {k: (v, now) for k, v in
+                 zip(waiting, self.backend.get_many(waiting), strict=True)}
+        for key in waiting:
+            self._wait_for(key, mine, first[key])
 
-    def _wait_for(self, key: str, mine: bytes) -> None:
-        seen, since = None, time.monotonic()
-        start, delay = since, 0.002
+    def _wait_for(self, key: str, mine: bytes, first: tuple[bytes | None, float]) -> None:
+        """Hold ``key``: once it is free, or once its value has stayed what it was for
+        ``LEASE_TTL`` (``first``: the value seen, and when, before waiting began)."""
+        seen, since = first
+        start, delay = time.monotonic(), 0.002
         while True:
             if self.backend.compare_and_set(key, None, mine):
                 self.held[key] = mine
