@@ -66,6 +66,7 @@ os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 pytest.register_assert_rewrite("diced.testing")
 
 from diced.backends import Backend, open_backend
+from diced.testing.memory import forget_memory
 
 LOCAL_KINDS = ("lmdb", "memory", "file")
 REMOTE_KINDS = ("gcs", "s3")
@@ -276,12 +277,7 @@ def _make_location(kind: str, request: pytest.FixtureRequest, tmp_path: Path
     elif kind == "memory":
         location = StoreLocation(f"memory://diced-test-{tag}", kind)
         yield location
-        import fsspec
-
-        memory = fsspec.filesystem("memory")
-        root = f"/diced-test-{tag}"
-        if memory.exists(root):
-            memory.rm(root, recursive=True)
+        forget_memory(location)
     elif kind == "gcs":
         emulator: Emulator = request.getfixturevalue("gcs_emulator")
         yield StoreLocation(f"gs://{emulator.bucket}/{tag}", kind, emulator.options)

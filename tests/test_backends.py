@@ -336,3 +336,21 @@ def test_lmdb_readonly(tmp_path: Path) -> None:
             reader.set("k", b"w")
     finally:
         reader.close()
+
+
+def test_forget_memory_drops_one_store_and_only_it() -> None:
+    import diced
+    from diced.testing.memory import forget_memory
+
+    for name in ("forget-me", "forget-me-not"):
+        s = diced.Store(f"memory://{name}")
+        s.create_repo("r").create_array("a", "uint8", (4, 4))[...] = 1
+        s.close()
+    memory = fsspec.filesystem("memory")
+    assert memory.find("/forget-me") and memory.find("/forget-me-not")
+    forget_memory("memory://forget-me")
+    assert not memory.exists("/forget-me") and not memory.find("/forget-me")
+    kept = memory.find("/forget-me-not")
+    assert kept
+    forget_memory("/forget-me-not/")
+    assert not memory.find("/forget-me-not") and not memory.exists("/forget-me-not")

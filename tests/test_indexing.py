@@ -21,6 +21,7 @@ from diced.errors import (
     LockedNodeError,
     ShapeMismatchError,
 )
+from diced.testing.memory import forget_memory
 
 DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
           "float16", "float32", "float64", "complex64", "complex128"]
@@ -337,11 +338,7 @@ def memory_repo():
     store = diced.Store(f"memory://{name}")
     yield store.create_repo("props")
     store.close()
-    import fsspec
-
-    memory = fsspec.filesystem("memory")
-    if memory.exists(f"/{name}"):
-        memory.rm(f"/{name}", recursive=True)
+    forget_memory(f"memory://{name}")
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from diced.errors import (
     LockedNodeError,
     UnlockedNodeError,
 )
+from diced.testing.memory import forget_memory
 
 SHAPE = (6, 7)
 CHUNKS = (3, 4)
@@ -436,11 +437,7 @@ class RepoMachine(RuleBasedStateMachine):
 
 
 def _forget_memory(url: str) -> None:
-    import fsspec
-
-    memory, root = fsspec.filesystem("memory"), "/" + url.split("://", 1)[1]
-    if memory.exists(root):
-        memory.rm(root, recursive=True)
+    forget_memory(url)
 
 
 class MemoryMachine(RepoMachine):
