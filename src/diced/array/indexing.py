@@ -128,15 +128,16 @@ def _plain_selection(sel: tuple[Any, ...], shape: Sequence[int]) -> Selection | 
                 return None  # the general path words the error
             i = s + n if s < 0 else s
             dims.append(DimSel(i, i + 1, 1, True))
-        elif type(s) is slice and _PLAIN.get(type(s.start)) and _PLAIN.get(type(s.stop)) \
-                and _PLAIN.get(type(s.step)) and s.step != 0:
+        elif type(s) is slice and type(s.start) in _PLAIN and type(s.stop) in _PLAIN \
+                and type(s.step) in _PLAIN and s.step != 0:
             dims.append(DimSel(*s.indices(n), False))
         else:
             return None
     return Selection(tuple(dims), ())
 
 
-_PLAIN = {int: True, type(None): True}
+#: the types of a plain slice's parts
+_PLAIN = frozenset({int, type(None)})
 
 
 def normalize_selection(sel: Any, shape: Sequence[int]) -> Selection:
