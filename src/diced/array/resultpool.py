@@ -204,10 +204,11 @@ _POOL_LOCK = threading.Lock()
 
 
 def _forget() -> None:
-    """In a forked child: a new pool (the parent's lock may have been held at the fork,
-    and its release thread does not exist here)."""
-    global _POOL
+    """In a forked child: a new pool, made under a new lock (the parent's locks may have
+    been held at the fork, and its release thread does not exist here)."""
+    global _POOL, _POOL_LOCK
     _POOL = None
+    _POOL_LOCK = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
