@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import diced
 from diced.backends.cache import ChunkCache, chunk_cache
 from diced.errors import InvalidArgumentError
 
@@ -248,8 +249,10 @@ def test_partly_cached_read_reads_only_the_misses(store, cache, monkeypatch):
 
 
 def test_large_cached_reads_copy_in_the_pool_exactly(store, cache, monkeypatch):
-    """Above INLINE_COPY_BYTES the cached copies are shared with the pool: same values, and
-    an error in a pool share reaches the caller."""
+    """Above INLINE_COPY_BYTES / BOX_COPY_BYTES the cached copies are shared with the pool:
+    same values, and an error in a pool share reaches the caller, on each of the three
+    copy paths (numpy, the row copies of some cached chunks, a box of cached chunks)."""
+    import diced.array._copy_kernels as ck
     import diced.array._readcache as rc
 
     monkeypatch.setattr(rc, "INLINE_COPY_BYTES", 1)
@@ -274,7 +277,25 @@ def test_large_cached_reads_copy_in_the_pool_exactly(store, cache, monkeypatch):
     monkeypatch.setattr(rc, "_copy_out", broken)
     with pytest.raises(RuntimeError, match="copy failed"):
         a[2:31, ::3, 5:27]  # strided: numpy copies
-    assert np.array_equal(a[...], data)  # whole boxes: the numba row copies
+    assert np.array_equal(a[...], data)  # a box of cached chunks: one kernel call per share
+    real_grid = ck.copy_grid
+
+    def broken_grid(memmove, addrs, q0, q1, geo, dst):
+        if q0 > 0:
+            raise RuntimeError("grid share failed")
+        real_grid(memmove, addrs, q0, q1, geo, dst)
+
+    monkeypatch.setattr(ck, "copy_grid", broken_grid)
+    with pytest.raises(RuntimeError, match="grid share failed"):
+        a[...]
+    monkeypatch.setattr(ck, "copy_grid", real_grid)
+
+    # some chunks cached, some not: the cached ones take the row copies of _BoxCopies
+    cache.clear()
+    assert np.array_equal(a[0:16, 0:16, 0:16], data[0:16, 0:16, 0:16])
+    assert np.array_equal(a[...], data)
+    cache.clear()
+    a[0:16, 0:16, 0:16]
 
     def broken_share(self, i, k):
         if i == 1:
@@ -283,6 +304,53 @@ def test_large_cached_reads_copy_in_the_pool_exactly(store, cache, monkeypatch):
     monkeypatch.setattr(rc._BoxCopies, "run", broken_share)
     with pytest.raises(RuntimeError, match="share failed"):
         a[...]
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", ">u2", "float32", "complex128", "bool"])
+@pytest.mark.parametrize("shape,chunks", [((37, 29, 41), (8, 16, 8)), ((45, 50), (16, 8)),
+                                          ((100,), (16,)), ((9, 10, 11, 12), (4, 4, 4, 4))])
+def test_boxes_of_cached_chunks_equal_numpy(tmp_path, cache, monkeypatch, dtype, shape, chunks):
+    """Step-1 boxes, integers and edge chunks read from the cache by one kernel call
+    (``_serve_box``, up to 3-d; 4-d takes the general path) equal numpy, for any dtype and
+    row width, in one thread and in the pool's shares; a box with some chunks not cached
+    reads the rest and counts each chunk lookup once. (The copies do not depend on the
+    backend: LMDB only.)"""
+    import diced.array._readcache as rc
+
+    rng = np.random.default_rng(len(shape))
+    data = (rng.integers(0, 1000, shape) * 7.25).astype(dtype)
+    repo = diced.Store(tmp_path / "s.lmdb").create_repo("r")
+    arr = repo.create_array("a", dtype, shape, chunks=chunks)
+    arr[...] = data
+    a = arr.at(repo.commit("lock"))
+    served = []
+    real = rc._serve_box
+
+    def counting(*args):
+        got = real(*args)
+        served.append(got[0])
+        return got
+
+    from diced.datatypes.array import reading
+
+    monkeypatch.setattr(reading, "_serve_box", counting)
+    assert np.array_equal(a[...], data)  # fills the cache
+    sels = [(...,), tuple(slice(1, n - 2) for n in shape), tuple(slice(n // 3, n) for n in shape)]
+    if len(shape) > 1:  # an integer drops an axis (in 1-d, a voxel: the one-chunk shortcut)
+        sels.append((shape[0] - 1,) + tuple(slice(3, None) for n in shape[1:]))
+    for split in (1 << 40, 1):
+        monkeypatch.setattr(rc, "BOX_COPY_BYTES", split)
+        for sel in sels:
+            served.clear()
+            got = a[sel]
+            assert got.dtype == a.dtype and np.array_equal(got, data[sel]), sel
+            assert served == ([True] if len(shape) <= 3 else [False])
+    cache.clear()
+    a[tuple(slice(0, c) for c in chunks)]  # one chunk cached
+    cache.reset_stats()
+    assert np.array_equal(a[...], data)
+    n = int(np.prod([-(-s // c) for s, c in zip(shape, chunks)]))
+    assert cache.stats()["hits"] == 1 and cache.stats()["misses"] == n - 1
 
 
 def test_get_many_counts_each_key_once_and_refreshes_lru_order():

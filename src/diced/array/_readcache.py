@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
@@ -12,7 +14,7 @@ import numpy as np
 from diced.backends.cache import ChunkCache, chunk_cache
 
 if TYPE_CHECKING:
-    from diced.array.indexing import ChunkProjection
+    from diced.array.indexing import ChunkProjection, Selection
     from diced.repo.resolve import VersionCtx
 
 
@@ -91,17 +93,86 @@ def _decode_box(codec: Any, data: Any, p: ChunkProjection, scratch: np.ndarray,
     return bool(codec.decode_box(data, cz.start, cz.stop, box, origin, scratch, out))
 
 
+def _serve_box(sel: Selection, chunks: tuple[int, ...], cache: ChunkCache,
+               prefix: tuple[Any, ...], out: np.ndarray,
+               post: Callable[[np.ndarray], Any] | None,
+               pool: Callable[[], Executor], workers: int
+               ) -> tuple[bool, dict[tuple[int, ...], np.ndarray | None] | None]:
+    """Serve a step-1 box selection (up to 3-d) whose chunks are all cached, whole-shaped
+    and C-contiguous, in one call of the numba kernel (:func:`~diced.array._copy_kernels.
+    copy_grid`: no per-chunk projections, no per-chunk copies in Python), shared by
+    ``workers`` threads for results of :data:`BOX_COPY_BYTES` and more; then ``post(out)``.
+    Returns ``(True, None)`` when served, else ``(False, found)``: the chunks looked up by
+    grid coordinates (``None`` for a miss), or ``None`` when the selection does not qualify,
+    for :func:`_serve_cached` (so no chunk is looked up, or counted, twice)."""
+    nd = out.ndim
+    if nd > 3 or nd != len(chunks) or not out.flags.c_contiguous or out.size == 0:
+        return False, None
+    lo, hi, first, count = [], [], [], []
+    for d, c in zip(sel.dims, chunks):
+        if d.step != 1:
+            return False, None
+        lo.append(d.start)
+        hi.append(d.stop)
+        first.append(d.start // c)
+        count.append((d.stop - 1) // c - d.start // c + 1)
+    coords = list(itertools.product(*(range(f, f + n) for f, n in zip(first, count))))
+    chunk_list = cache.get_many([(*prefix, k) for k in coords])
+    addrs = np.empty(len(coords), np.int64)
+    for i, c in enumerate(chunk_list):
+        if c is None or c.dtype != out.dtype or c.shape != chunks or not c.flags.c_contiguous:
+            return False, dict(zip(coords, chunk_list))
+        addrs[i] = c.ctypes.data
+    pad = 3 - nd
+    geo = np.array([[0] * pad + lo, [1] * pad + hi, [0] * pad + first, [1] * pad + count,
+                    [1] * pad + list(chunks), [0] * pad + list(chunk_list[0].strides),
+                    [0] * pad + list(out.strides)], np.int64)
+    dst = out.ctypes.data
+    n = len(addrs)
+
+    def run(q0: int, q1: int) -> None:
+        from diced.array._copy_kernels import copy_grid
+
+        copy_grid(ctypes.memmove, addrs, q0, q1, geo, dst)
+
+    k = min(workers, n, out.shape[0])
+    if out.nbytes < BOX_COPY_BYTES or k < 2:
+        run(0, n)
+        if post is not None:
+            post(out)
+        return True, None
+    # the result's chunks, then its slabs along the first axis for ``post``, in k shares
+    executor = pool()
+    for step in ((lambda i: run(n * i // k, n * (i + 1) // k)),) + (
+            () if post is None else
+            ((lambda i: post(out[len(out) * i // k:len(out) * (i + 1) // k])),)):
+        futures = [executor.submit(step, i) for i in range(1, k)]
+        try:
+            step(0)
+        finally:
+            for f in futures:
+                f.result()
+    del chunk_list  # the chunks stay referenced until every copy is done
+    return True, None
+
+
 def _serve_cached(projections: Iterable[ChunkProjection], cache: ChunkCache,
                   prefix: tuple[Any, ...], out: np.ndarray,
                   post: Callable[[np.ndarray], Any] | None,
-                  pool: Callable[[], Executor], workers: int) -> list[ChunkProjection]:
-    """Serve every projection whose chunk is cached (one cache lookup for the read) and
-    return the others, to be read. Hits are copied out in the calling thread, with no
+                  pool: Callable[[], Executor], workers: int,
+                  found_by: dict[tuple[int, ...], np.ndarray | None] | None = None
+                  ) -> list[ChunkProjection]:
+    """Serve every projection whose chunk is cached (one cache lookup for the read, or
+    none when ``found_by`` holds the chunks already looked up) and return the others, to
+    be read. Hits are copied out in the calling thread, with no
     hand-off to a pool, unless they add up to more than :data:`INLINE_COPY_BYTES` or the
     result to :data:`BOX_COPY_BYTES` (copied by the numba kernel); then ``workers`` shares
     of them are copied in ``pool()`` and this thread together."""
     projs = list(projections)
-    found = cache.get_many([(*prefix, p.coords) for p in projs])
+    if found_by is None:
+        found = cache.get_many([(*prefix, p.coords) for p in projs])
+    else:
+        found = [found_by.get(p.coords) for p in projs]
     hits = [(p, c) for p, c in zip(projs, found) if c is not None]
     if not hits:
         return projs
@@ -151,8 +222,6 @@ class _BoxCopies:
         self.d_y = out.strides[-2]
 
     def run(self, i: int, k: int) -> None:
-        import ctypes
-
         from diced.array._copy_kernels import copy_boxes
 
         copy_boxes(ctypes.memmove, self.src[i::k], self.geometry[i::k],

@@ -242,7 +242,10 @@ def count_chunks(sel: Selection, chunks: Sequence[int], shape: Sequence[int]) ->
     """How many chunks :func:`project` will yield (without yielding them)."""
     n = 1
     for d, c, e in zip(sel.dims, chunks, shape, strict=True):
-        n *= sum(1 for _ in _dim_pieces(d, c, e))
+        if d.step == 1:  # every chunk from the first index's to the last's
+            n *= (d.stop - 1) // c - d.start // c + 1 if d.stop > d.start else 0
+        else:
+            n *= sum(1 for _ in _dim_pieces(d, c, e))
     return n
 
 

@@ -18,6 +18,7 @@ from diced.array._readcache import (
     _decode_box,
     _decode_part,
     _locked_cache,
+    _serve_box,
     _serve_cached,
 )
 from diced.array._readplan import IO_WORKERS, io_pool, result_array
@@ -197,8 +198,14 @@ class ArrayReads:
         projections: Iterable[ChunkProjection] = (
             [one] if one is not None else sel.project(self.chunks, shape))
         if cache is not None and one is None:  # locked: cached chunks first, then the others
+            found = None
+            if isinstance(sel, Selection):  # a box of cached chunks: one kernel call
+                served, found = _serve_box(sel, self.chunks, cache, ident, out, post, _pool,
+                                           _common._READERS)
+                if served:
+                    return
             projections = _serve_cached(projections, cache, ident, out,
-                                        post, _pool, _common._READERS)
+                                        post, _pool, _common._READERS, found)
             n = len(projections)
         if not remote:
             self._run_queue(list(projections), work)
