@@ -136,7 +136,8 @@ class ArrayReads:
         in one GIL-free decode-and-copy call. ``post(region)``, if given, runs on each filled region in
         the same thread (label arrays apply the body mapping there). At a locked version the
         chunks in the locked-chunk cache are served first, in one lookup, and only the others
-        are read.
+        are read; a box whose chunks are all cached is copied in one numba call
+        (:func:`~diced.array._readcache._serve_box`).
         """
         space = self._space
         # a selection inside one chunk (a voxel, a chunk, a small box: a viewer's reads)
