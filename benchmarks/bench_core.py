@@ -26,7 +26,8 @@ Rows
      (benchmarks/gcs_emulator.py), each in a child process, through a
      loopback proxy (another child) adding --latency ms to every request; --remote): whole --remote-size^3 array and
      20 unaligned 64^3 boxes, uint8 and the pinky40 labels, cold (fresh handles, empty
-     caches, a locked version) and warm (same handles again). Median of --repeat. With
+     caches, a locked version) and warm (same handles again, WARM_READS reads each: a warm
+     read takes milliseconds, so one sample of it is mostly noise). Median of --repeat. With
      --pack, diced's version is committed with pack=True (its chunks also stored several per
      object and read with ranged GETs; TensorStore's zarr3 stays unsharded).
   8  Remote history depth (moto S3): cold read of a 128^3 box at a locked version at depth 1
@@ -83,6 +84,8 @@ SHORT = {"diced": "diced", "tensorstore": "TS", "zarr": "zarr"}
 #: chunk cache of both systems in the warm remote rows (diced's locked-chunk cache is resized
 #: to this for row 6; TensorStore gets a cache pool of the same size)
 CACHE_BYTES = 256 << 20
+#: warm reads timed after each cold read in row 6 (the median is over all of them)
+WARM_READS = 5
 
 
 # --------------------------------------------------------------------------------------------
@@ -849,7 +852,8 @@ def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], r
     TensorStore: fresh handles, empty caches, a locked version; the diced ``Store`` object is
     new but opened before the clock starts, like a TensorStore context) and warm (the same
     handles again: diced's locked-chunk cache and TensorStore's cache pool, both CACHE_BYTES, with
-    ``recheck_cached_data: "open"``) reads of the whole n^3 array and of 20 unaligned 64^3
+    ``recheck_cached_data: "open"``; :data:`WARM_READS` reads after each cold one) reads of
+    the whole n^3 array and of 20 unaligned 64^3
     boxes, for uint8 and the pinky40 labels. Median of ``repeat``, interleaved, after one
     untimed read of the array by each system (code loaded, servers warm, as in the local
     rows' warm-up)."""
@@ -987,18 +991,20 @@ def row_remote(res: Results, labels_path: str, n: int, latencies: list[float], r
                                     raise AssertionError(f"{system} remote {what} differs")
                                 del got
                                 before = proxy.requests
-                                t0 = time.perf_counter()
-                                if system == "diced":
-                                    got = [h[s] for s in sels]
-                                else:
-                                    got = [h[s].read().result() for s in sels]
-                                warm = time.perf_counter() - t0
+                                warm = []
+                                for _ in range(WARM_READS):
+                                    t0 = time.perf_counter()
+                                    if system == "diced":
+                                        got = [h[s] for s in sels]
+                                    else:
+                                        got = [h[s].read().result() for s in sels]
+                                    warm.append(time.perf_counter() - t0)
+                                    del got
                                 reqs[f"{system} {what} warm"] = proxy.requests - before
-                                del got
                                 if st is not None:
                                     st.close()
                                 t.setdefault(f"{what} cold", {}).setdefault(system, []).append(cold)
-                                t.setdefault(f"{what} warm", {}).setdefault(system, []).append(warm)
+                                t.setdefault(f"{what} warm", {}).setdefault(system, []).extend(warm)
                     for key, per in t.items():
                         med = {s: statistics.median(v) for s, v in per.items()}
                         what = key.split()[0]
