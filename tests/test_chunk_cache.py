@@ -112,6 +112,7 @@ def test_labels_mapping_applied_to_copies(store, cache, monkeypatch, kernel):
         assert np.all(a[...] == 5)
         assert np.array_equal(a.read(supervoxels=True), data)
         assert np.all(a[3:120, 1:63, 2:60] == 5)
+        assert np.all(a[:, 3, :] == 5)  # an axis dropped, both blocks
         # reads inside one block take the one-chunk shortcut
         assert a[100, 3, 4] == 5 and np.all(a[64:128, :, :] == 5)
         assert a.read((100, 3, 4), supervoxels=True) == 9

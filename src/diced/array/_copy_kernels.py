@@ -6,8 +6,8 @@ here).
 A warm read (every chunk in the locked-chunk cache) is nothing but these copies. numpy's
 strided assignment of a 64^3 uint8 chunk into a 256^3 result calls its inner loop once per
 64-byte row, at about 19 ns a row; 64 such chunks took 4.3-4.6 ms on this VM. Calling
-``memmove`` once per row took 1.7-2.0 ms; copying rows of whole 8-byte words in an inline
-loop (which LLVM unrolls and vectorises) 1.2 ms, and 0.9 ms in two threads. Rows that are
+``memmove`` once per row took 1.7-3.1 ms; copying rows of whole 8-byte words in an inline
+loop (which LLVM unrolls and vectorises) 1.2-1.5 ms, and 0.85-1.1 ms in two threads. Rows that are
 not whole aligned words (an unaligned uint8 box) go to ``memmove``: there the inline byte
 loop was slower (20 unaligned 64^3 uint8 boxes: 0.5-0.7 ms with ``memmove``, 0.6-1.3 ms
 inline).

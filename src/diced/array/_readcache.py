@@ -116,6 +116,8 @@ def _serve_box(sel: Selection, chunks: tuple[int, ...], cache: ChunkCache,
         hi.append(d.stop)
         first.append(d.start // c)
         count.append((d.stop - 1) // c - d.start // c + 1)
+    if out.shape != tuple(h - l for l, h in zip(lo, hi)):
+        return False, None
     coords = list(itertools.product(*(range(f, f + n) for f, n in zip(first, count))))
     chunk_list = cache.get_many([(*prefix, k) for k in coords])
     addrs = np.empty(len(coords), np.int64)
@@ -135,17 +137,18 @@ def _serve_box(sel: Selection, chunks: tuple[int, ...], cache: ChunkCache,
 
         copy_grid(ctypes.memmove, addrs, q0, q1, geo, dst)
 
-    k = min(workers, n, out.shape[0])
+    k = min(workers, n)
     if out.nbytes < BOX_COPY_BYTES or k < 2:
         run(0, n)
         if post is not None:
             post(out)
         return True, None
-    # the result's chunks, then its slabs along the first axis for ``post``, in k shares
+    # k shares of the result's chunks, then (for ``post``) of its slabs along the first axis
     executor = pool()
-    for step in ((lambda i: run(n * i // k, n * (i + 1) // k)),) + (
-            () if post is None else
-            ((lambda i: post(out[len(out) * i // k:len(out) * (i + 1) // k])),)):
+    steps: list[Callable[[int], None]] = [lambda i: run(n * i // k, n * (i + 1) // k)]
+    if post is not None:
+        steps.append(lambda i: post(out[len(out) * i // k:len(out) * (i + 1) // k]))
+    for step in steps:
         futures = [executor.submit(step, i) for i in range(1, k)]
         try:
             step(0)
