@@ -121,6 +121,33 @@ def test_cold_open_after_a_commit_is_one_round(store_location):
         assert _state(repo) == _full(store_location)
 
 
+def test_opening_a_store_is_one_round(store_location, tmp_path):
+    """Opening an existing store reads its chain, routes, format, migration and dedup
+    records in one round (it was one round each), deduplicating stores included; a damaged
+    dedup marker still fails its checksum."""
+    from diced.backends import open_backend
+    from diced.backends.dedup import DEDUP_KEY
+    from diced.errors import ChecksumError
+
+    _open(store_location).close()  # made
+    for location, options in ((store_location, store_location.options),
+                              (tmp_path / "dedup.lmdb", {})):
+        if options is not store_location.options:
+            diced.Store(location, dedup=True).close()
+        raw = open_backend(location, **options)
+        calls = Calls(raw)
+        store = diced.Store(raw)
+        assert calls.names() == ["get_many"], calls.log
+        assert set(calls.log[0][1]) == {"~c/chain", "meta/routes", K.FORMAT_KEY,
+                                        K.MIGRATE_KEY, DEDUP_KEY}
+        assert store.dedup == (location != store_location)
+        store.close()
+    raw = open_backend(tmp_path / "dedup.lmdb")
+    raw.set(DEDUP_KEY, b"1")  # unframed: no checksum trailer
+    with pytest.raises(ChecksumError):
+        diced.Store(raw)
+
+
 def test_changes_after_the_snapshot_are_caught_up_through_the_journal(store_location):
     with _opened(store_location) as store:
         repo, v1 = _history(store)

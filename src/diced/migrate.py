@@ -40,8 +40,11 @@ def _load_framed(raw: bytes, what: str) -> dict | None:
     return load_doc(raw[:-TRAILER], what) if verify_value(raw) else None
 
 
-def stored_format(backend: Backend, raw: bytes | None = None) -> int:
-    """The storage format of the store in ``backend`` (a backend without checksum handling).
+def stored_format(backend: Backend, raw: bytes | None = None,
+                  progress: bytes | None | type[Ellipsis] = ...) -> int:
+    """The storage format of the store in ``backend`` (a backend without checksum handling),
+    given its format record ``raw`` and migration progress record ``progress`` when they
+    are already read (``...``: not read).
 
     An unfinished migration counts as the format it started from.
 
@@ -55,7 +58,8 @@ def stored_format(backend: Backend, raw: bytes | None = None) -> int:
         from diced.errors import StoreNotFoundError
 
         raise StoreNotFoundError(f"no store at {backend.url}")
-    progress = backend.get(K.MIGRATE_KEY)
+    if progress is ...:
+        progress = backend.get(K.MIGRATE_KEY)
     if progress is not None:
         doc = _load_framed(progress, "migration progress record")
         if doc is None:

@@ -8,8 +8,11 @@ import time
 from typing import Any, Self
 
 from diced.backends import Backend, open_backend
+from diced.backends.chain import CHAIN_KEY
 from diced.backends.checksum import ChecksummedBackend
+from diced.backends.dedup import DEDUP_KEY
 from diced.backends.layers import LayerOptions, open_layers
+from diced.backends.routed import ROUTES_KEY
 from diced.errors import (
     AmbiguousVersionError,
     DuplicateNameError,
@@ -29,6 +32,10 @@ from diced.repo.repo import Repo, _check_name, drop_instance_data
 log = logging.getLogger(__name__)
 
 __all__ = ["Store"]
+
+
+#: the records a store's open reads (see :meth:`Store.__init__`)
+_OPEN_KEYS = [CHAIN_KEY, ROUTES_KEY, K.FORMAT_KEY, K.MIGRATE_KEY, DEDUP_KEY]
 
 
 class Store:
@@ -81,9 +88,17 @@ class Store:
             options["create"] = create
         backend = open_backend(location, **options)
         self._layer_options = layer_options
+        read: dict[str, bytes | None] = {}
         if not isinstance(backend, ChecksummedBackend):
             try:
-                backend = open_layers(backend, layer_options)
+                # what opening reads, in one round (one request each, all in flight on an
+                # object store): the chain and routes records, and the store's own format,
+                # migration and dedup records, used below when no chain sits in between
+                read = dict(zip(_OPEN_KEYS, backend.get_many(_OPEN_KEYS), strict=True))
+                plain = backend
+                backend = open_layers(backend, layer_options, read=read)
+                if backend is not plain:  # a chain or routes: read through them as before
+                    read = {}
             except BaseException:
                 if not isinstance(location, Backend):
                     backend.close()
@@ -91,16 +106,22 @@ class Store:
             backend = ChecksummedBackend(backend)
         self.backend: ChecksummedBackend = backend
         self.location = self.backend.url
-        self._check_format(create, migrate)
-        self._check_dedup(dedup)
+        self._check_format(create, migrate, read)
+        self._check_dedup(dedup, read)
 
-    def _check_dedup(self, wanted: bool) -> None:
-        """Switch to the deduplicating wrapper when the store is (or is made) one."""
-        from diced.backends.dedup import DEDUP_KEY, DedupBackend
+    def _check_dedup(self, wanted: bool, read: dict[str, bytes | None]) -> None:
+        """Switch to the deduplicating wrapper when the store is (or is made) one; ``read``
+        may hold the marker as read at the open (only for a store that existed then)."""
+        from diced.backends.checksum import unframe
+        from diced.backends.dedup import DedupBackend
 
         if isinstance(self.backend, DedupBackend):
             return
-        on = self.backend.get(DEDUP_KEY) is not None
+        if read.get(K.FORMAT_KEY) is not None and DEDUP_KEY in read:
+            marker = read[DEDUP_KEY]
+            on = marker is not None and unframe(DEDUP_KEY, marker, self.location) is not None
+        else:
+            on = self.backend.get(DEDUP_KEY) is not None
         if wanted and not on:
             if next(iter(self.backend.list_keys("d/")), None) is not None:
                 from diced.errors import InvalidArgumentError
@@ -178,8 +199,12 @@ class Store:
         """The backend without checksum handling: values exactly as stored."""
         return self.backend.raw
 
-    def _check_format(self, create: bool | None, migrate: bool) -> None:
-        raw = self.raw_backend.get(K.FORMAT_KEY)
+    def _check_format(self, create: bool | None, migrate: bool,
+                      read: dict[str, bytes | None]) -> None:
+        """Make the store, or check its storage format (migrating it with ``migrate``);
+        ``read`` may hold the format and migration records as read at the open."""
+        raw = read[K.FORMAT_KEY] if K.FORMAT_KEY in read else self.raw_backend.get(K.FORMAT_KEY)
+        progress = read.get(K.MIGRATE_KEY, ...) if raw is not None else ...
         if raw is None:
             if create is False:
                 raise StoreNotFoundError(f"no store at {self.location}")
@@ -199,7 +224,7 @@ class Store:
             raw = self.raw_backend.get(K.FORMAT_KEY)
         from diced.migrate import stored_format
 
-        found = stored_format(self.raw_backend, raw)
+        found = stored_format(self.raw_backend, raw, progress)
         if found == K.FORMAT_VERSION:
             return
         if not migrate:
@@ -212,6 +237,7 @@ class Store:
         from diced.migrate import migrate_store
 
         migrate_store(self.raw_backend)
+        read.clear()  # the records read at the open are in the old format
 
     def _next_counter(self, name: str) -> int:
         return next_counter(self.backend, name)

@@ -85,14 +85,18 @@ def read_routes(backend: Backend) -> dict[int, str]:
 
 
 def open_layers(backend: Backend, layer_options: LayerOptions | None = None, *,
-                _depth: int = 0) -> Backend:
-    """``backend`` with the chain and routes its store records (see module docstring)."""
+                _depth: int = 0, read: dict[str, bytes | None] | None = None) -> Backend:
+    """``backend`` with the chain and routes its store records (see module docstring);
+    ``read`` may hold both records, already read from ``backend``."""
     if isinstance(backend, (ChainedBackend, RoutedBackend)):
         return backend
     if _depth > _MAX_DEPTH:
         raise StoreLocationError(f"{backend.url}: chained stores nest more than {_MAX_DEPTH} "
                                  "deep (a chain whose base leads back to itself?)")
-    chain_raw, routes_raw = backend.get_many([CHAIN_KEY, ROUTES_KEY])
+    if read is not None and CHAIN_KEY in read and ROUTES_KEY in read:
+        chain_raw, routes_raw = read[CHAIN_KEY], read[ROUTES_KEY]
+    else:
+        chain_raw, routes_raw = backend.get_many([CHAIN_KEY, ROUTES_KEY])
     view: Backend = backend
     cfg = _doc(chain_raw, CHAIN_KEY, backend.url)
     base: Backend | None = None
