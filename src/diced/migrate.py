@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from types import EllipsisType
 
 from diced.backends.base import Backend
 from diced.backends.checksum import TRAILER, frame, verify_value
@@ -41,7 +42,7 @@ def _load_framed(raw: bytes, what: str) -> dict | None:
 
 
 def stored_format(backend: Backend, raw: bytes | None = None,
-                  progress: bytes | None | type[Ellipsis] = ...) -> int:
+                  progress: bytes | None | EllipsisType = ...) -> int:
     """The storage format of the store in ``backend`` (a backend without checksum handling),
     given its format record ``raw`` and migration progress record ``progress`` when they
     are already read (``...``: not read).
