@@ -123,8 +123,8 @@ def test_cold_open_after_a_commit_is_one_round(store_location):
 
 def test_opening_a_store_is_one_round(store_location, tmp_path):
     """Opening an existing store reads its chain, routes, format, migration and dedup
-    records in one round (it was one round each), deduplicating stores included; a damaged
-    dedup marker still fails its checksum."""
+    records in one round (they were four rounds, one after another), deduplicating stores
+    included; a damaged dedup marker still fails its checksum."""
     from diced.backends import open_backend
     from diced.backends.dedup import DEDUP_KEY
     from diced.errors import ChecksumError
@@ -143,9 +143,12 @@ def test_opening_a_store_is_one_round(store_location, tmp_path):
         assert store.dedup == (location != store_location)
         store.close()
     raw = open_backend(tmp_path / "dedup.lmdb")
-    raw.set(DEDUP_KEY, b"1")  # unframed: no checksum trailer
-    with pytest.raises(ChecksumError):
-        diced.Store(raw)
+    try:
+        raw.set(DEDUP_KEY, b"1")  # unframed: no checksum trailer
+        with pytest.raises(ChecksumError):
+            diced.Store(raw)
+    finally:
+        raw.close()
 
 
 def test_changes_after_the_snapshot_are_caught_up_through_the_journal(store_location):
