@@ -112,14 +112,13 @@ class Store:
     def _check_dedup(self, wanted: bool, read: dict[str, bytes | None]) -> None:
         """Switch to the deduplicating wrapper when the store is (or is made) one; ``read``
         may hold the marker as read at the open (only for a store that existed then)."""
-        from diced.backends.checksum import unframe
         from diced.backends.dedup import DedupBackend
 
         if isinstance(self.backend, DedupBackend):
             return
         if read.get(K.FORMAT_KEY) is not None and DEDUP_KEY in read:
-            marker = read[DEDUP_KEY]
-            on = marker is not None and unframe(DEDUP_KEY, marker, self.location) is not None
+            # checked as a read through the backend would check it (a damaged one raises)
+            on = self.backend._unframe(DEDUP_KEY, read[DEDUP_KEY]) is not None
         else:
             on = self.backend.get(DEDUP_KEY) is not None
         if wanted and not on:
