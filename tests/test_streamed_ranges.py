@@ -206,6 +206,41 @@ def test_gcs_stream_errors(ranges_server, monkeypatch):
     assert isinstance(got[0], BackendError)
 
 
+@pytest.mark.backends("s3")
+@pytest.mark.parametrize("whole", [True, False], ids=["whole", "streamed"])
+def test_s3_stream_ranges_exact(store_location, monkeypatch, whole):
+    """The obstore reader reads ranges up to ``_WHOLE_RANGE`` in one piece and longer ones
+    streamed; either way the bytes are exact, and an absent object, a range past the end
+    and a range the object ends inside are ``None``."""
+    if not whole:
+        monkeypatch.setattr(_native, "_WHOLE_RANGE", 0)
+    backend = store_location.open()
+    try:
+        if not isinstance(getattr(backend._objects, "_native", None), _native.S3Reader):
+            pytest.skip("no native S3 reader (obstore not installed)")
+        big = os.urandom(300_000)
+        backend.set_many({"x": BODY, "big": big})
+        monkeypatch.setattr(_native, "_STREAM_PIECE", 1 << 10)  # several pieces a range
+        reqs = [("x", 0, 10), ("x", 1000, 250_000), ("x", 0, len(BODY)), ("big", 7, 300_000),
+                ("absent", 0, 10), ("x", len(BODY) + 5, len(BODY) + 10),
+                ("x", len(BODY) - 10, len(BODY) + 10)]
+        calls = []
+        import obstore
+
+        real = obstore.get_range_async
+
+        async def counted(*args, **kwargs):
+            calls.append(kwargs.get("start"))
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(obstore, "get_range_async", counted)
+        got = _all(backend.stream_ranges(reqs))
+        assert got == [BODY[:10], BODY[1000:250_000], BODY, big[7:], None, None, None]
+        assert len(calls) == (len(reqs) if whole else 0)
+    finally:
+        backend.close()
+
+
 # --- packed reads on object stores -----------------------------------------------------------
 
 
