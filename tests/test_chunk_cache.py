@@ -365,6 +365,23 @@ def test_get_many_counts_each_key_once_and_refreshes_lru_order():
     assert c.get("b") is None and c.get("a") is not None
 
 
+def test_get_many_gives_the_addresses_of_the_chunks_found():
+    c = ChunkCache(3 * 4096)
+    a, b = np.arange(512.0), np.ones(512)
+    c.put("a", a)
+    c.put("b", b)
+    c.put("b", b2 := np.full(512, 2.0))  # replaced: the new array's address
+    addrs = np.full(3, -1, np.int64)
+    got = c.get_many(["b", "x", "a"], addrs)
+    assert got[0] is b2 and got[1] is None and got[2] is a
+    assert addrs[0] == b2.ctypes.data and addrs[2] == a.ctypes.data and addrs[1] == -1
+    for key in "cde":  # d evicts b, e evicts a: their addresses go with them
+        c.put(key, np.zeros(512))
+    assert len(c._addrs) == len(c) == 3 and set(c._addrs) == {"c", "d", "e"}
+    c.clear()
+    assert not c._addrs
+
+
 def test_copies_of_a_store_that_went_separate_ways_read_their_own_data(tmp_path, cache):
     """Two copies of one store each lock a new version: same repo, maybe the same id for
     different versions (and, for tags, the same UUID). Each copy reads its own data."""

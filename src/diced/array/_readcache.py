@@ -119,12 +119,11 @@ def _serve_box(sel: Selection, chunks: tuple[int, ...], cache: ChunkCache,
     if out.shape != tuple(h - l for l, h in zip(lo, hi)):
         return False, None
     coords = list(itertools.product(*(range(f, f + n) for f, n in zip(first, count))))
-    chunk_list = cache.get_many([(*prefix, k) for k in coords])
     addrs = np.empty(len(coords), np.int64)
-    for i, c in enumerate(chunk_list):
+    chunk_list = cache.get_many([(*prefix, k) for k in coords], addrs)
+    for c in chunk_list:
         if c is None or c.dtype != out.dtype or c.shape != chunks or not c.flags.c_contiguous:
             return False, dict(zip(coords, chunk_list))
-        addrs[i] = c.ctypes.data
     pad = 3 - nd
     geo = np.array([[0] * pad + lo, [1] * pad + hi, [0] * pad + first, [1] * pad + count,
                     [1] * pad + list(chunks), [0] * pad + list(chunk_list[0].strides),
