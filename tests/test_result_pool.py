@@ -115,7 +115,7 @@ def test_live_results_never_share_a_buffer_under_concurrent_readers():
                 time.sleep(0)
                 if not (a == k).all():
                     raise AssertionError("a live result was handed out again")
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]

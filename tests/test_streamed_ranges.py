@@ -13,6 +13,7 @@ and the packed-chunk reads built on them (decode as the bytes arrive).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -304,7 +305,7 @@ def test_packed_read_falls_back_when_the_stream_fails(store_location, monkeypatc
         assert np.array_equal(arr[...], data)
     assert "could not be read" in caplog.text and "reading its chunks" in caplog.text
     asked.sort()  # no byte of a pack asked for twice: failed packs are not tried again
-    assert asked and all(a[0] != b[0] or a[2] <= b[1] for a, b in zip(asked, asked[1:]))
+    assert asked and all(a[0] != b[0] or a[2] <= b[1] for a, b in itertools.pairwise(asked))
 
 
 @pytest.mark.backends("memory", "gcs")
