@@ -204,28 +204,17 @@ class S3Reader:
         from obstore.exceptions import GenericError, NotFoundError
 
         failure: BaseException | None = None
-        if end - start <= _WHOLE_RANGE:  # one piece (obstore retries a failed request)
-            try:
-                got = await obstore.get_range_async(self.store, key, start=start, end=end)
-            except (NotFoundError, FileNotFoundError):
-                buf.missing()
-                return
-            except GenericError as exc:
-                if "416" in str(exc):  # the object ends before the range starts
-                    buf.missing()
-                    return
-                raise BackendError(f"GET {key} bytes {start}-{end - 1} failed: {exc!r}") \
-                    from exc
-            buf.put(got)
-            buf.finish()  # a shorter object sent less: the range does not exist
-            return
         for _ in range(_GCS_ATTEMPTS):  # again from where a dropped body stopped
             pos = buf.filled
             try:
-                got = await obstore.get_async(self.store, key,
-                                              options={"range": (start + pos, end)})
-                async for piece in got.stream(min_chunk_size=_STREAM_PIECE):
-                    buf.put(piece)
+                if end - start - pos <= _WHOLE_RANGE:  # in one piece
+                    buf.put(await obstore.get_range_async(self.store, key, start=start + pos,
+                                                          end=end))
+                else:
+                    got = await obstore.get_async(self.store, key,
+                                                  options={"range": (start + pos, end)})
+                    async for piece in got.stream(min_chunk_size=_STREAM_PIECE):
+                        buf.put(piece)
                 buf.finish()  # a shorter object sent less: the range does not exist
                 return
             except (NotFoundError, FileNotFoundError):
