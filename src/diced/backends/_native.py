@@ -48,10 +48,10 @@ _GCS_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 #: streamed ranges (:meth:`S3Reader.stream_ranges`) arrive in pieces of at least this size
 _STREAM_PIECE = 64 << 10
 #: streamed ranges (:meth:`S3Reader.stream_ranges`) up to this size are read in one piece.
-#: Each streamed piece is a hand-off from obstore's runtime to the loop: the 20 cold boxes of
-#: ``bench_core.py`` row 6 (35 ranged GETs of packed chunks on moto) took 37-45 ms of the
-#: runtime's CPU streamed and 23-27 ms read whole; at 1 GB/s a range of 1 MiB is on the wire
-#: for about 1 ms, two or three chunk decodes, so little overlap of decode and transfer is lost
+#: Each streamed piece is a hand-off from obstore's runtime to the loop. The 20 cold boxes
+#: of ``bench_core.py`` row 6 (35 requests on moto, most of them ranged GETs of packs) took
+#: 35-45 ms of the runtime's CPU streamed and 23-35 ms in one piece. At 1 GB/s a range of
+#: 1 MiB is on the wire for about 1 ms, two or three chunk decodes: little overlap is lost
 _WHOLE_RANGE = 1 << 20
 
 
