@@ -281,10 +281,10 @@ def test_large_cached_reads_copy_in_the_pool_exactly(store, cache, monkeypatch):
     assert np.array_equal(a[...], data)  # a box of cached chunks: one kernel call per share
     real_grid = ck.copy_grid
 
-    def broken_grid(memmove, addrs, q0, q1, geo, dst):
+    def broken_grid(addrs, q0, q1, geo, dst):
         if q0 > 0:
             raise RuntimeError("grid share failed")
-        real_grid(memmove, addrs, q0, q1, geo, dst)
+        real_grid(addrs, q0, q1, geo, dst)
 
     monkeypatch.setattr(ck, "copy_grid", broken_grid)
     with pytest.raises(RuntimeError, match="grid share failed"):

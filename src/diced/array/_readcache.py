@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
@@ -93,6 +92,19 @@ def _decode_box(codec: Any, data: Any, p: ChunkProjection, scratch: np.ndarray,
     return bool(codec.decode_box(data, cz.start, cz.stop, box, origin, scratch, out))
 
 
+def _kernels() -> Any:
+    """:mod:`diced.array._copy_kernels` (imported at the first use: it loads numba)."""
+    global _KERNELS
+    if _KERNELS is None:
+        from diced.array import _copy_kernels
+
+        _KERNELS = _copy_kernels
+    return _KERNELS
+
+
+_KERNELS: Any = None
+
+
 def _serve_box(sel: Selection, chunks: tuple[int, ...], cache: ChunkCache,
                prefix: tuple[Any, ...], out: np.ndarray,
                post: Callable[[np.ndarray], Any] | None,
@@ -104,47 +116,53 @@ def _serve_box(sel: Selection, chunks: tuple[int, ...], cache: ChunkCache,
     ``workers`` threads for results of :data:`BOX_COPY_BYTES` and more; then ``post(out)``.
     Returns ``(True, None)`` when served, else ``(False, found)``: the chunks looked up by
     grid coordinates (``None`` for a miss), or ``None`` when the selection does not qualify,
-    for :func:`_serve_cached` (so no chunk is looked up, or counted, twice)."""
+    for :func:`_serve_cached` (so no chunk is looked up, or counted, twice).
+
+    This is the whole of a warm read of a box but for the kernel, so it is kept lean: one
+    flat geometry list, one lookup round, no per-chunk arrays (a viewer reads box after
+    box)."""
     nd = out.ndim
-    if nd > 3 or nd != len(chunks) or not out.flags.c_contiguous or out.size == 0:
+    if nd > 3 or nd != len(chunks) or out.size == 0 or not out.flags.c_contiguous:
         return False, None
-    lo, hi, first, count = [], [], [], []
-    for d, c in zip(sel.dims, chunks):
-        if d.step != 1:
-            return False, None
-        lo.append(d.start)
-        hi.append(d.stop)
-        first.append(d.start // c)
-        count.append((d.stop - 1) // c - d.start // c + 1)
-    if out.shape != tuple(h - l for l, h in zip(lo, hi)):
-        return False, None
-    coords = list(itertools.product(*(range(f, f + n) for f, n in zip(first, count))))
-    addrs = np.empty(len(coords), np.int64)
-    chunk_list = cache.get_many([(*prefix, k) for k in coords], addrs)
-    for c in chunk_list:
-        if c is None or c.dtype != out.dtype or c.shape != chunks or not c.flags.c_contiguous:
-            return False, dict(zip(coords, chunk_list))
     pad = 3 - nd
-    geo = np.array([[0] * pad + lo, [1] * pad + hi, [0] * pad + first, [1] * pad + count,
-                    [1] * pad + list(chunks), [0] * pad + list(chunk_list[0].strides),
-                    [0] * pad + list(out.strides)], np.int64)
+    # per axis (padded to 3 at the front): lo, hi, first chunk, chunks, chunk size, chunk
+    # byte stride, result byte stride (see copy_grid)
+    geo = [0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    ranges = []
+    for a, (d, c, o, so) in enumerate(zip(sel.dims, chunks, out.shape, out.strides)):
+        lo, hi = d.start, d.stop
+        if d.step != 1 or hi - lo != o:
+            return False, None
+        f = lo // c
+        n = (hi - 1) // c - f + 1
+        i = a + pad
+        geo[i], geo[3 + i], geo[6 + i], geo[9 + i], geo[12 + i], geo[18 + i] = \
+            lo, hi, f, n, c, so
+        ranges.append(range(f, f + n))
+    coords = list(itertools.product(*ranges))
+    n = len(coords)
+    addrs = np.empty(n, np.int64)
+    chunk_list = cache.get_many([(*prefix, k) for k in coords], addrs)
+    dt = out.dtype
+    for c in chunk_list:
+        if c is None or c.shape != chunks or (c.dtype is not dt and c.dtype != dt) \
+                or not c.flags.c_contiguous:
+            return False, dict(zip(coords, chunk_list))
+    for a, st in enumerate(chunk_list[0].strides):
+        geo[15 + pad + a] = st
+    g = np.array(geo, np.int64)
     dst = out.ctypes.data
-    n = len(addrs)
-
-    def run(q0: int, q1: int) -> None:
-        from diced.array._copy_kernels import copy_grid
-
-        copy_grid(ctypes.memmove, addrs, q0, q1, geo, dst)
-
+    kernels = _kernels()
     k = min(workers, n)
     if out.nbytes < BOX_COPY_BYTES or k < 2:
-        run(0, n)
+        kernels.copy_grid(addrs, 0, n, g, dst)
         if post is not None:
             post(out)
         return True, None
     # k shares of the result's chunks, then (for ``post``) of its slabs along the first axis
     executor = pool()
-    steps: list[Callable[[int], None]] = [lambda i: run(n * i // k, n * (i + 1) // k)]
+    steps: list[Callable[[int], None]] = [
+        lambda i: kernels.copy_grid(addrs, n * i // k, n * (i + 1) // k, g, dst)]
     if post is not None:
         steps.append(lambda i: post(out[len(out) * i // k:len(out) * (i + 1) // k]))
     for step in steps:
@@ -224,10 +242,8 @@ class _BoxCopies:
         self.d_y = out.strides[-2]
 
     def run(self, i: int, k: int) -> None:
-        from diced.array._copy_kernels import copy_boxes
-
-        copy_boxes(ctypes.memmove, self.src[i::k], self.geometry[i::k],
-                   self.out.ctypes.data, self.d_z, self.d_y)
+        _kernels().copy_boxes(self.src[i::k], self.geometry[i::k], self.out.ctypes.data,
+                              self.d_z, self.d_y)
 
 
 def _box_copies(hits: list[tuple[ChunkProjection, np.ndarray]], out: np.ndarray

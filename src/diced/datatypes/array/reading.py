@@ -147,11 +147,18 @@ class ArrayReads:
         cache, keep = _locked_cache(ctx, n * self._chunk_nbytes())
         inst = space.inst
         ident = _cache_ident(self._ref.store_location, ctx, inst)
-        if one is not None and cache is not None:
-            chunk = cache.get((*ident, one.coords))
-            if chunk is not None:
-                _copy_out(one, chunk, out, post)
-                return
+        found = None  # the chunks a box read looked up already (see _serve_box)
+        if cache is not None:
+            if one is not None:
+                chunk = cache.get((*ident, one.coords))
+                if chunk is not None:
+                    _copy_out(one, chunk, out, post)
+                    return
+            elif isinstance(sel, Selection):  # a box of cached chunks: one kernel call
+                served, found = _serve_box(sel, self.chunks, cache, ident, out, post, _pool,
+                                           _common._READERS)
+                if served:
+                    return
         # 3-d step-1 boxes of blosc2 chunks: a partial chunk is decoded and copied in one
         # GIL-free call (see diced.array.codecs._blosc_kernels)
         boxed = (out.ndim == 3 and hasattr(self.codec, "decode_box") and self.dtype.isnative
@@ -199,12 +206,6 @@ class ArrayReads:
         projections: Iterable[ChunkProjection] = (
             [one] if one is not None else sel.project(self.chunks, shape))
         if cache is not None and one is None:  # locked: cached chunks first, then the others
-            found = None
-            if isinstance(sel, Selection):  # a box of cached chunks: one kernel call
-                served, found = _serve_box(sel, self.chunks, cache, ident, out, post, _pool,
-                                           _common._READERS)
-                if served:
-                    return
             projections = _serve_cached(projections, cache, ident, out,
                                         post, _pool, _common._READERS, found)
             n = len(projections)
