@@ -256,6 +256,7 @@ def test_large_cached_reads_copy_in_the_pool_exactly(store, cache, monkeypatch):
     import diced.array._copy_kernels as ck
     import diced.array._readcache as rc
 
+    rc.load_copy_kernels()  # the kernel paths (not the numpy copies made while they load)
     monkeypatch.setattr(rc, "INLINE_COPY_BYTES", 1)
     monkeypatch.setattr(rc, "BOX_COPY_BYTES", 1)
     repo = store.create_repo("r")
@@ -318,6 +319,7 @@ def test_boxes_of_cached_chunks_equal_numpy(tmp_path, cache, monkeypatch, dtype,
     backend: LMDB only.)"""
     import diced.array._readcache as rc
 
+    rc.load_copy_kernels()  # the kernel path (not the numpy copies made while it loads)
     rng = np.random.default_rng(len(shape))
     data = (rng.integers(0, 1000, shape) * 7.25).astype(dtype)
     repo = diced.Store(tmp_path / "s.lmdb").create_repo("r")
@@ -352,6 +354,61 @@ def test_boxes_of_cached_chunks_equal_numpy(tmp_path, cache, monkeypatch, dtype,
     assert np.array_equal(a[...], data)
     n = int(np.prod([-(-s // c) for s, c in zip(shape, chunks)]))
     assert cache.stats()["hits"] == 1 and cache.stats()["misses"] == n - 1
+
+
+def test_warm_reads_copy_with_numpy_while_the_kernels_load(tmp_path, cache, monkeypatch):
+    """Until the copy kernels are loaded (numba's import and machine code: about half a
+    second, in a background thread started after the first read at a locked version),
+    cached chunks are copied with numpy: the same values, each chunk looked up once, and
+    no read waits for the loader. Then the loader publishes the kernels."""
+    import threading
+
+    import diced.array._readcache as rc
+
+    rng = np.random.default_rng(7)
+    data = rng.integers(0, 2 ** 16, (40, 36, 44)).astype("uint16")
+    repo = diced.Store(tmp_path / "s.lmdb").create_repo("r")
+    arr = repo.create_array("a", "uint16", data.shape, chunks=(16, 16, 16))
+    arr[...] = data
+    a = arr.at(repo.commit("lock"))
+    real_load, release, calls = rc._load_kernels, threading.Event(), []
+
+    def slow_load():  # a loader that takes until the test releases it
+        calls.append(threading.current_thread().name)
+        assert release.wait(60)
+        real_load()
+
+    monkeypatch.setattr(rc, "_KERNELS", None)
+    monkeypatch.setattr(rc, "_KERNELS_LOADER", None)
+    monkeypatch.setattr(rc, "_load_kernels", slow_load)
+    try:
+        assert np.array_equal(a[...], data)  # cold: fills the cache, then starts the loader
+        loader = rc._KERNELS_LOADER
+        assert isinstance(loader, threading.Thread) and loader.name == "diced-copy-kernels"
+        monkeypatch.setattr(rc, "BOX_COPY_BYTES", 1)  # large results too: numpy copies
+        cache.reset_stats()
+        sels = ((...,), (slice(3, 37), slice(5, 30), slice(1, 44)), (slice(0, 40, 3), 7))
+        for sel in sels:  # the loader is blocked: these cannot be waiting for it
+            assert np.array_equal(a[sel], data[sel]), sel
+        assert rc._KERNELS is None and rc._KERNELS_LOADER is loader and loader.is_alive()
+        assert cache.stats()["hits"] == 27 + 18 + 9 and cache.stats()["misses"] == 0
+    finally:
+        release.set()
+    loader.join(120)
+    assert calls == ["diced-copy-kernels"]  # one loader for all those reads
+    assert rc._KERNELS is not None and rc._kernels() is rc._KERNELS
+    served = []
+    real_box = rc._serve_box
+
+    def counting(*args):
+        served.append(real_box(*args)[0])
+        return served[-1], None
+
+    from diced.datatypes.array import reading
+
+    monkeypatch.setattr(reading, "_serve_box", counting)
+    assert np.array_equal(a[3:37, 5:30, 1:44], data[3:37, 5:30, 1:44])
+    assert served == [True]  # now the kernel
 
 
 def test_get_many_counts_each_key_once_and_refreshes_lru_order():

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import itertools
+import logging
+import os
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
@@ -11,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from diced.backends.cache import ChunkCache, chunk_cache
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from diced.array.indexing import ChunkProjection, Selection
@@ -27,6 +32,14 @@ def _locked_cache(ctx: VersionCtx, read_bytes: int) -> tuple[ChunkCache | None, 
     if not cache.enabled:
         return None, False
     return cache, read_bytes <= cache.max_bytes // 2
+
+
+def after_locked_read() -> None:
+    """Called when a read at a locked version has returned: start loading the copy kernels
+    in the background (:func:`_kernels`) if that has not begun, so that they are there when
+    the chunks it cached are read again, and the read itself did not wait for them."""
+    if _KERNELS is None and _KERNELS_LOADER is None and chunk_cache().enabled:
+        _kernels()
 
 
 def _cache_ident(location: str, ctx: VersionCtx, inst: int) -> tuple[Any, ...]:
@@ -93,16 +106,70 @@ def _decode_box(codec: Any, data: Any, p: ChunkProjection, scratch: np.ndarray,
 
 
 def _kernels() -> Any:
-    """:mod:`diced.array._copy_kernels` (imported at the first use: it loads numba)."""
-    global _KERNELS
-    if _KERNELS is None:
-        from diced.array import _copy_kernels
+    """:mod:`diced.array._copy_kernels` once loaded, else ``None``: the first call starts
+    loading it in a background thread, and reads copy with numpy until it is there.
 
-        _KERNELS = _copy_kernels
+    Loading imports numba and its kernels' machine code (from numba's cache, or compiled):
+    0.4-0.6 s on this VM. Done in the read that needed it, a notebook's or a viewer's
+    second look at a region (the first read of a cached chunk) took 580 ms, where the
+    first, cold, read took 5-20 ms."""
+    global _KERNELS_LOADER
+    if _KERNELS is not None:
+        return _KERNELS
+    with _KERNELS_LOCK:
+        if _KERNELS_LOADER is None:
+            _KERNELS_LOADER = threading.Thread(target=_load_kernels, daemon=True,
+                                               name="diced-copy-kernels")
+            _KERNELS_LOADER.start()
+    return None
+
+
+def load_copy_kernels() -> Any:
+    """Load the copy kernels now, in this thread (tests, and callers that want every warm
+    read on the kernel path from the start); returns the module."""
+    global _KERNELS_LOADER
+    with _KERNELS_LOCK:
+        loader = _KERNELS_LOADER
+        if loader is None:
+            _KERNELS_LOADER = threading.current_thread()
+    if loader is not None and loader is not threading.current_thread():
+        loader.join()
+    if _KERNELS is None:
+        _load_kernels()
     return _KERNELS
 
 
+def _load_kernels() -> None:
+    """Import the kernels and load their machine code (a call on empty arguments), then
+    publish the module. A failure is logged once and leaves reads on the numpy path."""
+    global _KERNELS
+    try:
+        from diced.array import _copy_kernels as ck
+
+        ck.copy_grid(np.zeros(0, np.int64), 0, 0, np.zeros(21, np.int64), 0)
+        ck.copy_boxes(np.zeros(0, np.int64), np.zeros((0, 6), np.int64), 0, 0, 0)
+    except Exception as exc:  # noqa: BLE001 - numba missing or broken: numpy copies instead
+        log.warning("the copy kernels could not be loaded; cached chunks are copied with "
+                    "numpy: %r", exc)
+        return
+    _KERNELS = ck
+
+
 _KERNELS: Any = None
+_KERNELS_LOADER: threading.Thread | None = None
+_KERNELS_LOCK = threading.Lock()
+
+
+def _kernels_after_fork() -> None:
+    """In a forked child: a loader the parent had running does not exist here."""
+    global _KERNELS_LOADER, _KERNELS_LOCK
+    _KERNELS_LOCK = threading.Lock()
+    if _KERNELS is None:
+        _KERNELS_LOADER = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_kernels_after_fork)
 
 
 def _serve_box(sel: Selection, chunks: tuple[int, ...], cache: ChunkCache,
@@ -148,11 +215,13 @@ def _serve_box(sel: Selection, chunks: tuple[int, ...], cache: ChunkCache,
         if c is None or c.shape != chunks or (c.dtype is not dt and c.dtype != dt) \
                 or not c.flags.c_contiguous:
             return False, dict(zip(coords, chunk_list))
+    kernels = _kernels()
+    if kernels is None:  # still loading (see _kernels): numpy copies, from what was found
+        return False, dict(zip(coords, chunk_list))
     for a, st in enumerate(chunk_list[0].strides):
         geo[15 + pad + a] = st
     g = np.array(geo, np.int64)
     dst = out.ctypes.data
-    kernels = _kernels()
     k = min(workers, n)
     if out.nbytes < BOX_COPY_BYTES or k < 2:
         kernels.copy_grid(addrs, 0, n, g, dst)
@@ -201,7 +270,8 @@ def _serve_cached(projections: Iterable[ChunkProjection], cache: ChunkCache,
     # large results: row copies in the numba kernel, shared by ``workers`` threads; small
     # ones in numpy, whose copies cost less than the kernel's set-up per chunk (a 100^3
     # box over 27 cached chunks: 0.43 ms in numpy, 0.67 ms in the kernel in one thread)
-    boxes, rest = _box_copies(hits, out) if out.nbytes >= BOX_COPY_BYTES else (None, hits)
+    boxes, rest = _box_copies(hits, out) \
+        if out.nbytes >= BOX_COPY_BYTES and _kernels() is not None else (None, hits)
 
     def copy(i: int, k: int) -> None:
         if boxes is not None:
@@ -242,7 +312,7 @@ class _BoxCopies:
         self.d_y = out.strides[-2]
 
     def run(self, i: int, k: int) -> None:
-        _kernels().copy_boxes(self.src[i::k], self.geometry[i::k], self.out.ctypes.data,
+        _KERNELS.copy_boxes(self.src[i::k], self.geometry[i::k], self.out.ctypes.data,
                               self.d_z, self.d_y)
 
 
