@@ -125,17 +125,13 @@ def _kernels() -> Any:
 
 
 def load_copy_kernels() -> Any:
-    """Load the copy kernels now, in this thread (tests, and callers that want every warm
-    read on the kernel path from the start); returns the module."""
-    global _KERNELS_LOADER
-    with _KERNELS_LOCK:
+    """The copy kernels' module, waiting for the background loader (started here if need
+    be); ``None`` if they cannot be loaded (logged). For tests, and callers that want every
+    warm read on the kernel path from the start."""
+    if _kernels() is None:
         loader = _KERNELS_LOADER
-        if loader is None:
-            _KERNELS_LOADER = threading.current_thread()
-    if loader is not None and loader is not threading.current_thread():
-        loader.join()
-    if _KERNELS is None:
-        _load_kernels()
+        if loader is not None:
+            loader.join()
     return _KERNELS
 
 
