@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import os
@@ -32,14 +33,6 @@ def _locked_cache(ctx: VersionCtx, read_bytes: int) -> tuple[ChunkCache | None, 
     if not cache.enabled:
         return None, False
     return cache, read_bytes <= cache.max_bytes // 2
-
-
-def after_locked_read() -> None:
-    """Called when a read at a locked version has returned: start loading the copy kernels
-    in the background (:func:`_kernels`) if that has not begun, so that they are there when
-    the chunks it cached are read again, and the read itself did not wait for them."""
-    if _KERNELS is None and _KERNELS_LOADER is None and chunk_cache().enabled:
-        _kernels()
 
 
 def _cache_ident(location: str, ctx: VersionCtx, inst: int) -> tuple[Any, ...]:
@@ -106,13 +99,15 @@ def _decode_box(codec: Any, data: Any, p: ChunkProjection, scratch: np.ndarray,
 
 
 def _kernels() -> Any:
-    """:mod:`diced.array._copy_kernels` once loaded, else ``None``: the first call starts
-    loading it in a background thread, and reads copy with numpy until it is there.
+    """:mod:`diced.array._copy_kernels` once loaded, else ``None``: the first call (a read
+    that found its chunks cached) starts loading it in a background thread, and reads copy
+    with numpy until it is there.
 
     Loading imports numba and its kernels' machine code (from numba's cache, or compiled):
     0.4-0.6 s on this VM. Done in the read that needed it, a notebook's or a viewer's
-    second look at a region (the first read of a cached chunk) took 580 ms, where the
-    first, cold, read took 5-20 ms."""
+    second look at a region (the first read of a cached chunk) took 600-720 ms, where the
+    first, cold, read took 23-50 ms. Started after every first read at a locked version
+    instead, it made one-read processes (a CLI command) wait for it at exit."""
     global _KERNELS_LOADER
     if _KERNELS is not None:
         return _KERNELS
@@ -166,6 +161,15 @@ def _kernels_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_kernels_after_fork)
+
+
+@atexit.register
+def _finish_loading() -> None:
+    """At exit, let a running loader finish (at most half a second or so) rather than stop
+    a daemon thread inside numba's compiler while the interpreter and LLVM tear down."""
+    loader = _KERNELS_LOADER
+    if loader is not None and loader is not threading.current_thread() and loader.is_alive():
+        loader.join(10)
 
 
 def _serve_box(sel: Selection, chunks: tuple[int, ...], cache: ChunkCache,

@@ -20,7 +20,6 @@ from diced.array._readcache import (
     _locked_cache,
     _serve_box,
     _serve_cached,
-    after_locked_read,
 )
 from diced.array._readplan import IO_WORKERS, io_pool, result_array
 from diced.array.indexing import ChunkProjection, Selection, plan_selection
@@ -102,8 +101,6 @@ class ArrayReads:
             # handle has re-read the repo and dropped the stale index caches; read again
             ctx = self._ref.ctx()
             self._read_into(ctx, shape, sel, out, self._read_post(ctx, **options))
-        if ctx.locked:
-            after_locked_read()
         if mask is not None:
             out[~mask] = 0
         result = out.reshape(sel.result_shape)
