@@ -105,9 +105,9 @@ def _kernels() -> Any:
 
     Loading imports numba and its kernels' machine code (from numba's cache, or compiled):
     0.4-0.6 s on this VM. Done in the read that needed it, a notebook's or a viewer's
-    second look at a region (the first read of a cached chunk) took 600-720 ms, where the
-    first, cold, read took 23-50 ms. Started after every first read at a locked version
-    instead, it made one-read processes (a CLI command) wait for it at exit."""
+    second look at a region (the first read of a cached chunk) took 635-752 ms, where the
+    first, cold, read took 25-47 ms. A read that only fills the cache starts nothing, so a
+    process that reads once never waits for the loader at exit."""
     global _KERNELS_LOADER
     if _KERNELS is not None:
         return _KERNELS
@@ -168,7 +168,7 @@ def _finish_loading() -> None:
     """At exit, let a running loader finish (at most half a second or so) rather than stop
     a daemon thread inside numba's compiler while the interpreter and LLVM tear down."""
     loader = _KERNELS_LOADER
-    if loader is not None and loader is not threading.current_thread() and loader.is_alive():
+    if loader is not None and loader.is_alive():
         loader.join(10)
 
 
@@ -313,7 +313,7 @@ class _BoxCopies:
 
     def run(self, i: int, k: int) -> None:
         _KERNELS.copy_boxes(self.src[i::k], self.geometry[i::k], self.out.ctypes.data,
-                              self.d_z, self.d_y)
+                            self.d_z, self.d_y)
 
 
 def _box_copies(hits: list[tuple[ChunkProjection, np.ndarray]], out: np.ndarray
