@@ -253,10 +253,9 @@ def test_large_cached_reads_copy_in_the_pool_exactly(store, cache, monkeypatch):
     """Above INLINE_COPY_BYTES / BOX_COPY_BYTES the cached copies are shared with the pool:
     same values, and an error in a pool share reaches the caller, on each of the three
     copy paths (numpy, the row copies of some cached chunks, a box of cached chunks)."""
-    import diced.array._copy_kernels as ck
     import diced.array._readcache as rc
 
-    rc.load_copy_kernels()  # the kernel paths (not the numpy copies made while they load)
+    ck = rc.load_copy_kernels()  # the kernel paths (not the numpy copies made while they load)
     monkeypatch.setattr(rc, "INLINE_COPY_BYTES", 1)
     monkeypatch.setattr(rc, "BOX_COPY_BYTES", 1)
     repo = store.create_repo("r")

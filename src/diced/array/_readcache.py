@@ -10,6 +10,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -85,6 +86,11 @@ INLINE_COPY_BYTES = 32 << 20
 #: shared with the pool (a 256^3 uint8 read of 64 cached chunks: 7.0 ms in numpy, 5.0 ms in
 #: the kernel in one thread, 3.5 ms in two; medians on this 2-core VM)
 BOX_COPY_BYTES = 4 << 20
+#: results of at least this many bytes decode their cached label blocks in ``workers``
+#: threads. A hand-off to the pool costs about 150 µs on this VM: 20 reads of unaligned
+#: 64^3 boxes of pinky40 (2 MiB each) took 12.0 ms split in two, 11.5 ms in one thread
+#: (4.1 and 1.0 ms with the kernel a no-op), so a box that size is decoded in the caller
+DECODE_SPLIT_BYTES = 4 << 20
 
 
 def _decode_box(codec: Any, data: Any, p: ChunkProjection, scratch: np.ndarray,
@@ -99,7 +105,9 @@ def _decode_box(codec: Any, data: Any, p: ChunkProjection, scratch: np.ndarray,
 
 
 def _kernels() -> Any:
-    """:mod:`diced.array._copy_kernels` once loaded, else ``None``: the first call (a read
+    """The kernels once loaded (:mod:`diced.array._copy_kernels`' ``copy_grid`` and
+    ``copy_boxes``, :mod:`diced.array.codecs._labelbox_kernels`' ``decode_grid`` and
+    ``decode_part``), else ``None``: the first call (a read
     that found its chunks cached) starts loading it in a background thread, and reads copy
     with numpy until it is there.
 
@@ -120,7 +128,7 @@ def _kernels() -> Any:
 
 
 def load_copy_kernels() -> Any:
-    """The copy kernels' module, waiting for the background loader (started here if need
+    """The kernels (see :func:`_kernels`), waiting for the background loader (started here if need
     be); ``None`` if they cannot be loaded (logged). For tests, and callers that want every
     warm read on the kernel path from the start."""
     if _kernels() is None:
@@ -136,14 +144,17 @@ def _load_kernels() -> None:
     global _KERNELS
     try:
         from diced.array import _copy_kernels as ck
+        from diced.array.codecs import _labelbox_kernels as lk
 
         ck.copy_grid(np.zeros(0, np.int64), 0, 0, np.zeros(21, np.int64), 0)
         ck.copy_boxes(np.zeros(0, np.int64), np.zeros((0, 6), np.int64), 0, 0, 0)
+        lk.decode_grid(np.zeros(0, np.int64), 0, 0, np.zeros(21, np.int64), 0)
     except Exception as exc:  # noqa: BLE001 - numba missing or broken: numpy copies instead
         log.warning("the copy kernels could not be loaded; cached chunks are copied with "
                     "numpy: %r", exc)
         return
-    _KERNELS = ck
+    _KERNELS = SimpleNamespace(copy_grid=ck.copy_grid, copy_boxes=ck.copy_boxes,
+                               decode_grid=lk.decode_grid, decode_part=lk.decode_part)
 
 
 _KERNELS: Any = None
@@ -175,12 +186,16 @@ def _finish_loading() -> None:
 def _serve_box(sel: Selection, chunks: tuple[int, ...], cache: ChunkCache,
                prefix: tuple[Any, ...], out: np.ndarray,
                post: Callable[[np.ndarray], Any] | None,
-               pool: Callable[[], Executor], workers: int
+               pool: Callable[[], Executor], workers: int, blocks: bool = False
                ) -> tuple[bool, dict[tuple[int, ...], np.ndarray | None] | None]:
     """Serve a step-1 box selection (up to 3-d) whose chunks are all cached, whole-shaped
     and C-contiguous, in one call of the numba kernel (:func:`~diced.array._copy_kernels.
     copy_grid`: no per-chunk projections, no per-chunk copies in Python), shared by
     ``workers`` threads for results of :data:`BOX_COPY_BYTES` and more; then ``post(out)``.
+    With ``blocks`` (a label array's chunks, cached as DVID label blocks: see
+    :func:`cacheable_block`), the box is decoded from them instead
+    (:func:`~diced.array.codecs._labelbox_kernels.decode_grid`), shared from
+    :data:`DECODE_SPLIT_BYTES`.
     Returns ``(True, None)`` when served, else ``(False, found)``: the chunks looked up by
     grid coordinates (``None`` for a miss), or ``None`` when the selection does not qualify,
     for :func:`_serve_cached` (so no chunk is looked up, or counted, twice).
@@ -211,27 +226,35 @@ def _serve_box(sel: Selection, chunks: tuple[int, ...], cache: ChunkCache,
     addrs = np.empty(n, np.int64)
     chunk_list = cache.get_many([(*prefix, k) for k in coords], addrs)
     dt = out.dtype
-    for c in chunk_list:
-        if c is None or c.shape != chunks or (c.dtype is not dt and c.dtype != dt) \
-                or not c.flags.c_contiguous:
+    if blocks:
+        if nd != 3 or any(c is None for c in chunk_list):
             return False, dict(zip(coords, chunk_list))
+    else:
+        for c in chunk_list:
+            if c is None or c.shape != chunks or (c.dtype is not dt and c.dtype != dt) \
+                    or not c.flags.c_contiguous:
+                return False, dict(zip(coords, chunk_list))
     kernels = _kernels()
     if kernels is None:  # still loading (see _kernels): numpy copies, from what was found
         return False, dict(zip(coords, chunk_list))
-    for a, st in enumerate(chunk_list[0].strides):
-        geo[15 + pad + a] = st
+    if blocks:
+        run, split = kernels.decode_grid, DECODE_SPLIT_BYTES
+    else:
+        run, split = kernels.copy_grid, BOX_COPY_BYTES
+        for a, st in enumerate(chunk_list[0].strides):
+            geo[15 + pad + a] = st
     g = np.array(geo, np.int64)
     dst = out.ctypes.data
     k = min(workers, n)
-    if out.nbytes < BOX_COPY_BYTES or k < 2:
-        kernels.copy_grid(addrs, 0, n, g, dst)
+    if out.nbytes < split or k < 2:
+        run(addrs, 0, n, g, dst)
         if post is not None:
             post(out)
         return True, None
     # k shares of the result's chunks, then (for ``post``) of its slabs along the first axis
     executor = pool()
     steps: list[Callable[[int], None]] = [
-        lambda i: kernels.copy_grid(addrs, n * i // k, n * (i + 1) // k, g, dst)]
+        lambda i: run(addrs, n * i // k, n * (i + 1) // k, g, dst)]
     if post is not None:
         steps.append(lambda i: post(out[len(out) * i // k:len(out) * (i + 1) // k]))
     for step in steps:
@@ -249,14 +272,16 @@ def _serve_cached(projections: Iterable[ChunkProjection], cache: ChunkCache,
                   prefix: tuple[Any, ...], out: np.ndarray,
                   post: Callable[[np.ndarray], Any] | None,
                   pool: Callable[[], Executor], workers: int,
-                  found_by: dict[tuple[int, ...], np.ndarray | None] | None = None
-                  ) -> list[ChunkProjection]:
+                  found_by: dict[tuple[int, ...], np.ndarray | None] | None = None,
+                  blocks: tuple[int, int, int] | None = None) -> list[ChunkProjection]:
     """Serve every projection whose chunk is cached (one cache lookup for the read, or
     none when ``found_by`` holds the chunks already looked up) and return the others, to
     be read. Hits are copied out in the calling thread, with no
     hand-off to a pool, unless they add up to more than :data:`INLINE_COPY_BYTES` or the
     result to :data:`BOX_COPY_BYTES` (copied by the numba kernel); then ``workers`` shares
-    of them are copied in ``pool()`` and this thread together."""
+    of them are copied in ``pool()`` and this thread together. With ``blocks`` (the chunk
+    shape of a label array whose chunks are cached as DVID label blocks), hits are decoded
+    (:func:`_decode_hit`), shared from :data:`DECODE_SPLIT_BYTES` of result."""
     projs = list(projections)
     if found_by is None:
         found = cache.get_many([(*prefix, p.coords) for p in projs])
@@ -266,6 +291,9 @@ def _serve_cached(projections: Iterable[ChunkProjection], cache: ChunkCache,
     if not hits:
         return projs
     misses = [p for p, c in zip(projs, found) if c is None]
+    if blocks is not None:
+        _decode_hits(hits, out, post, blocks, pool, workers)
+        return misses
 
     # large results: row copies in the numba kernel, shared by ``workers`` threads; small
     # ones in numpy, whose copies cost less than the kernel's set-up per chunk (a 100^3
@@ -295,6 +323,72 @@ def _serve_cached(projections: Iterable[ChunkProjection], cache: ChunkCache,
         for f in futures:
             f.result()
     return misses
+
+
+def cacheable_block(block: Any) -> np.ndarray:
+    """The DVID label block serialization ``block`` (bytes-like, already checked by a full
+    decode) as the read-only uint8 array the locked-chunk cache keeps for a label array's
+    chunk (a copy, unless ``block`` is ``bytes``: a view into a backend's buffer may not
+    outlive its read)."""
+    return np.frombuffer(block if isinstance(block, bytes) else bytes(block), np.uint8)
+
+
+_SCRATCH = threading.local()
+
+
+def _decode_hit(p: ChunkProjection, block: np.ndarray, out: np.ndarray,
+                post: Callable[[np.ndarray], Any] | None, chunks: tuple[int, int, int]) -> None:
+    """Fill projection ``p`` of ``out`` from a cached label block: a step-1 box of a 3-d
+    C-contiguous result is decoded straight into ``out``
+    (:func:`~diced.array.codecs._labelbox_kernels.decode_part`: only the voxels it needs);
+    anything else (index arrays, strided slices, kernels still loading) decodes the whole
+    block into a per-thread scratch chunk and copies from it."""
+    kernels = _KERNELS
+    if kernels is not None and not p.fancy and out.ndim == 3 and out.flags.c_contiguous:
+        lo, hi, dst = [], [], out.ctypes.data
+        for cs, os_, st in zip(p.chunk_sel, p.out_sel, out.strides):
+            if cs.step not in (None, 1) or os_.step not in (None, 1):
+                break
+            lo.append(cs.start)
+            hi.append(cs.stop)
+            dst += os_.start * st
+        else:
+            kernels.decode_part(block.ctypes.data, lo[0], hi[0], lo[1], hi[1], lo[2], hi[2],
+                                dst, out.strides[0], out.strides[1])
+            if post is not None:
+                post(out[p.out_sel])
+            return
+    from diced.array.codecs.labelblock import decode_block
+
+    scratch = getattr(_SCRATCH, "chunk", None)
+    if scratch is None or scratch.shape != chunks:
+        scratch = _SCRATCH.chunk = np.empty(chunks, np.uint64)
+    _copy_out(p, decode_block(block, chunks, out=scratch), out, post)
+
+
+def _decode_hits(hits: list[tuple[ChunkProjection, np.ndarray]], out: np.ndarray,
+                 post: Callable[[np.ndarray], Any] | None, chunks: tuple[int, int, int],
+                 pool: Callable[[], Executor], workers: int) -> None:
+    """:func:`_decode_hit` of every hit, in ``workers`` threads (this one and the pool's)
+    when the hits fill :data:`DECODE_SPLIT_BYTES` or more of ``out``."""
+    def run(i: int, k: int) -> None:
+        for p, block in hits[i::k]:
+            _decode_hit(p, block, out, post, chunks)
+
+    per = out.itemsize
+    for c in chunks:
+        per *= c
+    k = min(workers, len(hits))
+    if k < 2 or min(out.nbytes, len(hits) * per) < DECODE_SPLIT_BYTES:
+        run(0, 1)
+        return
+    executor = pool()
+    futures = [executor.submit(run, i, k) for i in range(1, k)]
+    try:
+        run(0, k)
+    finally:
+        for f in futures:
+            f.result()
 
 
 class _BoxCopies:
@@ -407,7 +501,7 @@ def prefetch(arr: Any, selection: Any, margin: int) -> Any:
     nchunks = 1
     for s, c in zip(box, arr.chunks, strict=True):
         nchunks *= -(-(s.stop - s.start) // c)
-    if nchunks * arr._chunk_nbytes() > cache.max_bytes // 2:
+    if nchunks * arr._cached_chunk_nbytes() > cache.max_bytes // 2:
         done.set_result(0)  # bounded: never more than half the cache
         return done
     sub = arr.at(ctx.uuid) if hasattr(arr, "at") else arr

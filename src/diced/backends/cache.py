@@ -1,4 +1,6 @@
-"""A process-wide, size-bounded cache of decoded chunks of LOCKED versions.
+"""A process-wide, size-bounded cache of the chunks of LOCKED versions: decoded, or, for
+label arrays, as DVID label blocks (a few percent of the voxels' bytes; a warm read decodes
+only the voxels it returns, see :mod:`diced.array.codecs._labelbox_kernels`).
 
 A locked version never changes, and neither do its ancestors (they are locked before it), so
 what a locked version shows for a chunk is immutable: it can be cached without any
@@ -10,7 +12,7 @@ their locations. Chunks read at an
 open version are never cached (another handle or process may rewrite them); once the version
 is locked, its reads start filling the cache.
 
-The cache is on by default with a modest limit (:data:`DEFAULT_MAX_BYTES`, 64 MiB of decoded
+The cache is on by default with a modest limit (:data:`DEFAULT_MAX_BYTES`, 64 MiB of cached
 chunk data; the environment variable ``DICED_CHUNK_CACHE_BYTES`` overrides it at import, ``0``
 turns it off). It mostly helps viewers and notebooks that read the same region of a locked
 version again and again, and remote stores, where a hit saves a round trip::
@@ -33,12 +35,13 @@ from diced._limits import byte_limit, env_byte_limit
 
 __all__ = ["DEFAULT_MAX_BYTES", "ChunkCache", "chunk_cache"]
 
-#: default size limit of the process-wide cache (bytes of decoded chunk data)
+#: default size limit of the process-wide cache (bytes of cached chunk data)
 DEFAULT_MAX_BYTES = 64 << 20
 
 
 class ChunkCache:
-    """LRU cache of read-only numpy chunks with a byte limit and hit/miss counters.
+    """LRU cache of read-only numpy arrays (chunks, or label blocks' bytes) with a byte limit
+    and hit/miss counters.
 
     Thread-safe. Stored arrays are made read-only; callers copy out of them.
 
@@ -167,7 +170,7 @@ _CACHE_LOCK = threading.Lock()
 
 
 def chunk_cache() -> ChunkCache:
-    """The process-wide cache of decoded chunks of locked versions."""
+    """The process-wide cache of the chunks of locked versions."""
     global _CACHE
     if _CACHE is None:
         with _CACHE_LOCK:
