@@ -14,9 +14,10 @@ one selection after the other, so the cache starts each with what the previous o
 diced reads an LMDB store (a locked version, labels in their default codec: DVID blocks,
 zstd-1); TensorStore reads zarr3 on its file kvstore (uint64, blosc zstd-1 with shuffle, the
 codec of ``bench_core.py``), with a ``cache_pool`` of the same size and
-``recheck_cached_data: "open"``. Both volumes are written, then flushed to disk (``os.sync``). Both are opened fresh before each selection's reads; the
-first read of each system's array is an untimed read of one chunk, so code loading is not
-counted. diced's copy kernels are waited for (``load_copy_kernels``).
+``recheck_cached_data: "open"``. Both volumes are written and flushed to disk
+(``os.sync``), then each system opens its volume once, with an empty cache, and makes an
+untimed read of one chunk (code loading is not counted). diced's copy kernels are waited
+for (``load_copy_kernels``).
 
 Usage: ``python benchmarks/bench_label_cache.py [--labels PATH] [--cache-mib 64] [--reads 6]``
 """

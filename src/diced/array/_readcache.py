@@ -107,9 +107,9 @@ def _decode_box(codec: Any, data: Any, p: ChunkProjection, scratch: np.ndarray,
 def _kernels() -> Any:
     """The kernels once loaded (:mod:`diced.array._copy_kernels`' ``copy_grid`` and
     ``copy_boxes``, :mod:`diced.array.codecs._labelbox_kernels`' ``decode_grid`` and
-    ``decode_part``), else ``None``: the first call (a read
-    that found its chunks cached) starts loading it in a background thread, and reads copy
-    with numpy until it is there.
+    ``decode_part``), else ``None``: the first call (a read that found its chunks cached)
+    starts loading them in a background thread, and reads copy with numpy (label blocks:
+    decode whole blocks) until they are there.
 
     Loading imports numba and its kernels' machine code (from numba's cache, or compiled):
     0.4-0.6 s on this VM. Done in the read that needed it, a notebook's or a viewer's
@@ -128,9 +128,9 @@ def _kernels() -> Any:
 
 
 def load_copy_kernels() -> Any:
-    """The kernels (see :func:`_kernels`), waiting for the background loader (started here if need
-    be); ``None`` if they cannot be loaded (logged). For tests, and callers that want every
-    warm read on the kernel path from the start."""
+    """The kernels (see :func:`_kernels`), waiting for the background loader (started here
+    if need be); ``None`` if they cannot be loaded (logged). For tests, and callers that want
+    every warm read on the kernel path from the start."""
     if _kernels() is None:
         loader = _KERNELS_LOADER
         if loader is not None:
@@ -151,7 +151,7 @@ def _load_kernels() -> None:
         lk.decode_grid(np.zeros(0, np.int64), 0, 0, np.zeros(21, np.int64), 0)
     except Exception as exc:  # noqa: BLE001 - numba missing or broken: numpy copies instead
         log.warning("the copy kernels could not be loaded; cached chunks are copied with "
-                    "numpy: %r", exc)
+                    "numpy (label blocks decoded whole): %r", exc)
         return
     _KERNELS = SimpleNamespace(copy_grid=ck.copy_grid, copy_boxes=ck.copy_boxes,
                                decode_grid=lk.decode_grid, decode_part=lk.decode_part)
