@@ -146,6 +146,7 @@ def test_label_arrays_cache_blocks_and_read_exactly(store, cache, monkeypatch, p
             np.testing.assert_array_equal(a[sel], expected)  # warm
             after = cache.stats()
             assert after["misses"] == before["misses"], sel  # nothing read again
+            assert after["hits"] > before["hits"], sel
         assert np.array_equal(a.oindex[[3, 100, 191], :, [0, 159]],
                               pinky[[3, 100, 191]][:, :, [0, 159]])
         idx = (np.array([0, 191, 64]), np.array([127, 0, 64]), np.array([5, 159, 63]))
