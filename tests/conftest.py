@@ -423,3 +423,21 @@ def http_server() -> Iterator[Callable[..., Any]]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(10)
+
+
+@pytest.fixture
+def cache():
+    """The process-wide locked-chunk cache, emptied, counters zeroed and sized 64 MiB for
+    the test; put back as it was afterwards (shadows pytest's own ``cache`` fixture, which
+    no test uses)."""
+    from diced.backends.cache import chunk_cache
+
+    c = chunk_cache()
+    old = c.max_bytes
+    c.clear()
+    c.reset_stats()
+    c.resize(64 << 20)
+    yield c
+    c.clear()
+    c.reset_stats()
+    c.resize(old)

@@ -8,23 +8,10 @@ import numpy as np
 import pytest
 
 import diced
-from diced.backends.cache import ChunkCache, chunk_cache
+from diced.backends.cache import ChunkCache
 from diced.errors import InvalidArgumentError
 
 pytestmark = pytest.mark.all_backends
-
-
-@pytest.fixture
-def cache():
-    c = chunk_cache()
-    old = c.max_bytes
-    c.clear()
-    c.reset_stats()
-    c.resize(64 << 20)
-    yield c
-    c.clear()
-    c.reset_stats()
-    c.resize(old)
 
 
 

@@ -18,7 +18,6 @@ from test_labelblock import build_block, label_blocks
 import diced
 import diced.array._readcache as rc
 from diced.array.codecs import labelblock as lb
-from diced.backends.cache import chunk_cache
 from diced.errors import CorruptDataError
 
 PINKY = Path(__file__).parent / "data" / "pinky40-256-zyx.npy.gz"
@@ -82,19 +81,6 @@ def test_decode_part_dvid_blocks():
     zero = build_block((2, 1, 1), [3, 4], [0, 2], [1, 0], [None, [0, 1] * 256])
     np.testing.assert_array_equal(_decode_part(zero, (2, 1, 5), (8, 8, 12)),
                                   lb.decode_block(zero)[2:, 1:, 5:12])
-
-
-@pytest.fixture
-def cache():
-    c = chunk_cache()
-    old = c.max_bytes
-    c.clear()
-    c.reset_stats()
-    c.resize(64 << 20)
-    yield c
-    c.clear()
-    c.reset_stats()
-    c.resize(old)
 
 
 @pytest.fixture(scope="module")

@@ -183,6 +183,18 @@ def _finish_loading() -> None:
         loader.join(10)
 
 
+def _in_shares(work: Callable[[int, int], None], k: int, pool: Callable[[], Executor]) -> None:
+    """``work(i, k)`` for ``i < k``: share 0 in this thread, the others in ``pool()``; waits
+    for every share, and the first error raised reaches the caller."""
+    executor = pool()
+    futures = [executor.submit(work, i, k) for i in range(1, k)]
+    try:
+        work(0, k)
+    finally:
+        for f in futures:
+            f.result()
+
+
 def _serve_box(sel: Selection, chunks: tuple[int, ...], cache: ChunkCache,
                prefix: tuple[Any, ...], out: np.ndarray,
                post: Callable[[np.ndarray], Any] | None,
@@ -252,18 +264,9 @@ def _serve_box(sel: Selection, chunks: tuple[int, ...], cache: ChunkCache,
             post(out)
         return True, None
     # k shares of the result's chunks, then (for ``post``) of its slabs along the first axis
-    executor = pool()
-    steps: list[Callable[[int], None]] = [
-        lambda i: run(addrs, n * i // k, n * (i + 1) // k, g, dst)]
+    _in_shares(lambda i, k: run(addrs, n * i // k, n * (i + 1) // k, g, dst), k, pool)
     if post is not None:
-        steps.append(lambda i: post(out[len(out) * i // k:len(out) * (i + 1) // k]))
-    for step in steps:
-        futures = [executor.submit(step, i) for i in range(1, k)]
-        try:
-            step(0)
-        finally:
-            for f in futures:
-                f.result()
+        _in_shares(lambda i, k: post(out[len(out) * i // k:len(out) * (i + 1) // k]), k, pool)
     del chunk_list  # the chunks stay referenced until every copy is done
     return True, None
 
@@ -314,14 +317,7 @@ def _serve_cached(projections: Iterable[ChunkProjection], cache: ChunkCache,
     if (nbytes <= INLINE_COPY_BYTES and (boxes is None or rest)) or len(hits) < 2:
         copy(0, 1)
         return misses
-    k = max(2, min(workers, len(hits)))
-    executor = pool()
-    futures = [executor.submit(copy, i, k) for i in range(1, k)]
-    try:
-        copy(0, k)
-    finally:
-        for f in futures:
-            f.result()
+    _in_shares(copy, max(2, min(workers, len(hits))), pool)
     return misses
 
 
@@ -382,13 +378,7 @@ def _decode_hits(hits: list[tuple[ChunkProjection, np.ndarray]], out: np.ndarray
     if k < 2 or min(out.nbytes, len(hits) * per) < DECODE_SPLIT_BYTES:
         run(0, 1)
         return
-    executor = pool()
-    futures = [executor.submit(run, i, k) for i in range(1, k)]
-    try:
-        run(0, k)
-    finally:
-        for f in futures:
-            f.result()
+    _in_shares(run, k, pool)
 
 
 class _BoxCopies:

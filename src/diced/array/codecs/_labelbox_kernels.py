@@ -20,6 +20,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
+from diced.array._copy_kernels import _words
+
 
 @intrinsic
 def _bytes_at(typingctx, addr):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
@@ -28,17 +30,6 @@ def _bytes_at(typingctx, addr):  # type: ignore[no-untyped-def]  # pragma: no co
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.uint8)))
-
-    return sig, codegen
-
-
-@intrinsic
-def _words_at(typingctx, addr):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
-    """An int64 address as a pointer to uint64 words."""
-    sig = types.CPointer(types.uint64)(types.int64)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.uint64)))
 
     return sig, codegen
 
@@ -78,7 +69,7 @@ def decode_part(src: int, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int,
         v = _u64(p, 16)
         for z in range(z1 - z0):
             for y in range(y1 - y0):
-                row = _words_at(dst + z * d_z + y * d_y)
+                row = _words(dst + z * d_z + y * d_y)
                 for x in range(x1 - x0):
                     row[x] = v
         return
@@ -108,7 +99,7 @@ def decode_part(src: int, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int,
                         v = _u64(p, 16 + 8 * _u32(p, ipos)) if c == 1 else np.uint64(0)
                         for z in range(za, zb):
                             for y in range(ya, yb):
-                                row = _words_at(dst + (z - z0) * d_z + (y - y0) * d_y)
+                                row = _words(dst + (z - z0) * d_z + (y - y0) * d_y)
                                 for x in range(xa, xb):
                                     row[x - x0] = v
                     else:
@@ -120,7 +111,7 @@ def decode_part(src: int, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int,
                             for y in range(ya, yb):
                                 # the row's 8 values: ``bits`` bytes, MSB first
                                 at = vpos + ((z - sz * 8) * 8 + (y - sy * 8)) * bits
-                                row = _words_at(dst + (z - z0) * d_z + (y - y0) * d_y
+                                row = _words(dst + (z - z0) * d_z + (y - y0) * d_y
                                                 + (xa - x0) * 8)
                                 if bits <= 8:
                                     acc = np.uint64(0)
