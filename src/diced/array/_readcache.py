@@ -276,15 +276,16 @@ def _serve_cached(projections: Iterable[ChunkProjection], cache: ChunkCache,
                   post: Callable[[np.ndarray], Any] | None,
                   pool: Callable[[], Executor], workers: int,
                   found_by: dict[tuple[int, ...], np.ndarray | None] | None = None,
-                  blocks: tuple[int, int, int] | None = None) -> list[ChunkProjection]:
+                  blocks: Callable[[], np.ndarray] | None = None) -> list[ChunkProjection]:
     """Serve every projection whose chunk is cached (one cache lookup for the read, or
     none when ``found_by`` holds the chunks already looked up) and return the others, to
     be read. Hits are copied out in the calling thread, with no
     hand-off to a pool, unless they add up to more than :data:`INLINE_COPY_BYTES` or the
     result to :data:`BOX_COPY_BYTES` (copied by the numba kernel); then ``workers`` shares
-    of them are copied in ``pool()`` and this thread together. With ``blocks`` (the chunk
-    shape of a label array whose chunks are cached as DVID label blocks), hits are decoded
-    (:func:`_decode_hit`), shared from :data:`DECODE_SPLIT_BYTES` of result."""
+    of them are copied in ``pool()`` and this thread together. With ``blocks`` (for a
+    label array whose chunks are cached as DVID label blocks: the calling thread's scratch
+    chunk, see :func:`_decode_hit`), hits are decoded, shared from
+    :data:`DECODE_SPLIT_BYTES` of result."""
     projs = list(projections)
     if found_by is None:
         found = cache.get_many([(*prefix, p.coords) for p in projs])
@@ -329,16 +330,15 @@ def cacheable_block(block: Any) -> np.ndarray:
     return np.frombuffer(block if isinstance(block, bytes) else bytes(block), np.uint8)
 
 
-_SCRATCH = threading.local()
-
-
 def _decode_hit(p: ChunkProjection, block: np.ndarray, out: np.ndarray,
-                post: Callable[[np.ndarray], Any] | None, chunks: tuple[int, int, int]) -> None:
+                post: Callable[[np.ndarray], Any] | None,
+                scratch: Callable[[], np.ndarray]) -> None:
     """Fill projection ``p`` of ``out`` from a cached label block: a step-1 box of a 3-d
     C-contiguous result is decoded straight into ``out``
     (:func:`~diced.array.codecs._labelbox_kernels.decode_part`: only the voxels it needs);
     anything else (index arrays, strided slices, kernels still loading) decodes the whole
-    block into a per-thread scratch chunk and copies from it."""
+    block into ``scratch()`` (the calling thread's chunk-shaped uint64 buffer) and copies
+    from it."""
     kernels = _KERNELS
     if kernels is not None and not p.fancy and out.ndim == 3 and out.flags.c_contiguous:
         lo, hi, dst = [], [], out.ctypes.data
@@ -356,26 +356,21 @@ def _decode_hit(p: ChunkProjection, block: np.ndarray, out: np.ndarray,
             return
     from diced.array.codecs.labelblock import decode_block
 
-    scratch = getattr(_SCRATCH, "chunk", None)
-    if scratch is None or scratch.shape != chunks:
-        scratch = _SCRATCH.chunk = np.empty(chunks, np.uint64)
-    _copy_out(p, decode_block(block, chunks, out=scratch), out, post)
+    chunk = scratch()
+    _copy_out(p, decode_block(block, chunk.shape, out=chunk), out, post)
 
 
 def _decode_hits(hits: list[tuple[ChunkProjection, np.ndarray]], out: np.ndarray,
-                 post: Callable[[np.ndarray], Any] | None, chunks: tuple[int, int, int],
+                 post: Callable[[np.ndarray], Any] | None, scratch: Callable[[], np.ndarray],
                  pool: Callable[[], Executor], workers: int) -> None:
     """:func:`_decode_hit` of every hit, in ``workers`` threads (this one and the pool's)
     when the hits fill :data:`DECODE_SPLIT_BYTES` or more of ``out``."""
     def run(i: int, k: int) -> None:
         for p, block in hits[i::k]:
-            _decode_hit(p, block, out, post, chunks)
+            _decode_hit(p, block, out, post, scratch)
 
-    per = out.itemsize
-    for c in chunks:
-        per *= c
     k = min(workers, len(hits))
-    if k < 2 or min(out.nbytes, len(hits) * per) < DECODE_SPLIT_BYTES:
+    if k < 2 or min(out.nbytes, len(hits) * scratch().nbytes) < DECODE_SPLIT_BYTES:
         run(0, 1)
         return
     _in_shares(run, k, pool)

@@ -21,6 +21,12 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from diced.array._copy_kernels import _words
+from diced.array.codecs._labelblock_kernels import (
+    _bits_for,
+    _read_u16,
+    _read_u32,
+    _read_u64,
+)
 
 
 @intrinsic
@@ -34,29 +40,6 @@ def _bytes_at(typingctx, addr):  # type: ignore[no-untyped-def]  # pragma: no co
     return sig, codegen
 
 
-@njit(nogil=True, cache=True, inline="always")
-def _u16(p, i):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
-    return np.int64(p[i]) | (np.int64(p[i + 1]) << 8)
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _u32(p, i):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
-    return (np.int64(p[i]) | (np.int64(p[i + 1]) << 8) | (np.int64(p[i + 2]) << 16)
-            | (np.int64(p[i + 3]) << 24))
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _u64(p, i):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
-    v = np.uint64(0)
-    for j in range(7, -1, -1):
-        v = (v << np.uint64(8)) | np.uint64(p[i + j])
-    return v
-
-
-#: bits per packed value of a sub-block with ``n`` labels (0 for 0 or 1), ``n <= 512``
-_BITS = np.array([0, 0] + [int(n - 1).bit_length() for n in range(2, 513)], np.int64)
-
-
 @njit(nogil=True, cache=True)
 def decode_part(src: int, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int,
                 dst: int, d_z: int, d_y: int) -> None:  # pragma: no cover - numba
@@ -64,9 +47,9 @@ def decode_part(src: int, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int,
     ``src`` into the uint64 box at address ``dst`` (its rows ``d_y`` bytes apart, planes
     ``d_z``; voxel ``(z0, y0, x0)`` at ``dst``)."""
     p = _bytes_at(src)
-    gx, gy, gz, n = _u32(p, 0), _u32(p, 4), _u32(p, 8), _u32(p, 12)
+    gx, gy, gz, n = _read_u32(p, 0), _read_u32(p, 4), _read_u32(p, 8), _read_u32(p, 12)
     if n == 1:  # a solid block
-        v = _u64(p, 16)
+        v = _read_u64(p, 16)
         for z in range(z1 - z0):
             for y in range(y1 - y0):
                 row = _words(dst + z * d_z + y * d_y)
@@ -78,7 +61,7 @@ def decode_part(src: int, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int,
     idx_off = ns_off + 2 * nsb
     total = 0
     for i in range(nsb):
-        total += _u16(p, ns_off + 2 * i)
+        total += _read_u16(p, ns_off + 2 * i)
     ipos = idx_off
     vpos = idx_off + 4 * total
     lab = np.empty(512, np.uint64)
@@ -89,14 +72,14 @@ def decode_part(src: int, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int,
     for sz in range(gz):
         for sy in range(gy):
             for sx in range(gx):
-                c = _u16(p, ns_off + 2 * sb)
-                bits = _BITS[c]
+                c = _read_u16(p, ns_off + 2 * sb)
+                bits = _bits_for(c)
                 if sz0 <= sz <= sz1 and sy0 <= sy <= sy1 and sx0 <= sx <= sx1:
                     za, zb = max(z0, sz * 8), min(z1, sz * 8 + 8)
                     ya, yb = max(y0, sy * 8), min(y1, sy * 8 + 8)
                     xa, xb = max(x0, sx * 8), min(x1, sx * 8 + 8)
                     if bits == 0:
-                        v = _u64(p, 16 + 8 * _u32(p, ipos)) if c == 1 else np.uint64(0)
+                        v = np.uint64(0) if c == 0 else _read_u64(p, 16 + 8 * _read_u32(p, ipos))
                         for z in range(za, zb):
                             for y in range(ya, yb):
                                 row = _words(dst + (z - z0) * d_z + (y - y0) * d_y)
@@ -104,7 +87,7 @@ def decode_part(src: int, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int,
                                     row[x - x0] = v
                     else:
                         for j in range(c):
-                            lab[j] = _u64(p, 16 + 8 * _u32(p, ipos + 4 * j))
+                            lab[j] = _read_u64(p, 16 + 8 * _read_u32(p, ipos + 4 * j))
                         k0, k1 = xa - sx * 8, xb - sx * 8
                         mask = np.uint64((1 << bits) - 1)
                         for z in range(za, zb):
@@ -136,6 +119,16 @@ def decode_part(src: int, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int,
                 sb += 1
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _part(geo: np.ndarray, a: int, k: int) -> tuple[int, int, int]:  # pragma: no cover
+    """The part of the ``k``-th chunk along axis ``a`` that a box (``geo``, see
+    :func:`decode_grid`) covers: chunk-local ``lo``, ``hi``, and the result's byte offset."""
+    c = geo[12 + a]
+    base = (geo[6 + a] + k) * c
+    a0 = max(geo[a], base)
+    return a0 - base, min(geo[3 + a], base + c) - base, (a0 - geo[a]) * geo[18 + a]
+
+
 @njit(nogil=True, cache=True)
 def decode_grid(addrs: np.ndarray, q0: int, q1: int, geo: np.ndarray,
                 dst: int) -> None:  # pragma: no cover - numba
@@ -146,16 +139,7 @@ def decode_grid(addrs: np.ndarray, q0: int, q1: int, geo: np.ndarray,
     ``q`` (C order over the box's chunks) at address ``addrs[q]``."""
     n1, n2 = geo[10], geo[11]
     for q in range(q0, q1):
-        d = dst
-        lo = np.empty(3, np.int64)
-        hi = np.empty(3, np.int64)
-        for a in range(3):
-            k = q // (n1 * n2) if a == 0 else ((q // n2) % n1 if a == 1 else q % n2)
-            c = geo[12 + a]
-            base = (geo[6 + a] + k) * c
-            a0 = max(geo[a], base)
-            a1 = min(geo[3 + a], base + c)
-            d += (a0 - geo[a]) * geo[18 + a]
-            lo[a] = a0 - base
-            hi[a] = a1 - base
-        decode_part(addrs[q], lo[0], hi[0], lo[1], hi[1], lo[2], hi[2], d, geo[18], geo[19])
+        lz, hz, dz = _part(geo, 0, q // (n1 * n2))
+        ly, hy, dy = _part(geo, 1, (q // n2) % n1)
+        lx, hx, dx = _part(geo, 2, q % n2)
+        decode_part(addrs[q], lz, hz, ly, hy, lx, hx, dst + dz + dy + dx, geo[18], geo[19])

@@ -147,8 +147,9 @@ class ArrayReads:
         one = sel.single_chunk(self.chunks, shape) if isinstance(sel, Selection) else None
         n = 1 if one is not None else sel.count_chunks(self.chunks, shape)
         blocks = self._cached_blocks()
-        per = self._chunk_nbytes()
-        cache, keep = _locked_cache(ctx, n * (per if blocks is None else per // 8))
+        # (label blocks: decoded through the calling thread's scratch chunk if need be)
+        scratch = None if blocks is None else lambda: _scratch(self.chunks, self.dtype)
+        cache, keep = _locked_cache(ctx, n * self._cached_chunk_nbytes())
         inst = space.inst
         ident = _cache_ident(self._ref.store_location, ctx, inst)
         found = None  # the chunks a box read looked up already (see _serve_box)
@@ -159,7 +160,7 @@ class ArrayReads:
                     if blocks is None:
                         _copy_out(one, chunk, out, post)
                     else:
-                        _decode_hit(one, chunk, out, post, blocks)
+                        _decode_hit(one, chunk, out, post, scratch)  # type: ignore[arg-type]
                     return
             elif isinstance(sel, Selection):  # a box of cached chunks: one kernel call
                 served, found = _serve_box(sel, self.chunks, cache, ident, out, post, _pool,
@@ -223,7 +224,7 @@ class ArrayReads:
             [one] if one is not None else sel.project(self.chunks, shape))
         if cache is not None and one is None:  # locked: cached chunks first, then the others
             projections = _serve_cached(projections, cache, ident, out,
-                                        post, _pool, _common._READERS, found, blocks)
+                                        post, _pool, _common._READERS, found, scratch)
             n = len(projections)
         if not remote:
             self._run_queue(list(projections), work)
@@ -274,7 +275,7 @@ class ArrayReads:
     def _cached_chunk_nbytes(self) -> int:
         """What a chunk is taken to cost in the locked-chunk cache, to keep one read from
         filling it: the decoded bytes, or an eighth of them for label blocks (pinky40's are
-        2.5 %; :meth:`_read_into` makes the same estimate)."""
+        2.5 %)."""
         n = self._chunk_nbytes()
         return n // 8 if self._cached_blocks() is not None else n
 
