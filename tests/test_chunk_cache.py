@@ -4,6 +4,8 @@ holds and the counters count."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -268,10 +270,10 @@ def test_large_cached_reads_copy_in_the_pool_exactly(store, cache, monkeypatch):
     assert np.array_equal(a[...], data)  # a box of cached chunks: one kernel call per share
     real_grid = ck.copy_grid
 
-    def broken_grid(addrs, q0, q1, geo, dst):
+    def broken_grid(addrs, q0, q1, geo, dst, stream):
         if q0 > 0:
             raise RuntimeError("grid share failed")
-        real_grid(addrs, q0, q1, geo, dst)
+        real_grid(addrs, q0, q1, geo, dst, stream)
 
     monkeypatch.setattr(ck, "copy_grid", broken_grid)
     with pytest.raises(RuntimeError, match="grid share failed"):
@@ -327,12 +329,13 @@ def test_boxes_of_cached_chunks_equal_numpy(tmp_path, cache, monkeypatch, dtype,
     sels = [(...,), tuple(slice(1, n - 2) for n in shape), tuple(slice(n // 3, n) for n in shape)]
     if len(shape) > 1:  # an integer drops an axis (in 1-d, a voxel: the one-chunk shortcut)
         sels.append((shape[0] - 1,) + tuple(slice(3, None) for n in shape[1:]))
-    for split in (1 << 40, 1):
+    for split, stream in itertools.product((1 << 40, 1), (1 << 40, 0)):
         monkeypatch.setattr(rc, "BOX_COPY_BYTES", split)
+        monkeypatch.setattr(rc, "STREAM_BYTES", stream)  # 0: every copy streams
         for sel in sels:
             served.clear()
             got = a[sel]
-            assert got.dtype == a.dtype and np.array_equal(got, data[sel]), sel
+            assert got.dtype == a.dtype and np.array_equal(got, data[sel]), (sel, stream)
             assert served == ([True] if len(shape) <= 3 else [False])
     cache.clear()
     a[tuple(slice(0, c) for c in chunks)]  # one chunk cached

@@ -106,11 +106,15 @@ SELECTIONS = [
 
 
 @pytest.mark.all_backends
-@pytest.mark.parametrize("with_kernels,split", [(True, False), (True, True), (False, False)])
+@pytest.mark.parametrize("with_kernels,split,stream", [
+    (True, False, False), (True, True, False), (True, False, True), (True, True, True),
+    (False, False, False)])
 def test_label_arrays_cache_blocks_and_read_exactly(store, cache, monkeypatch, pinky,
-                                                    with_kernels, split):
+                                                    with_kernels, split, stream):
     if split:  # every warm read decodes in two threads, this one and the pool's
         monkeypatch.setattr(rc, "DECODE_SPLIT_BYTES", 1)
+    # every box read streams its layers out (0), or none does
+    monkeypatch.setattr(rc, "STREAM_BYTES", 0 if stream else 1 << 40)
     if with_kernels:
         _kernels()
     else:  # the kernels never arrive: whole-block decodes and numpy copies

@@ -91,6 +91,22 @@ BOX_COPY_BYTES = 4 << 20
 #: 64^3 boxes of pinky40 (2 MiB each) took 12.0 ms split in two, 11.5 ms in one thread
 #: (4.1 and 1.0 ms with the kernel a no-op), so a box that size is decoded in the caller
 DECODE_SPLIT_BYTES = 4 << 20
+#: results of at least this many bytes are written by the copy kernels with streaming
+#: stores (see :mod:`diced.array._copy_kernels`); smaller ones stay in the core's cache
+STREAM_BYTES = 1 << 20
+
+_NO_STAGE = np.empty(0, np.uint64)
+_STAGES = threading.local()
+
+
+def _stage(n: int) -> np.ndarray:
+    """The calling thread's staging buffer of at least ``n`` uint64 for
+    :func:`~diced.array.codecs._labelbox_kernels.decode_grid` (a layer of sub-blocks: 256
+    KiB for 64^3 chunks), kept for the thread's next read."""
+    buf = getattr(_STAGES, "buf", None)
+    if buf is None or buf.size < n:
+        buf = _STAGES.buf = np.empty(n, np.uint64)
+    return buf
 
 
 def _decode_box(codec: Any, data: Any, p: ChunkProjection, scratch: np.ndarray,
@@ -146,9 +162,9 @@ def _load_kernels() -> None:
         from diced.array import _copy_kernels as ck
         from diced.array.codecs import _labelbox_kernels as lk
 
-        ck.copy_grid(np.zeros(0, np.int64), 0, 0, np.zeros(21, np.int64), 0)
-        ck.copy_boxes(np.zeros(0, np.int64), np.zeros((0, 6), np.int64), 0, 0, 0)
-        lk.decode_grid(np.zeros(0, np.int64), 0, 0, np.zeros(21, np.int64), 0)
+        ck.copy_grid(np.zeros(0, np.int64), 0, 0, np.zeros(21, np.int64), 0, False)
+        ck.copy_boxes(np.zeros(0, np.int64), np.zeros((0, 6), np.int64), 0, 0, 0, False)
+        lk.decode_grid(np.zeros(0, np.int64), 0, 0, np.zeros(21, np.int64), 0, _NO_STAGE)
     except Exception as exc:  # noqa: BLE001 - numba missing or broken: numpy copies instead
         log.warning("the copy kernels could not be loaded; cached chunks are copied with "
                     "numpy (label blocks decoded whole): %r", exc)
@@ -250,21 +266,27 @@ def _serve_box(sel: Selection, chunks: tuple[int, ...], cache: ChunkCache,
     if kernels is None:  # still loading (see _kernels): numpy copies, from what was found
         return False, dict(zip(coords, chunk_list))
     if blocks:
-        run, split = kernels.decode_grid, DECODE_SPLIT_BYTES
+        split = DECODE_SPLIT_BYTES
+
+        def run(addrs: np.ndarray, q0: int, q1: int, g: np.ndarray, dst: int,
+                stream: bool) -> None:
+            stage = _stage(8 * chunks[1] * chunks[2]) if stream else _NO_STAGE
+            kernels.decode_grid(addrs, q0, q1, g, dst, stage)
     else:
         run, split = kernels.copy_grid, BOX_COPY_BYTES
         for a, st in enumerate(chunk_list[0].strides):
             geo[15 + pad + a] = st
     g = np.array(geo, np.int64)
     dst = out.ctypes.data
+    stream = out.nbytes >= STREAM_BYTES
     k = min(workers, n)
     if out.nbytes < split or k < 2:
-        run(addrs, 0, n, g, dst)
+        run(addrs, 0, n, g, dst, stream)
         if post is not None:
             post(out)
         return True, None
     # k shares of the result's chunks, then (for ``post``) of its slabs along the first axis
-    _in_shares(lambda i, k: run(addrs, n * i // k, n * (i + 1) // k, g, dst), k, pool)
+    _in_shares(lambda i, k: run(addrs, n * i // k, n * (i + 1) // k, g, dst, stream), k, pool)
     if post is not None:
         _in_shares(lambda i, k: post(out[len(out) * i // k:len(out) * (i + 1) // k]), k, pool)
     del chunk_list  # the chunks stay referenced until every copy is done
@@ -392,7 +414,7 @@ class _BoxCopies:
 
     def run(self, i: int, k: int) -> None:
         _KERNELS.copy_boxes(self.src[i::k], self.geometry[i::k], self.out.ctypes.data,
-                            self.d_z, self.d_y)
+                            self.d_z, self.d_y, self.out.nbytes >= STREAM_BYTES)
 
 
 def _box_copies(hits: list[tuple[ChunkProjection, np.ndarray]], out: np.ndarray
