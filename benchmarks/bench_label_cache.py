@@ -6,7 +6,7 @@ chunks. With the same budget (64 MiB: diced's default), this script reads each s
 ``--reads`` times in one process and reports the first (cold) read and the median of the
 others, for:
 
-* a 256^3 region at an unaligned offset (64 chunks, 128 MiB decoded),
+* a 256^3 region at an unaligned offset (125 chunks, 128 MiB decoded),
 * a 512 x 512 z-slice (64 chunks, 2 MiB of result), as a viewer reads,
 * 20 unaligned 64^3 boxes (160 chunk visits), as a proofreading tool reads,
 
