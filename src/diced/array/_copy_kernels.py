@@ -101,24 +101,27 @@ def _store_fence(typingctx):  # type: ignore[no-untyped-def]  # pragma: no cover
 
 
 @njit(nogil=True, cache=True, inline="always")
+def _ends(d: int, s: int, w: int, n: int) -> None:  # pragma: no cover - numba
+    """Copy the first and the last ``n <= w`` of ``w`` bytes (a constant ``n``: each
+    ``memcpy`` of a constant size is emitted inline, no call)."""
+    _memcpy(d, s, n)
+    _memcpy(d + w - n, s + w - n, n)
+
+
+@njit(nogil=True, cache=True, inline="always")
 def _copy_short(d: int, s: int, w: int) -> None:  # pragma: no cover - numba
     """Copy ``1 <= w <= 64`` bytes from ``s`` to ``d`` as two fixed-size moves that may
-    overlap (each a ``memcpy`` of a constant size, which LLVM emits inline: no call)."""
+    overlap."""
     if w >= 32:
-        _memcpy(d, s, 32)
-        _memcpy(d + w - 32, s + w - 32, 32)
+        _ends(d, s, w, 32)
     elif w >= 16:
-        _memcpy(d, s, 16)
-        _memcpy(d + w - 16, s + w - 16, 16)
+        _ends(d, s, w, 16)
     elif w >= 8:
-        _memcpy(d, s, 8)
-        _memcpy(d + w - 8, s + w - 8, 8)
+        _ends(d, s, w, 8)
     elif w >= 4:
-        _memcpy(d, s, 4)
-        _memcpy(d + w - 4, s + w - 4, 4)
+        _ends(d, s, w, 4)
     elif w >= 2:
-        _memcpy(d, s, 2)
-        _memcpy(d + w - 2, s + w - 2, 2)
+        _ends(d, s, w, 2)
     else:
         _memcpy(d, s, 1)
 
