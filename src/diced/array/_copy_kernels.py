@@ -43,12 +43,16 @@ LINE = 64
 
 
 @intrinsic
-def _words(typingctx, addr):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
-    """An int64 address as a pointer to uint64 words."""
-    sig = types.CPointer(types.uint64)(types.int64)
+def _pointer(typingctx, addr, kind):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
+    """An int64 address as a pointer to ``kind`` (a numpy scalar type, such as
+    ``np.uint64`` for words or ``np.uint8`` for bytes)."""
+    if not isinstance(kind, types.NumberClass):
+        return None
+    ptr = types.CPointer(kind.instance_type)
+    sig = ptr(types.int64, kind)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.uint64)))
+        return builder.inttoptr(args[0], context.get_value_type(ptr))
 
     return sig, codegen
 
@@ -159,8 +163,8 @@ def _rows(s: int, s_z: int, s_y: int, d: int, d_z: int, d_y: int, nz: int,
         n = w // 8
         for z in range(nz):
             for y in range(ny):
-                sp = _words(s + z * s_z + y * s_y)
-                dp = _words(d + z * d_z + y * d_y)
+                sp = _pointer(s + z * s_z + y * s_y, np.uint64)
+                dp = _pointer(d + z * d_z + y * d_y, np.uint64)
                 for x in range(n):
                     dp[x] = sp[x]
     elif w <= 64:

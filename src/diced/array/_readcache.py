@@ -95,18 +95,9 @@ DECODE_SPLIT_BYTES = 4 << 20
 #: stores (see :mod:`diced.array._copy_kernels`); smaller ones stay in the core's cache
 STREAM_BYTES = 1 << 20
 
+#: no staging buffer: :func:`~diced.array.codecs._labelbox_kernels.decode_grid` writes
+#: straight into the result
 _NO_STAGE = np.empty(0, np.uint64)
-_STAGES = threading.local()
-
-
-def _stage(n: int) -> np.ndarray:
-    """The calling thread's staging buffer of at least ``n`` uint64 for
-    :func:`~diced.array.codecs._labelbox_kernels.decode_grid` (a layer of sub-blocks: 256
-    KiB for 64^3 chunks), kept for the thread's next read."""
-    buf = getattr(_STAGES, "buf", None)
-    if buf is None or buf.size < n:
-        buf = _STAGES.buf = np.empty(n, np.uint64)
-    return buf
 
 
 def _decode_box(codec: Any, data: Any, p: ChunkProjection, scratch: np.ndarray,
@@ -214,16 +205,18 @@ def _in_shares(work: Callable[[int, int], None], k: int, pool: Callable[[], Exec
 def _serve_box(sel: Selection, chunks: tuple[int, ...], cache: ChunkCache,
                prefix: tuple[Any, ...], out: np.ndarray,
                post: Callable[[np.ndarray], Any] | None,
-               pool: Callable[[], Executor], workers: int, blocks: bool = False
+               pool: Callable[[], Executor], workers: int,
+               blocks: Callable[[], np.ndarray] | None = None
                ) -> tuple[bool, dict[tuple[int, ...], np.ndarray | None] | None]:
     """Serve a step-1 box selection (up to 3-d) whose chunks are all cached, whole-shaped
     and C-contiguous, in one call of the numba kernel (:func:`~diced.array._copy_kernels.
     copy_grid`: no per-chunk projections, no per-chunk copies in Python), shared by
     ``workers`` threads for results of :data:`BOX_COPY_BYTES` and more; then ``post(out)``.
     With ``blocks`` (a label array's chunks, cached as DVID label blocks: see
-    :func:`cacheable_block`), the box is decoded from them instead
-    (:func:`~diced.array.codecs._labelbox_kernels.decode_grid`), shared from
-    :data:`DECODE_SPLIT_BYTES`.
+    :func:`cacheable_block`; the calling thread's scratch chunk), the box is decoded from
+    them instead (:func:`~diced.array.codecs._labelbox_kernels.decode_grid`, staging in
+    the scratch chunk of the thread that runs it for results of :data:`STREAM_BYTES` and
+    more), shared from :data:`DECODE_SPLIT_BYTES`.
     Returns ``(True, None)`` when served, else ``(False, found)``: the chunks looked up by
     grid coordinates (``None`` for a miss), or ``None`` when the selection does not qualify,
     for :func:`_serve_cached` (so no chunk is looked up, or counted, twice).
@@ -254,7 +247,7 @@ def _serve_box(sel: Selection, chunks: tuple[int, ...], cache: ChunkCache,
     addrs = np.empty(n, np.int64)
     chunk_list = cache.get_many([(*prefix, k) for k in coords], addrs)
     dt = out.dtype
-    if blocks:
+    if blocks is not None:
         if nd != 3 or any(c is None for c in chunk_list):
             return False, dict(zip(coords, chunk_list))
     else:
@@ -265,12 +258,12 @@ def _serve_box(sel: Selection, chunks: tuple[int, ...], cache: ChunkCache,
     kernels = _kernels()
     if kernels is None:  # still loading (see _kernels): numpy copies, from what was found
         return False, dict(zip(coords, chunk_list))
-    if blocks:
+    if blocks is not None:
         split = DECODE_SPLIT_BYTES
 
         def run(addrs: np.ndarray, q0: int, q1: int, g: np.ndarray, dst: int,
                 stream: bool) -> None:
-            stage = _stage(8 * chunks[1] * chunks[2]) if stream else _NO_STAGE
+            stage = blocks().reshape(-1) if stream else _NO_STAGE  # type: ignore[misc]
             kernels.decode_grid(addrs, q0, q1, g, dst, stage)
     else:
         run, split = kernels.copy_grid, BOX_COPY_BYTES

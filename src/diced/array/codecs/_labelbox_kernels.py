@@ -26,27 +26,15 @@ them. Addresses are int64 (a read's chunks are looked up in the cache by address
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
-from diced.array._copy_kernels import _store_fence, _stream_row, _words
+from diced.array._copy_kernels import _pointer, _store_fence, _stream_row
 from diced.array.codecs._labelblock_kernels import (
     _bits_for,
     _read_u16,
     _read_u32,
     _read_u64,
 )
-
-
-@intrinsic
-def _bytes_at(typingctx, addr):  # type: ignore[no-untyped-def]  # pragma: no cover - numba
-    """An int64 address as a pointer to bytes."""
-    sig = types.CPointer(types.uint8)(types.int64)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.uint8)))
-
-    return sig, codegen
 
 
 @njit(nogil=True, cache=True)
@@ -68,13 +56,13 @@ def _decode(src: int, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int,
     an argument, not an address, so that it stays alive while it is written (numba frees
     an array after its last use, and an address is not a use)."""
     stage = buffer.ctypes.data if buffer.size else 0
-    p = _bytes_at(src)
+    p = _pointer(src, np.uint8)
     gx, gy, gz, n = _read_u32(p, 0), _read_u32(p, 4), _read_u32(p, 8), _read_u32(p, 12)
     w = (x1 - x0) * 8
     if n == 1:  # a solid block
         v = _read_u64(p, 16)
         if stage:  # one row of it, streamed to every row of the result
-            row = _words(stage)
+            row = _pointer(stage, np.uint64)
             for x in range(x1 - x0):
                 row[x] = v
             for z in range(z1 - z0):
@@ -83,7 +71,7 @@ def _decode(src: int, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int,
             return
         for z in range(z1 - z0):
             for y in range(y1 - y0):
-                row = _words(dst + z * d_z + y * d_y)
+                row = _pointer(dst + z * d_z + y * d_y, np.uint64)
                 for x in range(x1 - x0):
                     row[x] = v
         return
@@ -117,7 +105,7 @@ def _decode(src: int, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int,
                         v = np.uint64(0) if c == 0 else _read_u64(p, 16 + 8 * _read_u32(p, ipos))
                         for z in range(za, zb):
                             for y in range(ya, yb):
-                                row = _words(out + (z - zref) * o_z + (y - y0) * o_y)
+                                row = _pointer(out + (z - zref) * o_z + (y - y0) * o_y, np.uint64)
                                 for x in range(xa, xb):
                                     row[x - x0] = v
                     else:
@@ -129,8 +117,8 @@ def _decode(src: int, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int,
                             for y in range(ya, yb):
                                 # the row's 8 values: ``bits`` bytes, MSB first
                                 at = vpos + ((z - sz * 8) * 8 + (y - sy * 8)) * bits
-                                row = _words(out + (z - zref) * o_z + (y - y0) * o_y
-                                             + (xa - x0) * 8)
+                                row = _pointer(out + (z - zref) * o_z + (y - y0) * o_y
+                                               + (xa - x0) * 8, np.uint64)
                                 if bits <= 8:
                                     acc = np.uint64(0)
                                     for j in range(bits):

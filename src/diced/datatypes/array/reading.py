@@ -164,7 +164,7 @@ class ArrayReads:
                     return
             elif isinstance(sel, Selection):  # a box of cached chunks: one kernel call
                 served, found = _serve_box(sel, self.chunks, cache, ident, out, post, _pool,
-                                           _common._READERS, blocks is not None)
+                                           _common._READERS, scratch)
                 if served:
                     return
         # 3-d step-1 boxes of blosc2 chunks: a partial chunk is decoded and copied in one
