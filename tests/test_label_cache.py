@@ -155,6 +155,52 @@ def test_label_arrays_cache_blocks_and_read_exactly(store, cache, monkeypatch, p
             release.set()
 
 
+def test_single_chunk_reads_load_the_kernels(tmp_path, cache, monkeypatch, pinky):
+    """A viewer reading tiles that each lie in one chunk (no box read ever) gets the
+    decode kernels too: the first warm tile starts loading them, the tiles read before they
+    arrive decode whole blocks, and those after decode only the tile's voxels."""
+    repo = diced.Store(tmp_path / "s.lmdb").create_repo("r")
+    seg = repo.create_labels("seg", pinky.shape)
+    seg[...] = pinky
+    a = seg.at(repo.commit("lock"))
+    real_load, release = rc._load_kernels, threading.Event()
+
+    def slow_load():  # a loader that takes until the test releases it
+        assert release.wait(60)
+        real_load()
+
+    monkeypatch.setattr(rc, "_KERNELS", None)
+    monkeypatch.setattr(rc, "_KERNELS_LOADER", None)
+    monkeypatch.setattr(rc, "_load_kernels", slow_load)
+    tiles = [(z, slice(64, 128), slice(70, 128)) for z in range(64, 70)]  # in one chunk
+    try:
+        assert np.array_equal(a[tiles[0]], pinky[tiles[0]])  # cold: fills the cache
+        assert rc._KERNELS_LOADER is None
+        for t in tiles:  # warm, while the loader is blocked: whole-block decodes
+            assert np.array_equal(a[t], pinky[t])
+        loader = rc._KERNELS_LOADER
+        assert isinstance(loader, threading.Thread) and loader.name == "diced-copy-kernels"
+        assert rc._KERNELS is None and loader.is_alive()
+    finally:
+        release.set()
+    loader.join(120)
+    assert rc._KERNELS is not None
+    parts = []
+    real_part = rc._KERNELS.decode_part
+
+    def counting(*args):
+        parts.append(args[1:7])
+        real_part(*args)
+
+    monkeypatch.setattr(rc._KERNELS, "decode_part", counting)
+    before = cache.stats()["misses"]
+    for t in tiles:
+        assert np.array_equal(a[t], pinky[t])
+    assert cache.stats()["misses"] == before
+    # only each tile's voxels were decoded: one plane, 64 rows, the tile's columns
+    assert parts == [(t[0] - 64, t[0] - 63, 0, 64, 6, 64) for t in tiles]
+
+
 def test_merged_labels_map_the_decoded_voxels_never_the_cached_blocks(tmp_path, cache):
     _kernels()
     repo = diced.Store(tmp_path / "s.lmdb").create_repo("r")

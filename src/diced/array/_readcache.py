@@ -351,10 +351,10 @@ def _decode_hit(p: ChunkProjection, block: np.ndarray, out: np.ndarray,
     """Fill projection ``p`` of ``out`` from a cached label block: a step-1 box of a 3-d
     C-contiguous result is decoded straight into ``out``
     (:func:`~diced.array.codecs._labelbox_kernels.decode_part`: only the voxels it needs);
-    anything else (index arrays, strided slices, kernels still loading) decodes the whole
-    block into ``scratch()`` (the calling thread's chunk-shaped uint64 buffer) and copies
-    from it."""
-    kernels = _KERNELS
+    anything else (index arrays, strided slices, kernels still loading: the first hit
+    starts loading them, see :func:`_kernels`) decodes the whole block into ``scratch()``
+    (the calling thread's chunk-shaped uint64 buffer) and copies from it."""
+    kernels = _kernels()
     if kernels is not None and not p.fancy and out.ndim == 3 and out.flags.c_contiguous:
         lo, hi, dst = [], [], out.ctypes.data
         for cs, os_, st in zip(p.chunk_sel, p.out_sel, out.strides):
