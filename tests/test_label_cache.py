@@ -201,6 +201,37 @@ def test_single_chunk_reads_load_the_kernels(tmp_path, cache, monkeypatch, pinky
     assert parts == [(t[0] - 64, t[0] - 63, 0, 64, 6, 64) for t in tiles]
 
 
+@pytest.mark.all_backends
+def test_open_version_reads_decode_only_their_planes(store, cache, monkeypatch, pinky):
+    """At an open version (no cache), a selection that cuts a chunk's planes decodes only
+    those planes of its block (``LabelBlockCodec.decode_rows``), and reads exactly."""
+    repo = store.create_repo("r")
+    seg = repo.create_labels("seg", pinky.shape)
+    seg[...] = pinky
+    repo.commit("lock")
+    repo.newversion("open")
+    seg[70:74, 10:20, 10:20] = 5  # a chunk of the open version itself, and the others below
+    expected = pinky.copy()
+    expected[70:74, 10:20, 10:20] = 5
+    calls = []
+    real = type(seg.codec).decode_rows
+
+    def counting(self, data, shape, dtype, lo, hi, out):
+        calls.append((lo, hi))
+        return real(self, data, shape, dtype, lo, hi, out)
+
+    monkeypatch.setattr(type(seg.codec), "decode_rows", counting)
+    for sel in [(100, slice(None), slice(None)), (slice(70, 75), slice(0, 64), slice(0, 64)),
+                (slice(3, 130), slice(60, 127), slice(1, 159)), (5, 6, 7), (Ellipsis,)]:
+        calls.clear()
+        np.testing.assert_array_equal(seg[sel], expected[sel])
+        if sel == (Ellipsis,):
+            assert calls == []  # whole chunks decode whole
+        else:
+            assert calls and all(hi - lo < 64 for lo, hi in calls), sel
+    assert cache.stats()["hits"] == 0 and len(cache._items) == 0  # nothing cached
+
+
 def test_merged_labels_map_the_decoded_voxels_never_the_cached_blocks(tmp_path, cache):
     _kernels()
     repo = diced.Store(tmp_path / "s.lmdb").create_repo("r")

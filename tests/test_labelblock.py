@@ -480,8 +480,17 @@ def _decode_unless_huge(data):
     return None
 
 
+def _planes_unless_huge(data):
+    shape = lb.block_shape(data)
+    if np.prod(shape) <= 2**21:
+        out = np.zeros(shape, np.uint64)
+        return lb.decode_block_planes(data, shape, shape[0] // 2, shape[0], out)
+    return None
+
+
 def _all_readers(data):
     yield lambda: _decode_unless_huge(data)
+    yield lambda: _planes_unless_huge(data)
     yield lambda: lb.block_labels(data)
     yield lambda: lb.remap_block(data, [1], [2])
     yield lambda: lb.block_label_counts(data)
@@ -536,6 +545,59 @@ def test_packed_value_out_of_range():
     lb.validate_block(block)  # structure alone is fine
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(label_blocks(), st.data())
+def test_decode_planes_equal_slicing_the_decoded_block(arr, data):
+    """Any plane range, every kind of block (solid, every bit width): exactly those planes
+    are written, the others are left as they were."""
+    lo = data.draw(st.integers(0, arr.shape[0] - 1))
+    hi = data.draw(st.integers(lo + 1, arr.shape[0]))
+    out = np.full(arr.shape, 77, np.uint64)
+    assert lb.decode_block_planes(lb.encode_block(arr), arr.shape, lo, hi, out) is out
+    np.testing.assert_array_equal(out[lo:hi], arr[lo:hi])
+    assert (out[:lo] == 77).all() and (out[hi:] == 77).all()
+
+
+def test_decode_planes_checks_the_values_it_unpacks():
+    # two layers of sub-blocks (16 planes); Ns = 3 uses 2 bits, so the packed value 3 in the
+    # second layer is invalid
+    block = build_block((1, 1, 2), [1, 2, 3], [3, 3], [0, 1, 2, 0, 1, 2],
+                        [[0, 1, 2, 0] * 128, [0, 1, 2, 3] * 128])
+    out = np.zeros((16, 8, 8), np.uint64)
+    lb.decode_block_planes(block, (16, 8, 8), 0, 8, out)  # the first layer is sound
+    np.testing.assert_array_equal(out[:8].reshape(-1), np.array([1, 2, 3, 1] * 128, np.uint64))
+    for lo, hi in ((8, 16), (7, 9), (15, 16)):
+        with pytest.raises(CorruptDataError, match="packed voxel value"):
+            lb.decode_block_planes(block, (16, 8, 8), lo, hi, out)
+    # the structure is checked whatever the planes: a count past 512 in the other layer
+    bad = _patch(block, 16 + 8 * 3 + 2, "<H", 513)
+    with pytest.raises(CorruptDataError, match="more than 512"):
+        lb.decode_block_planes(bad, (16, 8, 8), 0, 8, out)
+
+
+def test_decode_planes_refuses_bad_arguments():
+    block = _small_block()  # (8, 8, 16)
+    ok = np.zeros((8, 8, 16), np.uint64)
+    for lo, hi in ((0, 0), (3, 2), (-1, 4), (0, 9)):
+        with pytest.raises(InvalidArgumentError, match="planes"):
+            lb.decode_block_planes(block, (8, 8, 16), lo, hi, ok)
+    for out in (np.zeros((8, 8, 16), np.uint32), np.zeros((8, 8, 8), np.uint64),
+                np.zeros((8, 8, 32), np.uint64)[:, :, ::2]):
+        with pytest.raises(InvalidArgumentError, match="out must be"):
+            lb.decode_block_planes(block, (8, 8, 16), 0, 8, out)
+    with pytest.raises(CorruptDataError, match="differs from expected shape"):
+        lb.decode_block_planes(block, (16, 8, 8), 0, 8, np.zeros((16, 8, 8), np.uint64))
+    codec = codec_from_dict({"name": "labelblock"})
+    data = codec.encode(np.arange(8 * 8 * 16, dtype=np.uint64).reshape(8, 8, 16))
+    # the codec declines what it cannot decode into, and decodes the rest
+    assert not codec.decode_rows(data, (8, 8, 16), np.uint32, 0, 4,
+                                 np.zeros((8, 8, 16), np.uint32))
+    out = np.full((8, 8, 16), 5, np.uint64)
+    assert codec.decode_rows(data, (8, 8, 16), np.uint64, 2, 4, out)
+    np.testing.assert_array_equal(out[2:4].reshape(-1), np.arange(2 * 128, 4 * 128))
+    assert (out[:2] == 5).all() and (out[4:] == 5).all()
+
+
 def test_short_and_empty_inputs():
     for data in (b"", b"\x01", b"\x00" * 15, b"\x01\x00\x00\x00" * 4):
         for reader in _all_readers(data):
@@ -579,6 +641,10 @@ def test_fuzz_damaged_blocks_never_crash(data):
     # whatever decodes must agree with the reference decoder
     if decoded.size <= 4096:
         np.testing.assert_array_equal(decoded, ref_decode(data))
+    # and a decode of some planes with the whole block's decode
+    planes = _planes_unless_huge(data)
+    half = decoded.shape[0] // 2
+    np.testing.assert_array_equal(planes[half:], decoded[half:])
 
 
 @settings(max_examples=100, deadline=None)

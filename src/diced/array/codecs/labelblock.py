@@ -69,6 +69,7 @@ __all__ = [
     "block_labels",
     "block_shape",
     "decode_block",
+    "decode_block_planes",
     "dvid_deserialize",
     "dvid_serialize",
     "encode_block",
@@ -291,6 +292,57 @@ def decode_block(data: BytesLike, shape: tuple[int, int, int] | None = None,
     if out is None or direct:
         return target
     return _store(out, target)
+
+
+def decode_block_planes(data: BytesLike, shape: tuple[int, int, int], lo: int, hi: int,
+                        out: np.ndarray) -> np.ndarray:
+    """Decode planes ``lo:hi`` (the leading axis) of a DVID label block into the same planes
+    of ``out``, leaving its other planes as they were: a read of a few planes (a viewer's
+    z-tile, the edge of a box) unpacks only the sub-blocks that hold them.
+
+    The header and the block's whole structure (counts, index table, lengths) are checked
+    as :func:`decode_block` checks them; packed values only where they are unpacked.
+
+    Parameters
+    ----------
+    data
+        The uncompressed DVID block serialization.
+    shape
+        The block's (z, y, x) shape, which the header must declare.
+    lo, hi
+        The planes to decode, ``0 <= lo < hi <= shape[0]``.
+    out
+        A C-contiguous, writeable uint64 array of ``shape``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out``.
+
+    Raises
+    ------
+    CorruptDataError
+        If the bytes are malformed or the block's shape differs from ``shape``.
+    InvalidArgumentError
+        If ``lo:hi`` is empty or outside the block, or ``out`` is not such an array.
+    """
+    shape = _check_shape(shape)
+    if out.shape != shape or out.dtype != np.uint64 or not out.flags.c_contiguous \
+            or not out.flags.writeable:
+        raise InvalidArgumentError(
+            f"out must be a C-contiguous, writeable uint64 array of shape {shape}, got "
+            f"{out.dtype} {out.shape}")
+    if not 0 <= lo < hi <= shape[0]:
+        raise InvalidArgumentError(f"planes {lo}:{hi} are not a non-empty range of 0:{shape[0]}")
+    buf = _as_buffer(data)
+    header_shape = block_shape(buf)
+    if header_shape != shape:
+        raise CorruptDataError(f"corrupt DVID label block: block shape {header_shape} differs "
+                               f"from expected shape {shape}")
+    err, detail = _k.decode_planes(buf, out.reshape(-1), *shape, lo, hi)
+    if err != _k.OK:
+        _raise(err, detail)
+    return out
 
 
 def block_labels(data: BytesLike) -> np.ndarray:
@@ -518,6 +570,18 @@ class LabelBlockCodec(ChunkCodec):
         if self.outer == "gzip":
             return _gzip_decompress(data, limit)
         return data
+
+    def decode_rows(self, data: BytesLike, shape: tuple[int, ...], dtype: Any, lo: int,
+                    hi: int, out: np.ndarray) -> bool:
+        """Decode only planes ``lo:hi`` (leading axis) into ``out`` (chunk-shaped; other
+        planes are left as they were; see :func:`decode_block_planes`); ``False`` when
+        ``out`` is not a C-contiguous, writeable uint64 chunk."""
+        shape = _check_shape(shape)
+        if np.dtype(dtype) != np.uint64 or out.shape != shape or out.dtype != np.uint64 \
+                or not out.flags.c_contiguous or not out.flags.writeable:
+            return False
+        decode_block_planes(self.decode_block_bytes(data, shape), shape, lo, hi, out)
+        return True
 
     def decode(self, data: BytesLike, shape: tuple[int, ...], dtype: np.dtype,
                out: np.ndarray | None = None) -> np.ndarray:
