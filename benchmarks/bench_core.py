@@ -136,6 +136,35 @@ def load_labels(path: str, n: int) -> np.ndarray:
     return lab
 
 
+def label_args(doc: str, reads: int) -> argparse.Namespace:
+    """``--labels PATH`` and ``--reads N`` (default ``reads``), for the label read scripts
+    (``bench_label_bound.py``, ``bench_label_open.py``)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--labels", default=DEFAULT_LABELS)
+    ap.add_argument("--reads", type=int, default=reads)
+    return ap.parse_args()
+
+
+def zarr3_labels_spec(path: str, n: int, cache_bytes: int) -> dict[str, Any]:
+    """TensorStore's zarr3 spec of an n^3 uint64 array at ``path`` on its file kvstore, in
+    this file's codec (blosc zstd-1, shuffle, 64^3 chunks), with a ``cache_pool`` of
+    ``cache_bytes`` (0: none; else ``recheck_cached_data: "open"``)."""
+    spec: dict[str, Any] = {
+        "driver": "zarr3", "kvstore": {"driver": "file", "path": path},
+        "context": {"cache_pool": {"total_bytes_limit": cache_bytes}},
+        "metadata": {"shape": [n] * 3, "data_type": "uint64", "fill_value": 0,
+                     "chunk_grid": {"name": "regular",
+                                    "configuration": {"chunk_shape": list(CHUNKS)}},
+                     "chunk_key_encoding": {"name": "default"},
+                     "codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
+                                {"name": "blosc", "configuration": {
+                                    "cname": "zstd", "clevel": 1, "shuffle": "shuffle",
+                                    "typesize": 8, "blocksize": 0}}]}}
+    if cache_bytes:
+        spec["recheck_cached_data"] = "open"
+    return spec
+
+
 def random_boxes(n: int, size: int, count: int, seed: int = 1) -> list[tuple[slice, ...]]:
     """Boxes at random offsets, none aligned to the chunk grid on any axis."""
     rng = np.random.default_rng(seed)

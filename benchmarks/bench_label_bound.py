@@ -28,7 +28,6 @@ Usage: ``python benchmarks/bench_label_bound.py [--labels PATH] [--reads 40]``
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import statistics
 import sys
@@ -40,7 +39,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_core import CHUNKS, DEFAULT_LABELS, load_labels, random_boxes
+from bench_core import label_args, load_labels, random_boxes, zarr3_labels_spec
 
 
 def geometry(box: tuple[slice, ...], c: int = 64) -> tuple[list[tuple[int, ...]], np.ndarray]:
@@ -68,10 +67,7 @@ def median_ms(fn: Any, reads: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--labels", default=DEFAULT_LABELS)
-    ap.add_argument("--reads", type=int, default=40)
-    args = ap.parse_args()
+    args = label_args(__doc__, 40)
 
     import tensorstore as ts
 
@@ -134,17 +130,7 @@ def main() -> None:
         seg = repo.create_labels("seg", data.shape)
         seg[...] = data
         h = seg.at(repo.commit("lock"))
-        tspec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": f"{tmp}/ts"},
-                 "context": {"cache_pool": {"total_bytes_limit": 256 << 20}},
-                 "recheck_cached_data": "open",
-                 "metadata": {"shape": [n] * 3, "data_type": "uint64", "fill_value": 0,
-                              "chunk_grid": {"name": "regular",
-                                             "configuration": {"chunk_shape": list(CHUNKS)}},
-                              "chunk_key_encoding": {"name": "default"},
-                              "codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
-                                         {"name": "blosc", "configuration": {
-                                             "cname": "zstd", "clevel": 1, "shuffle": "shuffle",
-                                             "typesize": 8, "blocksize": 0}}]}}
+        tspec = zarr3_labels_spec(f"{tmp}/ts", n, 256 << 20)
         t = ts.open(tspec, create=True).result()
         t.write(data).result()
         for _ in range(2):  # warm: every block (diced) and decoded chunk (TensorStore) cached

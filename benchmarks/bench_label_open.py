@@ -18,7 +18,6 @@ Usage: ``python benchmarks/bench_label_open.py [--labels PATH] [--reads 10]``
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -28,14 +27,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_core import CHUNKS, DEFAULT_LABELS, load_labels, random_boxes
+from bench_core import label_args, load_labels, random_boxes, zarr3_labels_spec
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--labels", default=DEFAULT_LABELS)
-    ap.add_argument("--reads", type=int, default=10)
-    args = ap.parse_args()
+    args = label_args(__doc__, 10)
 
     import tensorstore as ts
 
@@ -57,16 +53,7 @@ def main() -> None:
         repo.commit("written")
         repo.newversion("open")  # seg now reads at the open version
         load_copy_kernels()
-        spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": f"{tmp}/ts"},
-                "context": {"cache_pool": {"total_bytes_limit": 0}},
-                "metadata": {"shape": [n] * 3, "data_type": "uint64", "fill_value": 0,
-                             "chunk_grid": {"name": "regular",
-                                            "configuration": {"chunk_shape": list(CHUNKS)}},
-                             "chunk_key_encoding": {"name": "default"},
-                             "codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
-                                        {"name": "blosc", "configuration": {
-                                            "cname": "zstd", "clevel": 1, "shuffle": "shuffle",
-                                            "typesize": 8, "blocksize": 0}}]}}
+        spec = zarr3_labels_spec(f"{tmp}/ts", n, 0)
         t = ts.open(spec, create=True).result()
         t.write(data).result()
         readers = {"diced": lambda s: seg[s], "TensorStore": lambda s: t[s].read().result()}
