@@ -414,83 +414,13 @@ def _unpack_row(buf, pos, bits, vals):
         vals[7] = np.int64(((acc & np.uint64(1)) << np.uint64(8)) | np.uint64(buf[pos + 8]))
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _decode_subblock(buf, out, lab, vals, c, vpos, sz, sy, sx, plane, nx, za, zb):
-    """Write planes ``za <= zz < zb`` (of 8) of sub-block ``(sz, sy, sx)``, its ``c``
-    labels in ``lab``, its packed values from ``vpos``; ``True`` if a packed value unpacked
-    is ``c`` or more (a corrupt block). Inlined, so constant bounds (0, 8) compile as fixed
-    loops."""
-    bits = _bits_for(c)
-    if bits == 0:
-        fill = lab[0] if c == 1 else np.uint64(0)
-        for zz in range(za, zb):
-            zoff = (sz * 8 + zz) * plane
-            for yy in range(8):
-                row = zoff + (sy * 8 + yy) * nx + sx * 8
-                for xx in range(8):
-                    out[row + xx] = fill
-        return False
-    vmax = 0
-    vpos += za * 8 * bits
-    for zz in range(za, zb):
-        zoff = (sz * 8 + zz) * plane
-        for yy in range(8):
-            row = zoff + (sy * 8 + yy) * nx + sx * 8
-            _unpack_row(buf, vpos, bits, vals)
-            vpos += bits
-            for xx in range(8):
-                v = vals[xx]
-                vmax = max(vmax, v)
-                out[row + xx] = lab[v]  # lab has 512 slots: in bounds
-    return vmax >= c
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _block_start(buf, out, nz, ny, nx):
-    """The checks :func:`decode_block` and :func:`decode_planes` share: ``(err, detail,
-    gx, gy, gz, n, idx_off, val_off)``; ``n == 1``: a solid block (offsets 0)."""
-    err, gx, gy, gz, n = parse_header(buf)
-    if err != OK:
-        return err, 0, 0, 0, 0, 0, 0, 0
-    if gx * 8 != nx or gy * 8 != ny or gz * 8 != nz or out.shape[0] != nx * ny * nz:
-        return ERR_SHAPE_MISMATCH, 0, 0, 0, 0, 0, 0, 0
-    if n == 1:
-        if buf.shape[0] < 24:
-            return ERR_SHORT_LABELS, 0, 0, 0, 0, 0, 0, 0
-        return OK, 0, gx, gy, gz, n, 0, 0
-    err, detail, idx_off, val_off = _check_structure(buf, gx * gy * gz, n)
-    return err, detail, gx, gy, gz, n, idx_off, val_off
-
-
 @njit(cache=True, nogil=True)
 def decode_block(buf, out, nz, ny, nx):
     """Decode ``buf`` into the flat C-order uint64 array ``out`` of shape ``(nz, ny, nx)``.
 
     Returns ``(err, detail)``. On error the contents of ``out`` are unspecified.
     """
-    err, detail, gx, gy, gz, n, ipos, vpos = _block_start(buf, out, nz, ny, nx)
-    if err != OK:
-        return err, detail
-    if n == 1:
-        out[:] = _read_u64(buf, 16)
-        return OK, 0
-    ns_off = 16 + 8 * n
-    lab = np.zeros(512, dtype=np.uint64)
-    vals = np.empty(8, dtype=np.int64)
-    sb = 0
-    for sz in range(gz):
-        for sy in range(gy):
-            for sx in range(gx):
-                c = _read_u16(buf, ns_off + 2 * sb)
-                for j in range(c):
-                    lab[j] = _read_u64(buf, 16 + 8 * _read_u32(buf, ipos + 4 * j))
-                ipos += 4 * c
-                if _decode_subblock(buf, out, lab, vals, c, vpos, sz, sy, sx, ny * nx, nx,
-                                    0, 8):
-                    return ERR_VALUE_RANGE, sb
-                vpos += 64 * _bits_for(c)
-                sb += 1
-    return OK, 0
+    return decode_planes(buf, out, nz, ny, nx, 0, nz)
 
 
 @njit(cache=True, nogil=True)
@@ -500,31 +430,64 @@ def decode_planes(buf, out, nz, ny, nx, z0, z1):
     the whole structure (counts, index table, lengths) are checked; packed values only in
     the sub-blocks decoded, as only they are unpacked. ``0 <= z0 < z1 <= nz``.
     """
-    err, detail, gx, gy, gz, n, ipos, vpos = _block_start(buf, out, nz, ny, nx)
+    err, gx, gy, gz, n = parse_header(buf)
     if err != OK:
-        return err, detail
+        return err, 0
+    if gx * 8 != nx or gy * 8 != ny or gz * 8 != nz or out.shape[0] != nx * ny * nz:
+        return ERR_SHAPE_MISMATCH, 0
     plane = ny * nx
     if n == 1:
+        if buf.shape[0] < 24:
+            return ERR_SHORT_LABELS, 0
         out[z0 * plane:z1 * plane] = _read_u64(buf, 16)
         return OK, 0
+    nsb = gx * gy * gz
+    err, detail, idx_off, val_off = _check_structure(buf, nsb, n)
+    if err != OK:
+        return err, detail
+
     ns_off = 16 + 8 * n
     lab = np.zeros(512, dtype=np.uint64)
     vals = np.empty(8, dtype=np.int64)
+    ipos = idx_off
+    vpos = val_off
     sb = 0
+    zero = np.uint64(0)
     for sz in range(gz):
         # the planes of this layer of sub-blocks to write (none: skip its sub-blocks)
         za, zb = max(z0 - sz * 8, 0), min(z1 - sz * 8, 8)
         for sy in range(gy):
             for sx in range(gx):
                 c = _read_u16(buf, ns_off + 2 * sb)
+                bits = _bits_for(c)
                 if za < zb:
                     for j in range(c):
                         lab[j] = _read_u64(buf, 16 + 8 * _read_u32(buf, ipos + 4 * j))
-                    if _decode_subblock(buf, out, lab, vals, c, vpos, sz, sy, sx, plane, nx,
-                                        za, zb):
-                        return ERR_VALUE_RANGE, sb
+                    if bits == 0:
+                        fill = lab[0] if c == 1 else zero
+                        for zz in range(za, zb):
+                            zoff = (sz * 8 + zz) * plane
+                            for yy in range(8):
+                                row = zoff + (sy * 8 + yy) * nx + sx * 8
+                                for xx in range(8):
+                                    out[row + xx] = fill
+                    else:
+                        vmax = 0
+                        vrow = vpos + za * 8 * bits
+                        for zz in range(za, zb):
+                            zoff = (sz * 8 + zz) * plane
+                            for yy in range(8):
+                                row = zoff + (sy * 8 + yy) * nx + sx * 8
+                                _unpack_row(buf, vrow, bits, vals)
+                                vrow += bits
+                                for xx in range(8):
+                                    v = vals[xx]
+                                    vmax = max(vmax, v)
+                                    out[row + xx] = lab[v]  # lab has 512 slots: in bounds
+                        if vmax >= c:
+                            return ERR_VALUE_RANGE, sb
                 ipos += 4 * c
-                vpos += 64 * _bits_for(c)
+                vpos += 64 * bits
                 sb += 1
     return OK, 0
 
