@@ -145,21 +145,24 @@ def label_args(doc: str, reads: int) -> argparse.Namespace:
     return ap.parse_args()
 
 
-def zarr3_labels_spec(path: str, n: int, cache_bytes: int) -> dict[str, Any]:
-    """TensorStore's zarr3 spec of an n^3 uint64 array at ``path`` on its file kvstore, in
-    this file's codec (blosc zstd-1, shuffle, 64^3 chunks), with a ``cache_pool`` of
-    ``cache_bytes`` (0: none; else ``recheck_cached_data: "open"``)."""
+def zarr3_local_spec(path: str, n: int, cache_bytes: int, dtype: Any = np.uint64
+                     ) -> dict[str, Any]:
+    """TensorStore's zarr3 spec of an n^3 array of ``dtype`` (uint64 labels by default) at
+    ``path`` on its file kvstore, in this file's codec (blosc zstd-1, shuffle, 64^3 chunks),
+    with a ``cache_pool`` of ``cache_bytes`` (0: none; else ``recheck_cached_data: "open"``)."""
+    dt = np.dtype(dtype)
     spec: dict[str, Any] = {
         "driver": "zarr3", "kvstore": {"driver": "file", "path": path},
         "context": {"cache_pool": {"total_bytes_limit": cache_bytes}},
-        "metadata": {"shape": [n] * 3, "data_type": "uint64", "fill_value": 0,
+        "metadata": {"shape": [n] * 3, "data_type": dt.name, "fill_value": 0,
                      "chunk_grid": {"name": "regular",
                                     "configuration": {"chunk_shape": list(CHUNKS)}},
                      "chunk_key_encoding": {"name": "default"},
-                     "codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
+                     "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}
+                                if dt.itemsize > 1 else {"name": "bytes"},
                                 {"name": "blosc", "configuration": {
                                     "cname": "zstd", "clevel": 1, "shuffle": "shuffle",
-                                    "typesize": 8, "blocksize": 0}}]}}
+                                    "typesize": dt.itemsize, "blocksize": 0}}]}}
     if cache_bytes:
         spec["recheck_cached_data"] = "open"
     return spec

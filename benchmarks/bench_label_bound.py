@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_core import label_args, load_labels, random_boxes, zarr3_labels_spec
+from bench_core import label_args, load_labels, random_boxes, zarr3_local_spec
 
 
 def geometry(box: tuple[slice, ...], c: int = 64) -> tuple[list[tuple[int, ...]], np.ndarray]:
@@ -130,7 +130,7 @@ def main() -> None:
         seg = repo.create_labels("seg", data.shape)
         seg[...] = data
         h = seg.at(repo.commit("lock"))
-        tspec = zarr3_labels_spec(f"{tmp}/ts", n, 256 << 20)
+        tspec = zarr3_local_spec(f"{tmp}/ts", n, 256 << 20)
         t = ts.open(tspec, create=True).result()
         t.write(data).result()
         for _ in range(2):  # warm: every block (diced) and decoded chunk (TensorStore) cached

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_core import label_args, load_labels, random_boxes, zarr3_labels_spec
+from bench_core import label_args, load_labels, random_boxes, zarr3_local_spec
 
 
 def main() -> None:
@@ -53,7 +53,7 @@ def main() -> None:
         repo.commit("written")
         repo.newversion("open")  # seg now reads at the open version
         load_copy_kernels()
-        spec = zarr3_labels_spec(f"{tmp}/ts", n, 0)
+        spec = zarr3_local_spec(f"{tmp}/ts", n, 0)
         t = ts.open(spec, create=True).result()
         t.write(data).result()
         readers = {"diced": lambda s: seg[s], "TensorStore": lambda s: t[s].read().result()}
