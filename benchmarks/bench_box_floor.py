@@ -1,26 +1,26 @@
 """Warm reads of 20 unaligned 64^3 boxes against the cost of copying their voxels in numpy.
 
 Row 6 of ``bench_core.py`` asks a warm read of these boxes (every chunk cached) to take at
-most half of TensorStore's time. A warm read copies voxels out of cached chunks into fresh
-results, so it cannot beat copying the same voxels in memory. This script times, on row
-6's data (``make_image`` for uint8, pinky40 for the labels; 256^3, ``random_boxes``
-seed 2):
+most half of TensorStore's time. A warm uint8 read copies voxels out of cached decoded
+chunks into the results, so it cannot beat copying the same voxels in memory (a warm label
+read decodes cached DVID label blocks, which hold far fewer bytes than their voxels). This
+script times, on row 6's data (``make_image`` for uint8, pinky40 for the labels; 256^3,
+``random_boxes`` seed 2):
 
 * **numpy, one array**: ``out[...] = data[box]`` for each box, out of the whole volume held
   as one C-ordered array: a strided copy of exactly the result's voxels;
 * **numpy, decoded chunks**: each box assembled from the 64^3 chunks it meets, held as
   separate arrays, one slice assignment per chunk (what a cache of decoded chunks does);
-
-both into results that are already faulted in (one of three sets in turn, as diced's
-result pool hands out recycled buffers): the copy alone, without allocating;
 * **diced** ``h[box]``: LMDB, a locked version, every chunk cached (uint8: decoded chunks;
   labels: DVID label blocks, decoded on each read);
 * **TensorStore**: zarr3 on the file kvstore (blosc zstd-1), a 256 MiB ``cache_pool``,
   warm (decoded chunks cached).
 
-Medians of ``--reads`` passes over the 20 boxes, three interleaved rounds, each result
-dropped before the next pass. The printed ratios say how far each system is from the plain
-numpy copy, and so what "2x TensorStore" asks of diced.
+The two numpy ways write into results that are already faulted in (one of three sets in
+turn, as diced's result pool hands out recycled buffers): the copy alone, without
+allocating. Medians of ``--reads`` passes over the 20 boxes, three interleaved rounds,
+each result dropped before the next pass. The printed ratios say how far each system is
+from the plain numpy copy, and so what "2x TensorStore" asks of diced.
 
 Usage: ``python benchmarks/bench_box_floor.py [--labels PATH] [--reads 40]``
 """
