@@ -31,9 +31,7 @@ import itertools
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -44,19 +42,10 @@ from bench_core import (
     label_args,
     load_labels,
     make_image,
+    median_time,
     random_boxes,
     zarr3_local_spec,
 )
-
-
-def median_ms(fn: Any, reads: int) -> float:
-    times = []
-    for _ in range(reads):
-        t0 = time.perf_counter()
-        got = fn()
-        times.append(time.perf_counter() - t0)
-        del got
-    return statistics.median(times) * 1e3
 
 
 def from_chunks(chunks: dict[tuple[int, ...], np.ndarray], box: tuple[slice, ...],
@@ -123,7 +112,7 @@ def run(kind: str, data: np.ndarray, reads: int) -> None:
         got: dict[str, list[float]] = {k: [] for k in ways}
         for _ in range(3):  # interleaved rounds
             for k, fn in ways.items():
-                got[k].append(median_ms(fn, reads))
+                got[k].append(median_time(fn, reads) * 1e3)
         store.close()
     mb = 20 * 64 ** 3 * data.itemsize / 1e6
     print(f"{kind}: 20 unaligned 64^3 boxes ({mb:.0f} MB of results), medians of {reads} "

@@ -32,14 +32,13 @@ import itertools
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_core import label_args, load_labels, random_boxes, zarr3_local_spec
+from bench_core import label_args, load_labels, median_time, random_boxes, zarr3_local_spec
 
 
 def geometry(box: tuple[slice, ...], c: int = 64) -> tuple[list[tuple[int, ...]], np.ndarray]:
@@ -55,15 +54,6 @@ def geometry(box: tuple[slice, ...], c: int = 64) -> tuple[list[tuple[int, ...]]
     geo[15:18] = [c * c * 8, c * 8, 8]  # (copy_grid: a decoded chunk's byte strides)
     geo[18:21] = [c * c * 8, c * 8, 8]
     return list(itertools.product(*ranges)), np.array(geo, np.int64)
-
-
-def median_ms(fn: Any, reads: int) -> float:
-    times = []
-    for _ in range(reads):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def main() -> None:
@@ -149,7 +139,7 @@ def main() -> None:
         got: dict[str, list[float]] = {k: [] for k in ways}
         for _ in range(3):  # interleaved rounds
             for k, fn in ways.items():
-                got[k].append(median_ms(fn, args.reads))
+                got[k].append(median_time(fn, args.reads) * 1e3)
         store.close()
     mb = 20 * 64 ** 3 * 8 / 1e6
     print(f"20 unaligned 64^3 boxes of pinky40 ({mb:.0f} MB of uint64 results), medians of "
