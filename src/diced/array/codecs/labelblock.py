@@ -282,8 +282,7 @@ def decode_block(data: BytesLike, shape: tuple[int, int, int] | None = None,
         err, detail = _k.validate_block(buf)  # every length against the input first
         if err != _k.OK:
             _raise(err, detail)
-    direct = (out is not None and out.dtype == np.uint64 and out.flags.c_contiguous
-              and out.flags.writeable)
+    direct = out is not None and _direct(out)
     target = out if direct else np.empty(header_shape, dtype=np.uint64)
     nz, ny, nx = header_shape
     err, detail = _k.decode_block(buf, target.reshape(-1), nz, ny, nx)
@@ -292,6 +291,12 @@ def decode_block(data: BytesLike, shape: tuple[int, int, int] | None = None,
     if out is None or direct:
         return target
     return _store(out, target)
+
+
+def _direct(out: np.ndarray) -> bool:
+    """Whether the kernels can decode straight into ``out``: C-contiguous, writeable
+    uint64."""
+    return out.dtype == np.uint64 and out.flags.c_contiguous and out.flags.writeable
 
 
 def decode_block_planes(data: BytesLike, shape: tuple[int, int, int], lo: int, hi: int,
@@ -327,8 +332,7 @@ def decode_block_planes(data: BytesLike, shape: tuple[int, int, int], lo: int, h
         If ``lo:hi`` is empty or outside the block, or ``out`` is not such an array.
     """
     shape = _check_shape(shape)
-    if out.shape != shape or out.dtype != np.uint64 or not out.flags.c_contiguous \
-            or not out.flags.writeable:
+    if out.shape != shape or not _direct(out):
         raise InvalidArgumentError(
             f"out must be a C-contiguous, writeable uint64 array of shape {shape}, got "
             f"{out.dtype} {out.shape}")
@@ -577,8 +581,7 @@ class LabelBlockCodec(ChunkCodec):
         planes are left as they were; see :func:`decode_block_planes`); ``False`` when
         ``out`` is not a C-contiguous, writeable uint64 chunk."""
         shape = _check_shape(shape)
-        if np.dtype(dtype) != np.uint64 or out.shape != shape or out.dtype != np.uint64 \
-                or not out.flags.c_contiguous or not out.flags.writeable:
+        if np.dtype(dtype) != np.uint64 or out.shape != shape or not _direct(out):
             return False
         decode_block_planes(self.decode_block_bytes(data, shape), shape, lo, hi, out)
         return True
